@@ -1,0 +1,32 @@
+"""tradebaas: a Jupyter-centric research and live-trading environment for Deribit perpetuals.
+
+The public Python API (see INTERFACE in the docs): ``connect``, ``ControlPanel``, ``backtest``, ``sweep``,
+``stats``. Heavy modules are imported lazily so that ``import tradebaas`` stays cheap in the engine and in
+kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tradebaas._version import __version__
+
+__all__ = ["__version__", "connect", "connect_async", "ControlPanel", "backtest", "sweep", "stats"]
+
+_LAZY = {
+    "connect": ("tradebaas.rpc.client", "connect"),
+    "connect_async": ("tradebaas.rpc.aclient", "connect_async"),
+    "ControlPanel": ("tradebaas.notebook.panel", "ControlPanel"),
+    "backtest": ("tradebaas.backtest.runner", "backtest"),
+    "sweep": ("tradebaas.backtest.sweep", "sweep"),
+    "stats": ("tradebaas.analytics.stats", "stats"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        return getattr(importlib.import_module(module_name), attr)
+    raise AttributeError(f"module 'tradebaas' has no attribute {name!r}")
