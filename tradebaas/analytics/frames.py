@@ -54,7 +54,14 @@ TRADE_COLUMNS: tuple[str, ...] = (
 )
 TIME_COLUMNS: tuple[str, ...] = ("entry_time", "exit_time")
 FLOAT_COLUMNS: tuple[str, ...] = ("entry_price", "exit_price", "amount", "pnl", "fees", "net_pnl")
-TEXT_COLUMNS: tuple[str, ...] = ("trade_id", "strategy_id", "instrument", "direction", "exit_reason", "currency")
+TEXT_COLUMNS: tuple[str, ...] = (
+    "trade_id",
+    "strategy_id",
+    "instrument",
+    "direction",
+    "exit_reason",
+    "currency",
+)
 
 #: One resolution for every time column, so frames from the journal and from backtests concatenate cleanly.
 TIME_DTYPE = "datetime64[us, UTC]"
@@ -111,7 +118,9 @@ def _column(raw: pd.DataFrame, col: str) -> pd.Series | None:
     return values
 
 
-def trades_frame(records: Iterable[Mapping[str, Any]] | pd.DataFrame, *, include_open: bool = False) -> pd.DataFrame:
+def trades_frame(
+    records: Iterable[Mapping[str, Any]] | pd.DataFrame, *, include_open: bool = False
+) -> pd.DataFrame:
     """Normalise journal or backtest trade rows into the contract DataFrame (one row per closed trade).
 
     Accepted spellings: ``entry_time``/``exit_time`` as Timestamps, datetimes, ISO strings or ms integers
@@ -133,7 +142,11 @@ def trades_frame(records: Iterable[Mapping[str, Any]] | pd.DataFrame, *, include
     for col in TRADE_COLUMNS:
         values = _column(raw, col)
         if col in TIME_COLUMNS:
-            out[col] = _to_utc(values) if values is not None else pd.Series(pd.NaT, index=raw.index, dtype=TIME_DTYPE)
+            out[col] = (
+                _to_utc(values)
+                if values is not None
+                else pd.Series(pd.NaT, index=raw.index, dtype=TIME_DTYPE)
+            )
         elif col in FLOAT_COLUMNS:
             if col == "net_pnl":
                 continue
@@ -199,9 +212,16 @@ def equity_curve(trades: pd.DataFrame, capital: float, start: Any = None) -> pd.
         if len(closed) and start_ts > exits[0]:
             raise ValueError(f"start {start_ts} is after the first trade exit {exits[0]}")
     if start_ts is None or pd.isna(start_ts):
-        return pd.Series([], index=pd.DatetimeIndex([], tz="UTC", name="time").as_unit("us"), name="equity", dtype="float64")
+        return pd.Series(
+            [],
+            index=pd.DatetimeIndex([], tz="UTC", name="time").as_unit("us"),
+            name="equity",
+            dtype="float64",
+        )
 
-    values = np.concatenate([[float(capital)], float(capital) + closed["net_pnl"].to_numpy(dtype="float64").cumsum()])
+    values = np.concatenate(
+        [[float(capital)], float(capital) + closed["net_pnl"].to_numpy(dtype="float64").cumsum()]
+    )
     index = pd.DatetimeIndex([start_ts]).append(exits).as_unit("us").rename("time")
     return pd.Series(values, index=index, name="equity")
 

@@ -68,13 +68,17 @@ def daily_returns(equity: pd.Series, *, capital: float | None = None, end: Any =
     every calendar day rather than business days, because the market never closes. Index: the day (00:00 UTC).
     """
     if equity.empty:
-        return pd.Series([], index=pd.DatetimeIndex([], tz="UTC", name="day"), name="returns", dtype="float64")
+        return pd.Series(
+            [], index=pd.DatetimeIndex([], tz="UTC", name="day"), name="returns", dtype="float64"
+        )
     base = float(equity.iloc[0]) if capital is None else float(capital)
     closes = equity.resample("1D").last()
     if end is not None:
         last_day = _utc_timestamp(end).floor("D")
         if last_day > closes.index[-1]:
-            closes = closes.reindex(pd.date_range(closes.index[0], last_day, freq="D", name=closes.index.name))
+            closes = closes.reindex(
+                pd.date_range(closes.index[0], last_day, freq="D", name=closes.index.name)
+            )
     closes = closes.ffill()
     previous = closes.shift(1, fill_value=base)
     return (closes / previous - 1.0).rename("returns").rename_axis("day")
@@ -110,7 +114,9 @@ def stats(
     values |= _curve_stats(equity, capital_value, end, periods_per_year, risk_free)
     values["exposure"] = _exposure(closed, values["start"], values["end"])
     values["trades_per_day"] = values["trades"] / values["days"] if values["days"] else np.nan
-    return pd.Series([values[name] for name in STAT_NAMES], index=list(STAT_NAMES), name="stats", dtype=object)
+    return pd.Series(
+        [values[name] for name in STAT_NAMES], index=list(STAT_NAMES), name="stats", dtype=object
+    )
 
 
 def stats_frame(
@@ -168,7 +174,18 @@ def by_strategy(
     )
 
 
-_DAY_COLUMNS = ("trades", "wins", "losses", "win_rate", "gross_pnl", "fees", "net_pnl", "best", "worst", "cum_net_pnl")
+_DAY_COLUMNS = (
+    "trades",
+    "wins",
+    "losses",
+    "win_rate",
+    "gross_pnl",
+    "fees",
+    "net_pnl",
+    "best",
+    "worst",
+    "cum_net_pnl",
+)
 
 
 def by_day(trades: pd.DataFrame) -> pd.DataFrame:
