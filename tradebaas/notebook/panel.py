@@ -1,0 +1,575 @@
+"""``tb.ControlPanel(eng)``: a trading desk inside JupyterLab, driven by the engine's pushed events.
+
+Threads, and why:
+
+- the kernel's main thread only builds widgets and runs button handlers; a handler never waits for the engine
+  (RPC calls that a click triggers run on a short-lived worker thread), so the notebook stays responsive even
+  when the engine is down;
+- the RPC client's callback thread only hands events to a :class:`~tradebaas.notebook.coalesce.Pump` (no widget
+  work there, so a slow frontend can never back-pressure the client);
+- the pump's thread merges events, applies them to :class:`PanelState` and assigns the rendered HTML to widget
+  traits at most a few times per second. It also fetches full snapshots: at start, and after every reconnect or
+  engine restart, because events missed while disconnected are not replayed.
+
+The state and the rendering are pure (``PanelState`` here, the HTML functions in ``widgets.py``); this module
+wires them to ipywidgets and to the client.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ipywidgets as w
+
+from tradebaas.notebook import widgets as render
+from tradebaas.notebook.coalesce import Batch, Pump
+from tradebaas.notebook.forms import StartForm
+
+GLOBAL_CHANNELS = ("engine", "strategies", "orders", "trades", "positions", "log")
+ACTIVE_STATES = {"running", "starting"}
+
+
+def position_key(position: Mapping[str, Any]) -> tuple[str, str]:
+    """Positions are per strategy and instrument (one open trade per strategy at a time)."""
+    return (str(position.get("strategy_id") or ""), str(position.get("instrument") or ""))
+
+
+@dataclass
+class PanelState:
+    """Everything the panel displays, merged from snapshots and pushed events. Pure: no widgets, no I/O.
+
+    ``received_at`` remembers (monotonic seconds) when each strategy row arrived, so uptimes can keep counting
+    between events without asking the engine.
+    """
+
+    connection: str = "connecting"
+    note: str = ""
+    status: dict[str, Any] | None = None
+    status_at: float = 0.0
+    available: list[dict[str, Any]] = field(default_factory=list)
+    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    received_at: dict[str, float] = field(default_factory=dict)
+    positions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trades: dict[str, dict[str, Any]] = field(default_factory=dict)
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    equity: list[float] = field(default_factory=list)
+    equity_label: str = ""
+    logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+    engine_identity: tuple[Any, Any] | None = None
+
+    # -- snapshots --------------------------------------------------------------------------------------------
+    def set_status(self, status: Mapping[str, Any], now: float) -> bool:
+        """Store ``engine.status``; True when it comes from a different engine process than before (a restart)."""
+        identity = (status.get("pid"), status.get("started_ts_ms"))
+        restarted = self.engine_identity is not None and identity != self.engine_identity
+        self.engine_identity = identity
+        self.status, self.status_at = dict(status), now
+        return restarted
+
+    def set_strategies(self, rows: list[Mapping[str, Any]], now: float) -> None:
+        self.strategies = {}
+        for row in rows:
+            self.update_strategy(row, now)
+
+    def update_strategy(self, row: Mapping[str, Any], now: float) -> None:
+        sid = str(row.get("id"))
+        self.strategies[sid] = dict(row)
+        self.received_at[sid] = now
+        position = row.get("position")
+        if isinstance(position, Mapping):
+            self.update_position(position)
+        if isinstance(row.get("last_decision"), Mapping):
+            self.decisions[sid] = dict(row["last_decision"])
+
+    def set_positions(self, rows: list[Mapping[str, Any]]) -> None:
+        self.positions = {}
+        for row in rows:
+            self.update_position(row)
+
+    def update_position(self, row: Mapping[str, Any]) -> None:
+        key = position_key(row)
+        if float(row.get("amount") or 0) == 0:
+            self.positions.pop(key, None)
+        else:
+            self.positions[key] = dict(row)
+
+    def set_orders(self, rows: list[Mapping[str, Any]]) -> None:
+        self.orders = {}
+        for row in rows:
+            self.update_order(row)
+
+    def update_order(self, row: Mapping[str, Any]) -> None:
+        """Keep open orders only: filled/cancelled ones leave the table."""
+        oid = str(row.get("order_id"))
+        if str(row.get("state") or "open") in {"open", "untriggered", "new", "pending"}:
+            self.orders[oid] = dict(row)
+        else:
+            self.orders.pop(oid, None)
+
+    def set_trades(self, rows: list[Mapping[str, Any]], keep: int = 200) -> None:
+        ordered = sorted(rows, key=lambda t: t.get("exit_ts_ms") or t.get("entry_ts_ms") or 0)
+        self.trades = {str(t.get("trade_id")): dict(t) for t in ordered[-keep:]}
+
+    def update_trade(self, row: Mapping[str, Any], keep: int = 200) -> None:
+        self.trades[str(row.get("trade_id"))] = dict(row)
+        while len(self.trades) > keep:
+            self.trades.pop(next(iter(self.trades)))
+
+    def set_equity(self, points: list[Mapping[str, Any]], label: str = "") -> None:
+        self.equity = [float(p["equity"]) for p in points if p.get("equity") is not None]
+        self.equity_label = label
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def apply_event(self, channel: str, data: Any, now: float) -> str | None:
+        """Apply one pushed event; returns "restarted" when the engine behind the link changed, else None."""
+        if not isinstance(data, Mapping):
+            return None
+        if channel == "engine":
+            status = data.get("status")
+            if isinstance(status, Mapping) and self.set_status(status, now):
+                return "restarted"
+        elif channel == "strategies" or channel.startswith("strategy."):
+            kind = data.get("type")
+            if kind == "state" and isinstance(data.get("strategy"), Mapping):
+                self.update_strategy(data["strategy"], now)
+            elif kind == "decision" and isinstance(data.get("decision"), Mapping):
+                self.decisions[channel.removeprefix("strategy.")] = dict(data["decision"])
+        elif channel == "positions":
+            self.update_position(data)
+        elif channel == "orders":
+            self.update_order(data)
+        elif channel == "trades":
+            self.update_trade(data)
+        elif channel == "log":
+            self.logs.append(dict(data))
+        return None
+
+    # -- derived ----------------------------------------------------------------------------------------------
+    def uptime_of(self, sid: str, now: float) -> float | None:
+        row = self.strategies.get(sid)
+        if row is None:
+            return None
+        return render.strategy_uptime(row, now - self.received_at.get(sid, now))
+
+    def engine_uptime(self, now: float) -> float | None:
+        if not self.status or self.status.get("uptime_s") is None:
+            return None
+        if self.connection != "connected":
+            return float(self.status["uptime_s"])
+        return float(self.status["uptime_s"]) + (now - self.status_at)
+
+    def running_count(self) -> int:
+        return sum(1 for s in self.strategies.values() if s.get("state") in ACTIVE_STATES)
+
+    def latest_decisions(self, limit: int = 2) -> list[tuple[str, dict[str, Any]]]:
+        """Decisions of active strategies first, newest first: the ones a trader is watching."""
+        def rank(item: tuple[str, dict[str, Any]]) -> tuple[int, int]:
+            sid, decision = item
+            active = self.strategies.get(sid, {}).get("state") in ACTIVE_STATES
+            return (1 if active else 0, int(decision.get("ts_ms") or 0))
+
+        return sorted(self.decisions.items(), key=rank, reverse=True)[:limit]
+
+
+def _rpc_error_parts(exc: BaseException) -> tuple[int | None, str, Any]:
+    """(code, message, data) of a JSON-RPC error raised by the client, whatever its exact class."""
+    code = getattr(exc, "code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    data = getattr(exc, "data", None)
+    return (code if isinstance(code, int) else None, str(message), data)
+
+
+class ControlPanel(w.VBox):
+    """The control panel widget. ``ControlPanel(eng)`` shows at once (with "connecting…") and fills itself in
+    from the engine on a background thread; it keeps updating until :meth:`close` or the kernel ends."""
+
+    def __init__(self, eng: Any, max_updates_per_second: float = 4.0, trades_shown: int = 10,
+                 log_lines: int = 15, ping_every_s: float = 2.0) -> None:
+        self.eng = eng
+        self.state = PanelState()
+        self._trades_shown = trades_shown
+        self._log_lines = log_lines
+        self._ping_every_s = ping_every_s
+        self._last_ping = 0.0
+        self._subscribed: set[str] = set()
+        self._subscriptions: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.errors: deque[str] = deque(maxlen=20)  # panel-side failures, for debugging a silent widget
+
+        # -- widgets --
+        self.status_html = self._html("tb-status-box", render.status_html(None, "connecting"))
+        self.strategy_rows = w.VBox()
+        self.strategy_rows.add_class("tb-strategies")
+        self._rows: dict[str, tuple[w.HBox, w.HTML, w.Button]] = {}
+        self.no_strategies = self._html("tb-no-strategies", '<span style="color:#888">no strategies yet</span>')
+        self.positions_html = self._html("tb-positions-box", render.positions_html([]))
+        self.orders_html = self._html("tb-orders-box", render.orders_html([]))
+        self.decision_html = self._html("tb-decision-box", "")
+        self.trades_html = self._html("tb-trades-box", render.trades_html([]))
+        self.equity_html = self._html("tb-equity-box", render.sparkline_svg([]))
+        self.log_html = self._html("tb-log-box", render.log_html([]))
+        self.form_box = w.VBox([self._html("tb-form-loading", '<span style="color:#888">loading strategies…</span>')])
+        self.form: StartForm | None = None
+
+        self.kill_button = w.Button(description="Kill", button_style="danger", icon="power-off",
+                                    tooltip="stop every strategy and cancel their entry orders")
+        self.kill_button.add_class("tb-kill")
+        self.flatten = w.Checkbox(value=False, description="flatten positions", indent=False)
+        self.flatten.add_class("tb-kill-flatten")
+        self.kill_confirm_text = w.HTML("")
+        self.kill_confirm_button = w.Button(description="Confirm kill", button_style="danger")
+        self.kill_confirm_button.add_class("tb-kill-confirm-button")
+        self.kill_cancel_button = w.Button(description="Cancel")
+        self.kill_cancel_button.add_class("tb-kill-cancel")
+        self.kill_confirm_box = w.HBox([self.kill_confirm_text, self.kill_confirm_button, self.kill_cancel_button],
+                                       layout=w.Layout(display="none"))
+        self.kill_result = self._html("tb-kill-result", "")
+        self.kill_button.on_click(lambda _b: self._ask_kill())
+        self.kill_cancel_button.on_click(lambda _b: self._hide_kill())
+        self.kill_confirm_button.on_click(lambda _b: self._do_kill())
+
+        def section(title: str, *children: w.Widget) -> w.VBox:
+            return w.VBox([w.HTML(f"<b>{title}</b>"), *children], layout=w.Layout(margin="4px 0"))
+
+        super().__init__([
+            self.status_html,
+            section("Strategies", self.no_strategies, self.strategy_rows),
+            section("Position", self.positions_html, self.orders_html),
+            section("Latest decision", self.decision_html),
+            section("Recent trades", self.trades_html),
+            section("Equity", self.equity_html),
+            section("Start a strategy", self.form_box),
+            section("Kill switch", w.HBox([self.kill_button, self.flatten]), self.kill_confirm_box, self.kill_result),
+            section("Log", self.log_html),
+        ])
+        self.add_class("tb-control-panel")
+
+        self._pump = Pump(self._apply_batch, max_per_second=max_updates_per_second, tick=self._tick,
+                          on_error=self._record_error)
+        self._install_reconnect_hook()
+        self._pump.flag("resync")
+        self._pump.start()
+
+    # -- small helpers ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _html(css_class: str, value: str) -> w.HTML:
+        box = w.HTML(value)
+        box.add_class(css_class)
+        return box
+
+    @staticmethod
+    def _set(widget: w.Widget, trait: str, value: Any) -> None:
+        """Assign only when different: every assignment is a message to the browser."""
+        if getattr(widget, trait) != value:
+            setattr(widget, trait, value)
+
+    def _record_error(self, exc: BaseException) -> None:
+        self.errors.append("".join(traceback.format_exception(exc)))
+
+    def _background(self, target: Callable[[], None]) -> None:
+        """Run an RPC on a worker thread so a click never blocks the kernel while the engine answers (or not)."""
+        def run() -> None:
+            try:
+                target()
+            except Exception as exc:
+                self._record_error(exc)
+
+        threading.Thread(target=run, name="tradebaas-panel-action", daemon=True).start()
+
+    # -- subscriptions ----------------------------------------------------------------------------------------
+    def _install_reconnect_hook(self) -> None:
+        """Ask the client to tell us about reconnects when it can; otherwise the periodic ping notices them."""
+        for hook_name in ("on_reconnect", "add_reconnect_callback"):
+            hook = getattr(self.eng, hook_name, None)
+            if callable(hook):
+                try:
+                    hook(self._on_reconnected)
+                    return
+                except TypeError:
+                    continue
+
+    def _on_reconnected(self, *_args: Any) -> None:
+        self._pump.flag("resync")
+
+    def _subscribe(self, channel: str) -> None:
+        with self._lock:
+            if channel in self._subscribed or self._closed:
+                return
+            self._subscribed.add(channel)
+
+        def callback(*args: Any) -> None:
+            # The client may call back with (data), (channel, data) or (event dict); take the payload.
+            data = args[-1] if args else None
+            if isinstance(data, Mapping) and set(data) >= {"channel", "data"} and len(args) == 1:
+                data = data["data"]
+            self._on_event(channel, data)
+
+        handle = self.eng.subscribe(channel, callback)
+        self._subscriptions.append((channel, callback, handle))
+
+    def _on_event(self, channel: str, data: Any) -> None:
+        """On the client's callback thread: queue, never render."""
+        if channel == "log":
+            self._pump.append("log", data)
+        elif channel == "trades" and isinstance(data, Mapping):
+            self._pump.put("trades", data.get("trade_id"), data)
+            if data.get("state") == "closed":
+                self._pump.flag("equity")
+        elif channel == "orders" and isinstance(data, Mapping):
+            self._pump.put("orders", data.get("order_id"), data)
+        elif channel == "positions" and isinstance(data, Mapping):
+            self._pump.put("positions", position_key(data), data)
+        elif channel == "engine":
+            self._pump.put("engine", "status", data)
+        elif channel == "strategies" or channel.startswith("strategy."):
+            if isinstance(data, Mapping) and data.get("type") == "decision":
+                self._pump.put("decisions", channel, data)
+            elif isinstance(data, Mapping) and isinstance(data.get("strategy"), Mapping):
+                self._pump.put("strategies", data["strategy"].get("id"), data)
+
+    def _ensure_strategy_channels(self) -> None:
+        for sid in list(self.state.strategies):
+            self._subscribe(f"strategy.{sid}")
+
+    # -- the pump's thread ------------------------------------------------------------------------------------
+    def _call(self, method: str, **params: Any) -> Any:
+        return self.eng.call(method, **params)
+
+    def _optional(self, method: str, default: Any, **params: Any) -> Any:
+        """A call whose absence (older engine: -32601) must not stop the rest of the panel from working."""
+        try:
+            return self._call(method, **params)
+        except Exception as exc:
+            code, message, _data = _rpc_error_parts(exc)
+            if code == -32601:
+                self.errors.append(f"{method}: not available on this engine")
+                return default
+            raise
+
+    def resync(self) -> None:
+        """Fetch the whole picture again. Runs at start and after every reconnect: pushed events missed while
+        disconnected are never replayed, so a snapshot is the only way back to the truth."""
+        now = time.monotonic()
+        state = self.state
+        status = self._call("engine.status")
+        restarted = state.set_status(status, now)
+        for channel in GLOBAL_CHANNELS:  # before the snapshot, so nothing between the two is lost
+            self._subscribe(channel)
+        if not state.available:
+            state.available = self._optional("strategy.available", [])
+            self._build_form()
+        state.set_strategies(self._optional("strategy.list", []), now)
+        for sid, row in list(state.strategies.items()):
+            if row.get("state") in ACTIVE_STATES or sid not in state.decisions:
+                detail = self._optional("strategy.get", None, id=sid)
+                if isinstance(detail, Mapping) and isinstance(detail.get("last_decision"), Mapping):
+                    state.decisions[sid] = dict(detail["last_decision"])
+        self._ensure_strategy_channels()
+        state.set_positions(self._optional("positions.list", []))
+        state.set_orders(self._optional("orders.list", [], open_only=True))
+        state.set_trades(self._optional("trades.list", []))
+        self._refresh_equity()
+        state.connection = "connected"
+        state.note = "engine restarted — state reloaded" if restarted else ""
+        self._last_ping = now
+
+    def _refresh_equity(self) -> None:
+        points = self._optional("equity.history", [])
+        currency = next((t.get("currency") for t in self.state.trades.values() if t.get("currency")), "")
+        self.state.set_equity(points, label=f"equity{(' ' + currency) if currency else ''}")
+
+    def _apply_batch(self, batch: Batch) -> None:
+        now = time.monotonic()
+        if "resync" in batch.flags or self.state.connection != "connected":
+            try:
+                self.resync()
+            except Exception as exc:
+                self._lost(exc)
+                self._render(now)
+                return
+        else:
+            restarted = False
+            for data in batch.get("engine").values():
+                restarted |= self.state.apply_event("engine", data, now) == "restarted"
+            for channel_key, data in batch.get("decisions").items():
+                self.state.apply_event(str(channel_key), data, now)
+            for data in batch.get("strategies").values():
+                self.state.apply_event("strategies", data, now)
+            for topic in ("positions", "orders", "trades"):
+                for data in batch.get(topic).values():
+                    self.state.apply_event(topic, data, now)
+            if restarted:
+                self._pump.flag("resync")
+            elif "equity" in batch.flags:
+                try:
+                    self._refresh_equity()
+                except Exception as exc:
+                    self._record_error(exc)
+            self._ensure_strategy_channels()
+        for line in batch.items("log"):
+            self.state.apply_event("log", line, now)
+        self._render(now)
+
+    def _lost(self, exc: BaseException) -> None:
+        # Having been connected once, a failure means the engine went away (restart, crash) and the client is
+        # reconnecting; never having been connected means there is no engine to reach yet.
+        was = self.state.connection
+        self.state.connection = "reconnecting" if was in {"connected", "reconnecting"} else "disconnected"
+        _code, message, _data = _rpc_error_parts(exc)
+        self.state.note = message[:200]
+
+    def _tick(self, now: float) -> None:
+        """Once a second: keep uptimes moving and check the link (a ping), so a dead engine shows within seconds
+        even when no event arrives. A failed ping marks the panel reconnecting; the next success resyncs."""
+        if now - self._last_ping >= self._ping_every_s or self.state.connection != "connected":
+            self._last_ping = now
+            try:
+                self._call("engine.ping")
+                if self.state.connection != "connected":
+                    self._pump.flag("resync")
+            except Exception as exc:
+                self._lost(exc)
+        self._render(now)
+
+    # -- rendering (pump thread) ------------------------------------------------------------------------------
+    def _render(self, now: float) -> None:
+        state = self.state
+        self._set(self.status_html, "value",
+                  render.status_html(state.status, state.connection, state.engine_uptime(now), state.note))
+        self._render_strategies(now)
+        self._set(self.positions_html, "value", render.positions_html(state.positions.values()))
+        self._set(self.orders_html, "value", render.orders_html(state.orders.values()))
+        decisions = state.latest_decisions()
+        self._set(self.decision_html, "value",
+                  "".join(render.decision_html(sid, d) for sid, d in decisions)
+                  or '<span style="color:#888">no decision yet</span>')
+        self._set(self.trades_html, "value", render.trades_html(state.trades.values(), self._trades_shown))
+        self._set(self.equity_html, "value", render.sparkline_svg(state.equity, label=state.equity_label))
+        self._set(self.log_html, "value", render.log_html(state.logs, self._log_lines))
+        self._set(self.kill_button, "disabled", state.connection != "connected")
+
+    def _render_strategies(self, now: float) -> None:
+        state = self.state
+        ordered = sorted(state.strategies.values(), key=lambda s: (s.get("state") not in ACTIVE_STATES,
+                                                                   -(s.get("created_ts_ms") or 0)))
+        children = []
+        for row in ordered:
+            sid = str(row.get("id"))
+            if sid not in self._rows:
+                html_box = w.HTML("")
+                html_box.add_class("tb-strategy")
+                stop = w.Button(description="Stop", button_style="warning", icon="stop",
+                                tooltip=f"stop {sid} (its position keeps its brackets)")
+                stop.add_class("tb-stop")
+                stop.add_class(f"tb-stop-{sid}")
+                stop.on_click(lambda _b, s=sid: self.stop(s))
+                self._rows[sid] = (w.HBox([stop, html_box]), html_box, stop)
+            box, html_box, stop = self._rows[sid]
+            self._set(html_box, "value", render.strategy_row_html(row, state.uptime_of(sid, now)))
+            self._set(stop, "disabled", row.get("state") not in ACTIVE_STATES or state.connection != "connected")
+            children.append(box)
+        if tuple(self.strategy_rows.children) != tuple(children):
+            self.strategy_rows.children = children
+        self._set(self.no_strategies.layout, "display", "none" if children else "")
+
+    def _build_form(self) -> None:
+        if not self.state.available:
+            self.form_box.children = [w.HTML('<span style="color:#888">the engine offers no strategies</span>')]
+            return
+        self.form = StartForm(self.state.available, self._start_from_form)
+        self.form_box.children = [self.form]
+
+    # -- actions (kernel thread -> worker thread) -------------------------------------------------------------
+    def _start_from_form(self, name: str, instrument: str, config: dict[str, Any]) -> None:
+        form = self.form
+
+        def run() -> None:
+            try:
+                strategy = self._call("strategy.start", name=name, instrument=instrument, config=config)
+            except Exception as exc:
+                _code, message, data = _rpc_error_parts(exc)
+                if form is not None:
+                    form.show_engine_error(message, data)
+                return
+            if form is not None:
+                form.show_started(f"started {strategy.get('id')} ({strategy.get('state')})")
+            self._on_event("strategies", {"type": "state", "strategy": strategy})
+
+        self._background(run)
+
+    def start(self, name: str | None = None, **values: Any) -> bool:
+        """Fill the form and press Start (scripts and tests); False when the form refused the values."""
+        if self.form is None:
+            raise RuntimeError("the panel has not loaded the strategy list yet")
+        if name is not None:
+            self.form.choice.value = name
+        self.form.set_values(values)
+        return self.form.submit()
+
+    def stop(self, sid: str, flatten: bool = False) -> None:
+        """Stop one strategy (what its Stop button does)."""
+        def run() -> None:
+            try:
+                strategy = self._call("strategy.stop", id=sid, flatten=flatten)
+            except Exception as exc:
+                _code, message, _data = _rpc_error_parts(exc)
+                self.state.note = f"stop {sid}: {message}"
+                self._pump.flag("refresh")
+                return
+            self._on_event("strategies", {"type": "state", "strategy": strategy})
+
+        self._background(run)
+
+    def _ask_kill(self) -> None:
+        self.kill_confirm_text.value = render.kill_confirm_html(self.flatten.value, self.state.running_count())
+        self.kill_confirm_box.layout.display = ""
+        self.kill_result.value = ""
+
+    def _hide_kill(self) -> None:
+        self.kill_confirm_box.layout.display = "none"
+
+    def _do_kill(self) -> None:
+        flatten = bool(self.flatten.value)
+        self._hide_kill()
+        self.kill_result.value = '<span class="tb-kill-busy">killing…</span>'
+
+        def run() -> None:
+            try:
+                result = self._call("risk.kill", flatten=flatten)
+            except Exception as exc:
+                _code, message, _data = _rpc_error_parts(exc)
+                self.kill_result.value = render.esc(f"kill failed: {message}")
+                return
+            self.kill_result.value = (
+                f'<span class="tb-kill-done">killed: stopped {len(result.get("stopped") or [])}, cancelled '
+                f'{result.get("cancelled", 0)} order(s), flattened {len(result.get("flattened") or [])}</span>')
+            self._pump.flag("resync")
+
+        self._background(run)
+
+    # -- lifetime ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop updating and drop the subscriptions (re-running the cell that made a panel should call this)."""
+        with self._lock:
+            self._closed = True
+        self._pump.stop()
+        unsubscribe = getattr(self.eng, "unsubscribe", None)
+        if callable(unsubscribe):
+            for channel, callback, handle in self._subscriptions:
+                try:
+                    if handle is not None and callable(getattr(handle, "close", None)):
+                        handle.close()
+                    else:
+                        unsubscribe(channel, callback)
+                except Exception as exc:
+                    self._record_error(exc)
+        self._subscriptions.clear()
+        super().close()
