@@ -297,6 +297,10 @@ def _curve_stats(
     }
 
 
+#: Spread of daily returns below which they count as constant (compounding leaves ~1e-16 of float noise).
+_FLAT = 1e-12
+
+
 def _annual_return(returns: pd.Series, periods_per_year: int) -> float:
     """Compound annual growth rate: ``prod(1 + r) ** (periods_per_year / n) - 1`` (empyrical.annual_return)."""
     if returns.empty:
@@ -316,10 +320,11 @@ def _calmar(annual_return: float, max_drawdown: float) -> float:
 def _sharpe(excess: pd.Series, periods_per_year: int) -> float:
     """``mean / std(ddof=1) * sqrt(periods_per_year)``; NaN with fewer than two returns or zero dispersion.
 
-    empyrical returns +-inf for constant non-zero returns; a ratio that only says "no variance" is not a
-    Sharpe, so we answer NaN there (and agree with empyrical everywhere else).
+    empyrical returns +-inf (or a float-noise giant) for constant non-zero returns; a ratio that only says
+    "no variance" is not a Sharpe, so we answer NaN when the returns spread by less than ``_FLAT`` (1e-12,
+    far below any real daily return) and agree with empyrical everywhere else.
     """
-    if len(excess) < 2 or excess.max() == excess.min():
+    if len(excess) < 2 or float(excess.max() - excess.min()) <= _FLAT:
         return np.nan
     return float(excess.mean() / excess.std(ddof=1) * np.sqrt(periods_per_year))
 
