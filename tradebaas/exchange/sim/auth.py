@@ -1,0 +1,205 @@
+"""API keys, access tokens and Deribit's signatures for the simulator.
+
+Why its own module: the signature formats are exactly what third-party clients compute (ccxt signs REST calls
+with ``deri-hmac-sha256`` and WebSocket logins with ``client_signature``), so they are pure functions tested on
+their own. Tokens expire on real time (a transport concern), not on the simulated clock: at ``--speed 600`` a
+15-minute token would otherwise die in 1.5 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tradebaas.exchange.sim.errors import DeribitError
+
+TOKEN_TTL_S = 900
+SIGNATURE_WINDOW_MS = 5 * 60_000  # accepted distance of a signature's timestamp from real time
+
+
+@dataclass(slots=True)
+class Account:
+    account_id: str
+    client_id: str
+    client_secret: str
+    balances: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"account_id": self.account_id, "client_id": self.client_id, "client_secret": self.client_secret,
+                "balances": self.balances}
+
+
+@dataclass(slots=True)
+class Session:
+    account_id: str
+    expires_s: float
+    scope: str
+
+
+def sign(secret: str, message: str) -> str:
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def client_signature(secret: str, timestamp_ms: int | str, nonce: str, data: str = "") -> str:
+    """``public/auth`` grant ``client_signature``: HMAC-SHA256 over ``timestamp\\nnonce\\ndata``."""
+    return sign(secret, f"{timestamp_ms}\n{nonce}\n{data}")
+
+
+def http_signature(secret: str, ts_ms: int | str, nonce: str, method: str, uri: str, body: str = "") -> str:
+    """HTTP ``deri-hmac-sha256``: HMAC-SHA256 over ``ts\\nnonce\\nMETHOD\\nURI?query\\nbody\\n``."""
+    return sign(secret, f"{ts_ms}\n{nonce}\n{method.upper()}\n{uri}\n{body}\n")
+
+
+def parse_hmac_header(value: str) -> dict[str, str]:
+    """``deri-hmac-sha256 id=..,ts=..,sig=..,nonce=..`` -> its fields."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "deri-hmac-sha256":
+        raise DeribitError(13009, "unauthorized", {"reason": "unknown authorization scheme"})
+    out: dict[str, str] = {}
+    for part in rest.split(","):
+        k, _, v = part.strip().partition("=")
+        out[k] = v
+    return out
+
+
+class AuthStore:
+    """Accounts by client id, live access/refresh tokens. Tokens live in memory only (clients re-authenticate
+    after a simulator restart, as after a real disconnect)."""
+
+    def __init__(self, accounts: list[Account], ttl_s: int = TOKEN_TTL_S) -> None:
+        self.by_client = {a.client_id: a for a in accounts}
+        self.ttl_s = ttl_s
+        self.access: dict[str, Session] = {}
+        self.refresh: dict[str, Session] = {}
+
+    def _secret(self, client_id: object) -> Account:
+        acc = self.by_client.get(str(client_id))
+        if acc is None:
+            raise DeribitError(13004, "invalid_credentials")
+        return acc
+
+    def login(self, params: dict[str, object], now_wall_ms: int | None = None) -> tuple[str, dict[str, object]]:
+        """Handle ``public/auth``; returns the account id and Deribit's result object."""
+        now_wall_ms = int(time.time() * 1000) if now_wall_ms is None else now_wall_ms
+        grant = params.get("grant_type")
+        scope = str(params.get("scope") or "connection mainaccount trade:read_write account:read_write")
+        if grant == "client_credentials":
+            acc = self._secret(params.get("client_id"))
+            if not hmac.compare_digest(str(params.get("client_secret", "")), acc.client_secret):
+                raise DeribitError(13004, "invalid_credentials")
+            account_id = acc.account_id
+        elif grant == "client_signature":
+            acc = self._secret(params.get("client_id"))
+            ts = params.get("timestamp")
+            sig = str(params.get("signature", ""))
+            if ts is None or not sig:
+                raise DeribitError(-32602, "Invalid params", {"reason": "timestamp and signature required",
+                                                             "param": "signature"})
+            if abs(int(ts) - now_wall_ms) > SIGNATURE_WINDOW_MS:  # type: ignore[call-overload]
+                raise DeribitError(13009, "unauthorized", {"reason": "timestamp out of window"})
+            want = client_signature(acc.client_secret, str(ts), str(params.get("nonce", "")), str(params.get("data", "")))
+            if not hmac.compare_digest(want, sig.lower()):
+                raise DeribitError(13009, "unauthorized", {"reason": "invalid signature"})
+            account_id = acc.account_id
+        elif grant == "refresh_token":
+            old = self.refresh.pop(str(params.get("refresh_token", "")), None)
+            if old is None or old.expires_s < now_wall_ms / 1000:
+                raise DeribitError(13009, "unauthorized", {"reason": "invalid refresh token"})
+            account_id, scope = old.account_id, old.scope
+        else:
+            raise DeribitError(-32602, "Invalid params", {"reason": "unsupported grant_type", "param": "grant_type"})
+        access = f"{now_wall_ms}.{secrets.token_urlsafe(24)}"
+        refresh = f"{now_wall_ms}.{secrets.token_urlsafe(24)}"
+        now_s = now_wall_ms / 1000
+        self.access[access] = Session(account_id, now_s + self.ttl_s, scope)
+        self.refresh[refresh] = Session(account_id, now_s + 10 * self.ttl_s, scope)
+        result: dict[str, object] = {"access_token": access, "token_type": "bearer", "expires_in": self.ttl_s,
+                                     "refresh_token": refresh, "scope": scope, "enabled_features": []}
+        if params.get("state") is not None:
+            result["state"] = params["state"]
+        return account_id, result
+
+    def account_for_token(self, token: str, now_wall_s: float | None = None) -> str:
+        s = self.access.get(token)
+        now = time.time() if now_wall_s is None else now_wall_s
+        if s is None or s.expires_s < now:
+            raise DeribitError(13009, "unauthorized", {"reason": "invalid or expired token"})
+        return s.account_id
+
+    def account_for_http(self, header: str, method: str, uri: str, body: str,
+                         now_wall_ms: int | None = None) -> str:
+        """Account of an HTTP ``Authorization`` header (``Bearer`` or ``deri-hmac-sha256``)."""
+        now_wall_ms = int(time.time() * 1000) if now_wall_ms is None else now_wall_ms
+        if header.lower().startswith("bearer "):
+            return self.account_for_token(header[7:].strip(), now_wall_ms / 1000)
+        f = parse_hmac_header(header)
+        acc = self.by_client.get(f.get("id", ""))
+        if acc is None:
+            raise DeribitError(13009, "unauthorized", {"reason": "unknown client id"})
+        try:
+            ts = int(f.get("ts", ""))
+        except ValueError:
+            raise DeribitError(13009, "unauthorized", {"reason": "bad ts"}) from None
+        if abs(ts - now_wall_ms) > SIGNATURE_WINDOW_MS:
+            raise DeribitError(13009, "unauthorized", {"reason": "timestamp out of window"})
+        want = http_signature(acc.client_secret, f["ts"], f.get("nonce", ""), method, uri, body)
+        if not hmac.compare_digest(want, f.get("sig", "").lower()):
+            raise DeribitError(13009, "unauthorized", {"reason": "invalid signature"})
+        return acc.account_id
+
+    def logout(self, token: str) -> None:
+        self.access.pop(token, None)
+
+
+# ---- files under TRADEBAAS_HOME/sim ---------------------------------------------------------------------------
+
+def write_private_json(path: Path, obj: object) -> None:
+    """Write JSON atomically with mode 0600 (secrets inside)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_accounts(path: Path) -> list[Account]:
+    if not path.exists():
+        return []
+    raw = json.loads(path.read_text())
+    return [Account(str(a["account_id"]), str(a["client_id"]), str(a["client_secret"]),
+                    {k: float(v) for k, v in dict(a.get("balances") or {}).items()})
+            for a in raw.get("accounts", [])]
+
+
+def save_accounts(path: Path, accounts: list[Account]) -> None:
+    write_private_json(path, {"accounts": [a.to_json() for a in accounts]})
+
+
+def parse_account_spec(spec: str, price_usd: float, default_usd: float) -> Account:
+    """``ID:SECRET[:BALANCE]``: BALANCE is a USD value, credited as that many USDC and the same value in BTC."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ValueError(f"--account must be ID:SECRET[:BALANCE], got {spec!r}")
+    usd = float(parts[2]) if len(parts) == 3 and parts[2] else default_usd
+    if usd < 0:
+        raise ValueError("--account balance must be >= 0")
+    return Account(parts[0], parts[0], parts[1], default_balances(usd, price_usd))
+
+
+def default_balances(usd: float, price_usd: float) -> dict[str, float]:
+    return {"USDC": round(usd, 2), "BTC": round(usd / price_usd, 8) if price_usd > 0 else 0.0}
+
+
+def new_paper_account(price_usd: float, usd: float) -> Account:
+    return Account("paper", "paper-" + secrets.token_hex(4), secrets.token_urlsafe(24),
+                   default_balances(usd, price_usd))

@@ -1,0 +1,455 @@
+"""Pure market data for the simulator: recorded candles replayed as ticks, the tick sample, a synthetic walk.
+
+Why a tick stream from 1-minute candles: triggers, limits and tickers need prices between candle closes, and a
+backtest over the same candles must see the same extremes. Every tick of a candle lies inside its OHLC, the path
+visits open, both extremes and close, and the same candle always gives the same ticks (no randomness), so a replay
+is reproducible. Nothing here touches a socket, a clock or the file system except the explicit loaders.
+
+Units: ``ts_ms`` Unix milliseconds of the *simulated* clock, prices in USD per BTC, ``amount_btc`` in BTC.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import io
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from tradebaas.instruments import Instrument
+
+MINUTE_MS = 60_000
+TICKS_PER_MINUTE = 12
+TICK_STEP_MS = MINUTE_MS // TICKS_PER_MINUTE
+# Waypoints of the path inside a minute: open at 0 s, first extreme at 15 s, second at 40 s, close at 55 s.
+_WAYPOINTS_MS = (0, 15_000, 40_000, 55_000)
+DEFAULT_DATA = "bitstamp_btcusd_1min_20250107-20250203.csv.gz"
+TICK_SAMPLE = "binance_usdm_btcusdt_20240808_raw_feed.gz"
+WARMUP_MINUTES = 300
+RESOLUTIONS_MIN: dict[str, int] = {
+    "1": 1, "3": 3, "5": 5, "10": 10, "15": 15, "30": 30, "60": 60, "120": 120, "180": 180, "360": 360,
+    "720": 720, "1D": 1440,
+}
+
+
+@dataclass(slots=True, frozen=True)
+class PriceTick:
+    """One market event on the BTC/USD reference price; ``amount_btc == 0`` means a quote-only update.
+
+    ``bid``/``ask`` are the recorded best quotes when the source has them (the tick sample), else ``None`` and
+    the quote is derived from the price and the instrument's tick size. ``seq`` is the tick's position in the
+    whole stream, so trade sequence numbers survive a restart unchanged.
+    """
+
+    ts_ms: int
+    price: float
+    amount_btc: float
+    side: str  # taker side of the trade: "buy" | "sell"
+    seq: int
+    bid: float | None = None
+    ask: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Quote:
+    """What one instrument shows after a tick (fields of ``MarketTick`` and of the ticker)."""
+
+    last_price: float
+    mark_price: float
+    index_price: float
+    best_bid: float
+    best_ask: float
+
+
+class Candles:
+    """1-minute OHLCV bars as numpy arrays, sorted by bar start (``ts_ms``)."""
+
+    __slots__ = ("ts_ms", "open", "high", "low", "close", "volume")
+
+    def __init__(self, ts_ms: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                 v: np.ndarray) -> None:
+        order = np.argsort(ts_ms, kind="stable")
+        self.ts_ms = ts_ms.astype(np.int64)[order]
+        self.open = o.astype(float)[order]
+        self.high = h.astype(float)[order]
+        self.low = lo.astype(float)[order]
+        self.close = c.astype(float)[order]
+        self.volume = v.astype(float)[order]
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    def index_at(self, ts_ms: int) -> int:
+        """Index of the first bar that starts at or after ``ts_ms``."""
+        return int(np.searchsorted(self.ts_ms, ts_ms, side="left"))
+
+    def row(self, i: int) -> tuple[int, float, float, float, float, float]:
+        return (int(self.ts_ms[i]), float(self.open[i]), float(self.high[i]), float(self.low[i]),
+                float(self.close[i]), float(self.volume[i]))
+
+
+def candle_path(o: float, h: float, lo: float, c: float) -> tuple[float, float, float, float]:
+    """The four waypoints of a candle: open, the extreme nearer to the open, the other extreme, close.
+
+    Going to the nearer extreme first is the plausible path (the shorter detour); on a tie a rising candle dips
+    first and a falling one rallies first.
+    """
+    low_first = (o - lo) < (h - o) or ((o - lo) == (h - o) and c >= o)
+    return (o, lo, h, c) if low_first else (o, h, lo, c)
+
+
+def candle_ticks(ts_ms: int, o: float, h: float, lo: float, c: float, volume_btc: float,
+                 seq0: int) -> list[PriceTick]:
+    """``TICKS_PER_MINUTE`` deterministic ticks inside one candle, at fixed 5 s offsets from its start.
+
+    Every price is within [low, high]; the first is the open, the last the close; the candle's volume is spread
+    evenly over the ticks.
+    """
+    points = candle_path(o, h, lo, c)
+    amount = volume_btc / TICKS_PER_MINUTE
+    out: list[PriceTick] = []
+    prev = o
+    for j in range(TICKS_PER_MINUTE):
+        off = j * TICK_STEP_MS
+        k = 0
+        while k < 2 and off > _WAYPOINTS_MS[k + 1]:
+            k += 1
+        t0, t1 = _WAYPOINTS_MS[k], _WAYPOINTS_MS[k + 1]
+        frac = min(1.0, (off - t0) / (t1 - t0))
+        price = points[k] + (points[k + 1] - points[k]) * frac
+        price = min(h, max(lo, round(price, 2)))
+        side = "buy" if price > prev or (price == prev and c >= o) else "sell"
+        out.append(PriceTick(ts_ms + off, price, amount, side, seq0 + j))
+        prev = price
+    return out
+
+
+class MarketData:
+    """A market data source: 1-minute history for charts plus a deterministic tick stream.
+
+    ``ticks_from(ts_ms)`` yields every tick with ``ts_ms`` at or after the given time, in order; the same source
+    always yields the same ticks. ``end_ms`` is the time of the last tick (the replay stops there).
+    """
+
+    def __init__(self, candles: Candles, ticks: list[PriceTick] | None = None, name: str = "") -> None:
+        if len(candles) == 0:
+            raise ValueError("market data has no bars")
+        self.candles = candles
+        self.name = name
+        self._ticks = ticks  # recorded ticks (tick sample); None = derive from candles
+        self._tick_ts = [t.ts_ms for t in ticks] if ticks is not None else None
+
+    @property
+    def start_ms(self) -> int:
+        if self._ticks:
+            return self._ticks[0].ts_ms
+        return int(self.candles.ts_ms[0])
+
+    @property
+    def end_ms(self) -> int:
+        if self._ticks:
+            return self._ticks[-1].ts_ms
+        return int(self.candles.ts_ms[-1]) + _WAYPOINTS_MS[-1]
+
+    def default_start_ms(self) -> int:
+        """Data start plus ``WARMUP_MINUTES`` of history (less for short data), on a minute boundary."""
+        span = self.end_ms - self.start_ms
+        warm = min(WARMUP_MINUTES * MINUTE_MS, span // 2)
+        return (self.start_ms + warm) // MINUTE_MS * MINUTE_MS
+
+    def ticks_from(self, ts_ms: int) -> Iterator[PriceTick]:
+        if self._ticks is not None:
+            assert self._tick_ts is not None
+            yield from self._ticks[bisect.bisect_left(self._tick_ts, ts_ms):]
+            return
+        c = self.candles
+        i = max(0, c.index_at(ts_ms) - 1)
+        for k in range(i, len(c)):
+            t, o, h, lo, cl, v = c.row(k)
+            for tick in candle_ticks(t, o, h, lo, cl, v, k * TICKS_PER_MINUTE + 1):
+                if tick.ts_ms >= ts_ms:
+                    yield tick
+
+    def last_tick_before(self, ts_ms: int) -> PriceTick | None:
+        """The last tick strictly before ``ts_ms`` (the market state a restart resumes from)."""
+        if self._ticks is not None:
+            assert self._tick_ts is not None
+            i = bisect.bisect_left(self._tick_ts, ts_ms)
+            return self._ticks[i - 1] if i > 0 else None
+        c = self.candles
+        i = c.index_at(ts_ms)
+        for k in (i, i - 1):
+            if 0 <= k < len(c):
+                t, o, h, lo, cl, v = c.row(k)
+                before = [x for x in candle_ticks(t, o, h, lo, cl, v, k * TICKS_PER_MINUTE + 1) if x.ts_ms < ts_ms]
+                if before:
+                    return before[-1]
+        return None
+
+
+def quote_for(tick: PriceTick, inst: Instrument) -> Quote:
+    """The instrument's quote for a tick: last on the tick grid, a one-tick spread, mark = index = the price.
+
+    The aggressor side decides which side of the spread the trade printed on (a buy prints at the ask).
+    Recorded quotes are widened outwards to the instrument's tick grid.
+    """
+    step = inst.tick_size
+    last = inst.round_price(tick.price)
+    if tick.bid is not None and tick.ask is not None:
+        bid = _clean(math.floor(tick.bid / step + 1e-9) * step)
+        ask = _clean(math.ceil(tick.ask / step - 1e-9) * step)
+        if ask <= bid:
+            ask = _clean(bid + step)
+    elif tick.side == "buy":
+        ask, bid = last, _clean(last - step)
+    else:
+        bid, ask = last, _clean(last + step)
+    index = round(tick.price, 2)
+    return Quote(last, index, index, bid, ask)
+
+
+def _clean(x: float) -> float:
+    return round(x, 8)
+
+
+def synthetic(seed: int, minutes: int = 30 * 1440, start_ms: int = 1_735_689_600_000,
+              price0: float = 100_000.0, sigma_per_minute: float = 0.0008) -> MarketData:
+    """A seeded geometric random walk as 1-minute candles (default 30 days from 2025-01-01 UTC).
+
+    Each candle is built from 12 sub-steps so its OHLC has realistic wicks; the tick stream then comes from the
+    candles like any recorded data, so synthetic and recorded replays behave alike.
+    """
+    rng = random.Random(seed)
+    ts = np.arange(minutes, dtype=np.int64) * MINUTE_MS + start_ms
+    o = np.empty(minutes)
+    h = np.empty(minutes)
+    lo = np.empty(minutes)
+    c = np.empty(minutes)
+    v = np.empty(minutes)
+    p = price0
+    sub = sigma_per_minute / math.sqrt(TICKS_PER_MINUTE)
+    for i in range(minutes):
+        o[i] = hi = low = round(p)
+        for _ in range(TICKS_PER_MINUTE):
+            p *= math.exp(rng.gauss(0.0, sub))
+            hi, low = max(hi, p), min(low, p)
+        c[i] = round(p)
+        h[i], lo[i] = math.ceil(hi), math.floor(low)
+        v[i] = round(rng.expovariate(1.0), 8)
+    return MarketData(Candles(ts, o, h, lo, c, v), name=f"synthetic:{seed}")
+
+
+def load_candles(path: Path) -> MarketData:
+    """Candle CSV (optionally gzipped) or Parquet with ``timestamp`` (s or ms), open, high, low, close, volume."""
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path)
+    if "timestamp" not in df.columns and df.index.name in ("timestamp", "time", "ts"):
+        df = df.reset_index()
+    missing = {"timestamp", "open", "high", "low", "close"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: candle data needs columns timestamp,open,high,low,close(,volume); missing {sorted(missing)}")
+    ts = df["timestamp"]
+    if pd.api.types.is_datetime64_any_dtype(ts):
+        ts_ms = ts.astype("int64").to_numpy() // 1_000_000
+    else:
+        ts_ms = ts.to_numpy(dtype=np.int64)
+        if len(ts_ms) and ts_ms.max() < 10**11:  # seconds
+            ts_ms = ts_ms * 1000
+    vol = df["volume"].to_numpy(dtype=float) if "volume" in df.columns else np.zeros(len(df))
+    return MarketData(Candles(ts_ms, df["open"].to_numpy(dtype=float), df["high"].to_numpy(dtype=float),
+                              df["low"].to_numpy(dtype=float), df["close"].to_numpy(dtype=float), vol),
+                      name=str(path))
+
+
+def load_tick_sample(path: Path) -> MarketData:
+    """The Binance raw feed format: ``<local_ns> <json>`` lines with ``@trade`` and ``@bookTicker`` streams.
+
+    Event time is the exchange's ``T``/``E`` (ms), not the collector's clock. Trades become trade ticks with the
+    current best quotes; book tickers become quote-only ticks. 1-minute candles are built from the trades.
+    """
+    ticks: list[PriceTick] = []
+    bid = ask = None
+    last: float | None = None
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:  # type: ignore[operator]
+        for line in fh:
+            _, _, text = line.partition(" ")
+            msg = json.loads(text)
+            stream = msg.get("stream", "")
+            d = msg.get("data") or {}
+            if stream.endswith("@trade"):
+                last = float(d["p"])
+                side = "sell" if d.get("m") else "buy"
+                ticks.append(PriceTick(int(d.get("T") or d["E"]), last, float(d["q"]), side, 0, bid, ask))
+            elif stream.endswith("@bookTicker"):
+                bid, ask = float(d["b"]), float(d["a"])
+                ref = last if last is not None else (bid + ask) / 2
+                ticks.append(PriceTick(int(d.get("T") or d["E"]), ref, 0.0, "buy", 0, bid, ask))
+    if not ticks:
+        raise ValueError(f"{path}: no trades or book tickers found")
+    ticks.sort(key=lambda t: t.ts_ms)
+    ticks = [PriceTick(t.ts_ms, t.price, t.amount_btc, t.side, i + 1, t.bid, t.ask) for i, t in enumerate(ticks)]
+    return MarketData(_candles_from_ticks(ticks), ticks, name=str(path))
+
+
+def _candles_from_ticks(ticks: list[PriceTick]) -> Candles:
+    bars: dict[int, list[float]] = {}
+    for t in ticks:
+        m = t.ts_ms // MINUTE_MS * MINUTE_MS
+        b = bars.get(m)
+        if b is None:
+            bars[m] = [t.price, t.price, t.price, t.price, t.amount_btc]
+        else:
+            b[1] = max(b[1], t.price)
+            b[2] = min(b[2], t.price)
+            b[3] = t.price
+            b[4] += t.amount_btc
+    keys = sorted(bars)
+    arr = np.array([bars[k] for k in keys], dtype=float)
+    return Candles(np.array(keys, dtype=np.int64), arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], arr[:, 4])
+
+
+def load(path: str | Path | None) -> MarketData:
+    """Load ``--data``: a candle CSV/Parquet or the tick-sample feed; ``None`` = the bundled Bitstamp candles."""
+    if path is None:
+        ref = resources.files("tradebaas") / "data" / DEFAULT_DATA
+        with resources.as_file(ref) as p:
+            return load_candles(Path(p))
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"market data file not found: {p}")
+    if _looks_like_tick_sample(p):
+        return load_tick_sample(p)
+    return load_candles(p)
+
+
+def _looks_like_tick_sample(p: Path) -> bool:
+    if p.suffix == ".parquet":
+        return False
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rb") as fh:  # type: ignore[operator]
+            head = io.BytesIO(fh.read(256)).getvalue()
+    except OSError:
+        return False
+    first = head.split(b"\n", 1)[0]
+    return b" {" in first and first.split(b" ", 1)[0].isdigit()
+
+
+# ---- charts -------------------------------------------------------------------------------------------------
+
+def parse_resolution(value: object) -> int:
+    """Minutes of a Deribit chart resolution (``1``..``720`` or ``"1D"``; strings or numbers)."""
+    key = str(value).strip().upper()
+    if key.endswith(".0"):
+        key = key[:-2]
+    if key in ("D", "1D"):
+        return 1440
+    if key not in RESOLUTIONS_MIN:
+        raise ValueError(f"unsupported resolution {value!r}")
+    return RESOLUTIONS_MIN[key]
+
+
+class Bar:
+    """A forming or finished OHLCV bar (volume BTC, cost USD)."""
+
+    __slots__ = ("tick", "open", "high", "low", "close", "volume", "cost")
+
+    def __init__(self, tick: int, o: float, h: float, lo: float, c: float, v: float, cost: float) -> None:
+        self.tick, self.open, self.high, self.low, self.close, self.volume, self.cost = tick, o, h, lo, c, v, cost
+
+    def add(self, price: float, amount_btc: float) -> None:
+        self.high = max(self.high, price)
+        self.low = min(self.low, price)
+        self.close = price
+        self.volume += amount_btc
+        self.cost += amount_btc * price
+
+    def merge(self, other: Bar) -> None:
+        self.high = max(self.high, other.high)
+        self.low = min(self.low, other.low)
+        self.close = other.close
+        self.volume += other.volume
+        self.cost += other.cost
+
+    def to_deribit(self) -> dict[str, float | int]:
+        return {"tick": self.tick, "open": self.open, "high": self.high, "low": self.low, "close": self.close,
+                "volume": round(self.volume, 8), "cost": round(self.cost, 2)}
+
+
+class ChartBook:
+    """History up to the simulated now: finished 1-minute source bars plus the minute forming from live ticks.
+
+    The forming minute is built only from ticks already emitted, so no bar ever shows the future.
+    """
+
+    def __init__(self, data: MarketData) -> None:
+        self.c = data.candles
+        self.forming: Bar | None = None  # the current 1-minute bar from emitted ticks
+
+    def on_tick(self, tick: PriceTick) -> None:
+        m = tick.ts_ms // MINUTE_MS * MINUTE_MS
+        if self.forming is None or self.forming.tick != m:
+            self.forming = Bar(m, tick.price, tick.price, tick.price, tick.price, 0.0, 0.0)
+        self.forming.add(tick.price, tick.amount_btc)
+
+    def bars(self, start_ms: int, end_ms: int, res_min: int, now_ms: int) -> list[Bar]:
+        """Bars of ``res_min`` minutes whose start lies in [start_ms, end_ms], using data up to ``now_ms``."""
+        res_ms = res_min * MINUTE_MS
+        end_ms = min(end_ms, now_ms)
+        lo_ms = start_ms // res_ms * res_ms
+        c = self.c
+        i0 = c.index_at(lo_ms)
+        forming = self.forming if self.forming is not None and self.forming.tick <= now_ms else None
+        limit = forming.tick if forming is not None else now_ms - MINUTE_MS + 1
+        i1 = c.index_at(min(end_ms + 1, limit) if forming is None else limit)
+        out: dict[int, Bar] = {}
+        ts, o, h, lo, cl, v = c.ts_ms[i0:i1], c.open[i0:i1], c.high[i0:i1], c.low[i0:i1], c.close[i0:i1], c.volume[i0:i1]
+        for k in range(len(ts)):
+            b = int(ts[k]) // res_ms * res_ms
+            one = Bar(b, float(o[k]), float(h[k]), float(lo[k]), float(cl[k]), float(v[k]), float(v[k] * cl[k]))
+            cur = out.get(b)
+            if cur is None:
+                out[b] = one
+            else:
+                cur.merge(one)
+        if forming is not None:
+            b = forming.tick // res_ms * res_ms
+            one = Bar(b, forming.open, forming.high, forming.low, forming.close, forming.volume, forming.cost)
+            cur = out.get(b)
+            if cur is None:
+                out[b] = one
+            else:
+                cur.merge(one)
+        return [out[k] for k in sorted(out) if start_ms <= k + res_ms - 1 and k <= end_ms]
+
+    def current_bar(self, res_min: int, now_ms: int) -> Bar | None:
+        """The bar of ``res_min`` forming at ``now_ms`` (what ``chart.trades`` re-sends)."""
+        res_ms = res_min * MINUTE_MS
+        start = now_ms // res_ms * res_ms
+        bars = self.bars(start, now_ms, res_min, now_ms)
+        return bars[-1] if bars else None
+
+    def stats_24h(self, now_ms: int) -> dict[str, float]:
+        """Deribit ticker ``stats``: volume (BTC), high, low, price_change (%) over the last 24 h of bars."""
+        c = self.c
+        i1 = c.index_at(now_ms - MINUTE_MS + 1)
+        i0 = c.index_at(now_ms - 1440 * MINUTE_MS)
+        if i1 <= i0:
+            return {"volume": 0.0, "volume_usd": 0.0, "high": None, "low": None, "price_change": 0.0}  # type: ignore[dict-item]
+        vol = float(c.volume[i0:i1].sum())
+        first, last = float(c.open[i0]), float(c.close[i1 - 1])
+        return {"volume": round(vol, 8), "volume_usd": round(float((c.volume[i0:i1] * c.close[i0:i1]).sum()), 2),
+                "high": float(c.high[i0:i1].max()), "low": float(c.low[i0:i1].min()),
+                "price_change": round((last - first) / first * 100.0, 4) if first else 0.0}

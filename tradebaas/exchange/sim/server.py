@@ -1,0 +1,936 @@
+"""The simulator's network edge: Deribit's JSON-RPC over WebSocket (/ws/api/v2) and HTTP (/api/v2/...).
+
+Why this shape: the matching core (``matching.SimExchange``) and the market data (``marketdata``) are pure; this
+module only decodes requests, authenticates, rate-limits, injects faults, forwards to the core with the simulated
+time, routes the core's events to subscribed channels, feeds market ticks and persists state. Every notification is
+encoded once and the same bytes go to every subscriber (that is where the messages/s come from).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tradebaas.exchange.sim import state as state_mod
+from tradebaas.exchange.sim.auth import AuthStore
+from tradebaas.exchange.sim.clock import SimClock
+from tradebaas.exchange.sim.errors import DeribitError
+from tradebaas.exchange.sim.faults import Faults
+from tradebaas.exchange.sim.marketdata import ChartBook, MarketData, PriceTick, parse_resolution, quote_for
+from tradebaas.exchange.sim.ratelimit import RateLimiter
+from tradebaas.instruments import Instrument
+
+try:
+    from tradebaas.exchange.sim.matching import MarketTick
+except ImportError:  # pragma: no cover - only while the matching core is not there
+    MarketTick = None  # type: ignore[assignment,misc]
+
+try:  # orjson is several times faster; the stdlib is the fallback
+    import orjson
+
+    def dumps(obj: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    dumpb: Callable[[Any], bytes] = orjson.dumps
+    loads: Callable[[str | bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover
+    import json
+
+    def dumps(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+    def dumpb(obj: Any) -> bytes:
+        return dumps(obj).encode()
+
+    loads = json.loads
+
+log = logging.getLogger("tradebaas.sim")
+
+API_VERSION = "1.2.26"
+BOOK_LEVELS = 20
+MAX_WRITE_BUFFER = 32 << 20
+TRADES_KEPT = 1000
+SAVE_DEBOUNCE_S = 0.1
+AUTH_ERRORS = frozenset({10000, 13004, 13009, 13021, 13778})
+NUMERIC_PARAMS = frozenset({
+    "amount", "contracts", "price", "trigger_price", "trigger_offset", "max_show", "valid_until", "start_timestamp",
+    "end_timestamp", "count", "depth", "start_seq", "end_seq", "interval", "timestamp", "offset", "trigger_fill_amount",
+})
+BOOL_PARAMS = frozenset({
+    "post_only", "reject_post_only", "reduce_only", "expired", "extended", "detailed", "include_old", "mmp",
+    "include_unsettled", "historical", "refresh_amount",
+})
+JSON_PARAMS = frozenset({"otoco_config", "channels"})
+READ_ONLY_PREFIXES = ("get_", "subscribe", "unsubscribe")
+SERVER_PRIVATE = frozenset({"subscribe", "unsubscribe", "unsubscribe_all", "logout", "enable_cancel_on_disconnect",
+                            "disable_cancel_on_disconnect", "get_cancel_on_disconnect"})
+
+
+def coerce_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Query-string values arrive as strings: make numbers numbers and booleans booleans, per parameter name."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if isinstance(v, str):
+            if k in NUMERIC_PARAMS:
+                try:
+                    f = float(v)
+                    v = int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
+                except ValueError:
+                    pass
+            elif k in BOOL_PARAMS and v.lower() in ("true", "false"):
+                v = v.lower() == "true"
+            elif k in JSON_PARAMS and v[:1] in "[{":
+                with contextlib.suppress(ValueError):
+                    v = loads(v)
+        out[k] = v
+    return out
+
+
+class Conn:
+    """One WebSocket client: its authentication, subscriptions, heartbeat and cancel-on-disconnect flag."""
+
+    _ids = 0
+
+    def __init__(self, ws: web.WebSocketResponse, transport: Any) -> None:
+        Conn._ids += 1
+        self.id = Conn._ids
+        self.ws = ws
+        self.transport = transport
+        self.account_id: str | None = None
+        self.channels: set[str] = set()
+        self.hb_task: asyncio.Task[None] | None = None
+        self.hb_answered = True
+        self.cancel_on_disconnect = False
+        self.closed = False
+
+    def send(self, text: str | bytes) -> None:
+        """Write one text frame now, without an await per subscriber.
+
+        Compression is off for our sockets, so aiohttp writes the frame synchronously; a peer that stops reading
+        (write buffer above MAX_WRITE_BUFFER) is dropped, as Deribit drops slow consumers.
+        """
+        if self.closed:
+            return
+        t = self.transport
+        if t is None or t.is_closing():
+            self.closed = True
+            return
+        if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.closed = True
+            t.abort()
+            return
+        data = text.encode() if isinstance(text, str) else text
+        writer = self.ws._writer  # noqa: SLF001 - aiohttp is pinned; see docstring
+        try:
+            writer._write_websocket_frame(data, WSMsgType.TEXT, 0)  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - a broken peer must not break the broadcast
+            self.closed = True
+
+
+@dataclass(slots=True)
+class InstrumentMarket:
+    """What the server shows for one instrument: last quote, ticker, recent trades, synthetic book."""
+
+    inst: Instrument
+    ticker: dict[str, Any] = field(default_factory=dict)
+    trades: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=TRADES_KEPT))
+    bids: dict[float, float] = field(default_factory=dict)
+    asks: dict[float, float] = field(default_factory=dict)
+    change_id: int = 0
+    last_price: float = 0.0
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    min_heartbeat_s: float = 10.0
+    state_path: Path | None = None
+    testnet: bool = True
+
+
+def _parse_user_channel(ch: str) -> tuple[str, tuple[str, ...]] | None:
+    parts = ch.split(".")
+    if len(parts) < 3 or parts[0] != "user":
+        return None
+    return parts[1], tuple(parts[2:])
+
+
+class SimServer:
+    def __init__(self, exchange: Any, data: MarketData, clock: SimClock, auth: AuthStore, limiter: RateLimiter,
+                 faults: Faults, instruments: dict[str, Instrument], config: ServerConfig,
+                 extra_state: dict[str, Any] | None = None) -> None:
+        self.exchange = exchange
+        self.data = data
+        self.clock = clock
+        self.auth = auth
+        self.limiter = limiter
+        self.faults = faults
+        self.instruments = instruments
+        self.config = config
+        self.markets = {name: InstrumentMarket(inst) for name, inst in instruments.items()}
+        self.chart = ChartBook(data)
+        self.subs: dict[str, set[Conn]] = {}
+        self.user_subs: dict[str, dict[str, set[Conn]]] = {}
+        self.conns: set[Conn] = set()
+        self.extra_state = extra_state or {}
+        self._dirty = False
+        self._save_handle: asyncio.TimerHandle | None = None
+        self._feed_task: asyncio.Task[None] | None = None
+        self.ticks_emitted = 0
+        self.app = web.Application(client_max_size=1 << 20)
+        self.app.router.add_get("/ws/api/v2", self.ws_handler)
+        self.app.router.add_get("/ws/api/v2/", self.ws_handler)
+        self.app.router.add_route("*", "/api/v2/{scope}/{method}", self.http_handler)
+        self.app.on_startup.append(self._on_startup)
+        self.app.on_shutdown.append(self._on_shutdown)
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------
+
+    def prime(self) -> None:
+        """Replay the last minutes before the clock without publishing, so tickers, trades and the forming bar
+        exist from the first request (and the core has a price for market orders)."""
+        now = self.clock.now_ms()
+        last: PriceTick | None = None
+        for tick in self.data.ticks_from(now - 10 * 60_000):
+            if tick.ts_ms > now:
+                break
+            self._apply_tick(tick, publish=False)
+            last = tick
+        if last is None:
+            first = self.data.last_tick_before(now + 1) or next(iter(self.data.ticks_from(now)), None)
+            if first is not None:
+                self._apply_tick(first, publish=False)
+        self._next_ts = now + 1
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._feed_task = asyncio.create_task(self._feed())
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        if self._feed_task:
+            self._feed_task.cancel()
+        for c in list(self.conns):
+            c.closed = True
+            with contextlib.suppress(Exception):
+                await c.ws.close()
+        self.flush()
+
+    # ---- persistence ----------------------------------------------------------------------------------------
+
+    def mark_dirty(self) -> None:
+        """Schedule a save within SAVE_DEBOUNCE_S (flush() on shutdown writes anything pending)."""
+        self._dirty = True
+        if self._save_handle is None and self.config.state_path is not None:
+            loop = asyncio.get_running_loop()
+            self._save_handle = loop.call_later(SAVE_DEBOUNCE_S, self.flush)
+
+    def flush(self) -> None:
+        self._save_handle = None
+        if self.config.state_path is None:
+            return
+        self._dirty = False
+        st = state_mod.SavedState(self.clock.now_ms(), self.data.name, self.exchange.to_state(), self.extra_state)
+        state_mod.save(self.config.state_path, st)
+
+    # ---- market data feed ------------------------------------------------------------------------------------
+
+    async def _feed(self) -> None:
+        """Emit ticks as the simulated clock reaches them; yield to requests regularly when catching up."""
+        n = 0
+        try:
+            for tick in self.data.ticks_from(self._next_ts):
+                while tick.ts_ms > self.clock.now_ms():
+                    if self.clock.finished:
+                        return
+                    await asyncio.sleep(min(0.25, max(0.0005, self.clock.wall_delay_s(tick.ts_ms))))
+                self._apply_tick(tick, publish=True)
+                n += 1
+                if n % 32 == 0:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pragma: no cover - the feed must be visible when it dies
+            log.exception("market feed failed")
+
+    def _apply_tick(self, tick: PriceTick, publish: bool) -> None:
+        self.ticks_emitted += 1
+        self.chart.on_tick(tick)
+        ts = tick.ts_ms
+        send = publish and not self.faults.stalled(time.monotonic())
+        for name, m in self.markets.items():
+            inst = m.inst
+            q = quote_for(tick, inst)
+            trade = self._public_trade(m, tick, q.last_price) if tick.amount_btc > 0 else None
+            changes = self._update_book(m, q.best_bid, q.best_ask)
+            m.ticker = self._ticker(m, ts, q)
+            if self.exchange is not None:
+                mt = MarketTick(name, ts, q.last_price, q.mark_price, q.index_price, q.best_bid, q.best_ask,
+                                trade["amount"] if trade else 0.0)
+                events = self.exchange.on_market(mt, ts)
+                if events:
+                    self._route_events(events)
+                    self.mark_dirty()
+            if not send:
+                continue
+            self._publish_prefix(f"ticker.{name}.", m.ticker)
+            if trade is not None:
+                self._publish_prefix(f"trades.{name}.", [trade])
+            if changes is not None:
+                bids, asks = changes
+                if bids or asks:
+                    self._publish_prefix(f"book.{name}.", {
+                        "type": "change", "timestamp": ts, "instrument_name": name, "change_id": m.change_id,
+                        "prev_change_id": m.change_id - 1, "bids": bids, "asks": asks})
+            prefix = f"chart.trades.{name}."
+            for ch in self._channels_with_prefix(prefix):
+                try:
+                    bar = self.chart.current_bar(parse_resolution(ch[len(prefix):]), ts)
+                except ValueError:
+                    continue
+                if bar is not None:
+                    self._publish(ch, bar.to_deribit())
+
+    def _channels_with_prefix(self, prefix: str) -> list[str]:
+        return [ch for ch in self.subs if ch.startswith(prefix)]
+
+    def _publish_prefix(self, prefix: str, data: Any) -> None:
+        chans = [ch for ch in self.subs if ch.startswith(prefix)]
+        if not chans:
+            return
+        body = dumpb(data)
+        for ch in chans:
+            self._publish_raw(ch, body)
+
+    def _publish(self, channel: str, data: Any) -> None:
+        self._publish_raw(channel, dumpb(data))
+
+    def _publish_raw(self, channel: str, body: bytes) -> None:
+        conns = self.subs.get(channel)
+        if not conns:
+            return
+        text = notification(channel, body)
+        for c in list(conns):
+            c.send(text)
+
+    def _public_trade(self, m: InstrumentMarket, tick: PriceTick, price: float) -> dict[str, Any]:
+        inst = m.inst
+        if inst.is_inverse:
+            amount = max(inst.min_trade_amount, round(tick.amount_btc * price / inst.contract_size) * inst.contract_size)
+        else:
+            amount = max(inst.min_trade_amount, round(tick.amount_btc / inst.min_trade_amount) * inst.min_trade_amount)
+            amount = round(amount, 6)
+        prev = m.last_price
+        if price > prev:
+            tick_dir = 0
+        elif price < prev:
+            tick_dir = 2
+        else:
+            tick_dir = 1 if (m.trades and m.trades[-1]["tick_direction"] in (0, 1)) else 3
+        m.last_price = price
+        seq = tick.seq
+        trade = {"trade_seq": seq, "trade_id": (f"{inst.settlement_currency}-{seq}" if not inst.is_inverse else str(seq)),
+                 "timestamp": tick.ts_ms, "tick_direction": tick_dir, "price": price,
+                 "mark_price": round(tick.price, 2), "index_price": round(tick.price, 2), "instrument_name": inst.name,
+                 "direction": tick.side, "amount": amount}
+        m.trades.append(trade)
+        return trade
+
+    @staticmethod
+    def _level_amount(inst: Instrument, price: float) -> float:
+        k = 1 + (int(round(price / inst.tick_size)) * 7919) % 5
+        if inst.is_inverse:
+            return float(k * 1000 * inst.contract_size / 10)
+        return round(k * 0.1, 3)
+
+    def _update_book(self, m: InstrumentMarket, bid: float, ask: float) -> tuple[list[list[Any]], list[list[Any]]] | None:
+        """Rebuild the synthetic book around the quote; return the (bids, asks) changes since the last one."""
+        step = m.inst.tick_size
+        if m.bids and max(m.bids) == bid and m.asks and min(m.asks) == ask:
+            return None
+        new_b = {round(bid - i * step, 8): 0.0 for i in range(BOOK_LEVELS)}
+        new_a = {round(ask + i * step, 8): 0.0 for i in range(BOOK_LEVELS)}
+        for d in (new_b, new_a):
+            for p in d:
+                d[p] = self._level_amount(m.inst, p)
+        bids = [["delete", p, 0.0] for p in m.bids if p not in new_b] + [["new", p, a] for p, a in new_b.items() if p not in m.bids]
+        asks = [["delete", p, 0.0] for p in m.asks if p not in new_a] + [["new", p, a] for p, a in new_a.items() if p not in m.asks]
+        m.bids, m.asks = new_b, new_a
+        m.change_id += 1
+        return bids, asks
+
+    def _ticker(self, m: InstrumentMarket, ts: int, q: Any) -> dict[str, Any]:
+        stats = self._stats_cache(ts)
+        return {
+            "instrument_name": m.inst.name, "timestamp": ts, "state": "open", "stats": stats,
+            "open_interest": 0.0, "best_bid_price": q.best_bid, "best_bid_amount": m.bids.get(q.best_bid, 0.0),
+            "best_ask_price": q.best_ask, "best_ask_amount": m.asks.get(q.best_ask, 0.0),
+            "index_price": q.index_price, "mark_price": q.mark_price, "last_price": q.last_price,
+            "min_price": m.inst.round_price(q.mark_price * 0.975), "max_price": m.inst.round_price(q.mark_price * 1.025),
+            "estimated_delivery_price": q.index_price, "settlement_price": q.index_price,
+            "funding_8h": 0.0, "current_funding": 0.0, "interest_value": 0.0,
+        }
+
+    _stats_minute = -1
+    _stats: dict[str, Any] = {}
+
+    def _stats_cache(self, ts: int) -> dict[str, Any]:
+        minute = ts // 60_000
+        if minute != self._stats_minute:
+            self._stats_minute = minute
+            self._stats = self.chart.stats_24h(ts)
+        return self._stats
+
+    # ---- events from the matching core -------------------------------------------------------------------------
+
+    def _route_events(self, events: list[Any]) -> None:
+        for ev in events:
+            subs = self.user_subs.get(ev.account_id)
+            if not subs:
+                continue
+            for ch, conns in list(subs.items()):
+                data = self._event_data_for(ch, ev)
+                if data is None or not conns:
+                    continue
+                text = notification(ch, dumpb(data))
+                for c in list(conns):
+                    c.send(text)
+
+    def _event_data_for(self, ch: str, ev: Any) -> Any:
+        parsed = _parse_user_channel(ch)
+        if parsed is None:
+            return None
+        kind, rest = parsed
+        if kind == "portfolio":
+            if ev.kind != "user.portfolio":
+                return None
+            cur = str(ev.data.get("currency", "")) if isinstance(ev.data, dict) else ""
+            return ev.data if rest and rest[0].lower() == cur.lower() else None
+        if f"user.{kind}" != ev.kind:
+            return None
+        interval = rest[-1]
+        if not self._matches_instrument(rest[:-1], ev.instrument):
+            return None
+        if kind == "orders" and interval != "raw":
+            return [ev.data]
+        return ev.data
+
+    def _matches_instrument(self, sel: tuple[str, ...], instrument: str | None) -> bool:
+        if len(sel) == 1:
+            return sel[0] == instrument
+        if len(sel) != 2 or instrument is None:
+            return False
+        kind, cur = sel
+        inst = self.instruments.get(instrument)
+        if inst is None:
+            return False
+        if kind not in ("any", inst.kind):
+            return False
+        return cur.lower() == "any" or cur.upper() in (inst.base_currency, inst.settlement_currency)
+
+    # ---- request dispatch ----------------------------------------------------------------------------------------
+
+    async def call(self, method: str, params: dict[str, Any], conn: Conn | None, account_id: str | None,
+                   rl_key: str) -> Any:
+        """Run one request (after transport decoding); raises DeribitError. ``account_id`` from HTTP auth."""
+        params = coerce_params(params)
+        if method.startswith("admin/"):
+            return await self._admin(method[6:], params)
+        rule = self.faults.error_for(method)
+        if rule is not None:
+            raise DeribitError(rule.code, rule.message)
+        token = params.pop("access_token", None)
+        if token is not None:
+            account_id = self.auth.account_for_token(str(token))
+        if account_id is None and conn is not None:
+            account_id = conn.account_id
+        if not self.limiter.allow(account_id or rl_key, method, time.monotonic()):
+            raise DeribitError(10028, "too_many_requests")
+        scope, _, name = method.partition("/")
+        if scope == "public":
+            return self._public(name, params, conn)
+        if scope == "private":
+            if account_id is None:
+                raise DeribitError(13009, "unauthorized")
+            return self._private(name, params, conn, account_id)
+        raise DeribitError(-32601, "Method not found")
+
+    def _public(self, name: str, p: dict[str, Any], conn: Conn | None) -> Any:
+        now = self.clock.now_ms()
+        if name == "test":
+            if p.get("expected_result") == "exception":
+                raise DeribitError(11094, "internal_server_error", "exception")
+            return {"version": API_VERSION}
+        if name == "hello":
+            return {"version": API_VERSION}
+        if name == "get_time":
+            return now
+        if name == "status":
+            return {"locked": "false", "locked_indices": []}
+        if name == "auth":
+            account_id, result = self.auth.login(p)
+            if conn is not None:
+                conn.account_id = account_id
+            return result
+        if name == "set_heartbeat":
+            return self._set_heartbeat(p, conn)
+        if name == "disable_heartbeat":
+            if conn is not None and conn.hb_task is not None:
+                conn.hb_task.cancel()
+                conn.hb_task = None
+            return "ok"
+        if name == "get_instruments":
+            return self._instruments(p)
+        if name == "get_currencies":
+            return _currencies()
+        if name == "ticker":
+            return dict(self._market(p).ticker)
+        if name == "get_order_book":
+            return self._order_book(p)
+        if name == "get_tradingview_chart_data":
+            return self._chart(p, now)
+        if name in ("get_last_trades_by_instrument", "get_last_trades_by_instrument_and_time"):
+            return self._last_trades(p)
+        if name == "get_index_price":
+            return self._index_price(p)
+        if name == "get_book_summary_by_instrument":
+            return [self._book_summary(self._market(p))]
+        if name == "get_book_summary_by_currency":
+            cur = str(p.get("currency", "any")).upper()
+            return [self._book_summary(m) for m in self.markets.values()
+                    if cur == "ANY" or cur in (m.inst.base_currency, m.inst.settlement_currency)]
+        if name in ("subscribe", "unsubscribe", "unsubscribe_all"):
+            return self._subscription(name, p, conn, private=False)
+        if name == "get_funding_rate_value":
+            return 0.0
+        raise DeribitError(-32601, "Method not found")
+
+    def _private(self, name: str, p: dict[str, Any], conn: Conn | None, account_id: str) -> Any:
+        if name in SERVER_PRIVATE:
+            if name in ("subscribe", "unsubscribe", "unsubscribe_all"):
+                return self._subscription(name, p, conn, private=True, account_id=account_id)
+            if name == "logout":
+                if conn is not None:
+                    conn.account_id = None
+                    self._drop_private_subs(conn)
+                return "ok"
+            if name == "enable_cancel_on_disconnect":
+                if conn is not None:
+                    conn.cancel_on_disconnect = True
+                return "ok"
+            if name == "disable_cancel_on_disconnect":
+                if conn is not None:
+                    conn.cancel_on_disconnect = False
+                return "ok"
+            return {"scope": "connection", "enabled": bool(conn and conn.cancel_on_disconnect)}
+        if self.exchange is None:
+            raise DeribitError(10033, "not_implemented")
+        result, events = self.exchange.handle(account_id, name, p, self.clock.now_ms())
+        if events:
+            self._route_events(events)
+        if events or not name.startswith(READ_ONLY_PREFIXES):
+            self.mark_dirty()
+        return result
+
+    async def _admin(self, name: str, p: dict[str, Any]) -> Any:
+        now_s = time.monotonic()
+        if name == "get_faults":
+            return self.faults.describe(now_s)
+        if name == "set_fault":
+            try:
+                action = self.faults.apply(p, now_s)
+            except (ValueError, TypeError) as exc:
+                raise DeribitError(-32602, "Invalid params", {"reason": str(exc), "param": "action"}) from None
+            if action == "drop":
+                asyncio.get_running_loop().call_soon(self.drop_all)
+            return self.faults.describe(now_s)
+        if name == "save_state":
+            self.flush()
+            return "ok"
+        if name == "get_status":
+            return {"clock_ms": self.clock.now_ms(), "speed": self.clock.speed, "data": self.data.name,
+                    "data_start_ms": self.data.start_ms, "data_end_ms": self.data.end_ms,
+                    "finished": self.clock.finished, "connections": len(self.conns), "ticks": self.ticks_emitted}
+        raise DeribitError(-32601, "Method not found")
+
+    def drop_all(self) -> None:
+        """Abort every WebSocket connection at the transport (clients see an abnormal close, no close frame)."""
+        for c in list(self.conns):
+            c.closed = True
+            if c.transport is not None:
+                c.transport.abort()
+
+    # ---- public helpers -------------------------------------------------------------------------------------------
+
+    def _market(self, p: dict[str, Any]) -> InstrumentMarket:
+        name = p.get("instrument_name")
+        if name is None:
+            raise DeribitError(-32602, "Invalid params", {"reason": "instrument_name required", "param": "instrument_name"})
+        m = self.markets.get(str(name))
+        if m is None:
+            raise DeribitError(-32602, "Invalid params", {"reason": "wrong format", "param": "instrument_name"})
+        return m
+
+    def _instruments(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        cur = str(p.get("currency") or "any").upper()
+        kind = p.get("kind")
+        if p.get("expired") is True:
+            return []
+        out = []
+        for inst in self.instruments.values():
+            if cur not in ("ANY", inst.settlement_currency, inst.base_currency if inst.is_inverse else ""):
+                continue
+            if kind not in (None, "", inst.kind):
+                continue
+            out.append(inst.to_deribit())
+        return out
+
+    def _order_book(self, p: dict[str, Any]) -> dict[str, Any]:
+        m = self._market(p)
+        depth = int(p.get("depth") or 5)
+        out = dict(m.ticker)
+        out["bids"] = [[px, a] for px, a in sorted(m.bids.items(), reverse=True)[:depth]]
+        out["asks"] = [[px, a] for px, a in sorted(m.asks.items())[:depth]]
+        out["change_id"] = m.change_id
+        return out
+
+    def _chart(self, p: dict[str, Any], now: int) -> dict[str, Any]:
+        self._market(p)
+        try:
+            res = parse_resolution(p.get("resolution", "1"))
+        except ValueError:
+            raise DeribitError(-32602, "Invalid params", {"reason": "wrong format", "param": "resolution"}) from None
+        for k in ("start_timestamp", "end_timestamp"):
+            if not isinstance(p.get(k), int | float):
+                raise DeribitError(-32602, "Invalid params", {"reason": "required", "param": k})
+        start, end = int(p["start_timestamp"]), int(p["end_timestamp"])
+        bars = self.chart.bars(start, end, res, now)[-5000:]
+        if not bars:
+            return {"status": "no_data", "ticks": [], "open": [], "high": [], "low": [], "close": [], "volume": [], "cost": []}
+        return {"status": "ok", "ticks": [b.tick for b in bars], "open": [b.open for b in bars],
+                "high": [b.high for b in bars], "low": [b.low for b in bars], "close": [b.close for b in bars],
+                "volume": [round(b.volume, 8) for b in bars], "cost": [round(b.cost, 2) for b in bars]}
+
+    def _last_trades(self, p: dict[str, Any]) -> dict[str, Any]:
+        m = self._market(p)
+        count = max(1, min(1000, int(p.get("count") or 10)))
+        trades = list(m.trades)
+        if "start_timestamp" in p:
+            trades = [t for t in trades if t["timestamp"] >= int(p["start_timestamp"])]
+        if "end_timestamp" in p:
+            trades = [t for t in trades if t["timestamp"] <= int(p["end_timestamp"])]
+        if "start_seq" in p:
+            trades = [t for t in trades if t["trade_seq"] >= int(p["start_seq"])]
+        if "end_seq" in p:
+            trades = [t for t in trades if t["trade_seq"] <= int(p["end_seq"])]
+        asc = p.get("sorting") == "asc"
+        sel = trades[:count] if asc else trades[::-1][:count]
+        return {"trades": sel, "has_more": len(trades) > count}
+
+    def _index_price(self, p: dict[str, Any]) -> dict[str, Any]:
+        name = str(p.get("index_name", "btc_usd")).lower()
+        if name not in ("btc_usd", "btc_usdc"):
+            raise DeribitError(-32602, "Invalid params", {"reason": "wrong format", "param": "index_name"})
+        m = next(iter(self.markets.values()))
+        px = m.ticker.get("index_price", 0.0)
+        return {"index_price": px, "estimated_delivery_price": px}
+
+    def _book_summary(self, m: InstrumentMarket) -> dict[str, Any]:
+        t = m.ticker
+        st = t.get("stats", {})
+        return {"instrument_name": m.inst.name, "base_currency": m.inst.base_currency,
+                "quote_currency": m.inst.quote_currency, "mark_price": t.get("mark_price"),
+                "last": t.get("last_price"), "bid_price": t.get("best_bid_price"), "ask_price": t.get("best_ask_price"),
+                "high": st.get("high"), "low": st.get("low"), "volume": st.get("volume"),
+                "volume_usd": st.get("volume_usd"), "price_change": st.get("price_change"),
+                "open_interest": 0.0, "creation_timestamp": t.get("timestamp"), "estimated_delivery_price": t.get("index_price"),
+                "funding_8h": 0.0, "current_funding": 0.0, "interest_rate": 0.0, "mid_price": None}
+
+    # ---- subscriptions -----------------------------------------------------------------------------------------
+
+    def _subscription(self, name: str, p: dict[str, Any], conn: Conn | None, private: bool,
+                      account_id: str | None = None) -> Any:
+        if conn is None:
+            raise DeribitError(-32601, "Method not found", {"reason": "subscriptions need a WebSocket"})
+        if name == "unsubscribe_all":
+            for ch in list(conn.channels):
+                self._unsub(conn, ch)
+            return "ok"
+        chans = p.get("channels")
+        if not isinstance(chans, list) or not all(isinstance(c, str) for c in chans):
+            raise DeribitError(-32602, "Invalid params", {"reason": "must be an array of strings", "param": "channels"})
+        if name == "unsubscribe":
+            removed = [ch for ch in chans if ch in conn.channels]
+            for ch in removed:
+                self._unsub(conn, ch)
+            return removed
+        ok: list[str] = []
+        for ch in chans:
+            if self._valid_channel(ch, conn, private, account_id):
+                if ch not in conn.channels:
+                    self._sub(conn, ch, account_id)
+                    self._on_new_subscription(conn, ch)
+                ok.append(ch)
+        return ok
+
+    def _valid_channel(self, ch: str, conn: Conn, private: bool, account_id: str | None) -> bool:
+        parts = ch.split(".")
+        if parts[0] == "user":
+            if not private:
+                return False
+            if parts[1] == "portfolio":
+                return len(parts) == 3
+            if parts[1] in ("orders", "trades", "changes"):
+                if parts[-1] not in ("raw", "100ms", "agg2") or len(parts) not in (4, 5):
+                    return False
+                return len(parts) == 5 or parts[2] in self.instruments
+            return False
+        if parts[0] == "chart" and len(parts) == 4 and parts[1] == "trades":
+            if parts[2] not in self.instruments:
+                return False
+            try:
+                parse_resolution(parts[3])
+            except ValueError:
+                return False
+            return True
+        if parts[0] in ("ticker", "trades", "book") and len(parts) == 3:
+            if parts[1] not in self.instruments or parts[2] not in ("raw", "100ms", "agg2"):
+                return False
+            if parts[2] == "raw" and conn.account_id is None and account_id is None:
+                raise DeribitError(13778, "raw_subscriptions_not_available_for_unauthorized")
+            return True
+        return False
+
+    def _sub(self, conn: Conn, ch: str, account_id: str | None) -> None:
+        conn.channels.add(ch)
+        if ch.startswith("user."):
+            acc = account_id or conn.account_id
+            assert acc is not None
+            self.user_subs.setdefault(acc, {}).setdefault(ch, set()).add(conn)
+        else:
+            self.subs.setdefault(ch, set()).add(conn)
+
+    def _unsub(self, conn: Conn, ch: str) -> None:
+        conn.channels.discard(ch)
+        if ch.startswith("user."):
+            for subs in self.user_subs.values():
+                s = subs.get(ch)
+                if s is not None:
+                    s.discard(conn)
+                    if not s:
+                        del subs[ch]
+        else:
+            s = self.subs.get(ch)
+            if s is not None:
+                s.discard(conn)
+                if not s:
+                    del self.subs[ch]
+
+    def _drop_private_subs(self, conn: Conn) -> None:
+        for ch in [c for c in conn.channels if c.startswith("user.")]:
+            self._unsub(conn, ch)
+
+    def _on_new_subscription(self, conn: Conn, ch: str) -> None:
+        """A book subscription starts with a snapshot; the current ticker is sent at once (Deribit does too)."""
+        parts = ch.split(".")
+        if parts[0] == "book":
+            m = self.markets[parts[1]]
+            snap = {"type": "snapshot", "timestamp": m.ticker.get("timestamp", self.clock.now_ms()),
+                    "instrument_name": m.inst.name, "change_id": m.change_id,
+                    "bids": [["new", px, a] for px, a in sorted(m.bids.items(), reverse=True)],
+                    "asks": [["new", px, a] for px, a in sorted(m.asks.items())]}
+            asyncio.get_running_loop().call_soon(self._send_one, conn, ch, snap)
+        elif parts[0] == "ticker":
+            m = self.markets[parts[1]]
+            if m.ticker:
+                asyncio.get_running_loop().call_soon(self._send_one, conn, ch, m.ticker)
+
+    def _send_one(self, conn: Conn, ch: str, data: Any) -> None:
+        if ch in conn.channels and not self.faults.stalled(time.monotonic()):
+            conn.send(notification(ch, dumpb(data)))
+
+    # ---- heartbeats -----------------------------------------------------------------------------------------------
+
+    def _set_heartbeat(self, p: dict[str, Any], conn: Conn | None) -> str:
+        try:
+            interval = float(p.get("interval"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise DeribitError(-32602, "Invalid params", {"reason": "required", "param": "interval"}) from None
+        if interval < self.config.min_heartbeat_s:
+            raise DeribitError(-32602, "Invalid params", {"reason": f"interval must be >= {self.config.min_heartbeat_s:g}",
+                                                         "param": "interval"})
+        if conn is None:
+            raise DeribitError(-32601, "Method not found", {"reason": "heartbeats need a WebSocket"})
+        if conn.hb_task is not None:
+            conn.hb_task.cancel()
+        conn.hb_answered = True
+        conn.hb_task = asyncio.create_task(self._heartbeat(conn, interval))
+        return "ok"
+
+    async def _heartbeat(self, conn: Conn, interval: float) -> None:
+        """Every interval send ``test_request``; close the connection if the previous one went unanswered."""
+        msg = '{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}'
+        while not conn.closed:
+            await asyncio.sleep(interval)
+            if self.faults.stalled(time.monotonic()):
+                continue
+            if not conn.hb_answered:
+                log.info("connection %s missed its heartbeat; closing", conn.id)
+                conn.closed = True
+                with contextlib.suppress(Exception):
+                    await conn.ws.close(code=1000, message=b"heartbeat timeout")
+                return
+            conn.hb_answered = False
+            conn.send(msg)
+
+    # ---- transports -----------------------------------------------------------------------------------------------
+
+    def _envelope(self, rid: Any, us_in: int, result: Any = None, error: DeribitError | None = None) -> str:
+        us_out = int(time.time() * 1_000_000)
+        env: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
+        if error is not None:
+            env["error"] = error.to_json()
+        else:
+            env["result"] = result
+        env.update(usIn=us_in, usOut=us_out, usDiff=us_out - us_in, testnet=self.config.testnet)
+        return dumps(env)
+
+    async def ws_handler(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=1 << 20, autoping=True, compress=False)
+        await ws.prepare(request)
+        conn = Conn(ws, request.transport)
+        self.conns.add(conn)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await self._ws_message(conn, msg.data)
+                elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        finally:
+            self._disconnect(conn)
+        return ws
+
+    async def _ws_message(self, conn: Conn, text: str) -> None:
+        us_in = int(time.time() * 1_000_000)
+        if self.faults.stalled(time.monotonic()):
+            return
+        try:
+            req = loads(text)
+        except ValueError:
+            conn.send(self._envelope(None, us_in, error=DeribitError(-32700, "Parse error")))
+            return
+        if not isinstance(req, dict):
+            conn.send(self._envelope(None, us_in, error=DeribitError(-32600, "Invalid Request")))
+            return
+        rid = req.get("id")
+        method = req.get("method")
+        if rid is None or not isinstance(method, str):
+            err = DeribitError(-32602, "Invalid params", {"reason": "id and method are required", "param": "id"})
+            conn.send(self._envelope(rid, us_in, error=err))
+            return
+        if method == "public/test":
+            conn.hb_answered = True
+        params = req.get("params") or {}
+        if not isinstance(params, dict):
+            conn.send(self._envelope(rid, us_in, error=DeribitError(-32602, "Invalid params", {"reason": "params must be an object", "param": "params"})))
+            return
+        try:
+            result = await self.call(method, params, conn, None, f"conn:{conn.id}")
+            out = self._envelope(rid, us_in, result=result)
+        except DeribitError as exc:
+            out = self._envelope(rid, us_in, error=exc)
+        except Exception as exc:  # noqa: BLE001 - every request gets an answer
+            log.exception("request %s failed", method)
+            out = self._envelope(rid, us_in, error=DeribitError(11094, "internal_server_error", str(exc)))
+        if self.faults.delay_ms and not method.startswith("admin/"):
+            await asyncio.sleep(self.faults.delay_ms / 1000)
+        if self.faults.stalled(time.monotonic()) and not method.startswith("admin/"):
+            return
+        conn.send(out)
+
+    def _disconnect(self, conn: Conn) -> None:
+        conn.closed = True
+        self.conns.discard(conn)
+        if conn.hb_task is not None:
+            conn.hb_task.cancel()
+        for ch in list(conn.channels):
+            self._unsub(conn, ch)
+        self.limiter.forget(f"conn:{conn.id}")
+        if conn.cancel_on_disconnect and conn.account_id and self.exchange is not None:
+            with contextlib.suppress(DeribitError):
+                _, events = self.exchange.handle(conn.account_id, "cancel_all", {}, self.clock.now_ms())
+                self._route_events(events)
+                self.mark_dirty()
+
+    async def http_handler(self, request: web.Request) -> web.StreamResponse:
+        us_in = int(time.time() * 1_000_000)
+        scope = request.match_info["scope"]
+        method = f"{scope}/{request.match_info['method']}"
+        if scope not in ("public", "private", "admin"):
+            raise web.HTTPNotFound()
+        if self.faults.stalled(time.monotonic()) and scope != "admin":
+            await asyncio.sleep(max(0.0, self.faults.stall_until_s - time.monotonic()))
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)
+        rid: Any = None
+        body = ""
+        try:
+            if request.method == "GET":
+                params: dict[str, Any] = dict(request.query)
+                if "id" in params and scope != "admin":
+                    rid = params.pop("id")
+            elif request.method == "POST":
+                body = await request.text()
+                try:
+                    req = loads(body) if body else {}
+                except ValueError:
+                    raise DeribitError(-32700, "Parse error") from None
+                if not isinstance(req, dict):
+                    raise DeribitError(-32600, "Invalid Request")
+                rid = req.get("id")
+                if rid is None:
+                    raise DeribitError(-32602, "Invalid params", {"reason": "id is required", "param": "id"})
+                params = req.get("params") or {}
+                if not isinstance(params, dict):
+                    raise DeribitError(-32602, "Invalid params", {"reason": "params must be an object", "param": "params"})
+            else:
+                raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+            account_id = None
+            header = request.headers.get("Authorization")
+            if header and scope == "private":
+                account_id = self.auth.account_for_http(header, request.method, request.raw_path, body)
+            peer = request.remote or "?"
+            result = await self.call(method, params, None, account_id, f"ip:{peer}")
+            status, text = 200, self._envelope(rid, us_in, result=result)
+        except DeribitError as exc:
+            status = 401 if exc.code in AUTH_ERRORS else 400
+            text = self._envelope(rid, us_in, error=exc)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.exception("request %s failed", method)
+            status, text = 500, self._envelope(rid, us_in, error=DeribitError(11094, "internal_server_error", str(exc)))
+        if self.faults.delay_ms and scope != "admin":
+            await asyncio.sleep(self.faults.delay_ms / 1000)
+        return web.Response(status=status, text=text, content_type="application/json")
+
+
+def notification(channel: str, body: bytes) -> bytes:
+    """A Deribit subscription notification around an already-encoded ``data`` (encoded once per message)."""
+    return b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":' + dumpb(channel) + b',"data":' + body + b"}}"
+
+
+def _currencies() -> list[dict[str, Any]]:
+    def cur(code: str, long: str, coin: str, fee: float, prec: int) -> dict[str, Any]:
+        return {"currency": code, "currency_long": long, "coin_type": coin, "fee_precision": prec,
+                "min_confirmations": 1, "min_withdrawal_fee": fee, "withdrawal_fee": fee,
+                "withdrawal_priorities": [], "apr": 0.0, "in_cross_collateral_pool": True,
+                "network_fee": fee, "network_currency": code, "decimals": prec}
+    return [cur("BTC", "Bitcoin", "BITCOIN", 0.0001, 4), cur("USDC", "USD Coin", "ERC20", 1.0, 2)]

@@ -1,0 +1,59 @@
+"""Persistence of the simulator under TRADEBAAS_HOME/sim: what the exchange holds survives a restart.
+
+Why: a real exchange does not forget orders, positions or balances when a client's connection (or the
+simulator process) goes away, and the live loop's reconciliation is tested against exactly that. The state file
+holds ``SimExchange.to_state()``, the simulated clock and the data source it belongs to; tokens are not kept
+(clients log in again, as after any reconnect). Writes are atomic (temp file + fsync + ``os.replace``), so a
+crash leaves either the old or the new state, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_VERSION = 1
+
+
+@dataclass(slots=True)
+class SavedState:
+    clock_ms: int
+    data_name: str
+    exchange: dict[str, Any]
+    extra: dict[str, Any]
+
+
+def save(path: Path, state: SavedState) -> None:
+    """Write ``state`` atomically (0600: the file names accounts)."""
+    payload = {"version": STATE_VERSION, "clock_ms": state.clock_ms, "data": state.data_name,
+               "exchange": state.exchange, "extra": state.extra}
+    text = json.dumps(payload, separators=(",", ":"))
+    write_atomic(path, text)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> SavedState | None:
+    """The saved state, or None when there is none. A corrupt file is an error, never silently reset."""
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"simulator state {path} is corrupt ({exc}); move it away to start fresh") from None
+    if raw.get("version") != STATE_VERSION:
+        raise ValueError(f"simulator state {path} has unknown version {raw.get('version')!r}")
+    return SavedState(int(raw["clock_ms"]), str(raw.get("data", "")), dict(raw.get("exchange") or {}),
+                      dict(raw.get("extra") or {}))
