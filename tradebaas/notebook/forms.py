@@ -65,6 +65,12 @@ def parse_param(param: Mapping[str, Any], raw: Any) -> tuple[Any, str | None]:
     to the field).
     """
     kind = param_kind(param)
+    choices = param.get("choices") or param.get("enum")
+    if choices:
+        for choice in choices:
+            if raw == choice or str(raw).strip() == str(choice):
+                return choice, None
+        return None, "must be one of " + ", ".join(str(c) for c in choices)
     if kind == "bool":
         if isinstance(raw, bool):
             return raw, None
@@ -147,16 +153,16 @@ _KEY_IN_MESSAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def error_key(message: str, data: Any, names: Sequence[str]) -> str | None:
     """Which form field an engine -32602 error is about: from its ``data`` (``{"key": ..}``) when given, else the
-    first declared parameter named in its message (the engine's messages name "the key and the rule")."""
+    first declared parameter named in its message (the engine's messages start with the key, then the rule)."""
     if isinstance(data, Mapping):
         for field_name in ("key", "param", "field", "name"):
             value = data.get(field_name)
             if isinstance(value, str) and value in names:
                 return value
-    words = set(_KEY_IN_MESSAGE.findall(message or ""))
-    for name in sorted(names, key=len, reverse=True):  # "rsiOverbought" before a shorter name it contains
-        if name in words:
-            return name
+    known = set(names)
+    for word in _KEY_IN_MESSAGE.findall(message or ""):  # the first one named: "a=5: must be below b" is about a
+        if word in known:
+            return word
     return None
 
 
@@ -176,8 +182,11 @@ def error_html(message: str | None) -> str:
 def help_text(param: Mapping[str, Any]) -> str:
     """A one-line hint: the meaning, the default and the range."""
     parts = []
-    if param.get("help"):
-        parts.append(str(param["help"]))
+    meaning = param.get("help") or param.get("description")
+    if meaning:
+        parts.append(str(meaning))
+    if param.get("choices"):
+        parts.append("one of " + ", ".join(str(c) for c in param["choices"]))
     bounds = []
     if param.get("minimum") is not None:
         bounds.append(f">= {_num(param['minimum'])}")
@@ -243,7 +252,10 @@ class StartForm(w.VBox):
                 continue
             tip = help_text(param)
             field: w.Widget
-            if param_kind(param) == "bool":
+            choices = param.get("choices") or param.get("enum")
+            if choices:
+                field = w.Dropdown(options=list(choices), value=param.get("default"), description=name, tooltip=tip)
+            elif param_kind(param) == "bool":
                 field = w.Checkbox(value=bool(param.get("default")), description=name, indent=True, tooltip=tip)
             else:
                 field = w.Text(value=format_default(param), description=name, placeholder=format_default(param),
@@ -276,7 +288,7 @@ class StartForm(w.VBox):
                 self.instrument.value = str(value)
                 continue
             field = self.fields[name]
-            field.value = value if isinstance(field, w.Checkbox) else format_default({"default": value})
+            field.value = value if isinstance(field, w.Checkbox | w.Dropdown) else format_default({"default": value})
 
     def submit(self) -> bool:
         """Validate and hand over to ``on_submit``; True when the form was valid and submitted."""

@@ -1,0 +1,181 @@
+"""ControlPanel against a fake engine client: snapshot on start, pushed updates, actions, reconnects."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tradebaas.notebook.panel import GLOBAL_CHANNELS, ControlPanel
+
+from .test_panel_fakes import FakeEngine, RpcError, strategy_row, wait_for
+
+
+@pytest.fixture
+def eng() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def panel(eng: FakeEngine) -> Iterator[ControlPanel]:
+    p = ControlPanel(eng, max_updates_per_second=20, ping_every_s=0.05)
+    wait_for(lambda: p.state.connection == "connected" and p.form is not None, what="first snapshot")
+    yield p
+    p.close()
+
+
+def test_construction_does_not_wait_for_the_engine() -> None:
+    eng = FakeEngine()
+    gate = threading.Event()
+    real_call = eng.call
+
+    def slow_call(method: str, **params: object) -> object:
+        gate.wait(5.0)
+        return real_call(method, **params)
+
+    eng.call = slow_call  # type: ignore[method-assign]
+    panel = ControlPanel(eng)  # must return while the engine has not answered anything
+    try:
+        assert "connecting" in panel.status_html.value
+    finally:
+        gate.set()
+        panel.close()
+
+
+def test_first_snapshot_fills_every_section(panel: ControlPanel, eng: FakeEngine) -> None:
+    assert set(GLOBAL_CHANNELS) | {"strategy.razor-1"} <= set(eng.subscribers)
+    wait_for(lambda: "razor-1" in panel.strategy_rows.children[0].children[1].value if panel.strategy_rows.children
+             else False, what="strategy row")
+    assert "tb-connection-connected" in panel.status_html.value
+    assert "ema_fast" in panel.decision_html.value
+    assert "t1" in panel.trades_html.value
+    assert "<svg" in panel.equity_html.value
+    stop = panel.strategy_rows.children[0].children[0]
+    assert stop.description == "Stop" and not stop.disabled
+
+
+def test_pushed_events_update_the_panel(panel: ControlPanel, eng: FakeEngine) -> None:
+    eng.push("positions", {"strategy_id": "razor-1", "trade_id": "t2", "instrument": "BTC_USDC-PERPETUAL",
+                           "direction": "short", "amount": 0.002, "entry_price": 61000.0, "stop_price": 61305.0,
+                           "take_price": 60603.5, "mark_price": 60900.0, "floating_pnl": 0.2, "currency": "USDC"})
+    eng.push("strategy.razor-1", {"type": "decision", "decision": {
+        "ts_ms": 1_700_000_120_000, "signal": "short", "indicators": {"rsi": 71.0}, "scores": {"short": 66},
+        "reasons": ["RSI 71 > 60"], "skipped": ""}})
+    eng.push("log", {"ts_ms": 1_700_000_120_000, "level": "info", "logger": "runner", "message": "entry sent"})
+    eng.push("trades", {"trade_id": "t2", "strategy_id": "razor-1", "state": "open", "direction": "short",
+                        "entry_ts_ms": 1_700_000_120_000})
+    wait_for(lambda: "61,305.0" in panel.positions_html.value, what="position")
+    wait_for(lambda: "RSI 71 &gt; 60" in panel.decision_html.value, what="decision")
+    wait_for(lambda: "entry sent" in panel.log_html.value, what="log line")
+    wait_for(lambda: "t2" in panel.trades_html.value, what="open trade")
+    eng.push("positions", {"strategy_id": "razor-1", "instrument": "BTC_USDC-PERPETUAL", "amount": 0})
+    wait_for(lambda: "no open position" in panel.positions_html.value, what="closed position")
+
+
+def test_a_closed_trade_refreshes_the_equity_curve(panel: ControlPanel, eng: FakeEngine) -> None:
+    before = len(eng.called("equity.history"))
+    eng.push("trades", {"trade_id": "t3", "state": "closed", "exit_ts_ms": 1_700_000_400_000, "net_pnl": 1.0})
+    wait_for(lambda: len(eng.called("equity.history")) > before, what="equity refetch")
+
+
+def test_a_burst_of_events_is_coalesced(eng: FakeEngine) -> None:
+    panel = ControlPanel(eng, max_updates_per_second=4, ping_every_s=60)
+    try:
+        wait_for(lambda: panel.state.connection == "connected", what="snapshot")
+        values: list[str] = []
+        panel.log_html.observe(lambda change: values.append(change["new"]), names="value")
+        callbacks = eng.subscribers["log"]
+        for i in range(500):
+            for cb in callbacks:
+                cb({"ts_ms": 1, "level": "info", "logger": "x", "message": f"line {i}"})
+        wait_for(lambda: values and "line 499" in values[-1], what="last line")
+        assert len(values) <= 3
+    finally:
+        panel.close()
+
+
+def test_start_from_the_form_calls_the_engine_with_the_changed_config(panel: ControlPanel, eng: FakeEngine) -> None:
+    assert panel.start("razor", rsiOversold=45, rsiOverbought=55) is True
+    wait_for(lambda: eng.called("strategy.start"), what="strategy.start")
+    assert eng.called("strategy.start")[0] == {"name": "razor", "instrument": "BTC_USDC-PERPETUAL",
+                                               "config": {"rsiOversold": 45.0, "rsiOverbought": 55.0}}
+    assert panel.form is not None
+    wait_for(lambda: "started razor-2" in panel.form.message.value, what="confirmation")
+    wait_for(lambda: "razor-2" in panel.state.strategies, what="new row")
+    wait_for(lambda: "strategy.razor-2" in eng.subscribers, what="per-strategy channel")
+
+
+def test_invalid_form_values_never_reach_the_engine(panel: ControlPanel, eng: FakeEngine) -> None:
+    assert panel.start("razor", rsiOversold=400) is False
+    assert panel.form is not None and "must be &lt;= 100" in panel.form.errors["rsiOversold"].value
+    assert eng.called("strategy.start") == []
+
+
+def test_the_engines_invalid_params_message_is_shown(panel: ControlPanel, eng: FakeEngine) -> None:
+    eng.errors["strategy.start"] = RpcError(-32602, "config razor.rsiOversold=45: must be below rsiOverbought")
+    panel.start("razor", rsiOversold=45)
+    assert panel.form is not None
+    wait_for(lambda: "must be below rsiOverbought" in panel.form.message.value, what="engine message")
+    assert "must be below" in panel.form.errors["rsiOversold"].value
+
+
+def test_stop_button_stops_that_strategy(panel: ControlPanel, eng: FakeEngine) -> None:
+    wait_for(lambda: panel.strategy_rows.children, what="row")
+    panel.strategy_rows.children[0].children[0].click()
+    wait_for(lambda: eng.called("strategy.stop"), what="strategy.stop")
+    assert eng.called("strategy.stop")[0] == {"id": "razor-1", "flatten": False}
+    wait_for(lambda: "tb-state-stopped" in panel.strategy_rows.children[0].children[1].value, what="stopped row")
+    wait_for(lambda: panel.strategy_rows.children[0].children[0].disabled, what="disabled Stop")
+
+
+def test_kill_needs_confirmation(panel: ControlPanel, eng: FakeEngine) -> None:
+    panel.flatten.value = True
+    panel.kill_button.click()
+    assert eng.called("risk.kill") == []
+    assert panel.kill_confirm_box.layout.display == "" and "CLOSE ALL POSITIONS" in panel.kill_confirm_text.value
+    panel.kill_cancel_button.click()
+    assert panel.kill_confirm_box.layout.display == "none"
+    panel.kill_button.click()
+    panel.kill_confirm_button.click()
+    wait_for(lambda: eng.called("risk.kill"), what="risk.kill")
+    assert eng.called("risk.kill") == [{"flatten": True}]
+    wait_for(lambda: "stopped 1, cancelled 2" in panel.kill_result.value, what="kill result")
+
+
+def test_engine_restart_shows_reconnecting_then_reloads_state(panel: ControlPanel, eng: FakeEngine) -> None:
+    eng.up = False
+    wait_for(lambda: "engine restarted/reconnecting" in panel.status_html.value, what="reconnecting banner")
+    assert panel.kill_button.disabled
+    eng.pid = 222
+    eng.strategies = [strategy_row("razor-1", "running"), strategy_row("razor-9", "running")]
+    eng.up = True
+    wait_for(lambda: "tb-connection-connected" in panel.status_html.value, what="reconnected")
+    wait_for(lambda: "razor-9" in panel.state.strategies, what="state reloaded")
+    assert "engine restarted" in panel.status_html.value and "pid 222" in panel.status_html.value
+    assert not panel.kill_button.disabled
+
+
+def test_engine_event_from_a_new_process_triggers_a_resync(panel: ControlPanel, eng: FakeEngine) -> None:
+    before = len(eng.called("strategy.list"))
+    eng.pid = 333
+    eng.push("engine", {"type": "status", "status": eng.status()})
+    wait_for(lambda: len(eng.called("strategy.list")) > before, what="resync")
+
+
+def test_missing_live_loop_methods_do_not_break_the_panel(eng: FakeEngine) -> None:
+    for method in ("positions.list", "orders.list", "trades.list", "equity.history"):
+        eng.errors[method] = RpcError(-32601, f"method not found: {method}")
+    panel = ControlPanel(eng)
+    try:
+        wait_for(lambda: panel.state.connection == "connected", what="connected despite missing methods")
+        assert "no trades yet" in panel.trades_html.value
+    finally:
+        panel.close()
+
+
+def test_close_stops_updates(eng: FakeEngine) -> None:
+    panel = ControlPanel(eng)
+    wait_for(lambda: panel.state.connection == "connected", what="snapshot")
+    panel.close()
+    assert not panel._pump.alive
