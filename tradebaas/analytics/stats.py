@@ -109,7 +109,10 @@ def stats(
         equity = equity_curve(closed, capital)
     capital_value = float(equity.iloc[0]) if capital is None and not equity.empty else capital
     capital_value = None if capital_value is None else float(capital_value)
-    values: dict[str, Any] = {"currency": settlement_currency(closed), "capital": capital_value}
+    values: dict[str, Any] = {
+        "currency": settlement_currency(closed),
+        "capital": np.nan if capital_value is None else capital_value,
+    }
     values |= _trade_stats(closed)
     values |= _curve_stats(equity, capital_value, end, periods_per_year, risk_free)
     values["exposure"] = _exposure(closed, values["start"], values["end"])
