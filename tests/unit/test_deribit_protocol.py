@@ -144,10 +144,12 @@ def test_connection_lost_fails_all_pending_and_ends_session() -> None:
     a = p.request("public/test", now=0)
     b = p.request("private/buy", {}, now=0)
     p.authenticated = True
+    p.receive("{}", now=1)
     lost = p.connection_lost()
     assert {x.id for x in lost} == {a.id, b.id}
     assert {x.method for x in lost} == {"public/test", "private/buy"}
     assert p.pending == {} and not p.authenticated
+    assert p.last_received is None  # liveness is per connection
 
 
 # -------------------------------------------------------------------------------------------- heartbeats
@@ -398,3 +400,12 @@ def test_backoff_grows_exponentially_up_to_cap_with_bounded_jitter() -> None:
     assert backoff_delay(1000, 0.5, 30, 1.0) == 30.0
     delays = [backoff_delay(a, 0.1, 5, r) for a in range(12) for r in (0.0, 0.3, 0.99)]
     assert all(0 < d <= 5 for d in delays)
+
+
+def test_want_and_unwant_edit_the_desired_set_without_requests() -> None:
+    p = DeribitProtocol()
+    assert p.want(["a", "b", "a"]) == ["a", "b"]
+    assert p.pending == {}
+    p.unwant(["a"])
+    assert p.desired_channels == ("b",)
+    assert p.resubscribe(now=0) is not None

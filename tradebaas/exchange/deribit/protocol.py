@@ -290,6 +290,7 @@ class DeribitProtocol:
         self._pending.clear()
         self._active.clear()
         self.authenticated = False
+        self.last_received = None
         return lost
 
     # ------------------------------------------------------------------------------------------------ receive
@@ -421,15 +422,28 @@ class DeribitProtocol:
         """Channels the server confirmed on the current connection."""
         return frozenset(self._active)
 
+    def want(self, channels: Iterable[str]) -> list[str]:
+        """Add ``channels`` to the desired set without a request (while disconnected); returns them deduplicated."""
+        channels = list(dict.fromkeys(channels))
+        for c in channels:
+            self._desired[c] = None
+        return channels
+
+    def unwant(self, channels: Iterable[str]) -> list[str]:
+        """Remove ``channels`` from the desired set without a request; returns them deduplicated."""
+        channels = list(dict.fromkeys(channels))
+        for c in channels:
+            self._desired.pop(c, None)
+        self._active.difference_update(channels)
+        return channels
+
     def subscribe(self, channels: Iterable[str], *, now: float) -> OutgoingRequest:
         """Add ``channels`` to the desired set and build the subscribe request for them.
 
         ``private/subscribe`` is used whenever the connection is authenticated (it accepts public channels too,
         and raw intervals need auth); ``public/subscribe`` otherwise.
         """
-        channels = list(dict.fromkeys(channels))
-        for c in channels:
-            self._desired[c] = None
+        channels = self.want(channels)
         method = "private/subscribe" if self.authenticated else "public/subscribe"
         return self.request(method, {"channels": channels}, now=now)
 
