@@ -1,0 +1,114 @@
+"""The simulator's market data: deterministic ticks inside each candle, quotes on the tick grid, charts."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tradebaas.exchange.sim import marketdata as md
+from tradebaas.instruments import BTC_PERPETUAL, BTC_USDC_PERPETUAL
+
+DATA = Path(__file__).resolve().parents[2] / "tradebaas" / "data"
+
+
+@pytest.fixture(scope="module")
+def bitstamp() -> md.MarketData:
+    return md.load(None)
+
+
+def test_same_data_gives_the_same_ticks(bitstamp: md.MarketData) -> None:
+    again = md.load(DATA / md.DEFAULT_DATA)
+    start = bitstamp.default_start_ms()
+    assert list(islice(bitstamp.ticks_from(start), 2000)) == list(islice(again.ticks_from(start), 2000))
+
+
+def test_every_tick_lies_inside_its_candle_and_visits_open_extremes_close(bitstamp: md.MarketData) -> None:
+    c = bitstamp.candles
+    for i in range(0, 5000, 7):
+        t, o, h, lo, cl, v = c.row(i)
+        ticks = md.candle_ticks(t, o, h, lo, cl, v, 0)
+        prices = [x.price for x in ticks]
+        assert all(lo <= p <= h for p in prices)
+        assert prices[0] == o and prices[-1] == cl
+        assert max(prices) == h and min(prices) == lo
+        assert all(t <= x.ts_ms < t + md.MINUTE_MS for x in ticks)
+        assert sum(x.amount_btc for x in ticks) == pytest.approx(v)
+
+
+def test_ticks_are_time_ordered_with_increasing_sequence(bitstamp: md.MarketData) -> None:
+    ticks = list(islice(bitstamp.ticks_from(bitstamp.default_start_ms()), 5000))
+    assert all(a.ts_ms < b.ts_ms and a.seq < b.seq for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+def test_default_start_leaves_warm_up_history(bitstamp: md.MarketData) -> None:
+    assert bitstamp.default_start_ms() - bitstamp.start_ms == md.WARMUP_MINUTES * md.MINUTE_MS
+
+
+def test_quotes_are_on_the_tick_grid_and_not_crossed() -> None:
+    for inst in (BTC_USDC_PERPETUAL, BTC_PERPETUAL):
+        for price, side in ((101749.6, "buy"), (101749.6, "sell"), (100000.0, "buy")):
+            q = md.quote_for(md.PriceTick(0, price, 1.0, side, 1), inst)
+            assert inst.is_on_tick(q.best_bid) and inst.is_on_tick(q.best_ask) and inst.is_on_tick(q.last_price)
+            assert q.best_bid < q.best_ask
+            assert q.best_bid <= q.last_price <= q.best_ask
+        q = md.quote_for(md.PriceTick(0, 61700.0, 0.0, "buy", 1, bid=61699.9, ask=61700.1), inst)
+        assert q.best_bid <= 61699.9 and q.best_ask >= 61700.1
+
+
+def test_synthetic_walk_is_seeded() -> None:
+    a, b, c = md.synthetic(7, minutes=500), md.synthetic(7, minutes=500), md.synthetic(8, minutes=500)
+    assert np.array_equal(a.candles.close, b.candles.close)
+    assert not np.array_equal(a.candles.close, c.candles.close)
+    assert np.all(a.candles.low <= np.minimum(a.candles.open, a.candles.close))
+    assert np.all(a.candles.high >= np.maximum(a.candles.open, a.candles.close))
+
+
+def test_tick_sample_loads_trades_and_quotes_in_exchange_time() -> None:
+    data = md.load(DATA / md.TICK_SAMPLE)
+    ticks = list(data.ticks_from(0))
+    trades = [t for t in ticks if t.amount_btc > 0]
+    assert len(trades) == 21313
+    assert all(61590.0 <= t.price <= 61840.0 for t in trades)
+    assert all(t.bid is not None for t in ticks[100:])
+    assert data.start_ms >= 1723161256000 - 60_000
+
+
+def test_parquet_candles_load_like_csv(tmp_path: Path, bitstamp: md.MarketData) -> None:
+    import pandas as pd
+
+    c = bitstamp.candles
+    df = pd.DataFrame({"timestamp": c.ts_ms[:400] // 1000, "open": c.open[:400], "high": c.high[:400],
+                       "low": c.low[:400], "close": c.close[:400], "volume": c.volume[:400]})
+    df.to_parquet(tmp_path / "c.parquet")
+    loaded = md.load(tmp_path / "c.parquet")
+    assert list(islice(loaded.ticks_from(0), 100)) == list(islice(bitstamp.ticks_from(0), 100))
+
+
+def test_chart_history_stops_at_now_and_aggregates(bitstamp: md.MarketData) -> None:
+    chart = md.ChartBook(bitstamp)
+    now = bitstamp.default_start_ms() + 30_000
+    for t in bitstamp.ticks_from(now - md.MINUTE_MS):
+        if t.ts_ms > now:
+            break
+        chart.on_tick(t)
+    bars = chart.bars(bitstamp.start_ms, now + 10 * md.MINUTE_MS, 1, now)
+    assert bars[-1].tick == now // md.MINUTE_MS * md.MINUTE_MS  # the forming minute, nothing later
+    assert len(bars) == md.WARMUP_MINUTES + 1
+    five = chart.bars(bitstamp.start_ms, now, 5, now)
+    first5 = [b for b in bars if b.tick // 300_000 == five[1].tick // 300_000]
+    five = five[1:]
+    assert five[0].high == max(b.high for b in first5) and five[0].close == first5[-1].close
+    assert chart.bars(now + md.MINUTE_MS, now + 5 * md.MINUTE_MS, 1, now) == []
+
+
+@pytest.mark.parametrize(("value", "minutes"), [("1", 1), (1, 1), ("60", 60), ("1D", 1440), ("720", 720)])
+def test_resolution_accepts_strings_and_numbers(value: object, minutes: int) -> None:
+    assert md.parse_resolution(value) == minutes
+
+
+def test_bad_resolution_is_rejected() -> None:
+    with pytest.raises(ValueError):
+        md.parse_resolution("7")
