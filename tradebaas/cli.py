@@ -1,0 +1,416 @@
+"""The ``tradebaas`` command: argparse front end; each subcommand calls into the module that owns it.
+
+Errors meant for people (``tradebaas.errors.UserError`` and its subclasses) print as one line on stderr and exit
+with the error's ``exit_code``; a traceback only with ``--debug``. Subcommands owned by other modules (``sim``,
+``backtest``) are imported only when used, and their absence is reported as a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tradebaas._version import __version__
+from tradebaas.errors import UserError
+from tradebaas.home import ENV_VAR, Home, get_home
+
+#: Subcommands implemented elsewhere: name -> (module exposing add_arguments(parser) and run(args), help).
+EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("tradebaas.exchange.sim.cli", "run the Deribit-compatible simulator in the foreground"),
+    "backtest": ("tradebaas.backtest.cli", "backtest a strategy over a candle file"),
+}
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+def _home(args: argparse.Namespace) -> Home:
+    return get_home(getattr(args, "home", None))
+
+
+def _import_external(name: str) -> Any | None:
+    """The module behind an external subcommand, or None if it is not (yet) part of this install."""
+    module_name = EXTERNAL_COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return None
+        raise
+
+
+def _free_port(preferred: int | None = None) -> int:
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise UserError("no free TCP port on 127.0.0.1")
+
+
+# -- engine ------------------------------------------------------------------------------------------------------
+def cmd_engine_start(args: argparse.Namespace) -> int:
+    from tradebaas.engine import daemon
+
+    home = _home(args)
+    if args.foreground:
+        return daemon.run_foreground(home, args.exchange, detached_child=args.detached_child)
+    info = daemon.start_detached(home, args.exchange, timeout_s=args.timeout)
+    print(f"engine started: pid {info.pid}, {info.url} (home {home.root}, log {home.engine_log})")
+    return 0
+
+
+def cmd_engine_stop(args: argparse.Namespace) -> int:
+    from tradebaas.engine import daemon
+
+    print(daemon.stop(_home(args), timeout_s=args.timeout))
+    return 0
+
+
+def cmd_engine_status(args: argparse.Namespace) -> int:
+    from tradebaas.engine import daemon
+
+    st = daemon.status(_home(args))
+    if args.json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+    else:
+        print(_format_status(st))
+    if not st.get("running"):
+        return 1
+    return 0 if st.get("health") == "ok" else 2
+
+
+def _format_status(st: dict[str, Any]) -> str:
+    if not st.get("running"):
+        extra = f" (stale engine.json of pid {st['stale_pid']})" if st.get("stale_pid") else ""
+        return f"engine: {st.get('state', 'stopped')}{extra}  home: {st['home']}"
+    ex = st.get("exchange") or {}
+    strat = st.get("strategies") or {}
+    link = "connected" if ex.get("connected") else "not connected"
+    lines = [
+        f"engine:     {st.get('health', '?')}  (pid {st.get('pid')}, {st.get('url')}, version {st.get('version')})",
+        f"uptime:     {_duration(float(st.get('uptime_s') or 0))}",
+        f"exchange:   {ex.get('name', 'none')} {link}" + (f" ({ex['url']})" if ex.get("url") else ""),
+        f"strategies: {strat.get('running', 0)} running / {strat.get('total', 0)} total",
+        f"home:       {st['home']}",
+    ]
+    if st.get("error"):
+        lines.append(f"error:      {st['error']}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+# -- up / down ---------------------------------------------------------------------------------------------------
+def start_sim_detached(home: Home) -> str | None:
+    """HOOK for the simulator (``tradebaas.exchange.sim``): spawn ``tradebaas sim`` detached for ``up``.
+
+    Returns the simulator's ws:// URL, or None when the simulator module is not part of this install. Its output
+    goes to logs/sim.log and its pid to sim/sim.pid (read by ``down``). Already running -> reuses it.
+    """
+    if _import_external("sim") is None:
+        return None
+    home.ensure()
+    launch_file = home.sim_dir / "launch.json"
+    pid = _read_pid(home.sim_pid_file)
+    if pid and _alive(pid) and launch_file.exists():
+        return str(json.loads(launch_file.read_text()).get("ws_url"))
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", str(port)]
+    env = dict(os.environ)
+    env[ENV_VAR] = str(home.root)
+    with open(home.sim_log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=home.root,
+                                start_new_session=True, close_fds=True)
+    home.sim_pid_file.write_text(f"{proc.pid}\n")
+    ws_url = f"ws://127.0.0.1:{port}/ws/api/v2"
+    launch_file.write_text(json.dumps({"pid": proc.pid, "port": port, "ws_url": ws_url}) + "\n")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the simulator exited at start (code {proc.returncode}); see {home.sim_log}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return ws_url
+        time.sleep(0.1)
+    raise UserError(f"the simulator did not listen on port {port} within 30s; see {home.sim_log}")
+
+
+def stop_sim(home: Home, timeout_s: float = 15.0) -> str | None:
+    pid = _read_pid(home.sim_pid_file)
+    if not pid:
+        return None
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    home.sim_pid_file.unlink(missing_ok=True)
+    (home.sim_dir / "launch.json").unlink(missing_ok=True)
+    return f"simulator stopped (pid {pid})"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    from tradebaas.engine.daemon import pid_alive
+
+    return pid_alive(pid)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from tradebaas.engine import daemon
+
+    home = _home(args).ensure()
+    exchange = args.exchange
+    if exchange is None:
+        sim_url = start_sim_detached(home)
+        if sim_url:
+            print(f"simulator: {sim_url} (log {home.sim_log})")
+            exchange = "sim"
+        else:
+            print("simulator: not available in this install; the engine starts without an exchange")
+    state, info = daemon.engine_state(home)
+    if state == "running" and info is not None:
+        print(f"engine: already running (pid {info.pid}, {info.url})")
+    else:
+        info = daemon.start_detached(home, exchange)
+        print(f"engine: started (pid {info.pid}, {info.url}, log {home.engine_log})")
+    if args.no_lab:
+        return 0
+    notebook_dir = Path(args.notebook_dir or (REPO_ROOT if (REPO_ROOT / "notebooks").is_dir() else Path.cwd()))
+    port = _free_port(8888)
+    token = secrets.token_hex(24)
+    path = "lab/tree/notebooks/control.ipynb" if (notebook_dir / "notebooks/control.ipynb").exists() else "lab"
+    print(f"JupyterLab: http://127.0.0.1:{port}/{path}?token={token}")
+    print("(stopping JupyterLab leaves the engine running; `make stop` or `tradebaas down` stops it)", flush=True)
+    argv = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebook_dir}", f"--port={port}",
+            "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--LabApp.default_url=/{path}"]
+    if args.no_browser:
+        argv.append("--no-browser")
+    env = dict(os.environ)
+    env[ENV_VAR] = str(home.root)
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from tradebaas.engine import daemon
+
+    home = _home(args)
+    print(daemon.stop(home))
+    sim = stop_sim(home)
+    if sim:
+        print(sim)
+    return 0
+
+
+# -- kernel, logs ------------------------------------------------------------------------------------------------
+def cmd_kernel_install(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "tradebaas",
+        "language": "python",
+        "metadata": {"debugger": True},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "tradebaas"
+        src.mkdir()
+        repo_spec = REPO_ROOT / "kernels" / "tradebaas"
+        if repo_spec.is_dir():  # logos and anything else shipped with the spec
+            for f in repo_spec.iterdir():
+                if f.is_file() and f.name != "kernel.json":
+                    (src / f.name).write_bytes(f.read_bytes())
+        (src / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+        kwargs: dict[str, Any] = {"kernel_name": "tradebaas"}
+        if args.user:
+            kwargs["user"] = True
+        elif args.prefix:
+            kwargs["prefix"] = args.prefix
+        else:
+            kwargs["prefix"] = sys.prefix
+        dest = KernelSpecManager().install_kernel_spec(str(src), **kwargs)
+    print(f"kernel spec 'tradebaas' installed in {dest} (python {sys.executable})")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    home = _home(args)
+    path = home.engine_log
+    if not path.exists():
+        raise UserError(f"no engine log yet at {path}")
+    match: Callable[[str], bool] = (lambda line: args.strategy in line) if args.strategy else (lambda line: True)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+        for line in lines[-args.lines:] if args.lines > 0 else lines:
+            if match(line):
+                sys.stdout.write(line)
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        inode = os.fstat(f.fileno()).st_ino
+        try:
+            while True:
+                line = f.readline()
+                if line:
+                    if match(line):
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                    continue
+                time.sleep(0.2)
+                try:
+                    if os.stat(path).st_ino != inode:  # rotated: reopen the new file
+                        f.close()
+                        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+                        inode = os.fstat(f.fileno()).st_ino
+                except FileNotFoundError:
+                    pass
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            f.close()
+
+
+# -- external subcommands ----------------------------------------------------------------------------------------
+def _external_runner(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        module = _import_external(name)
+        if module is None:
+            raise UserError(f"`tradebaas {name}` is not available: {EXTERNAL_COMMANDS[name][0]} is not installed")
+        return int(module.run(args) or 0)
+
+    return run
+
+
+# -- parser ------------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is a one-line UserError like every other error (argparse would print usage and exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full parser. External subcommands get their real arguments only when they are the one invoked."""
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks for errors")
+    common.add_argument("--home", default=argparse.SUPPRESS,
+                        help=f"the instance directory (default: ${ENV_VAR} or the platform user data dir)")
+
+    parser = _Parser(prog="tradebaas", parents=[common],
+                                     description="Live trading of Deribit perpetuals from Jupyter.")
+    parser.add_argument("--version", action="version", version=f"tradebaas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", parents=[common], help="start simulator + engine, then JupyterLab (make run)")
+    up.add_argument("--exchange", help="engine exchange instead of the local simulator")
+    up.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    up.add_argument("--no-lab", action="store_true", help="start the services only, not JupyterLab")
+    up.add_argument("--notebook-dir", help="JupyterLab root (default: the repository)")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", parents=[common], help="stop engine and simulator (make stop)")
+    down.set_defaults(func=cmd_down)
+
+    engine = sub.add_parser("engine", parents=[common], help="start, stop and inspect the engine daemon")
+    esub = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
+    start = esub.add_parser("start", parents=[common], help="start the engine (detached unless --foreground)")
+    start.add_argument("--exchange", help="sim | ws://host:port | deribit-testnet | deribit")
+    start.add_argument("--foreground", action="store_true", help="run in this process (systemd)")
+    start.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
+    start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the RPC (default 30)")
+    start.set_defaults(func=cmd_engine_start)
+    stop = esub.add_parser("stop", parents=[common], help="stop the engine gracefully")
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL (default 30)")
+    stop.set_defaults(func=cmd_engine_stop)
+    st = esub.add_parser("status", parents=[common], help="health, uptime, exchange link, strategies")
+    st.add_argument("--json", action="store_true", help="machine-readable (what a remote client needs)")
+    st.set_defaults(func=cmd_engine_status)
+
+    kernel = sub.add_parser("kernel", parents=[common], help="the project's Jupyter kernel spec")
+    ksub = kernel.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)
+    kinstall = ksub.add_parser("install", parents=[common], help="install the 'tradebaas' kernel spec")
+    where = kinstall.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="into the user's Jupyter data dir")
+    where.add_argument("--sys-prefix", action="store_true", help="into this environment (default)")
+    where.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
+    kinstall.set_defaults(func=cmd_kernel_install)
+
+    logs = sub.add_parser("logs", parents=[common], help="print (and follow) the engine log")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0 = all)")
+    logs.add_argument("--strategy", help="only lines mentioning this strategy id")
+    logs.set_defaults(func=cmd_logs)
+
+    invoked = next((a for a in argv if not a.startswith("-")), None)
+    for name, (_module, help_text) in EXTERNAL_COMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=help_text, add_help=name == invoked)
+        if name == invoked:
+            module = _import_external(name)
+            if module is not None:
+                module.add_arguments(p)
+            else:
+                p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        else:
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=_external_runner(name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        debug = getattr(args, "debug", False)
+        if getattr(args, "home", None):
+            os.environ[ENV_VAR] = str(Path(args.home).expanduser().resolve())
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

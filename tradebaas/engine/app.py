@@ -1,0 +1,204 @@
+"""The engine process: one asyncio loop owning the journal, the RPC server and the services that trade.
+
+``Engine.run()`` is the whole life of the process: open the journal (checked: a bad one stops the start with a
+clear error), start the RPC server, journal ``engine.started``, start the services, report ready (the daemon then
+writes ``engine.json``), wait for SIGTERM/SIGINT or ``engine.shutdown``, then stop everything in reverse order and
+journal ``engine.stopped``. A crash skips the shutdown half; that is fine by design (crash-only recovery: the
+next start reconciles from the journal and the exchange).
+
+Services plug in without touching this file: a module ``tradebaas.engine.supervisor`` (issue 4) that defines
+``create_service(engine) -> Service`` is picked up at start; ``engine.add_service(svc)`` works too. A service has
+``name``, ``async start()`` and ``async stop()``; it registers RPC methods on ``engine.registry`` and pushes events
+with ``engine.publish(channel, data)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from tradebaas._version import __version__
+from tradebaas.engine.journal import Journal, now_ms
+from tradebaas.engine.logs import REDACT, CallbackHandler
+from tradebaas.home import Home
+from tradebaas.rpc.protocol import Registry
+from tradebaas.rpc.server import RpcServer
+
+log = logging.getLogger("tradebaas.engine")
+
+#: Modules probed at start for ``create_service(engine)``; absent modules are skipped.
+SERVICE_MODULES: tuple[str, ...] = ("tradebaas.engine.supervisor", "tradebaas.reports.scheduler")
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Engine:
+    """Owns the loop's services. Construct, then ``await run()`` inside ``asyncio.run``."""
+
+    def __init__(self, home: Home, *, exchange: str | None = None, port: int = 0, token: str | None = None) -> None:
+        self.home = home
+        self.exchange = exchange
+        self.token = token or secrets.token_urlsafe(32)
+        REDACT.add_secret(self.token)
+        self.registry = Registry()
+        self.server = RpcServer(self.registry, self.token, port=port)
+        self.journal: Journal | None = None
+        self.services: list[Service] = []
+        self.started_ts_ms = 0
+        self._started_monotonic = 0.0
+        self._stop_event: asyncio.Event | None = None
+        self._stop_reason = ""
+        self._log_handler: CallbackHandler | None = None
+        #: Replaced by the exchange service (issue 4); its dict is the ``exchange`` part of engine.status.
+        self.exchange_status: Callable[[], dict[str, Any]] = self._exchange_placeholder
+        self._register_methods()
+
+    # -- wiring --------------------------------------------------------------------------------------------
+    def add_service(self, service: Service) -> None:
+        self.services.append(service)
+
+    def publish(self, channel: str, data: Any) -> int:
+        """Push an event to RPC subscribers of ``channel`` (``strategy.<id>``, ``orders``, ``trades``, ...)."""
+        return self.server.publish(channel, data)
+
+    def _load_plugin_services(self) -> None:
+        for module_name in SERVICE_MODULES:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name and module_name.startswith(exc.name):
+                    continue
+                raise
+            factory = getattr(module, "create_service", None)
+            if factory is not None:
+                service = factory(self)
+                if service is not None:
+                    self.add_service(service)
+
+    def _register_methods(self) -> None:
+        self.registry.add("engine.ping", self._ping)
+        self.registry.add("engine.status", self.status)
+        self.registry.add("engine.shutdown", self._shutdown)
+
+    @staticmethod
+    def _ping() -> str:
+        """Cheapest round trip: answers "pong"."""
+        return "pong"
+
+    def _shutdown(self) -> dict[str, bool]:
+        """Graceful stop requested over RPC (same path as SIGTERM); answers before the engine goes away."""
+        asyncio.get_running_loop().call_later(0.05, self.request_stop, "engine.shutdown over RPC")
+        return {"stopping": True}
+
+    def _exchange_placeholder(self) -> dict[str, Any]:
+        return {
+            "name": self.exchange or "none",
+            "url": None,
+            "connected": False,
+            "since_ts_ms": None,
+            "reconnects": 0,
+            "last_error": None,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The answer of ``engine.status`` (docs/rpc.md)."""
+        strategies = {"total": 0, "running": 0}
+        journal_info: dict[str, Any] = {}
+        if self.journal is not None:
+            strategies = self.journal.strategy_counts()
+            journal_info = {
+                "path": str(self.journal.path),
+                "schema_version": self.journal.schema_version,
+                "last_event_id": self.journal.last_event_id(),
+            }
+        return {
+            "health": "ok",
+            "version": __version__,
+            "pid": os.getpid(),
+            "port": self.server.port,
+            "home": str(self.home.root),
+            "started_ts_ms": self.started_ts_ms,
+            "uptime_s": round(time.monotonic() - self._started_monotonic, 3) if self._started_monotonic else 0.0,
+            "exchange": self.exchange_status(),
+            "strategies": strategies,
+            "journal": journal_info,
+            "clients": len(self.server.sessions),
+        }
+
+    # -- life ----------------------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "") -> None:
+        """Ask the engine to shut down gracefully (idempotent, loop thread only)."""
+        if self._stop_event is not None and not self._stop_event.is_set():
+            self._stop_reason = reason
+            log.info("stopping: %s", reason or "requested")
+            self._stop_event.set()
+
+    async def run(self, on_ready: Callable[[Engine], None] | None = None) -> None:
+        """Run until asked to stop. ``on_ready`` is called once the RPC answers (the daemon writes engine.json)."""
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self.journal = Journal.open(self.home.journal_path, check=True)
+        try:
+            port = await self.server.start()
+            self.started_ts_ms = now_ms()
+            self._started_monotonic = time.monotonic()
+            self._attach_log_channel()
+            self.journal.append(
+                "engine.started",
+                {"pid": os.getpid(), "port": port, "version": __version__, "exchange": self.exchange},
+                ts_ms=self.started_ts_ms,
+            )
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+            self._load_plugin_services()
+            started: list[Service] = []
+            try:
+                for service in self.services:
+                    await service.start()
+                    started.append(service)
+                log.info("engine %s ready on 127.0.0.1:%d (pid %d, home %s)", __version__, port, os.getpid(),
+                         self.home.root)
+                if on_ready is not None:
+                    on_ready(self)
+                await self._stop_event.wait()
+            finally:
+                for service in reversed(started):
+                    try:
+                        await service.stop()
+                    except Exception:
+                        log.exception("service %s failed to stop cleanly", getattr(service, "name", service))
+            self.journal.append(
+                "engine.stopped",
+                {"pid": os.getpid(), "reason": self._stop_reason,
+                 "uptime_s": round(time.monotonic() - self._started_monotonic, 3)},
+                ts_ms=now_ms(),
+            )
+            log.info("engine stopped")
+        finally:
+            self._detach_log_channel()
+            await self.server.stop()
+            self.journal.close()
+
+    def _attach_log_channel(self) -> None:
+        self._log_handler = CallbackHandler(lambda rec: self.server.publish_threadsafe("log", rec))
+        logging.getLogger().addHandler(self._log_handler)
+
+    def _detach_log_channel(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler = None

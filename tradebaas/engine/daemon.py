@@ -1,0 +1,326 @@
+"""Start, stop and inspect the engine process of one TRADEBAAS_HOME.
+
+Invariants:
+- one engine per home: the engine holds an exclusive ``fcntl.flock`` on ``engine.lock`` for its whole life. The
+  OS drops the lock when the process dies, however it dies, so a held lock means a live engine;
+- ``engine.json`` (pid, port, token, version, started_ts_ms; mode 0600, written atomically) exists while the
+  engine serves. After a SIGKILL it stays behind: it is *stale* when its pid is dead or the lock is free, and
+  the next engine replaces it. A clean stop removes it;
+- a detached engine is its own session leader (``start_new_session``) with stdin from /dev/null and
+  stdout/stderr appended to ``logs/engine.stdio.log``: closing the terminal, the kernel or JupyterLab cannot
+  take it down. ``start_detached`` returns only once the RPC answers ``engine.ping``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tradebaas.errors import UserError
+from tradebaas.home import ENV_VAR, Home
+
+LOCK_WAIT_S = 2.0  # an engine retries the lock this long: a status probe may hold it for a moment
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """The content of engine.json: everything a client needs to reach the engine."""
+
+    pid: int
+    port: int
+    token: str
+    version: str
+    started_ts_ms: int
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConnectionInfo:
+        return cls(
+            pid=int(d["pid"]), port=int(d["port"]), token=str(d["token"]), version=str(d.get("version", "")),
+            started_ts_ms=int(d.get("started_ts_ms", 0)), host=str(d.get("host", "127.0.0.1")),
+        )
+
+    def public(self) -> dict[str, Any]:
+        """Without the token (for status output and logs)."""
+        d = asdict(self)
+        d.pop("token")
+        return d
+
+
+# -- engine.json -----------------------------------------------------------------------------------------------
+def read_connection_file(home: Home) -> ConnectionInfo | None:
+    """The engine.json of ``home``, or None when absent or unreadable (a half-written file is never seen)."""
+    try:
+        return ConnectionInfo.from_dict(json.loads(home.engine_json.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def write_connection_file(home: Home, info: ConnectionInfo) -> None:
+    """Atomically (tmp + fsync + rename) write engine.json with mode 0600 from the first byte."""
+    tmp = home.engine_json.with_name(f".engine.json.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, json.dumps(asdict(info), indent=2).encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, home.engine_json)
+
+
+def remove_connection_file(home: Home, pid: int | None = None) -> None:
+    """Remove engine.json (only if it belongs to ``pid`` when given)."""
+    if pid is not None:
+        info = read_connection_file(home)
+        if info is not None and info.pid != pid:
+            return
+    with contextlib.suppress(FileNotFoundError):
+        home.engine_json.unlink()
+
+
+# -- process and lock probes -----------------------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs (zombies count as dead: their lock and sockets are gone)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class EngineLock:
+    """The exclusive flock on engine.lock that makes an engine the only one of its home."""
+
+    def __init__(self, home: Home) -> None:
+        self.path = home.engine_lock
+        self._fd: int | None = None
+
+    def acquire(self, wait_s: float = 0.0) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return False
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_held(home: Home) -> bool:
+    """True if some process holds the engine lock (probing takes it for an instant; engines retry)."""
+    if not home.engine_lock.exists():
+        return False
+    probe = EngineLock(home)
+    if probe.acquire(0):
+        probe.release()
+        return False
+    return True
+
+
+def engine_state(home: Home) -> tuple[str, ConnectionInfo | None]:
+    """("running", info) | ("starting", None) | ("stale", info) | ("stopped", None)."""
+    info = read_connection_file(home)
+    held = lock_held(home)
+    if info is not None:
+        if held and pid_alive(info.pid):
+            return "running", info
+        return "stale", info
+    return ("starting", None) if held else ("stopped", None)
+
+
+# -- foreground engine -----------------------------------------------------------------------------------------
+def run_foreground(home: Home, exchange: str | None = None, *, detached_child: bool = False, port: int = 0) -> int:
+    """Be the engine: take the lock, log to logs/engine.log, serve until SIGTERM/SIGINT. Returns an exit code."""
+    from tradebaas.engine.app import Engine
+    from tradebaas.engine.logs import setup_logging
+
+    home.ensure()
+    lock = EngineLock(home)
+    if not lock.acquire(LOCK_WAIT_S):
+        raise UserError(_already_running_message(home))
+    try:
+        log = setup_logging(home.engine_log, to_stderr=not detached_child)
+        stale = read_connection_file(home)
+        if stale is not None:
+            log.warning("replacing stale engine.json (pid %d, port %d) left by an engine that did not stop cleanly",
+                        stale.pid, stale.port)
+            remove_connection_file(home)
+        engine = Engine(home, exchange=exchange, port=port)
+
+        def on_ready(eng: Engine) -> None:
+            from tradebaas._version import __version__
+
+            write_connection_file(
+                home,
+                ConnectionInfo(pid=os.getpid(), port=eng.server.port, token=eng.token, version=__version__,
+                               started_ts_ms=eng.started_ts_ms),
+            )
+
+        try:
+            asyncio.run(engine.run(on_ready))
+        except UserError as exc:
+            log.error("engine failed: %s", exc)
+            raise
+        except Exception:
+            log.exception("engine crashed")
+            raise
+        finally:
+            remove_connection_file(home, pid=os.getpid())
+        return 0
+    finally:
+        lock.release()
+
+
+def _already_running_message(home: Home) -> str:
+    info = read_connection_file(home)
+    where = f"pid {info.pid}, port {info.port}" if info else "starting up"
+    return f"an engine is already running for {home.root} ({where}); stop it with `tradebaas engine stop`"
+
+
+# -- detached start, stop, status ------------------------------------------------------------------------------
+def start_detached(home: Home, exchange: str | None = None, *, timeout_s: float = 30.0) -> ConnectionInfo:
+    """Spawn a detached engine for ``home`` and return once its RPC answers; UserError if it cannot start."""
+    from tradebaas.rpc.client import ping_once
+
+    home.ensure()
+    state, info = engine_state(home)
+    if state in ("running", "starting"):
+        raise UserError(_already_running_message(home))
+    cmd = [sys.executable, "-m", "tradebaas.cli", "engine", "start", "--foreground", "--detached-child"]
+    if exchange:
+        cmd += ["--exchange", exchange]
+    env = dict(os.environ)
+    env[ENV_VAR] = str(home.root)
+    env["PYTHONUNBUFFERED"] = "1"
+    stdio_path = home.engine_stdio_log
+    offset = stdio_path.stat().st_size if stdio_path.exists() else 0
+    with open(stdio_path, "ab") as stdio:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=stdio, stderr=stdio, env=env, cwd=home.root,
+            start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            reason = _last_error_line(stdio_path, offset) or f"exit code {code}; see {home.engine_log}"
+            raise UserError(f"engine failed to start: {reason}")
+        info = read_connection_file(home)
+        if info is not None and info.pid == proc.pid and ping_once(info.url, info.token, timeout_s=2.0):
+            return info
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    raise UserError(f"engine did not answer within {timeout_s:.0f}s; see {home.engine_log}")
+
+
+def _last_error_line(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line.removeprefix("error:").strip()
+    return lines[-1] if lines else ""
+
+
+def stop(home: Home, *, timeout_s: float = 30.0) -> str:
+    """Stop the engine of ``home`` gracefully (SIGTERM, SIGKILL after ``timeout_s``). Returns what happened."""
+    state, info = engine_state(home)
+    if state == "stopped":
+        return "no engine running"
+    if state == "stale":
+        remove_connection_file(home)
+        return f"no engine running (removed stale engine.json of pid {info.pid if info else '?'})"
+    if info is None:  # starting: wait a moment for its connection file
+        deadline = time.monotonic() + timeout_s
+        while info is None and lock_held(home) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            info = read_connection_file(home)
+        if info is None:
+            return "no engine running"
+    os.kill(info.pid, signal.SIGTERM)
+    if _wait_gone(home, info.pid, timeout_s):
+        return f"engine stopped (pid {info.pid})"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGKILL)
+    _wait_gone(home, info.pid, 10.0)
+    remove_connection_file(home, pid=info.pid)
+    return f"engine did not stop within {timeout_s:.0f}s and was killed (pid {info.pid})"
+
+
+def _wait_gone(home: Home, pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid) or not lock_held(home):
+            # the lock drops when the process's descriptors close: engine.json is gone by then on a clean stop
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def status(home: Home, *, timeout_s: float = 3.0) -> dict[str, Any]:
+    """What ``engine status`` shows: the engine's own ``engine.status`` when it answers, else why not."""
+    state, info = engine_state(home)
+    base: dict[str, Any] = {"home": str(home.root), "state": state, "running": state == "running"}
+    if state != "running" or info is None:
+        if state == "stale" and info is not None:
+            base["stale_pid"] = info.pid
+        return base
+    base.update(info.public())
+    base["url"] = info.url
+    from tradebaas.rpc.client import EngineClient
+
+    try:
+        with EngineClient(url=info.url, token=info.token, timeout=timeout_s, reconnect=False) as client:
+            base.update(client.status())
+    except Exception as exc:  # the process lives but does not answer: say so, don't hide it
+        base["health"] = "unresponsive"
+        base["error"] = str(exc)
+    return base

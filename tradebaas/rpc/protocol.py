@@ -1,0 +1,310 @@
+"""JSON-RPC 2.0, pure: parse a frame, validate params, call the handler, build the answer. No sockets.
+
+Adding a method (later issues add ``strategy.*``, ``orders.*``, ...)::
+
+    from tradebaas.rpc.protocol import Param, Registry
+
+    registry = Registry()
+
+    @registry.method("strategy.stop", id=Param(str), flatten=Param(bool, default=False))
+    async def strategy_stop(id: str, flatten: bool) -> dict: ...
+
+    registry.add("orders.list", handler, {"open_only": Param(bool, default=True)})
+
+Handlers may be sync or async. A handler that declares a parameter named ``ctx`` receives the ``CallContext``
+of the connection (its session, used by ``subscribe``). Raise ``RpcError(code, message)`` for a specific error or
+``tradebaas.errors.UserError`` for a readable application error (code -32000); anything else becomes -32603
+"internal error" (logged with its traceback, never sent to the client).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tradebaas.errors import UserError
+
+log = logging.getLogger("tradebaas.rpc")
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+#: The engine's own errors (JSON-RPC reserves -32000..-32099 for implementation-defined server errors).
+APP_ERROR = -32000
+NOT_FOUND = -32001
+CONFLICT = -32002
+
+
+class RpcError(UserError):
+    """A JSON-RPC error: raised by handlers on the server, and by the clients when the engine answers one."""
+
+    exit_code = 5
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One named parameter: its JSON type(s), default (absent = required) and an optional extra check.
+
+    ``type`` is a Python type or tuple of types (``int`` accepts no bool; ``float`` accepts int; ``list``/``dict``
+    check only the container). ``check(value)`` may return an error string to refuse the value.
+    """
+
+    type: type | tuple[type, ...] = object
+    default: Any = _REQUIRED
+    doc: str = ""
+    nullable: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def validate(self, name: str, value: Any) -> Any:
+        if value is None and self.nullable:
+            return None
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        ok = False
+        for t in types:
+            if t is object:
+                ok = True
+            elif t is float and isinstance(value, int | float) and not isinstance(value, bool):
+                value, ok = float(value), True
+            elif t is int and isinstance(value, bool):
+                continue
+            elif isinstance(value, t):
+                ok = True
+            if ok:
+                break
+        if not ok:
+            names = " or ".join(_json_type_name(t) for t in types)
+            raise RpcError(INVALID_PARAMS, f"param {name!r} must be {names}, got {_json_type_name(type(value))}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise RpcError(INVALID_PARAMS, f"param {name!r}: {problem}")
+        return value
+
+
+def _json_type_name(t: type) -> str:
+    return {
+        str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
+        dict: "an object", type(None): "null", object: "any value",
+    }.get(t, t.__name__)
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What a handler may know about the caller: the server-side session object (opaque here)."""
+
+    session: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[..., Any | Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    handler: Handler
+    params: Mapping[str, Param]
+    wants_ctx: bool
+    doc: str = ""
+
+
+class Registry:
+    """Method name -> handler and its parameter schema."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Method] = {}
+
+    def add(
+        self, name: str, handler: Handler, params: Mapping[str, Param] | None = None, *, doc: str = ""
+    ) -> None:
+        if name in self._methods:
+            raise ValueError(f"RPC method {name!r} is already registered")
+        if not name or name.startswith("rpc."):
+            raise ValueError(f"bad RPC method name {name!r}")
+        wants_ctx = "ctx" in inspect.signature(handler).parameters
+        self._methods[name] = Method(name, handler, dict(params or {}), wants_ctx, doc or (handler.__doc__ or ""))
+
+    def method(self, name: str, **params: Param) -> Callable[[Handler], Handler]:
+        """Decorator form of ``add``: ``@registry.method("engine.ping")``."""
+
+        def deco(fn: Handler) -> Handler:
+            self.add(name, fn, params)
+            return fn
+
+        return deco
+
+    def remove(self, name: str) -> None:
+        self._methods.pop(name, None)
+
+    def names(self) -> list[str]:
+        return sorted(self._methods)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._methods
+
+    def get(self, name: str) -> Method | None:
+        return self._methods.get(name)
+
+    # -- dispatch ------------------------------------------------------------------------------------------
+    async def dispatch(self, frame: str | bytes, ctx: CallContext | None = None) -> str | None:
+        """Answer one incoming frame (a request, a notification or a batch). None = nothing to send back."""
+        ctx = ctx or CallContext()
+        try:
+            message = json.loads(frame)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return encode(error_response(None, RpcError(PARSE_ERROR, f"parse error: {exc}")))
+        if isinstance(message, list):
+            if not message:
+                return encode(error_response(None, RpcError(INVALID_REQUEST, "invalid request: empty batch")))
+            answers = [a for a in [await self.handle(m, ctx) for m in message] if a is not None]
+            return encode(answers) if answers else None
+        answer = await self.handle(message, ctx)
+        return None if answer is None else encode(answer)
+
+    async def handle(self, message: Any, ctx: CallContext) -> dict[str, Any] | None:
+        """Answer one decoded request object."""
+        if not isinstance(message, dict):
+            return error_response(None, RpcError(INVALID_REQUEST, "invalid request: expected a JSON object"))
+        req_id = message.get("id")
+        is_notification = "id" not in message
+        if not _valid_id(req_id):
+            return error_response(None, RpcError(INVALID_REQUEST, "invalid request: bad id"))
+        if message.get("jsonrpc") != "2.0":
+            return error_response(req_id, RpcError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"'))
+        name = message.get("method")
+        if not isinstance(name, str) or not name:
+            return error_response(req_id, RpcError(INVALID_REQUEST, "invalid request: missing method"))
+        raw_params = message.get("params", {})
+        if raw_params is None:
+            raw_params = {}
+        if not isinstance(raw_params, dict | list):
+            return error_response(req_id, RpcError(INVALID_REQUEST, "invalid request: params must be object or array"))
+        try:
+            result = await self.call(name, raw_params, ctx)
+        except RpcError as exc:
+            return None if is_notification else error_response(req_id, exc)
+        if is_notification:
+            return None
+        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+    async def call(self, name: str, raw_params: dict[str, Any] | list[Any], ctx: CallContext) -> Any:
+        """Validate and run one method; every failure comes out as RpcError."""
+        method = self._methods.get(name)
+        if method is None:
+            raise RpcError(METHOD_NOT_FOUND, f"method not found: {name}")
+        kwargs = bind_params(method, raw_params)
+        if method.wants_ctx:
+            kwargs["ctx"] = ctx
+        try:
+            result = method.handler(**kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return to_jsonable(result)
+        except RpcError:
+            raise
+        except UserError as exc:
+            raise RpcError(APP_ERROR, str(exc)) from exc
+        except Exception as exc:
+            log.exception("RPC method %s failed", name)
+            raise RpcError(INTERNAL_ERROR, f"internal error in {name}: {type(exc).__name__}") from exc
+
+
+def bind_params(method: Method, raw: dict[str, Any] | list[Any]) -> dict[str, Any]:
+    """Check ``raw`` against the method's schema: unknown, missing and mistyped params are -32602."""
+    spec = method.params
+    if isinstance(raw, list):
+        if len(raw) > len(spec):
+            raise RpcError(INVALID_PARAMS, f"{method.name} takes at most {len(spec)} positional params")
+        raw = dict(zip(spec, raw, strict=False))
+    unknown = sorted(set(raw) - set(spec))
+    if unknown:
+        allowed = ", ".join(spec) or "none"
+        raise RpcError(INVALID_PARAMS, f"unknown param(s) for {method.name}: {', '.join(unknown)} (allowed: {allowed})")
+    out: dict[str, Any] = {}
+    for pname, param in spec.items():
+        if pname in raw:
+            out[pname] = param.validate(pname, raw[pname])
+        elif param.required:
+            raise RpcError(INVALID_PARAMS, f"missing param {pname!r} for {method.name}")
+        else:
+            out[pname] = param.default
+    return out
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def error_response(req_id: Any, exc: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "error": exc.to_json()}
+
+
+def notification(channel: str, data: Any) -> dict[str, Any]:
+    """The frame pushed to subscribers: ``{"jsonrpc":"2.0","method":"event","params":{"channel","data"}}``."""
+    return {"jsonrpc": "2.0", "method": "event", "params": {"channel": channel, "data": data}}
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, enums, paths, tuples and sets -> plain JSON values (recursively)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value.value if isinstance(value, enum.Enum) else value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"RPC result not JSON serialisable: {type(value).__name__}")
+
+
+def encode(message: Any) -> str:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+# -- channels ----------------------------------------------------------------------------------------------
+def valid_channel(name: Any) -> bool:
+    """Channel names: dotted words (``log``, ``strategy.ab12``, ``ticker.BTC-PERPETUAL``); ``prefix.*`` matches all."""
+    if not isinstance(name, str) or not 0 < len(name) <= 128:
+        return False
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:*")
+    if not set(name) <= allowed:
+        return False
+    return "*" not in name or (name.endswith(".*") and name.count("*") == 1) or name == "*"
+
+
+def channel_matches(pattern: str, channel: str) -> bool:
+    if pattern == channel or pattern == "*":
+        return True
+    return pattern.endswith(".*") and channel.startswith(pattern[:-1])

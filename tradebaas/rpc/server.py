@@ -1,0 +1,245 @@
+"""The engine's RPC endpoint: JSON-RPC 2.0 over WebSocket on 127.0.0.1, with a token and no browsers.
+
+Security model: the socket is bound to loopback, and every connection must present the token from
+``engine.json`` (``Authorization: Bearer <token>`` or ``?token=<token>``), compared in constant time. Any request
+carrying an ``Origin`` header is refused with HTTP 403: browsers always send one, so a web page cannot drive the
+engine even if it guessed the port (DNS rebinding, CSRF over WebSocket). Python clients send none.
+
+Each connection is a ``Session``: its subscriptions, and one outgoing queue drained by one writer task, so
+answers and pushed events never interleave mid-frame and a slow client never blocks the engine. A client that
+falls ``MAX_QUEUE`` frames behind is disconnected (it reconnects and re-reads state) rather than silently
+missing events. Requests on one connection run concurrently (bounded), so a slow method does not delay a ping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import http
+import itertools
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from tradebaas.rpc.protocol import (
+    INVALID_PARAMS,
+    CallContext,
+    Param,
+    Registry,
+    RpcError,
+    channel_matches,
+    encode,
+    notification,
+    to_jsonable,
+    valid_channel,
+)
+
+log = logging.getLogger("tradebaas.rpc.server")
+
+MAX_FRAME_BYTES = 1 << 20  # incoming frames; larger ones close the connection (1009)
+MAX_QUEUE = 10_000  # outgoing frames per session before the client is considered stuck
+MAX_INFLIGHT = 32  # concurrent requests per connection
+
+
+class Session:
+    """One client connection: subscriptions and an ordered outgoing queue."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.id = next(self._ids)
+        self.ws = ws
+        self.channels: set[str] = set()
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(MAX_QUEUE)
+        self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
+        self.closed = False
+
+    def wants(self, channel: str) -> bool:
+        return any(channel_matches(p, channel) for p in self.channels)
+
+    def push(self, frame: str) -> None:
+        """Queue a frame; a client too far behind is cut off (it will reconnect and resync)."""
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.warning("RPC client %s is %d frames behind; disconnecting it", self.id, MAX_QUEUE)
+            self.closed = True
+            asyncio.get_running_loop().create_task(self.ws.close(1008, "client too slow"))
+
+    async def writer(self) -> None:
+        while True:
+            frame = await self.queue.get()
+            if frame is None:
+                return
+            try:
+                await self.ws.send(frame)
+            except ConnectionClosed:
+                return
+
+
+class RpcServer:
+    """Serves a ``Registry`` to authenticated local clients and pushes published events to subscribers."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+    ) -> None:
+        if not token:
+            raise ValueError("the RPC server needs a token")
+        self.registry = registry
+        self._token = token.encode()
+        self.host = host
+        self.port = port
+        self.max_frame_bytes = max_frame_bytes
+        self.sessions: set[Session] = set()
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._install_builtin_methods()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> int:
+        """Listen; returns the bound port (a free one when constructed with port 0)."""
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+        self._loop = asyncio.get_running_loop()
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            max_size=self.max_frame_bytes,
+            compression=None,  # frames are small; deflate costs latency and memory per connection
+            server_header=None,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = int(sock.getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close(close_connections=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+        self._server = None
+
+    # -- publishing ----------------------------------------------------------------------------------------
+    def publish(self, channel: str, data: Any) -> int:
+        """Push ``data`` to every session subscribed to ``channel``; returns how many. Call from the loop.
+
+        ``data`` must be JSON-able (dataclasses and enums are converted). Never blocks.
+        """
+        targets = [s for s in self.sessions if s.wants(channel)]
+        if not targets:
+            return 0
+        frame = encode(notification(channel, to_jsonable(data)))
+        for session in targets:
+            session.push(frame)
+        return len(targets)
+
+    def publish_threadsafe(self, channel: str, data: Any) -> None:
+        """``publish`` from any thread (e.g. a logging handler in a worker thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.publish(channel, data)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.publish, channel, data)
+
+    def has_subscribers(self, channel: str) -> bool:
+        return any(s.wants(channel) for s in self.sessions)
+
+    # -- connections ---------------------------------------------------------------------------------------
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if "Origin" in request.headers:
+            return connection.respond(http.HTTPStatus.FORBIDDEN, "browser origins are refused\n")
+        token = _bearer(request.headers.get("Authorization"))
+        if token is None:
+            token = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+        if not token or not hmac.compare_digest(token.encode(), self._token):
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session = Session(ws)
+        self.sessions.add(session)
+        writer = asyncio.create_task(self._write(session))
+        log.debug("RPC client %s connected", session.id)
+        try:
+            async for frame in ws:
+                await session.inflight.acquire()
+                task = asyncio.create_task(self._answer(session, frame))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except ConnectionClosed:
+            pass
+        finally:
+            session.closed = True
+            self.sessions.discard(session)
+            with contextlib.suppress(asyncio.QueueFull):
+                session.queue.put_nowait(None)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            log.debug("RPC client %s disconnected", session.id)
+
+    async def _write(self, session: Session) -> None:
+        await session.writer()
+
+    async def _answer(self, session: Session, frame: str | bytes) -> None:
+        try:
+            answer = await self.registry.dispatch(frame, CallContext(session=session))
+            if answer is not None:
+                session.push(answer)
+        except Exception:  # dispatch turns handler errors into answers; this is a bug guard
+            log.exception("RPC dispatch failed")
+        finally:
+            session.inflight.release()
+
+    # -- built-in methods ----------------------------------------------------------------------------------
+    def _install_builtin_methods(self) -> None:
+        channels = Param(list, doc="channel names, e.g. ['log', 'strategy.*']")
+        self.registry.add("subscribe", self._subscribe, {"channels": channels})
+        self.registry.add("unsubscribe", self._unsubscribe, {"channels": channels})
+
+    @staticmethod
+    def _channels(channels: list[Any]) -> list[str]:
+        bad = [c for c in channels if not valid_channel(c)]
+        if bad:
+            raise RpcError(INVALID_PARAMS, f"bad channel name(s): {', '.join(map(repr, bad))}")
+        return [str(c) for c in channels]
+
+    async def _subscribe(self, channels: list[Any], ctx: CallContext) -> list[str]:
+        """Start receiving events on ``channels``; answers all channels now subscribed."""
+        session: Session = ctx.session
+        session.channels.update(self._channels(channels))
+        return sorted(session.channels)
+
+    async def _unsubscribe(self, channels: list[Any], ctx: CallContext) -> list[str]:
+        session: Session = ctx.session
+        session.channels.difference_update(self._channels(channels))
+        return sorted(session.channels)
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
