@@ -197,6 +197,7 @@ class ControlPanel(w.VBox):
         self._trades_shown = trades_shown
         self._log_lines = log_lines
         self._ping_every_s = ping_every_s
+        self._ping_timeout_s = min(2.0, max(ping_every_s, 0.5))
         self._last_ping = 0.0
         self._subscribed: set[str] = set()
         self._subscriptions: list[Any] = []
@@ -429,10 +430,14 @@ class ControlPanel(w.VBox):
     def _tick(self, now: float) -> None:
         """Once a second: keep uptimes moving and check the link (a ping), so a dead engine shows within seconds
         even when no event arrives. A failed ping marks the panel reconnecting; the next success resyncs."""
-        if now - self._last_ping >= self._ping_every_s or self.state.connection != "connected":
+        link_up = getattr(self.eng, "connected", None)  # the real client knows at once when its socket dropped
+        if link_up is False:
+            if self.state.connection == "connected":
+                self._lost(ConnectionError("connection to the engine lost"))
+        elif now - self._last_ping >= self._ping_every_s or self.state.connection != "connected":
             self._last_ping = now
             try:
-                self._call("engine.ping")
+                self._call("engine.ping", timeout=self._ping_timeout_s)
                 if self.state.connection != "connected":
                     self._pump.flag("resync")
             except Exception as exc:
@@ -557,19 +562,27 @@ class ControlPanel(w.VBox):
 
     # -- lifetime ---------------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop updating and drop the subscriptions (re-running the cell that made a panel should call this)."""
+        """Stop updating and drop the subscriptions (re-running the cell that made a panel should call this).
+
+        Unsubscribing talks to the engine, so it happens on a worker thread: closing never blocks the kernel,
+        even when the engine is away."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
         self._pump.stop()
-        unsubscribe = getattr(self.eng, "unsubscribe", None)
-        if callable(unsubscribe):
-            for channel, callback, handle in self._subscriptions:
+        subscriptions, self._subscriptions = list(self._subscriptions), []
+
+        def unsubscribe_all() -> None:
+            unsubscribe = getattr(self.eng, "unsubscribe", None)
+            for channel, callback, handle in subscriptions:
                 try:
-                    if handle is not None and callable(getattr(handle, "close", None)):
-                        handle.close()
-                    else:
+                    if callable(getattr(handle, "cancel", None)):
+                        handle.cancel()
+                    elif callable(unsubscribe):
                         unsubscribe(channel, callback)
                 except Exception as exc:
                     self._record_error(exc)
-        self._subscriptions.clear()
+
+        self._background(unsubscribe_all)
         super().close()
