@@ -33,6 +33,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tradebaas.errors import EngineNotRunning, UserError
 from tradebaas.home import Home, get_home
+from tradebaas.rpc.facade import EngineFacade
 from tradebaas.rpc.protocol import RpcError, channel_matches, valid_channel
 
 log = logging.getLogger("tradebaas.rpc.client")
@@ -137,8 +138,10 @@ class Subscription:
         self.client.unsubscribe(self.channel, self.callback)
 
 
-class EngineClient:
-    """A connection to one engine. Thread-safe. Use ``tradebaas.connect()`` to make one."""
+class EngineClient(EngineFacade):
+    """A connection to one engine. Thread-safe. Use ``tradebaas.connect()`` to make one.
+
+    The user-facing vocabulary (``strategies()``, ``start()``, ``trades()``...) comes from ``EngineFacade``."""
 
     def __init__(
         self,
