@@ -154,8 +154,14 @@ CREATE TABLE strategy_runtime (
 );
 """
 
+#: v2 (live loop): the whole ``tradebook.Trade`` as JSON beside the queryable columns, so the journal holds every
+#: field recovery needs (applied fill ids, bracket order ids, sl/tp percent) without a column per field.
+V2 = """
+ALTER TABLE trades ADD COLUMN data TEXT NOT NULL DEFAULT '{}';
+"""
+
 #: Ordered migrations: index i holds the SQL that takes the schema from version i to i+1. Append only.
-MIGRATIONS: list[str] = [V1]
+MIGRATIONS: list[str] = [V1, V2]
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION: int = len(MIGRATIONS)
