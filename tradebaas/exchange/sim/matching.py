@@ -799,7 +799,7 @@ class SimExchange:
             raise invalid_params("otoco_config", "must be a non-empty list of orders")
         if linked == "one_triggers_one_cancels_other" and len(config) != 2:
             raise invalid_params("otoco_config", "one_triggers_one_cancels_other needs exactly two orders")
-        secondaries = [self._secondary_spec(spec, c) for c in config]
+        secondaries = [self._secondary_spec(spec, c, linked == "one_cancels_other") for c in config]
         self._validate(account, spec)
         if linked == "one_cancels_other":
             for s in secondaries:
@@ -832,12 +832,14 @@ class SimExchange:
         self._activate(primary, now_ms, batch)
         return self._order_result(primary, batch)
 
-    def _secondary_spec(self, primary: _Spec, item: dict[str, Any]) -> _Spec:
-        """An otoco_config item: same instrument; amount defaults to the primary's, direction to the opposite."""
+    def _secondary_spec(self, primary: _Spec, item: dict[str, Any], same_side: bool) -> _Spec:
+        """An otoco_config item: same instrument; amount defaults to the primary's; direction to the primary's for
+        OCO legs (both exit the same position) and to the opposite for OTO secondaries (they exit the entry)."""
         item = dict(item)
         item.setdefault("amount", primary.amount if item.get("contracts") is None else None)
+        opposite = "sell" if primary.direction == "buy" else "buy"
         direction = _str(item, "direction", choices=("buy", "sell"),
-                         default="sell" if primary.direction == "buy" else "buy") or "sell"
+                         default=primary.direction if same_side else opposite) or opposite
         return self._spec(item, direction, primary.instrument)
 
     def _order_result(self, order: SimOrder, batch: _Batch) -> dict[str, Any]:
@@ -971,7 +973,7 @@ class SimExchange:
 
     def _in_currency(self, instrument: str, currency: str) -> bool:
         inst = self.instruments[instrument]
-        return currency in ("ANY", inst.settlement_currency, inst.base_currency)
+        return currency in ("ANY", inst.settlement_currency)
 
     def _obj(self, order: SimOrder) -> dict[str, Any]:
         return order.to_deribit(self.instruments[order.instrument].contract_size)
@@ -1026,7 +1028,7 @@ class SimExchange:
         obj = position_object(pos, inst, m.mark_price, m.index_price, margin)
         if pos.size:
             cur = inst.settlement_currency
-            free = self._equity(account, cur) - self._maintenance(account, cur)
+            free = account.balances.get(cur, 0.0) - self._maintenance(account, cur)
             obj["estimated_liquidation_price"] = liquidation_price(inst, pos.size, pos.average_price, free)
         else:
             obj["estimated_liquidation_price"] = 0.0
