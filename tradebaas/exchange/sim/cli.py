@@ -186,14 +186,14 @@ async def _serve(server: Any, host: str, port: int, sim_dir: Path) -> None:
     url_host = host if host not in ("0.0.0.0", "::", "") else socket.gethostname()
     ws_url = f"ws://{url_host}:{bound_port}/ws/api/v2"
     http_url = f"http://{url_host}:{bound_port}"
-    print(ws_url, flush=True)
-    print(http_url, flush=True)
-    info = {"pid": os.getpid(), "host": host, "port": bound_port, "ws_url": ws_url, "http_url": http_url}
-    auth_mod.write_private_json(sim_dir / "sim.json", info)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    info = {"pid": os.getpid(), "host": host, "port": bound_port, "ws_url": ws_url, "http_url": http_url}
+    auth_mod.write_private_json(sim_dir / "sim.json", info)
+    print(ws_url, flush=True)  # last: whoever reads the URLs may rely on sim.json and SIGTERM handling
+    print(http_url, flush=True)
     try:
         await stop.wait()
     finally:
