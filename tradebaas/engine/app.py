@@ -29,7 +29,7 @@ from tradebaas._version import __version__
 from tradebaas.engine.journal import Journal, now_ms
 from tradebaas.engine.logs import REDACT, CallbackHandler
 from tradebaas.home import Home
-from tradebaas.rpc.protocol import Registry
+from tradebaas.rpc.protocol import Param, Registry
 from tradebaas.rpc.server import RpcServer
 
 log = logging.getLogger("tradebaas.engine")
@@ -93,11 +93,21 @@ class Engine:
         self.registry.add("engine.ping", self._ping)
         self.registry.add("engine.status", self.status)
         self.registry.add("engine.shutdown", self._shutdown)
+        self.registry.add(
+            "engine.log",
+            self._log_message,
+            {"message": Param(str), "level": Param(str, default="info", check=_check_level)},
+        )
 
     @staticmethod
     def _ping() -> str:
         """Cheapest round trip: answers "pong"."""
         return "pong"
+
+    @staticmethod
+    def _log_message(message: str, level: str) -> None:
+        """Write a note into the engine log (and so onto the ``log`` channel): notebooks and reports annotate."""
+        logging.getLogger("tradebaas.user").log(logging.getLevelName(level.upper()), "%s", message)
 
     def _shutdown(self) -> dict[str, bool]:
         """Graceful stop requested over RPC (same path as SIGTERM); answers before the engine goes away."""
@@ -202,3 +212,7 @@ class Engine:
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler = None
+
+
+def _check_level(level: str) -> str | None:
+    return None if level.lower() in ("debug", "info", "warning", "error") else "one of debug, info, warning, error"

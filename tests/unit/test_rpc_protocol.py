@@ -1,0 +1,189 @@
+"""JSON-RPC 2.0 dispatch without sockets: every malformed input gets its standard error, handlers plug in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from tradebaas.errors import UserError
+from tradebaas.rpc.protocol import (
+    APP_ERROR,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    CallContext,
+    Param,
+    Registry,
+    RpcError,
+    channel_matches,
+    valid_channel,
+)
+
+
+def make_registry() -> Registry:
+    reg = Registry()
+
+    @reg.method("math.add", a=Param(int), b=Param(float, default=0.0))
+    def add(a: int, b: float) -> float:
+        return a + b
+
+    @reg.method("slow.echo", value=Param(object))
+    async def echo(value: Any) -> Any:
+        await asyncio.sleep(0)
+        return value
+
+    @reg.method("who", )
+    def who(ctx: CallContext) -> str:
+        return str(ctx.session)
+
+    reg.add("fail.user", lambda: (_ for _ in ()).throw(UserError("strategy s1 not found")))
+    reg.add("fail.bug", lambda: 1 / 0)
+    reg.add("fail.rpc", lambda: (_ for _ in ()).throw(RpcError(-32001, "no such order")))
+    reg.add("strategy.stop", lambda id, flatten: {"id": id, "flatten": flatten},
+            {"id": Param(str), "flatten": Param(bool, default=False)})
+    return reg
+
+
+def dispatch(reg: Registry, frame: str | bytes, session: Any = None) -> Any:
+    answer = asyncio.run(reg.dispatch(frame, CallContext(session=session)))
+    return None if answer is None else json.loads(answer)
+
+
+def req(method: str, params: Any = None, id: Any = 1) -> str:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
+    if params is not None:
+        msg["params"] = params
+    return json.dumps(msg)
+
+
+def error_code(answer: dict[str, Any]) -> int:
+    return answer["error"]["code"]
+
+
+def test_valid_call_answers_result_with_same_id() -> None:
+    assert dispatch(make_registry(), req("math.add", {"a": 2, "b": 0.5}, id="x")) == {
+        "jsonrpc": "2.0", "id": "x", "result": 2.5}
+
+
+def test_defaults_positional_params_and_async_handlers() -> None:
+    reg = make_registry()
+    assert dispatch(reg, req("math.add", {"a": 2}))["result"] == 2
+    assert dispatch(reg, req("math.add", [1, 2]))["result"] == 3
+    assert dispatch(reg, req("slow.echo", {"value": [1, {"a": None}]}))["result"] == [1, {"a": None}]
+
+
+def test_handler_declaring_ctx_gets_the_session() -> None:
+    assert dispatch(make_registry(), req("who"), session="sess-7")["result"] == "sess-7"
+
+
+@pytest.mark.parametrize("frame", ["{not json", b"\xff\xfe", "", '{"jsonrpc": "2.0", "method": '])
+def test_malformed_json_is_parse_error_with_null_id(frame: str | bytes) -> None:
+    answer = dispatch(make_registry(), frame)
+    assert error_code(answer) == PARSE_ERROR and answer["id"] is None
+
+
+@pytest.mark.parametrize("message", [
+    "42", '"text"', "[]", "null",
+    '{"id": 1, "method": "math.add"}',                            # no jsonrpc
+    '{"jsonrpc": "1.0", "id": 1, "method": "math.add"}',
+    '{"jsonrpc": "2.0", "id": 1}',                                # no method
+    '{"jsonrpc": "2.0", "id": 1, "method": 5}',
+    '{"jsonrpc": "2.0", "id": 1, "method": "math.add", "params": 3}',
+    '{"jsonrpc": "2.0", "id": {"a": 1}, "method": "math.add"}',   # bad id
+])
+def test_invalid_requests_are_invalid_request(message: str) -> None:
+    assert error_code(dispatch(make_registry(), message)) == INVALID_REQUEST
+
+
+def test_unknown_method_is_method_not_found() -> None:
+    answer = dispatch(make_registry(), req("nope.nothing"))
+    assert error_code(answer) == METHOD_NOT_FOUND and "nope.nothing" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({}, "missing param 'a'"),
+    ({"a": "1"}, "must be an integer"),
+    ({"a": True}, "must be an integer"),
+    ({"a": 1, "b": "x"}, "must be a number"),
+    ({"a": 1, "c": 2}, "unknown param"),
+    ([1, 2, 3], "at most 2"),
+])
+def test_bad_params_are_invalid_params_with_a_readable_message(params: Any, fragment: str) -> None:
+    answer = dispatch(make_registry(), req("math.add", params))
+    assert error_code(answer) == INVALID_PARAMS
+    assert fragment in answer["error"]["message"]
+
+
+def test_handler_errors_map_to_codes_without_leaking_internals() -> None:
+    reg = make_registry()
+    user = dispatch(reg, req("fail.user"))
+    assert error_code(user) == APP_ERROR and user["error"]["message"] == "strategy s1 not found"
+    bug = dispatch(reg, req("fail.bug"))
+    assert error_code(bug) == INTERNAL_ERROR and "ZeroDivisionError" in bug["error"]["message"]
+    assert error_code(dispatch(reg, req("fail.rpc"))) == -32001
+
+
+def test_notifications_get_no_answer_even_on_error() -> None:
+    reg = make_registry()
+    assert dispatch(reg, json.dumps({"jsonrpc": "2.0", "method": "math.add", "params": {"a": 1}})) is None
+    assert dispatch(reg, json.dumps({"jsonrpc": "2.0", "method": "nope"})) is None
+
+
+def test_batch_answers_each_request() -> None:
+    batch = json.dumps([
+        {"jsonrpc": "2.0", "id": 1, "method": "math.add", "params": {"a": 1}},
+        {"jsonrpc": "2.0", "method": "math.add", "params": {"a": 1}},
+        {"jsonrpc": "2.0", "id": 2, "method": "nope"},
+        7,
+    ])
+    answers = dispatch(make_registry(), batch)
+    assert [a.get("id") for a in answers] == [1, 2, None]
+    assert answers[0]["result"] == 1 and error_code(answers[1]) == METHOD_NOT_FOUND
+    assert error_code(answers[2]) == INVALID_REQUEST
+
+
+def test_registration_rules() -> None:
+    reg = make_registry()
+    with pytest.raises(ValueError):
+        reg.add("math.add", lambda: None)
+    with pytest.raises(ValueError):
+        reg.add("rpc.reserved", lambda: None)
+    assert "strategy.stop" in reg and "math.add" in reg.names()
+    assert dispatch(reg, req("strategy.stop", {"id": "s1"}))["result"] == {"id": "s1", "flatten": False}
+
+
+def test_param_check_hook_refuses_values() -> None:
+    reg = Registry()
+    reg.add("risk.kill", lambda n: n, {"n": Param(int, check=lambda v: None if v >= 0 else "must be >= 0")})
+    answer = dispatch(reg, req("risk.kill", {"n": -1}))
+    assert error_code(answer) == INVALID_PARAMS and "must be >= 0" in answer["error"]["message"]
+
+
+def test_results_are_made_json_able() -> None:
+    import enum
+    from dataclasses import dataclass
+
+    class Color(enum.Enum):
+        RED = "red"
+
+    @dataclass
+    class Row:
+        color: Color
+        items: tuple[int, ...]
+
+    reg = Registry()
+    reg.add("rows", lambda: [Row(Color.RED, (1, 2))])
+    assert dispatch(reg, req("rows"))["result"] == [{"color": "red", "items": [1, 2]}]
+
+
+def test_channel_names_and_patterns() -> None:
+    assert valid_channel("log") and valid_channel("strategy.ab12") and valid_channel("ticker.BTC-PERPETUAL")
+    assert valid_channel("strategy.*") and not valid_channel("str*tegy") and not valid_channel("")
+    assert not valid_channel("a b") and not valid_channel(5)
+    assert channel_matches("strategy.*", "strategy.x1") and not channel_matches("strategy.*", "strategies")
+    assert channel_matches("log", "log") and not channel_matches("log", "logs")
