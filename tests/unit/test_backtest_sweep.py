@@ -1,0 +1,49 @@
+"""Sweeps: one row per grid point, the same results on a local pool, in-process and on a Dask cluster."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tradebaas.backtest.data import load_default
+from tradebaas.backtest.runner import backtest
+from tradebaas.backtest.sweep import grid_points, sweep
+from tradebaas.strategies.params import ConfigError
+
+GRID = {"fast": [5, 9], "slow": [21, 30]}
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return load_default().iloc[:5000]
+
+
+def test_grid_points_vary_the_first_key_slowest():
+    assert grid_points({"a": [1, 2], "b": ["x", "y"]}) == [
+        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+
+
+def test_sweep_rows_equal_single_backtests(data):
+    out = sweep("ema_cross", data, GRID, processes=2, progress=False)
+    assert list(out[["fast", "slow"]].itertuples(index=False, name=None)) == [(5, 21), (5, 30), (9, 21), (9, 30)]
+    single = backtest("ema_cross", data, config={"fast": 9, "slow": 30}).stats
+    assert out.iloc[3]["net_pnl"] == single["net_pnl"] and out.iloc[3]["trades"] == single["trades"]
+
+
+def test_local_pool_and_in_process_give_identical_results(data):
+    a = sweep("ema_cross", data, GRID, processes=2, progress=False)
+    b = sweep("ema_cross", data, GRID, processes=1, progress=False)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_dask_client_gives_identical_results(data):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:
+        d = sweep("ema_cross", data, GRID, client=client, progress=False)
+    pd.testing.assert_frame_equal(d, sweep("ema_cross", data, GRID, processes=1, progress=False))
+
+
+def test_a_bad_grid_value_fails_before_any_work(data):
+    with pytest.raises(ConfigError, match="fast"):
+        sweep("ema_cross", data, {"fast": [5, -1]}, progress=False)

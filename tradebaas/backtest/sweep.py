@@ -1,0 +1,115 @@
+"""Parameter sweeps: one backtest per point of a grid, in parallel, with a progress bar.
+
+A local ``ProcessPoolExecutor`` by default; a ``dask.distributed.Client`` when given (the same worker function
+and the same data, scattered once to every worker), so the results are identical either way. Every config is
+validated in the calling process first: a typo fails at once, not in 1,000 workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tradebaas.errors import UserError
+from tradebaas.strategies.params import validate_config
+from tradebaas.strategies.registry import resolve
+
+from .data import load_candles
+
+_WORKER_DATA: pd.DataFrame | None = None
+
+
+def grid_points(grid: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of ``grid`` as a list of configs, in a stable order (first key varies slowest)."""
+    keys = list(grid)
+    values = [list(grid[k]) for k in keys]
+    for k, v in zip(keys, values, strict=True):
+        if not v:
+            raise UserError(f"sweep grid: {k!r} has no values")
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _run_one(strategy: Any, data: pd.DataFrame, config: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    from .runner import backtest
+
+    result = backtest(strategy, data, config=config, decisions="none", **kwargs)
+    return {k: v for k, v in result.stats.items()}
+
+
+def _init_worker(data: pd.DataFrame) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+
+
+def _pool_task(i: int, strategy: Any, config: dict[str, Any], kwargs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    assert _WORKER_DATA is not None
+    return i, _run_one(strategy, _WORKER_DATA, config, kwargs)
+
+
+def _dask_task(i: int, strategy: Any, config: dict[str, Any], kwargs: dict[str, Any],
+               data: pd.DataFrame) -> tuple[int, dict[str, Any]]:
+    return i, _run_one(strategy, data, config, kwargs)
+
+
+def sweep(
+    strategy: str | type,
+    data: str | Path | pd.DataFrame,
+    grid: dict[str, list[Any]],
+    client: Any = None,
+    processes: int | None = None,
+    *,
+    base_config: dict[str, Any] | None = None,
+    progress: bool = True,
+    **backtest_kwargs: Any,
+) -> pd.DataFrame:
+    """Backtest ``strategy`` (a name or an importable class) for every point of ``grid``.
+
+    Returns one row per point, in grid order: the swept parameters, then the stats columns
+    (``tradebaas.analytics.stats.STAT_NAMES``). ``base_config`` holds fixed settings; ``backtest_kwargs`` go to
+    ``backtest`` (``instrument``, ``fees``, ``slippage``, ``capital``). ``processes`` caps the local pool
+    (default: all CPUs); ignored with a Dask ``client``.
+    """
+    cls = resolve(strategy)
+    target = strategy if isinstance(strategy, str) else cls
+    points = grid_points(grid)
+    configs = [{**(base_config or {}), **p} for p in points]
+    for cfg in configs:
+        validate_config(cls, cfg)
+    df = load_candles(data)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(configs), desc=f"sweep {getattr(cls, 'name', cls.__name__)}", disable=not progress)
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        if client is not None:
+            from distributed import as_completed as dask_completed
+
+            [data_future] = client.scatter([df], broadcast=True)
+            futures = [client.submit(_dask_task, i, target, cfg, backtest_kwargs, data_future, pure=False)
+                       for i, cfg in enumerate(configs)]
+            for fut in dask_completed(futures):
+                i, row = fut.result()
+                results[i] = row
+                bar.update(1)
+        elif processes == 1 or len(configs) == 1:
+            for i, cfg in enumerate(configs):
+                results[i] = _run_one(target, df, cfg, backtest_kwargs)
+                bar.update(1)
+        else:
+            workers = min(processes or os.cpu_count() or 1, len(configs))
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(df,)) as pool:
+                futs = [pool.submit(_pool_task, i, target, cfg, backtest_kwargs) for i, cfg in enumerate(configs)]
+                for fut in as_completed(futs):
+                    i, row = fut.result()
+                    results[i] = row
+                    bar.update(1)
+    finally:
+        bar.close()
+    rows = [{**points[i], **results[i]} for i in range(len(configs))]
+    return pd.DataFrame(rows)
