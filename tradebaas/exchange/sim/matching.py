@@ -237,11 +237,14 @@ class SimExchange:
         self._oco: dict[str, list[str]] = {}
         self._order_margin: dict[tuple[str, str], float] = {}  # (account, currency) -> margin of open orders
         self._reserved: dict[str, float] = {}  # order_id -> its part of _order_margin
+        self._inst_margin: dict[tuple[str, str], float] = {}  # (account, instrument) -> open-order margin (display)
+        self._reduce_only: dict[tuple[str, str], dict[str, SimOrder]] = {}  # live reduce-only orders
         self._bids: dict[str, list[tuple[float, int, int, str]]] = {n: [] for n in self.instruments}
         self._asks: dict[str, list[tuple[float, int, int, str]]] = {n: [] for n in self.instruments}
         self._up: dict[tuple[str, str], list[tuple[float, int, int, str]]] = {}
         self._down: dict[tuple[str, str], list[tuple[float, int, int, str]]] = {}
         self._expiry: list[tuple[int, int, str]] = []
+        self._pending: list[SimEvent] = []
         self._methods: dict[str, Callable[[SimAccount, dict[str, Any], int, _Batch], Any]] = {
             "buy": lambda a, p, n, b: self._buy_sell(a, p, n, b, "buy"),
             "sell": lambda a, p, n, b: self._buy_sell(a, p, n, b, "sell"),
@@ -294,9 +297,12 @@ class SimExchange:
         if account is None:
             raise coded(E.UNAUTHORIZED, "unknown account")
         batch = _Batch()
-        self._expire(now_ms, batch)
+        if self._expiry and self._expiry[0][0] <= now_ms:
+            self._expire(now_ms, batch)
+            self._pending += self._events(batch)
+            batch = _Batch()
         result = fn(account, params or {}, now_ms, batch)
-        return result, self._events(batch)
+        return result, self._take_pending() + self._events(batch)
 
     def on_market(self, tick: MarketTick, now_ms: int) -> list[SimEvent]:
         """A market move: fire triggers on their source price, then fill resting limits the market reached."""
@@ -309,7 +315,14 @@ class SimExchange:
         self._expire(now_ms, batch)
         self._fire_triggers(tick.instrument, m, now_ms, batch)
         self._match_resting(tick.instrument, m, now_ms, batch)
-        return self._events(batch)
+        return self._take_pending() + self._events(batch)
+
+    def _take_pending(self) -> list[SimEvent]:
+        """Events of expiries that ran before a refused call (a refusal returns no events)."""
+        if not self._pending:
+            return []
+        out, self._pending = self._pending, []
+        return out
 
     def portfolio_events(self) -> list[SimEvent]:
         """``user.portfolio`` for every account and currency (the server may send these periodically)."""
@@ -464,7 +477,16 @@ class SimExchange:
         account.orders[order_id] = order
         self._live[order_id] = order
         self._live_by.setdefault((account.account_id, inst.name), {})[order_id] = order
+        self._track_reduce_only(order)
         return order
+
+    def _track_reduce_only(self, order: SimOrder) -> None:
+        """Keep the per-instrument index of live reduce-only orders (what the reduce-only sweep visits)."""
+        key = (order.account_id, order.instrument)
+        if order.reduce_only and order.is_live:
+            self._reduce_only.setdefault(key, {})[order.order_id] = order
+        elif key in self._reduce_only:
+            self._reduce_only[key].pop(order.order_id, None)
 
     def _activate(self, order: SimOrder, now_ms: int, batch: _Batch) -> None:
         """Put a live order to work: wait for its trigger, execute it, or rest it (maybe filling first)."""
@@ -631,9 +653,13 @@ class SimExchange:
     def _retire(self, order: SimOrder) -> None:
         order.version += 1
         self._live.pop(order.order_id, None)
-        by = self._live_by.get((order.account_id, order.instrument))
+        key = (order.account_id, order.instrument)
+        by = self._live_by.get(key)
         if by is not None:
             by.pop(order.order_id, None)
+        ro = self._reduce_only.get(key)
+        if ro is not None:
+            ro.pop(order.order_id, None)
 
     def _touch(self, order: SimOrder, batch: _Batch) -> None:
         """Record a change of ``order``: keep open-order margin current and snapshot it for ``user.orders``."""
@@ -647,6 +673,8 @@ class SimExchange:
             self._reserved[order.order_id] = new
         if new != old:
             self._order_margin[key] = self._order_margin.get(key, 0.0) + new - old
+            ikey = (order.account_id, order.instrument)
+            self._inst_margin[ikey] = self._inst_margin.get(ikey, 0.0) + new - old
         obj = order.to_deribit(inst.contract_size)
         batch.orders.append((order.account_id, order.instrument, obj))
         batch.changes.setdefault((order.account_id, order.instrument), {})[order.order_id] = obj
@@ -691,11 +719,11 @@ class SimExchange:
 
     def _sweep_reduce_only(self, account: SimAccount, instrument: str, now_ms: int, batch: _Batch) -> None:
         """Resting reduce-only orders follow the position: cut to its size, cancelled when it is gone or flipped."""
-        by = self._live_by.get((account.account_id, instrument))
+        by = self._reduce_only.get((account.account_id, instrument))
         if not by:
             return
         size = account.size(instrument)
-        for order in [o for o in by.values() if o.reduce_only and o.state == "open" and not o.waiting_primary]:
+        for order in [o for o in by.values() if o.state == "open" and not o.waiting_primary]:
             if size == 0 or (size > 0) == (order.direction == "buy"):
                 self._close(order, "cancelled", now_ms, batch, reason="risk_mitigation")
             elif order.remaining > abs(size) + EPS:
@@ -898,6 +926,7 @@ class SimExchange:
         reduce_only = _bool(params, "reduce_only", order.reduce_only)
         order.amount, order.price, order.post_only, order.reject_post_only = amount, price, post_only, reject
         order.reduce_only = reduce_only
+        self._track_reduce_only(order)
         if order.waiting_primary:
             order.secondary_amount = amount
         if trigger_price is not None:
@@ -1024,7 +1053,7 @@ class SimExchange:
     def _position_obj(self, account: SimAccount, inst: Instrument) -> dict[str, Any]:
         pos = account.positions.get(inst.name) or SimPosition(inst.name)
         m = self.markets[inst.name]
-        margin = sum(self._reserved.get(o.order_id, 0.0) for o in self._live_by.get((account.account_id, inst.name), {}).values())
+        margin = max(0.0, self._inst_margin.get((account.account_id, inst.name), 0.0))
         obj = position_object(pos, inst, m.mark_price, m.index_price, margin)
         if pos.size:
             cur = inst.settlement_currency
@@ -1244,8 +1273,11 @@ class SimExchange:
         inst = self.instruments[order.instrument]
         self._live[order.order_id] = order
         self._live_by.setdefault((order.account_id, order.instrument), {})[order.order_id] = order
+        self._track_reduce_only(order)
         if order.state == "open" and not order.reduce_only and order.price:
-            self._reserved[order.order_id] = initial_margin(inst, order.remaining, order.price)
+            margin = self._reserved[order.order_id] = initial_margin(inst, order.remaining, order.price)
+            key = (order.account_id, order.instrument)
+            self._inst_margin[key] = self._inst_margin.get(key, 0.0) + margin
         if order.expire_ms is not None:
             heapq.heappush(self._expiry, (order.expire_ms, order.seq, order.order_id))
         if order.waiting_primary:
