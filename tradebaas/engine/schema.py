@@ -160,8 +160,28 @@ V2 = """
 ALTER TABLE trades ADD COLUMN data TEXT NOT NULL DEFAULT '{}';
 """
 
+#: v3 (reports, issue 7): one row per report run, derived from the ``report.run`` events (tradebaas.reports.runner).
+V3_REPORT_RUNS = """
+CREATE TABLE report_runs (
+    run_id         TEXT PRIMARY KEY,           -- also the output directory name under reports/<name>/
+    name           TEXT    NOT NULL,
+    trigger        TEXT    NOT NULL DEFAULT 'manual',    -- schedule | catch_up | manual
+    slot_ts_ms     INTEGER,                    -- the cron slot a scheduled run is for
+    params         TEXT    NOT NULL DEFAULT '{}',
+    status         TEXT    NOT NULL,           -- queued | running | ok | failed
+    error          TEXT    NOT NULL DEFAULT '',
+    queued_ts_ms   INTEGER NOT NULL,
+    started_ts_ms  INTEGER,
+    finished_ts_ms INTEGER,
+    run_dir        TEXT    NOT NULL DEFAULT '',
+    notebook_path  TEXT,                       -- the executed notebook (kept on failure too)
+    html_path      TEXT                        -- HTML without code, on success
+);
+CREATE INDEX report_runs_name_queued ON report_runs(name, queued_ts_ms);
+"""
+
 #: Ordered migrations: index i holds the SQL that takes the schema from version i to i+1. Append only.
-MIGRATIONS: list[str] = [V1, V2]
+MIGRATIONS: list[str] = [V1, V2, V3_REPORT_RUNS]
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION: int = len(MIGRATIONS)
