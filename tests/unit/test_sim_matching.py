@@ -497,3 +497,30 @@ def test_portfolio_event_carries_the_affected_currency(ex):
     [c] = [e for e in events if e.kind == "user.changes"]
     assert c.data["instrument_name"] == INV and c.data["positions"][0]["size"] == 10
     assert len(c.data["trades"]) == 1 and len(c.data["orders"]) == 1
+
+
+def test_expiry_before_a_refused_call_is_reported_with_the_next_events(ex):
+    day = 1_700_000_000_000 // 86_400_000 * 86_400_000
+    oid = call(ex, "buy", now=day, instrument_name=LIN, amount=0.01, price=49_000,
+               time_in_force="good_til_day")[0]["order"]["order_id"]
+    with pytest.raises(DeribitError):
+        ex.handle("a", "cancel", {"order_id": "nope"}, day + 9 * 3_600_000)
+    _, events = ex.handle("a", "get_open_orders", {}, day + 9 * 3_600_000)
+    assert [(e.data["order_id"], e.data["order_state"]) for e in events if e.kind == "user.orders"] == [(oid, "cancelled")]
+
+
+def test_market_order_uses_last_price_when_the_book_side_is_empty(ex):
+    ex.on_market(MarketTick(LIN, 20, 50_500, 50_500, 50_500, None, None), 20)
+    assert call(ex, "buy", instrument_name=LIN, amount=0.01, type="market")[0]["trades"][0]["price"] == 50_500
+
+
+def test_complete_fill_condition_waits_for_the_whole_primary(ex):
+    call(ex, "sell", instrument_name=LIN, amount=0.02, type="market")  # short 0.02, so the entry nets to a 0.03 long
+    r = call(ex, "buy", instrument_name=LIN, amount=0.05, price=49_000, linked_order_type="one_triggers_other",
+             trigger_fill_condition="complete_fill",
+             otoco_config=[{"type": "limit", "price": 55_000, "reduce_only": True, "amount": 0.05}])[0]
+    sec_id = r["order"]["oto_order_ids"][0]
+    assert call(ex, "get_order_state", order_id=sec_id)[0]["order_state"] == "untriggered"
+    tick(ex, LIN, 48_900, 20)
+    sec = call(ex, "get_order_state", order_id=sec_id)[0]
+    assert sec["order_state"] == "open" and sec["amount"] == pytest.approx(0.03)  # cut to the 0.03 long

@@ -7,8 +7,35 @@ channels. Fees and PnL come from ``tradebaas.fillmodel`` so the backtester and t
 
 The book is not simulated: a market order (or a limit that crosses) fills in full at the best ask/bid of the last
 ``MarketTick`` as taker; a resting limit fills in full at its own price as maker when the last trade price or the
-opposite best quote reaches it. Choices where Deribit is unknown or not modelled are listed in
-``docs/sim-matching.md``.
+opposite best quote reaches it (``MarketTick.trade_amount`` is not used to cap fills: fills are whole).
+
+Choices where Deribit's behaviour is unknown or not modelled (keep clients honest, document, don't guess silently):
+- Unknown ``instrument_name``: 10020 invalid_or_unsupported_instrument (ccxt maps it to BadSymbol), not -32602.
+- Amount: <= 0 -> 10021; below min_trade_amount -> 10002 qty_too_low; not a multiple of contract_size -> 10027
+  non_integer_contract_amount; ``amount`` and ``contracts`` disagreeing or both missing -> -32602.
+- Price off tick -> 10043 price_wrong_tick; trigger price off tick -> 10044; missing price/trigger_price -> -32602.
+- A stop/take whose trigger source already passed its trigger -> 10034 trigger_price_too_high / 10035 _too_low
+  (OTO secondaries released later fire at once instead). ``trigger`` defaults to ``last_price`` when omitted.
+- Not enough funds (10009): initial margin (notional / max_leverage) of the position-increasing part of a
+  non-reduce-only order must fit available funds (equity - position margin - open-order margin); not rechecked
+  on edit or at trigger time. Maintenance margin is half the initial margin. Nothing is ever liquidated.
+- A reduce-only non-trigger order with no opposite position -> 11030 other_reject; one larger than the position is
+  cut to it. Live reduce-only orders follow the position (cut, or cancelled with ``cancel_reason``
+  "risk_mitigation" when it is gone or flipped); a reduce-only trigger order firing with nothing to reduce is
+  cancelled the same way. ``close_position`` when flat -> 11030.
+- post_only + reject_post_only crossing -> 11054; post_only alone is repriced one tick behind the spread. A
+  crossing post-only *edit* with reject cancels the order (``edit_post_only_reject``) and returns it, no error.
+- Triggered orders keep their order_id (no new order with ``trigger_order_id``); ``triggered`` becomes true;
+  stop/take market fill at once, stop/take limit become ``open`` limits. trailing_stop -> 10033 not_implemented.
+- Linked orders: OCO = the primary plus the ``otoco_config`` orders, all live, sharing ``oco_ref``; a fill of one
+  (``complete_fill``: its full fill) cancels the others ("oco_other_closed"); a user cancel of one leg does not.
+  OTO/OTOCO secondaries wait as ``untriggered`` with ``is_secondary_oto`` until the primary fills
+  (first_hit/complete_fill/incremental), and are cancelled ("oto_primary_closed") if it closes unfilled.
+- good_til_day orders expire at the next 08:00 UTC (``cancel_reason`` "settlement"). Cancelling an order that is
+  no longer live -> 11044 not_open_order; an order of another account -> 10004.
+- Session PnL never resets (no daily settlement, no funding): session_rpl/upl are totals since the account opened.
+- ``user.portfolio`` is sent when an order or fill touches a currency, not on every mark move; the server may send
+  ``portfolio_events()`` periodically.
 """
 
 from __future__ import annotations
