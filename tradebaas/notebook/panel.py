@@ -226,7 +226,7 @@ class ControlPanel(w.VBox):
         self.flatten = w.Checkbox(value=False, description="flatten positions", indent=False)
         self.flatten.add_class("tb-kill-flatten")
         self.kill_confirm_text = w.HTML("")
-        self.kill_confirm_button = w.Button(description="Confirm kill", button_style="danger")
+        self.kill_confirm_button = w.Button(description="Confirm", button_style="danger", tooltip="yes, kill")
         self.kill_confirm_button.add_class("tb-kill-confirm-button")
         self.kill_cancel_button = w.Button(description="Cancel")
         self.kill_cancel_button.add_class("tb-kill-cancel")

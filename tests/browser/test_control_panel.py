@@ -1,0 +1,86 @@
+"""The control notebook in a real JupyterLab and headless Chromium, against a real engine and the accelerated
+simulator: the panel renders, connects, starts Razor from its form, shows it running and trading, and stops it.
+
+Waiting is always for a visible condition with a deadline (playwright's ``expect``), never a sleep.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Stack
+from tests.browser.harness import KERNEL_NAME, LabPage
+
+PANEL = ".jp-OutputArea-output .tb-control-panel"
+
+# Razor tuned to trade on almost every candle of the replayed data: RSI below 100 always scores long (and never
+# short), no cooldown, and brackets close enough that the market reaches one within a few replayed minutes.
+FAST_RAZOR = {
+    "rsiOversold": "100",
+    "rsiOverbought": "100",
+    "cooldownMinutes": "0",
+    "stopLossPercent": "0.05",
+    "takeProfitPercent": "0.05",
+}
+
+
+def open_panel(lab_page: LabPage) -> None:
+    lab_page.open_notebook("control.ipynb")
+    assert lab_page.kernel_name() == KERNEL_NAME
+    lab_page.run_all()
+    panel = lab_page.page.locator(PANEL)
+    expect(panel).to_be_visible(timeout=60_000)
+    expect(panel.locator(".tb-connection")).to_have_text("connected", timeout=30_000)
+
+
+def test_control_notebook_runs_and_the_panel_connects(lab_page: LabPage, stack: Stack) -> None:
+    open_panel(lab_page)
+    page = lab_page.page
+    lab_page.wait_all_executed()
+    assert lab_page.errors() == []
+    panel = page.locator(PANEL)
+    expect(panel.locator(".tb-status")).to_contain_text(f"pid {stack.engine.pid}")
+    expect(panel.locator(".widget-button", has_text="Kill")).to_be_visible()
+    # the kill switch asks first
+    panel.locator(".widget-button", has_text="Kill").click()
+    expect(panel.locator(".tb-kill-confirm")).to_be_visible(timeout=10_000)
+    panel.locator(".widget-button", has_text="Cancel").click()
+    expect(panel.locator(".tb-kill-confirm")).to_be_hidden(timeout=10_000)
+    lab_page.screenshot("control_panel_connected.png", PANEL)
+
+
+def test_start_razor_from_the_panel_see_it_trade_and_stop_it(lab_page: LabPage, stack: Stack) -> None:
+    open_panel(lab_page)
+    page = lab_page.page
+    panel = page.locator(PANEL)
+    form = panel.locator(".tb-start-form")
+    expect(form.locator(".widget-button", has_text="Start")).to_be_visible(timeout=30_000)
+
+    # an invalid value is explained next to its field, and nothing is started
+    field = form.locator(".tb-field-rsiOversold input")
+    field.fill("lots")
+    expect(form.locator(".tb-error-rsiOversold")).to_contain_text("must be a number", timeout=10_000)
+    form.locator(".widget-button", has_text="Start").click()
+    expect(form.locator(".tb-form-message")).to_contain_text("invalid value", timeout=10_000)
+    expect(panel.locator(".tb-strategy-row")).to_have_count(0)
+
+    for name, value in FAST_RAZOR.items():
+        form.locator(f".tb-field-{name} input").fill(value)
+    form.locator(".widget-button", has_text="Start").click()
+    expect(form.locator(".tb-form-ok")).to_contain_text("started", timeout=30_000)
+
+    row = panel.locator(".tb-strategy-row").first
+    expect(row.locator(".tb-state")).to_have_text("running", timeout=30_000)
+    expect(panel.locator(".tb-decision .tb-signal")).to_be_visible(timeout=90_000)
+
+    # a trade appears (open or closed) in the recent-trades table
+    expect(panel.locator("table.tb-trades .tb-trade-state").first).to_have_text(re.compile("open|closed"),
+                                                                                timeout=180_000)
+    lab_page.screenshot("control_panel_trading.png", PANEL)
+
+    panel.locator(".widget-button", has_text="Stop").first.click()
+    expect(row.locator(".tb-state")).to_have_text("stopped", timeout=30_000)
+    lab_page.screenshot("control_panel.png", PANEL)
+    lab_page.screenshot("control_panel_page.png")
