@@ -198,6 +198,8 @@ def _run(strat: Any, df: pd.DataFrame, inst: Instrument, slip: float, strategy_i
     cols = zip(ts_arr.tolist(), df["open"].tolist(), df["high"].tolist(), df["low"].tolist(),
                df["close"].tolist(), df["volume"].tolist(), strict=True)
     ctx = StrategyContext(inst)
+    if keep != "all" and hasattr(strat, "verbose_skips"):
+        strat.verbose_skips = False  # skipped decisions are not kept: do not compute their indicator values
     cooldown_ms = int(getattr(strat, "cooldown_ms", 0) or 0)
     strat.on_start(ctx)
     on_candle = strat.on_candle

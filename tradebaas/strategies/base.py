@@ -210,6 +210,10 @@ class BaseStrategy:
     params: ClassVar[tuple[Param, ...]] = ()
     interval_ms: ClassVar[int] = 60_000
     cooldown_ms: int = 0
+    #: Whether decisions that skip scoring (position open, cooldown, ...) still carry every indicator value. The
+    #: live runner journals them (True); a backtest that keeps no such decisions turns it off for speed. It never
+    #: changes what the strategy decides.
+    verbose_skips: bool = True
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         from tradebaas.strategies.params import validate_config

@@ -1,7 +1,9 @@
 """Incremental indicators, exactly as reference/razor.md defines them.
 
-Each indicator takes one closed candle at a time (``update``) in O(1) (a fixed window of at most 20 values),
-exposes ``value`` and ``ready``, and never looks at the forming candle. They run over the whole history (an EMA is
+Each indicator takes one closed candle at a time (``update``, O(1): a fixed window of at most 20 values),
+exposes ``value`` and ``ready``, and never looks at the forming candle. Window indicators compute ``value`` when
+it is read (and cache it until the next update): a strategy that holds a position reads none of them, which is
+most of the candles of a backtest. They run over the whole history (an EMA is
 not recomputed over a window), so a backtest and a live session that saw the same candles agree exactly.
 ``value`` is ``None`` (or ``False`` for the boolean ones) until ``ready``.
 """
@@ -47,67 +49,82 @@ class RSI:
     ``avg_loss == 0`` gives 100 (also when nothing moved at all), as the spec says.
     """
 
-    __slots__ = ("period", "_diffs", "_prev", "value")
+    __slots__ = ("period", "_diffs", "_prev", "_value", "_dirty")
 
     def __init__(self, period: int = 14) -> None:
         self.period = period
         self._diffs: deque[float] = deque(maxlen=period)
         self._prev: float | None = None
-        self.value: float | None = None
+        self._value: float | None = None
+        self._dirty = False
 
     @property
     def ready(self) -> bool:
-        return self.value is not None
+        return len(self._diffs) == self.period
 
-    def update(self, close: float) -> float | None:
+    def update(self, close: float) -> None:
         if self._prev is not None:
             self._diffs.append(close - self._prev)
+            self._dirty = True
         self._prev = close
-        if len(self._diffs) == self.period:
-            gain = loss = 0.0
-            for d in self._diffs:
-                if d > 0:
-                    gain += d
-                else:
-                    loss -= d
-            n = self.period
-            self.value = 100.0 if loss == 0 else 100.0 - 100.0 / (1.0 + (gain / n) / (loss / n))
-        return self.value
+
+    @property
+    def value(self) -> float | None:
+        if self._dirty:
+            self._dirty = False
+            if len(self._diffs) == self.period:
+                gain = loss = 0.0
+                for d in self._diffs:
+                    if d > 0:
+                        gain += d
+                    else:
+                        loss -= d
+                n = self.period
+                self._value = 100.0 if loss == 0 else 100.0 - 100.0 / (1.0 + (gain / n) / (loss / n))
+        return self._value
 
 
 class Volatility:
     """Volatility in percent over the last ``window`` closes (fewer at the start):
     ``max(pstdev/mean*100, (max-min)/mean*100)``, floored at 0.01; ready at 2 closes."""
 
-    __slots__ = ("_closes", "value")
+    __slots__ = ("_closes", "_value", "_dirty")
 
     FLOOR = 0.01
 
     def __init__(self, window: int = 20) -> None:
         self._closes: deque[float] = deque(maxlen=window)
-        self.value: float | None = None
+        self._value: float | None = None
+        self._dirty = False
 
     @property
     def ready(self) -> bool:
-        return self.value is not None
+        return len(self._closes) >= 2
 
-    def update(self, close: float) -> float | None:
+    def update(self, close: float) -> None:
+        self._closes.append(close)
+        self._dirty = True
+
+    @property
+    def value(self) -> float | None:
+        if not self._dirty:
+            return self._value
+        self._dirty = False
         xs = self._closes
-        xs.append(close)
         n = len(xs)
         if n < 2:
             return None
         mean = sum(xs) / n
         if mean == 0:
-            self.value = self.FLOOR
-            return self.value
+            self._value = self.FLOOR
+            return self._value
         var = 0.0
         for x in xs:
             var += (x - mean) * (x - mean)
         sd_pct = math.sqrt(var / n) / mean * 100.0
         range_pct = (max(xs) - min(xs)) / mean * 100.0
-        self.value = max(sd_pct, range_pct, self.FLOOR)
-        return self.value
+        self._value = max(sd_pct, range_pct, self.FLOOR)
+        return self._value
 
 
 class Momentum:
@@ -135,26 +152,33 @@ class ATRPercent:
     """Mean of the last ``period`` true ranges ``max(h-l, |h-c_prev|, |l-c_prev|)``, over the last close, in
     percent; ready at period+1 candles (the first candle has no previous close)."""
 
-    __slots__ = ("period", "_trs", "_prev", "value")
+    __slots__ = ("period", "_trs", "_prev", "_value", "_dirty")
 
     def __init__(self, period: int = 14) -> None:
         self.period = period
         self._trs: deque[float] = deque(maxlen=period)
         self._prev: float | None = None
-        self.value: float | None = None
+        self._value: float | None = None
+        self._dirty = False
 
     @property
     def ready(self) -> bool:
-        return self.value is not None
+        return len(self._trs) == self.period
 
-    def update(self, high: float, low: float, close: float) -> float | None:
+    def update(self, high: float, low: float, close: float) -> None:
         prev = self._prev
         if prev is not None:
             self._trs.append(max(high - low, abs(high - prev), abs(low - prev)))
+            self._dirty = True
         self._prev = close
-        if len(self._trs) == self.period:
-            self.value = sum(self._trs) / self.period / close * 100.0
-        return self.value
+
+    @property
+    def value(self) -> float | None:
+        if self._dirty:
+            self._dirty = False
+            if len(self._trs) == self.period:
+                self._value = sum(self._trs) / self.period / self._prev * 100.0  # type: ignore[operator]
+        return self._value
 
 
 class Pullback:
@@ -164,58 +188,58 @@ class Pullback:
     up move: ``(max - end)/(max - start) >= fraction``; down: ``(end - min)/(start - min) >= fraction``.
     """
 
-    __slots__ = ("fraction", "min_closes", "count", "_closes", "value")
+    __slots__ = ("fraction", "min_closes", "count", "_closes")
 
     def __init__(self, fraction: float = 0.15, window: int = 10, min_closes: int = 20) -> None:
         self.fraction = fraction
         self.min_closes = min_closes
         self.count = 0
         self._closes: deque[float] = deque(maxlen=window)
-        self.value = False
 
     @property
     def ready(self) -> bool:
         return self.count >= self.min_closes
 
-    def update(self, close: float) -> bool:
-        xs = self._closes
-        xs.append(close)
+    def update(self, close: float) -> None:
+        self._closes.append(close)
         self.count += 1
+
+    @property
+    def value(self) -> bool:
         if self.count < self.min_closes:
-            self.value = False
             return False
-        start, end = xs[0], close
+        xs = self._closes
+        start, end = xs[0], xs[-1]
         move = end - start
         if abs(move) < 0.001 * start:
-            self.value = False
-        elif move > 0:
+            return False
+        if move > 0:
             hi = max(xs)
-            self.value = (hi - end) / (hi - start) >= self.fraction
-        else:
-            lo = min(xs)
-            self.value = (end - lo) / (start - lo) >= self.fraction
-        return self.value
+            return (hi - end) / (hi - start) >= self.fraction
+        lo = min(xs)
+        return (end - lo) / (start - lo) >= self.fraction
 
 
 class Compression:
     """The last candle's range ``h-l`` is below ``ratio`` times the mean range of the last ``window`` candles;
     ready at ``window`` candles."""
 
-    __slots__ = ("ratio", "_ranges", "value")
+    __slots__ = ("ratio", "_ranges")
 
     def __init__(self, window: int = 12, ratio: float = 0.6) -> None:
         self.ratio = ratio
         self._ranges: deque[float] = deque(maxlen=window)
-        self.value = False
 
     @property
     def ready(self) -> bool:
         return len(self._ranges) == self._ranges.maxlen
 
-    def update(self, high: float, low: float) -> bool:
+    def update(self, high: float, low: float) -> None:
+        self._ranges.append(high - low)
+
+    @property
+    def value(self) -> bool:
         rs = self._ranges
-        r = high - low
-        rs.append(r)
-        if len(rs) == rs.maxlen:
-            self.value = r < self.ratio * (sum(rs) / len(rs))
-        return self.value
+        if len(rs) < rs.maxlen:  # type: ignore[operator]
+            return False
+        return rs[-1] < self.ratio * (sum(rs) / len(rs))

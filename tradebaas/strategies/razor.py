@@ -133,7 +133,8 @@ class Razor(BaseStrategy):
         return decision
 
     def _skip(self, ts_ms: int, why: str, intents: tuple = (), reasons: tuple[str, ...] = ()) -> Decision:
-        return Decision(ts_ms, "none", self.indicators(), {"long": 0.0, "short": 0.0}, reasons or (why,), intents, why)
+        ind = self.indicators() if self.verbose_skips else {}
+        return Decision(ts_ms, "none", ind, {"long": 0.0, "short": 0.0}, reasons or (why,), intents, why)
 
     def _decide(self, candle: Candle, ctx: StrategyContext) -> Decision:
         ts = candle.ts_ms
