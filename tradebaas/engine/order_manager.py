@@ -1,0 +1,368 @@
+"""Turns intents and reconciliation actions into exchange orders, and exchange fills into journaled trades.
+
+The invariants this module keeps (and the tests check):
+- a trade is journaled *before* its entry order goes out (label ``tb:<strategy>:<trade>:entry``), so a crash
+  between sending and journaling is recovered from the label alone;
+- one entry per signal: the journal refuses a second trade for the same strategy and signal candle;
+- the stop-loss (reduce-only ``stop_market`` on the mark price) and the take-profit (reduce-only ``limit``) are
+  placed as one OCO pair from the entry's *actual* average fill, right after the fill; a crash in between is
+  repaired by reconciliation (``PlaceStop``), and a stop the exchange refuses because the market is already
+  through it closes the position at market: a position never stays without a stop;
+- no bracket outlives its position: when a trade closes, whatever bracket is still live is cancelled;
+- fills are applied once (the exchange's fill id is unique in the journal), whether they arrive from
+  ``user.trades``, from the order's answer, or from reconciliation.
+Exchange errors never escape into the event loop: a refused entry fails the trade (1 minute of cooldown); an
+unknown outcome (timeout, dropped connection) leaves the trade pending and asks for a reconciliation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tradebaas.domain import Direction, Fill, Order, OrderRole, OrderState, OrderType, Side, StrategyState
+from tradebaas.engine import reconcile as rc
+from tradebaas.engine.labels import make_label, new_trade_id, parse_label
+from tradebaas.engine.store import Store, order_row, trade_to_row
+from tradebaas.engine.tradebook import (
+    Trade,
+    TradeState,
+    apply_fill,
+    fill_problem,
+    mark_closing,
+    mark_failed,
+    new_trade,
+    with_order,
+)
+from tradebaas.exchange.deribit.errors import ConnectionLost, DeribitApiError, DeribitError, RequestTimeout
+from tradebaas.fillmodel import bracket_prices
+from tradebaas.instruments import Instrument
+from tradebaas.strategies.base import Enter, MoveStop
+
+log = logging.getLogger("tradebaas.engine.orders")
+
+Publish = Callable[[str, Any], Any]
+
+
+class OrderManager:
+    """Owns every order the engine sends. Call only while holding the supervisor's lock."""
+
+    def __init__(
+        self,
+        client: Any,
+        store: Store,
+        instruments: dict[str, Instrument],
+        publish: Publish,
+        request_reconcile: Callable[[str], None],
+        on_trade_event: Callable[[Trade, Trade | None], Awaitable[None]],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.instruments = instruments
+        self.publish = publish
+        self.request_reconcile = request_reconcile
+        self.on_trade_event = on_trade_event
+        self._seq = 0
+        #: Latency probe for bench/latency.py: monotonic seconds when the last entry order was acknowledged.
+        self.last_entry_ack: tuple[float, float] | None = None
+
+    # -- entries ---------------------------------------------------------------------------------------------
+    async def enter(self, strategy_id: str, intent: Enter, signal_ts_ms: int, price_hint: float) -> Trade | None:
+        """Journal a trade, send its market entry, apply the fills, then protect it with its brackets."""
+        inst = self.instruments[self._instrument_of(strategy_id)]
+        amount = inst.amount_for_notional(intent.notional_usd, price_hint)
+        self._seq += 1
+        trade = new_trade(
+            new_trade_id(signal_ts_ms, self._seq), strategy_id, inst, intent.direction, amount,
+            sl_pct=intent.sl_pct, tp_pct=intent.tp_pct, signal_ts_ms=signal_ts_ms,
+        )
+        try:
+            with self.store.journal.transaction() as conn:
+                self.store.save_trade(trade, conn, event="trade.pending")
+        except sqlite3.IntegrityError:
+            log.warning("%s: a trade for the signal at %d exists already; not entering twice", strategy_id, signal_ts_ms)
+            return None
+        label = make_label(strategy_id, trade.trade_id, OrderRole.ENTRY)
+        side = intent.direction.entry_side
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            order, fills = await self._place(side, inst.name, amount, OrderType.MARKET, label)
+        except DeribitApiError as exc:
+            failed = mark_failed(trade, f"entry refused by the exchange: {exc}")
+            with self.store.journal.transaction() as conn:
+                self.store.save_trade(failed, conn, event="trade.failed")
+            log.error("%s: entry refused: %s", strategy_id, exc)
+            await self.on_trade_event(failed, trade)
+            return None
+        except (RequestTimeout, ConnectionLost, DeribitError, OSError) as exc:
+            log.error("%s: entry outcome unknown (%s); reconciling by label", strategy_id, exc)
+            self.request_reconcile(f"entry of {trade.trade_id} had an unknown outcome")
+            return None
+        self.last_entry_ack = (t0, time.perf_counter())
+        before = trade
+        trade = with_order(trade, OrderRole.ENTRY, order.order_id)
+        trade = self._record(trade, order, fills)
+        if trade.entry_filled <= 0 and not order.state.is_live:
+            trade = mark_failed(trade, f"entry order {order.order_id} ended {order.state.value} without a fill")
+            self._save(trade, "trade.failed")
+        await self.on_trade_event(trade, before)
+        if trade.entry_filled > 0 and not trade.state.is_terminal:
+            trade = await self.protect(trade)
+        return trade
+
+    async def protect(self, trade: Trade) -> Trade:
+        """Place the OCO stop-loss / take-profit pair from the actual average entry price."""
+        inst = self.instruments[trade.instrument]
+        if trade.sl_pct is None and trade.tp_pct is None:
+            return trade
+        sl, tp = bracket_prices(inst, trade.direction, trade.entry_price, trade.sl_pct or 0.0, trade.tp_pct or 0.0)
+        exit_side = trade.direction.exit_side
+        amount = trade.open_amount
+        sl_label = make_label(trade.strategy_id, trade.trade_id, OrderRole.STOP_LOSS)
+        tp_label = make_label(trade.strategy_id, trade.trade_id, OrderRole.TAKE_PROFIT)
+        kwargs: dict[str, Any] = {"trigger_price": sl, "trigger": "mark_price", "reduce_only": True}
+        if trade.tp_pct is not None and trade.sl_pct is not None:
+            kwargs["linked_order_type"] = "one_cancels_other"
+            kwargs["otoco_config"] = [{
+                "type": "limit", "price": tp, "amount": amount, "direction": exit_side.value, "reduce_only": True,
+                "label": tp_label, "time_in_force": "good_til_cancelled",
+            }]
+        try:
+            if trade.sl_pct is not None:
+                order, fills = await self._place(exit_side, inst.name, amount, OrderType.STOP_MARKET, sl_label, **kwargs)
+                trade = with_order(trade, OrderRole.STOP_LOSS, order.order_id, sl)
+                trade = self._record(trade, order, fills)
+            if trade.tp_pct is not None:
+                if trade.sl_pct is None:
+                    order, fills = await self._place(exit_side, inst.name, amount, OrderType.LIMIT, tp_label,
+                                                     price=tp, reduce_only=True)
+                    trade = with_order(trade, OrderRole.TAKE_PROFIT, order.order_id, tp)
+                    trade = self._record(trade, order, fills)
+                else:
+                    take = next((o for o in await self.client.get_open_orders(inst.name) if o.label == tp_label), None)
+                    trade = with_order(trade, OrderRole.TAKE_PROFIT, take.order_id if take else "", tp)
+                    if take is not None:
+                        self._record(trade, take, [])
+            self._save(trade, "trade.protected")
+            await self.on_trade_event(trade, None)
+            return trade
+        except DeribitApiError as exc:
+            log.error("%s: stop for trade %s refused (%s): closing the position at market", trade.strategy_id,
+                      trade.trade_id, exc)
+            return await self.close(trade, "stop refused")
+        except (RequestTimeout, ConnectionLost, DeribitError, OSError) as exc:
+            log.error("%s: bracket placement for %s had an unknown outcome (%s)", trade.strategy_id, trade.trade_id, exc)
+            self.request_reconcile(f"brackets of {trade.trade_id} had an unknown outcome")
+            return trade
+
+    async def move_stop(self, trade: Trade, intent: MoveStop) -> Trade:
+        """Move the stop's trigger (break-even). The old stop stays if the exchange refuses the edit."""
+        if not trade.stop_order_id or trade.state.is_terminal:
+            return trade
+        try:
+            order = await self.client.edit(trade.stop_order_id, trade.open_amount, trigger_price=intent.stop_price)
+        except (DeribitError, OSError) as exc:
+            log.warning("%s: moving the stop of %s failed: %s", trade.strategy_id, trade.trade_id, exc)
+            return trade
+        from dataclasses import replace
+
+        trade = replace(trade, stop_price=intent.stop_price, break_even_done=trade.break_even_done or intent.break_even)
+        trade = self._record(trade, order, [])
+        self._save(trade, "trade.stop_moved")
+        await self.on_trade_event(trade, None)
+        return trade
+
+    async def close(self, trade: Trade, reason: str) -> Trade:
+        """Close the trade's open amount at market (reduce-only) and cancel its brackets."""
+        inst = self.instruments[trade.instrument]
+        trade = mark_closing(trade, reason)
+        self._save(trade, "trade.closing")
+        if trade.open_amount > 0:
+            label = make_label(trade.strategy_id, trade.trade_id, OrderRole.EXIT)
+            try:
+                order, fills = await self._place(trade.direction.exit_side, inst.name, trade.open_amount,
+                                                 OrderType.MARKET, label, reduce_only=True)
+                trade = with_order(trade, OrderRole.EXIT, order.order_id)
+                before = trade
+                trade = self._record(trade, order, fills)
+                await self.on_trade_event(trade, before)
+            except (DeribitError, OSError) as exc:
+                log.error("%s: closing %s failed (%s); reconciling", trade.strategy_id, trade.trade_id, exc)
+                self.request_reconcile(f"exit of {trade.trade_id} failed")
+                return trade
+        await self.cancel_brackets(trade)
+        return trade
+
+    async def cancel_brackets(self, trade: Trade) -> None:
+        for role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
+            try:
+                await self.client.cancel_by_label(make_label(trade.strategy_id, trade.trade_id, role))
+            except (DeribitError, OSError) as exc:
+                log.warning("cancelling the %s of %s failed (%s); reconciling", role.value, trade.trade_id, exc)
+                self.request_reconcile(f"bracket of {trade.trade_id} could not be cancelled")
+
+    # -- exchange events -------------------------------------------------------------------------------------
+    async def on_fills(self, fills: list[Fill]) -> None:
+        """Fills from ``user.trades``: apply ours (once), close trades, cancel what a closed trade left behind."""
+        for fill in fills:
+            parsed = parse_label(fill.label)
+            if parsed is None or self.store.has_fill(fill.trade_id):
+                continue
+            trade = self.store.trade(parsed.trade_id)
+            if trade is None or fill_problem(trade, fill, parsed.role):
+                self.request_reconcile(f"fill {fill.trade_id} of an unknown trade {parsed.trade_id}")
+                continue
+            before = trade
+            trade = self._apply(trade, fill, parsed.role)
+            await self.on_trade_event(trade, before)
+            if trade.state is TradeState.CLOSED and before.state is not TradeState.CLOSED:
+                await self.cancel_brackets(trade)
+
+    def on_order(self, order: Order) -> dict[str, Any] | None:
+        """An order update of ours: keep the journal's copy current. Returns the OrderRow to publish."""
+        parsed = parse_label(order.label)
+        if parsed is None or self.store.strategy(parsed.strategy_id) is None:
+            return None
+        with self.store.journal.transaction() as conn:
+            row = self.store.save_order(order, conn, journal_event=True)
+        if parsed.role in (OrderRole.STOP_LOSS,) and order.state is OrderState.CANCELLED:
+            trade = self.store.trade(parsed.trade_id)
+            if trade is not None and not trade.state.is_terminal and trade.stop_order_id == order.order_id \
+                    and trade.state is not TradeState.CLOSING:
+                self.request_reconcile(f"the stop of open trade {trade.trade_id} was cancelled on the exchange")
+        return row
+
+    # -- reconciliation actions ------------------------------------------------------------------------------
+    async def execute(self, actions: list[rc.Action], set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> None:
+        """Carry out reconciliation / kill actions in order, journaling each one."""
+        for action in actions:
+            self.store.journal.append("reconcile.action", {"action": type(action).__name__, **_fields(action)}, _now())
+            try:
+                await self._execute_one(action, set_state)
+            except (DeribitError, OSError) as exc:
+                log.error("reconciliation action %s failed: %s", type(action).__name__, exc)
+                self.store.journal.append("reconcile.failed", {"action": type(action).__name__, "error": str(exc)}, _now())
+
+    async def _execute_one(self, action: rc.Action, set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> None:
+        match action:
+            case rc.RecoverTrade():
+                inst = self.instruments[action.instrument]
+                trade = new_trade(action.trade_id, action.strategy_id, inst, action.direction,
+                                  sl_pct=action.sl_pct, tp_pct=action.tp_pct)
+                self._save(trade, "trade.recovered")
+            case rc.ApplyFill():
+                trade = self.store.trade(action.trade_id)
+                if trade is not None:
+                    before = trade
+                    trade = self._apply(trade, action.fill, action.role)
+                    await self.on_trade_event(trade, before)
+            case rc.CloseTrade():
+                trade = self.store.trade(action.trade_id)
+                if trade is None:
+                    return
+                before = trade
+                if action.state is TradeState.FAILED:
+                    trade = mark_failed(trade, action.reason)
+                self._save(trade, "trade.closed" if trade.state is TradeState.CLOSED else "trade.failed")
+                await self.on_trade_event(trade, before)
+            case rc.RecordOrder():
+                trade = self.store.trade(action.trade_id)
+                if trade is not None:
+                    self._save(with_order(trade, action.role, action.order_id, action.price), "trade.order_recorded")
+            case rc.PlaceStop():
+                trade = self.store.trade(action.trade_id)
+                try:
+                    order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.STOP_MARKET,
+                                                     action.label, trigger_price=action.trigger_price,
+                                                     trigger="mark_price", reduce_only=True)
+                except DeribitApiError as exc:
+                    if trade is not None:
+                        log.error("restoring the stop of %s refused (%s): closing at market", action.trade_id, exc)
+                        await self.close(trade, "stop refused")
+                    return
+                if trade is not None:
+                    trade = with_order(trade, OrderRole.STOP_LOSS, order.order_id, action.trigger_price)
+                    self._save(self._record(trade, order, fills), "trade.stop_restored")
+            case rc.PlaceTakeProfit():
+                trade = self.store.trade(action.trade_id)
+                order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.LIMIT,
+                                                 action.label, price=action.price, reduce_only=True)
+                if trade is not None:
+                    trade = with_order(trade, OrderRole.TAKE_PROFIT, order.order_id, action.price)
+                    self._save(self._record(trade, order, fills), "trade.take_restored")
+            case rc.CancelOrder():
+                try:
+                    order = await self.client.cancel(action.order_id)
+                    self.on_order(order)
+                except DeribitApiError as exc:
+                    if exc.code not in (10004, 11044):  # not found / not open: already gone, which is the goal
+                        raise
+            case rc.ClosePosition():
+                trade = self.store.trade(action.trade_id)
+                if trade is not None:
+                    await self.close(trade, action.reason)
+            case rc.MarkNeedsAttention():
+                await set_state(action.strategy_id, StrategyState.NEEDS_ATTENTION, action.message, False)
+            case rc.StopStrategy():
+                await set_state(action.strategy_id, StrategyState.STOPPED, action.reason, True)
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    async def _place(self, side: Side, instrument: str, amount: float, order_type: OrderType, label: str,
+                     **kwargs: Any) -> tuple[Order, list[Fill]]:
+        place = self.client.buy if side is Side.BUY else self.client.sell
+        return await place(instrument, amount, order_type, label, **kwargs)
+
+    def _record(self, trade: Trade, order: Order, fills: list[Fill]) -> Trade:
+        """Journal an order answer and its immediate fills together with the trade they change."""
+        with self.store.journal.transaction() as conn:
+            row = self.store.save_order(order, conn)
+            parsed = parse_label(order.label)
+            for fill in fills:
+                if self.store.save_fill(fill, conn) and parsed is not None and parsed.trade_id == trade.trade_id:
+                    trade = apply_fill(trade, fill, self.instruments[trade.instrument], parsed.role)
+            self.store.save_trade(trade, conn, event=None)
+        self.publish("orders", row)
+        return trade
+
+    def _apply(self, trade: Trade, fill: Fill, role: OrderRole) -> Trade:
+        with self.store.journal.transaction() as conn:
+            if self.store.save_fill(fill, conn):
+                trade = apply_fill(trade, fill, self.instruments[trade.instrument], role)
+                self.store.save_trade(trade, conn, event="trade.closed" if trade.state is TradeState.CLOSED else "trade")
+        return trade
+
+    def _save(self, trade: Trade, event: str) -> None:
+        with self.store.journal.transaction() as conn:
+            self.store.save_trade(trade, conn, event=event)
+
+    def _instrument_of(self, strategy_id: str) -> str:
+        row = self.store.strategy(strategy_id)
+        if row is None:
+            raise KeyError(strategy_id)
+        return row.instrument
+
+
+def _fields(action: object) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in getattr(action, "__slots__", ()):
+        value = getattr(action, name)
+        if isinstance(value, Fill):
+            value = {"trade_id": value.trade_id, "label": value.label, "amount": value.amount, "price": value.price}
+        elif isinstance(value, Direction | Side | OrderRole | TradeState):
+            value = value.value
+        out[name] = value
+    return out
+
+
+def _now() -> int:
+    from tradebaas.engine.journal import now_ms
+
+    return now_ms()
+
+
+__all__ = ["OrderManager", "order_row", "trade_to_row", "asyncio"]

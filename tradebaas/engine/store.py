@@ -1,0 +1,405 @@
+"""The live loop's reads and writes of the journal: strategies, trades, orders, fills, decisions, runtime.
+
+Every write here takes the transaction's connection and appends the event that explains it in the same
+transaction (``journal.transaction()``), so the derived tables never run ahead of or behind the event log. The
+RPC answers (docs/rpc.md shapes) are built from these tables too: there is no other copy of the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from tradebaas.domain import Fill, Order, StrategyState
+from tradebaas.engine.journal import Journal, now_ms
+from tradebaas.engine.labels import parse_label
+from tradebaas.engine.reconcile import JournalView, StrategyView
+from tradebaas.engine.tradebook import Trade, TradeState
+from tradebaas.strategies.base import PositionView, StrategyContext
+
+OPEN_TRADE_STATES = (TradeState.PENDING_ENTRY.value, TradeState.OPEN.value, TradeState.CLOSING.value)
+
+
+@dataclass(slots=True)
+class StrategyRow:
+    id: str
+    name: str
+    instrument: str
+    config: dict[str, Any]
+    desired_state: StrategyState
+    state: StrategyState
+    state_reason: str
+    created_ts_ms: int
+    started_ts_ms: int | None
+    stopped_ts_ms: int | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StrategyRow:
+        return cls(
+            id=row["id"], name=row["name"], instrument=row["instrument"], config=json.loads(row["config"]),
+            desired_state=StrategyState(row["desired_state"]), state=StrategyState(row["state"]),
+            state_reason=row["state_reason"], created_ts_ms=row["created_ts_ms"],
+            started_ts_ms=row["started_ts_ms"], stopped_ts_ms=row["stopped_ts_ms"],
+        )
+
+
+class Store:
+    """Typed access to the journal's live-loop tables."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    # -- strategies ----------------------------------------------------------------------------------------
+    def strategies(self) -> list[StrategyRow]:
+        return [StrategyRow.from_row(r) for r in self.journal.query("SELECT * FROM strategies ORDER BY created_ts_ms, id")]
+
+    def strategy(self, strategy_id: str) -> StrategyRow | None:
+        row = self.journal.query_one("SELECT * FROM strategies WHERE id = ?", (strategy_id,))
+        return None if row is None else StrategyRow.from_row(row)
+
+    def create_strategy(self, strategy_id: str, name: str, instrument: str, config: dict[str, Any], ts_ms: int) -> None:
+        with self.journal.transaction() as conn:
+            conn.execute(
+                "INSERT INTO strategies (id, name, instrument, config, desired_state, state, state_reason,"
+                " created_ts_ms, started_ts_ms, updated_ts_ms) VALUES (?, ?, ?, ?, 'running', 'starting', '', ?, ?, ?)",
+                (strategy_id, name, instrument, json.dumps(config), ts_ms, ts_ms, ts_ms),
+            )
+            self.journal.append(
+                "strategy.created", {"name": name, "instrument": instrument, "config": config}, ts_ms, strategy_id, conn
+            )
+
+    def set_strategy_state(
+        self,
+        strategy_id: str,
+        state: StrategyState,
+        reason: str = "",
+        *,
+        desired: StrategyState | None = None,
+        ts_ms: int | None = None,
+        conn: sqlite3.Connection | None = None,
+    ) -> None:
+        ts = ts_ms if ts_ms is not None else now_ms()
+
+        def write(c: sqlite3.Connection) -> None:
+            sets = ["state = ?", "state_reason = ?", "updated_ts_ms = ?"]
+            args: list[Any] = [state.value, reason, ts]
+            if desired is not None:
+                sets.append("desired_state = ?")
+                args.append(desired.value)
+            if state is StrategyState.RUNNING:
+                sets.append("started_ts_ms = coalesce(started_ts_ms, ?)")
+                args.append(ts)
+            if state in (StrategyState.STOPPED, StrategyState.NEEDS_ATTENTION, StrategyState.ERROR):
+                sets.append("stopped_ts_ms = ?")
+                args.append(ts)
+            c.execute(f"UPDATE strategies SET {', '.join(sets)} WHERE id = ?", (*args, strategy_id))
+            payload: dict[str, Any] = {"state": state.value, "reason": reason}
+            if desired is not None:
+                payload["desired_state"] = desired.value
+            self.journal.append("strategy.state", payload, ts, strategy_id, c)
+
+        if conn is not None:
+            write(conn)
+        else:
+            with self.journal.transaction() as c:
+                write(c)
+
+    # -- runtime (the strategy context that must survive a restart) ----------------------------------------
+    def load_context(self, strategy_id: str, context: StrategyContext) -> None:
+        row = self.journal.query_one("SELECT * FROM strategy_runtime WHERE strategy_id = ?", (strategy_id,))
+        if row is None:
+            return
+        data = json.loads(row["state"])
+        context.trades_today = int(data.get("trades_today", 0))
+        context.trading_day = int(data.get("trading_day", -1))
+        context.last_close_ts_ms = int(data.get("last_close_ts_ms", 0))
+        context.cooldown_until_ms = int(row["cooldown_until_ms"])
+
+    def save_context(self, strategy_id: str, context: StrategyContext, conn: sqlite3.Connection, last_candle_ts_ms: int = 0) -> None:
+        state = {
+            "trades_today": context.trades_today,
+            "trading_day": context.trading_day,
+            "last_close_ts_ms": context.last_close_ts_ms,
+        }
+        conn.execute(
+            "INSERT INTO strategy_runtime (strategy_id, cooldown_until_ms, last_candle_ts_ms, state, updated_ts_ms)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (strategy_id) DO UPDATE SET cooldown_until_ms = excluded.cooldown_until_ms,"
+            " last_candle_ts_ms = max(strategy_runtime.last_candle_ts_ms, excluded.last_candle_ts_ms),"
+            " state = excluded.state, updated_ts_ms = excluded.updated_ts_ms",
+            (strategy_id, context.cooldown_until_ms, last_candle_ts_ms, json.dumps(state), now_ms()),
+        )
+        if context.trading_day >= 0:
+            day = _utc_day(context.trading_day)
+            conn.execute(
+                "INSERT INTO daily_counters (strategy_id, utc_day, entries) VALUES (?, ?, ?)"
+                " ON CONFLICT (strategy_id, utc_day) DO UPDATE SET entries = excluded.entries",
+                (strategy_id, day, context.trades_today),
+            )
+
+    # -- trades --------------------------------------------------------------------------------------------
+    def save_trade(self, trade: Trade, conn: sqlite3.Connection, event: str | None = "trade") -> None:
+        """Upsert the trade row (queryable columns + the whole record as JSON) and journal it."""
+        ts = now_ms()
+        row = {
+            "trade_id": trade.trade_id,
+            "strategy_id": trade.strategy_id,
+            "instrument": trade.instrument,
+            "direction": trade.direction.value,
+            "state": trade.state.value,
+            "signal_ts_ms": trade.signal_ts_ms,
+            "amount": trade.entry_filled or trade.amount,
+            "entry_price": trade.entry_price or None,
+            "entry_ts_ms": trade.entry_ts_ms or None,
+            "exit_price": trade.exit_price or None,
+            "exit_ts_ms": trade.exit_ts_ms or None,
+            "stop_price": trade.stop_price,
+            "take_price": trade.take_price,
+            "break_even_done": int(trade.break_even_done),
+            "pnl": trade.pnl,
+            "fees": trade.fees,
+            "currency": trade.currency,
+            "exit_reason": trade.exit_reason,
+            "created_ts_ms": ts,
+            "updated_ts_ms": ts,
+            "data": json.dumps(trade.to_dict()),
+        }
+        cols = list(row)
+        updates = [c for c in cols if c not in ("trade_id", "created_ts_ms")]
+        conn.execute(
+            f"INSERT INTO trades ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT (trade_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in updates)}",
+            list(row.values()),
+        )
+        if event:
+            self.journal.append(event, {"trade": trade.to_dict()}, trade.last_fill_ts_ms or ts, trade.strategy_id, conn)
+
+    def trade(self, trade_id: str) -> Trade | None:
+        row = self.journal.query_one("SELECT data FROM trades WHERE trade_id = ?", (trade_id,))
+        return None if row is None else Trade.from_dict(json.loads(row["data"]))
+
+    def open_trades(self, strategy_id: str | None = None) -> list[Trade]:
+        sql = f"SELECT data FROM trades WHERE state IN ({', '.join('?' * len(OPEN_TRADE_STATES))})"
+        args: list[Any] = list(OPEN_TRADE_STATES)
+        if strategy_id is not None:
+            sql += " AND strategy_id = ?"
+            args.append(strategy_id)
+        return [Trade.from_dict(json.loads(r["data"])) for r in self.journal.query(sql + " ORDER BY created_ts_ms", args)]
+
+    def trade_rows(self, strategy_id: str | None = None, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
+        where, args = ["1=1"], []
+        if strategy_id:
+            where.append("strategy_id = ?")
+            args.append(strategy_id)
+        if since is not None:
+            where.append("coalesce(exit_ts_ms, entry_ts_ms, created_ts_ms) >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("coalesce(entry_ts_ms, created_ts_ms) <= ?")
+            args.append(until)
+        rows = self.journal.query(
+            f"SELECT * FROM trades WHERE {' AND '.join(where)} ORDER BY coalesce(entry_ts_ms, created_ts_ms), trade_id", args
+        )
+        return [trade_row(r) for r in rows]
+
+    # -- fills and orders ----------------------------------------------------------------------------------
+    def has_fill(self, fill_id: str) -> bool:
+        return self.journal.query_one("SELECT 1 FROM fills WHERE trade_id = ?", (fill_id,)) is not None
+
+    def save_fill(self, fill: Fill, conn: sqlite3.Connection) -> bool:
+        """Journal one exchange fill; False (and nothing written) when it was journaled before."""
+        parsed = parse_label(fill.label)
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO fills (trade_id, order_id, strategy_id, strategy_trade_id, role, label, instrument,"
+            " side, amount, price, fee, fee_currency, liquidity, reduce_only, trade_seq, ts_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                fill.trade_id, fill.order_id, parsed.strategy_id if parsed else None,
+                parsed.trade_id if parsed else None, parsed.role.value if parsed else None, fill.label,
+                fill.instrument, fill.side.value, fill.amount, fill.price, fill.fee, fill.fee_currency,
+                fill.liquidity.value, int(fill.reduce_only), fill.trade_seq, fill.ts_ms,
+            ),
+        )
+        if cur.rowcount == 0:
+            return False
+        self.journal.append("fill", _fill_payload(fill), fill.ts_ms, parsed.strategy_id if parsed else None, conn)
+        if parsed is not None:
+            conn.execute(
+                "UPDATE strategy_runtime SET last_fill_ts_ms = max(last_fill_ts_ms, ?) WHERE strategy_id = ?",
+                (fill.ts_ms, parsed.strategy_id),
+            )
+        return True
+
+    def journaled_fill_ids(self, since_ts_ms: int) -> frozenset[str]:
+        return frozenset(r["trade_id"] for r in self.journal.query("SELECT trade_id FROM fills WHERE ts_ms >= ?", (since_ts_ms,)))
+
+    def last_fill_ts_ms(self) -> int:
+        row = self.journal.query_one("SELECT coalesce(max(ts_ms), 0) AS ts FROM fills WHERE strategy_id IS NOT NULL")
+        return int(row["ts"]) if row else 0
+
+    def save_order(self, order: Order, conn: sqlite3.Connection, journal_event: bool = True) -> dict[str, Any]:
+        parsed = parse_label(order.label)
+        ts = order.ts_ms or now_ms()
+        row = {
+            "order_id": order.order_id,
+            "strategy_id": parsed.strategy_id if parsed else None,
+            "trade_id": parsed.trade_id if parsed else None,
+            "role": parsed.role.value if parsed else None,
+            "label": order.label,
+            "instrument": order.instrument,
+            "state": order.state.value,
+            "type": order.order_type.value,
+            "side": order.side.value,
+            "amount": order.amount,
+            "filled_amount": order.filled_amount,
+            "price": order.price,
+            "trigger_price": order.trigger_price,
+            "average_price": order.average_price,
+            "reduce_only": int(order.reduce_only),
+            "created_ts_ms": ts,
+            "updated_ts_ms": now_ms(),
+        }
+        cols = list(row)
+        updates = [c for c in cols if c not in ("order_id", "created_ts_ms")]
+        conn.execute(
+            f"INSERT INTO orders ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT (order_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in updates)}",
+            list(row.values()),
+        )
+        if journal_event:
+            self.journal.append("order", order_row(row), ts, row["strategy_id"], conn)
+        return order_row(row)
+
+    def order_rows(self, open_only: bool = True) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM orders"
+        if open_only:
+            sql += " WHERE state IN ('open', 'untriggered', 'triggered')"
+        return [order_row(r) for r in self.journal.query(sql + " ORDER BY created_ts_ms, order_id")]
+
+    # -- decisions -----------------------------------------------------------------------------------------
+    def save_decision(self, strategy_id: str, decision: dict[str, Any], action: str, conn: sqlite3.Connection) -> None:
+        event_id = self.journal.append("decision", decision, decision["ts_ms"], strategy_id, conn)
+        conn.execute(
+            "INSERT INTO decisions (event_id, strategy_id, ts_ms, signal, action, skipped, indicators, scores, reasons)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event_id, strategy_id, decision["ts_ms"], decision["signal"], action, decision.get("skipped", ""),
+                json.dumps(decision.get("indicators", {}), default=str),
+                json.dumps({**decision.get("scores", {}), "strength": decision.get("strength", 0.0),
+                            "confidence": decision.get("confidence", 0.0)}),
+                json.dumps(decision.get("reasons", [])),
+            ),
+        )
+
+    def last_decision(self, strategy_id: str) -> dict[str, Any] | None:
+        event = self.journal.last_event("decision", strategy_id)
+        return None if event is None else event.payload
+
+    def decision_count(self, strategy_id: str) -> int:
+        row = self.journal.query_one("SELECT count(*) AS n FROM decisions WHERE strategy_id = ?", (strategy_id,))
+        return int(row["n"]) if row else 0
+
+    # -- reconciliation input ------------------------------------------------------------------------------
+    def journal_view(self, fills_since_ts_ms: int) -> JournalView:
+        strategies = []
+        for s in self.strategies():
+            strategies.append(
+                StrategyView(
+                    strategy_id=s.id, instrument=s.instrument, desired=s.desired_state, state=s.state,
+                    state_reason=s.state_reason, sl_pct=_float_or_none(s.config.get("stopLossPercent")),
+                    tp_pct=_float_or_none(s.config.get("takeProfitPercent")),
+                )
+            )
+        return JournalView(
+            strategies=tuple(strategies),
+            trades=tuple(self.open_trades()),
+            journaled_fill_ids=self.journaled_fill_ids(fills_since_ts_ms),
+            last_fill_ts_ms=fills_since_ts_ms,
+        )
+
+    # -- answers -------------------------------------------------------------------------------------------
+    def pnl(self, strategy_id: str) -> dict[str, float]:
+        row = self.journal.query_one(
+            "SELECT coalesce(sum(pnl), 0) AS pnl, coalesce(sum(fees), 0) AS fees, count(*) AS n,"
+            " coalesce(sum(state = 'closed'), 0) AS closed FROM trades WHERE strategy_id = ? AND state != 'failed'",
+            (strategy_id,),
+        )
+        assert row is not None
+        return {"realized": row["pnl"], "fees": row["fees"], "net": row["pnl"] - row["fees"], "trades": row["n"],
+                "closed": row["closed"]}
+
+
+def position_view(trade: Trade) -> PositionView | None:
+    """The strategy's view of an open trade (None unless the entry filled and something is still open)."""
+    if trade.state.is_terminal or trade.entry_filled <= 0 or trade.open_amount <= 0:
+        return None
+    return PositionView(
+        direction=trade.direction, amount=trade.open_amount, entry_price=trade.entry_price,
+        stop_price=trade.stop_price, take_price=trade.take_price, opened_ts_ms=trade.entry_ts_ms,
+        trade_id=trade.trade_id, break_even_done=trade.break_even_done,
+    )
+
+
+def trade_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``trades`` table row as the RPC's TradeRow."""
+    return {
+        "trade_id": row["trade_id"],
+        "strategy_id": row["strategy_id"],
+        "instrument": row["instrument"],
+        "direction": row["direction"],
+        "state": row["state"],
+        "amount": row["amount"],
+        "entry_price": row["entry_price"],
+        "exit_price": row["exit_price"],
+        "entry_ts_ms": row["entry_ts_ms"],
+        "exit_ts_ms": row["exit_ts_ms"],
+        "stop_price": row["stop_price"],
+        "take_price": row["take_price"],
+        "pnl": row["pnl"],
+        "fees": row["fees"],
+        "net_pnl": row["pnl"] - row["fees"],
+        "exit_reason": row["exit_reason"],
+        "currency": row["currency"],
+    }
+
+
+def trade_to_row(trade: Trade) -> dict[str, Any]:
+    return trade_row({
+        "trade_id": trade.trade_id, "strategy_id": trade.strategy_id, "instrument": trade.instrument,
+        "direction": trade.direction.value, "state": trade.state.value, "amount": trade.entry_filled or trade.amount,
+        "entry_price": trade.entry_price or None, "exit_price": trade.exit_price or None,
+        "entry_ts_ms": trade.entry_ts_ms or None, "exit_ts_ms": trade.exit_ts_ms or None,
+        "stop_price": trade.stop_price, "take_price": trade.take_price, "pnl": trade.pnl, "fees": trade.fees,
+        "exit_reason": trade.exit_reason, "currency": trade.currency,
+    })
+
+
+def order_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "order_id": row["order_id"], "strategy_id": row["strategy_id"], "trade_id": row["trade_id"],
+        "role": row["role"], "label": row["label"], "instrument": row["instrument"], "side": row["side"],
+        "type": row["type"], "amount": row["amount"], "filled_amount": row["filled_amount"], "price": row["price"],
+        "trigger_price": row["trigger_price"], "state": row["state"], "ts_ms": row["created_ts_ms"],
+    }
+
+
+def _fill_payload(fill: Fill) -> dict[str, Any]:
+    return {
+        "trade_id": fill.trade_id, "order_id": fill.order_id, "instrument": fill.instrument, "side": fill.side.value,
+        "amount": fill.amount, "price": fill.price, "fee": fill.fee, "fee_currency": fill.fee_currency,
+        "ts_ms": fill.ts_ms, "label": fill.label, "liquidity": fill.liquidity.value,
+    }
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _utc_day(day_number: int) -> str:
+    import datetime as _dt
+
+    return (_dt.date(1970, 1, 1) + _dt.timedelta(days=day_number)).isoformat()

@@ -1,0 +1,495 @@
+"""The live loop's service inside the engine: exchange link, strategy runners, reconciliation, RPC methods.
+
+Life of the service (crash-only: the same path serves a first start, a restart after SIGKILL and a reconnect):
+1. ``start()`` registers the RPC methods and starts ``_run`` in the background, so the engine's RPC answers even
+   while the exchange is unreachable (``engine.status`` then says why).
+2. ``_run`` resolves ``--exchange`` (remembered in the journal, so a restart by systemd trades where the last start
+   did), connects (auth, heartbeat, subscriptions; retried with back-off), fetches the instruments, then
+   ``reconcile("start")`` and resumes every strategy whose desired state is running.
+3. Every reconnect runs ``reconcile("reconnect")`` (fills may have happened while the link was down).
+Everything that changes trading state (exchange notifications, reconciliation, RPC commands) runs under one
+``asyncio.Lock``, so one strategy's events are handled in order and never overlap a reconciliation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from tradebaas.domain import Candle, ExchangeSnapshot, Fill, Order, StrategyState, Ticker
+from tradebaas.engine import reconcile as rc
+from tradebaas.engine import service as systemd
+from tradebaas.engine.journal import now_ms
+from tradebaas.engine.labels import new_strategy_id
+from tradebaas.engine.order_manager import OrderManager
+from tradebaas.engine.risk import plan_kill
+from tradebaas.engine.runner import WARMUP_CANDLES, StrategyRunner
+from tradebaas.engine.store import Store, StrategyRow, position_view, trade_to_row
+from tradebaas.engine.tradebook import Trade
+from tradebaas.errors import UserError
+from tradebaas.exchange.deribit.client import DeribitClient
+from tradebaas.exchange.deribit.endpoints import resolve
+from tradebaas.exchange.deribit.errors import DeribitError
+from tradebaas.fillmodel import floating_pnl
+from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
+from tradebaas.rpc.protocol import INVALID_PARAMS, NOT_FOUND, Param, RpcError
+from tradebaas.strategies.params import ConfigError, schema, validate_config
+from tradebaas.strategies.registry import available, get_strategy
+
+log = logging.getLogger("tradebaas.engine.supervisor")
+
+USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
+
+
+def params_list(strategy_cls: type) -> list[dict[str, Any]]:
+    """The strategy's declared parameters in docs/rpc.md's ``Param`` shape, in declaration order."""
+    props = schema(strategy_cls)["properties"]
+    return [{"name": name, "type": spec["type"], "default": spec["default"], "minimum": spec.get("minimum"),
+             "maximum": spec.get("maximum"), "help": spec.get("description", ""), "choices": spec.get("enum")}
+            for name, spec in props.items()]
+
+
+def create_service(engine: Any) -> Supervisor:
+    return Supervisor(engine)
+
+
+class Supervisor:
+    name = "supervisor"
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.store = Store(engine.journal)
+        self.lock = asyncio.Lock()
+        self.instruments: dict[str, Instrument] = dict(DEFAULT_INSTRUMENTS)
+        self.client: DeribitClient | None = None
+        self.exchange_name = ""
+        self.exchange_error: str | None = None
+        self.runners: dict[str, StrategyRunner] = {}
+        self.tickers: dict[str, Ticker] = {}
+        self.orders: OrderManager | None = None
+        self.reconciled_ts_ms = 0
+        self.reconciliations = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._reconcile_wanted: asyncio.Event = asyncio.Event()
+        self._subscribed: set[str] = set()
+        self._ticker_pub: dict[str, float] = {}
+
+    # -- service protocol ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._register_methods()
+        self.engine.exchange_status = self.exchange_status
+        self._tasks.append(asyncio.create_task(self._run(), name="supervisor"))
+        self._tasks.append(asyncio.create_task(self._reconcile_on_request(), name="reconcile-requests"))
+        interval = systemd.watchdog_interval_s()
+        if interval:
+            self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+        systemd.sd_notify("READY=1")
+
+    async def stop(self) -> None:
+        systemd.sd_notify("STOPPING=1")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.client is not None:
+            await self.client.close()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            systemd.sd_notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    # -- connecting ------------------------------------------------------------------------------------------
+    def _exchange_choice(self) -> str:
+        journal = self.engine.journal
+        chosen = self.engine.exchange or journal.get_meta("exchange") or "sim"
+        if chosen != journal.get_meta("exchange"):
+            journal.set_meta("exchange", chosen)
+        return chosen
+
+    async def _run(self) -> None:
+        self.exchange_name = self._exchange_choice()
+        attempt = 0
+        while True:
+            try:
+                endpoint = resolve(self.exchange_name, self.engine.home)
+                if endpoint.credentials is None:
+                    raise UserError(f"no API credentials for {self.exchange_name}")
+                self.client = DeribitClient(
+                    endpoint.url, endpoint.client_id, endpoint.client_secret,
+                    on_notification=self._on_notification, on_reconnect=self._on_reconnect,
+                    on_state=self._on_link_state, reconnect_base=0.2, reconnect_max=5.0, request_timeout=10.0,
+                )
+                await self.client.start(retry=False)
+                break
+            except (UserError, DeribitError, OSError, TimeoutError) as exc:
+                self.exchange_error = str(exc)
+                if self.client is not None:
+                    with contextlib.suppress(Exception):
+                        await self.client.close()
+                    self.client = None
+                delay = min(5.0, 0.2 * 2**attempt)
+                attempt += 1
+                if attempt == 1 or attempt % 20 == 0:
+                    log.warning("exchange %s not reachable (%s); retrying", self.exchange_name, exc)
+                await asyncio.sleep(delay)
+        self.exchange_error = None
+        log.info("connected to %s (%s)", self.exchange_name, self.client.url)
+        self.orders = OrderManager(self.client, self.store, self.instruments, self.engine.publish,
+                                   self.request_reconcile, self._on_trade_event)
+        try:
+            for inst in await self.client.get_instruments("any"):
+                self.instruments[inst.name] = inst
+        except DeribitError as exc:
+            log.warning("could not load instruments (%s); using the built-in specifications", exc)
+        await self.client.subscribe(USER_CHANNELS)
+        async with self.lock:
+            await self._reconcile("start")
+            await self._resume_all()
+
+    async def _on_reconnect(self) -> None:
+        log.info("exchange link restored; reconciling")
+        async with self.lock:
+            await self._reconcile("reconnect")
+            await self._resume_all()
+
+    async def _on_link_state(self, status: Any) -> None:
+        self.engine.publish("engine", {"type": "status", "status": self.engine.status()})
+
+    def exchange_status(self) -> dict[str, Any]:
+        base = {"name": self.exchange_name or self.engine.exchange or "sim", "url": None, "connected": False,
+                "since_ts_ms": None, "reconnects": 0, "last_error": self.exchange_error,
+                "reconciled_ts_ms": self.reconciled_ts_ms, "reconciliations": self.reconciliations}
+        if self.client is not None:
+            st = self.client.status()
+            base.update(url=st.url, connected=st.connected, since_ts_ms=st.since_ms, reconnects=st.reconnects,
+                        last_error=st.last_error or self.exchange_error, state=st.state)
+        return base
+
+    # -- reconciliation --------------------------------------------------------------------------------------
+    def request_reconcile(self, reason: str) -> None:
+        log.info("reconciliation requested: %s", reason)
+        self._reconcile_wanted.set()
+
+    async def _reconcile_on_request(self) -> None:
+        while True:
+            await self._reconcile_wanted.wait()
+            self._reconcile_wanted.clear()
+            if self.client is None or not self.client.connected:
+                continue
+            async with self.lock:
+                try:
+                    await self._reconcile("requested")
+                except (DeribitError, OSError) as exc:
+                    log.warning("reconciliation failed (%s); will retry on the next request", exc)
+
+    async def _snapshot(self) -> tuple[ExchangeSnapshot, int]:
+        assert self.client is not None
+        instruments = {s.instrument for s in self.store.strategies()} | {t.instrument for t in self.store.open_trades()}
+        last_fill = self.store.last_fill_ts_ms()
+        since = max(0, last_fill - 60_000) if last_fill else 0
+        orders: list[Order] = []
+        fills: list[Fill] = []
+        for name in sorted(instruments):
+            orders.extend(await self.client.get_open_orders(name))
+        positions = await self.client.get_positions("any")
+        for name in sorted(instruments):
+            fills.extend(await self.client.get_user_trades(name, since))
+        return ExchangeSnapshot(tuple(orders), tuple(positions), tuple(fills), now_ms()), since
+
+    async def _reconcile(self, reason: str) -> list[rc.Action]:
+        """One reconciliation (caller holds the lock): snapshot, plan, execute, journal what changed."""
+        assert self.orders is not None
+        snapshot, since = await self._snapshot()
+        actions = rc.plan(self.store.journal_view(since), snapshot, self.instruments)
+        self.store.journal.append(
+            "reconcile", {"reason": reason, "actions": [type(a).__name__ for a in actions],
+                          "open_orders": len(snapshot.open_orders), "fills_seen": len(snapshot.fills)}, now_ms()
+        )
+        if actions:
+            log.info("reconciliation (%s): %s", reason, ", ".join(type(a).__name__ for a in actions))
+        await self.orders.execute(actions, self._set_state)
+        self.reconciled_ts_ms = now_ms()
+        self.reconciliations += 1
+        self.engine.publish("engine", {"type": "reconciled", "reason": reason,
+                                       "actions": [type(a).__name__ for a in actions]})
+        return actions
+
+    async def _resume_all(self) -> None:
+        view = self.store.journal_view(0)
+        for sid in rc.strategies_to_resume(view):
+            runner = self.runners.get(sid)
+            if runner is None or not runner.active:
+                await self._activate(sid)
+
+    # -- strategies ------------------------------------------------------------------------------------------
+    def _runner(self, row: StrategyRow) -> StrategyRunner:
+        runner = self.runners.get(row.id)
+        if runner is None:
+            assert self.orders is not None
+            runner = StrategyRunner(row, self.instruments[row.instrument], self.store, self.orders)
+            self.runners[row.id] = runner
+        return runner
+
+    async def _activate(self, strategy_id: str) -> None:
+        """Warm up and run a strategy (caller holds the lock; the exchange is connected)."""
+        row = self.store.strategy(strategy_id)
+        if row is None or self.client is None or self.orders is None:
+            return
+        try:
+            runner = self._runner(row)
+            await self._subscribe_market(row.instrument)
+            end = int(await self.client.call("public/get_time"))
+            candles = await self.client.get_chart_candles(
+                row.instrument, end - (WARMUP_CANDLES + 2) * runner.interval_ms, end, 1
+            )
+            aligned_now = end - end % runner.interval_ms
+            runner.warm_up([c for c in candles if c.ts_ms < aligned_now])
+        except (DeribitError, OSError, UserError, KeyError) as exc:
+            await self._set_state(strategy_id, StrategyState.ERROR, f"could not start: {exc}", False)
+            return
+        runner.active = True
+        await self._set_state(strategy_id, StrategyState.RUNNING, "", False)
+
+    async def _subscribe_market(self, instrument: str) -> None:
+        assert self.client is not None
+        wanted = [f"ticker.{instrument}.100ms", f"chart.trades.{instrument}.1"]
+        new = [c for c in wanted if c not in self._subscribed]
+        if new:
+            await self.client.subscribe(new)
+            self._subscribed.update(new)
+
+    async def _set_state(self, strategy_id: str, state: StrategyState, reason: str, stop_desired: bool) -> None:
+        desired = StrategyState.STOPPED if stop_desired else None
+        self.store.set_strategy_state(strategy_id, state, reason, desired=desired)
+        runner = self.runners.get(strategy_id)
+        if runner is not None:
+            runner.active = state is StrategyState.RUNNING
+        if state is StrategyState.NEEDS_ATTENTION:
+            log.error("strategy %s needs attention: %s", strategy_id, reason)
+        self._publish_strategy(strategy_id)
+
+    def _publish_strategy(self, strategy_id: str) -> None:
+        info = self.strategy_info(strategy_id)
+        if info is not None:
+            self.engine.publish("strategies", {"type": "state", "strategy": info})
+            self.engine.publish(f"strategy.{strategy_id}", {"type": "state", "strategy": info})
+
+    async def _on_trade_event(self, trade: Trade, before: Trade | None) -> None:
+        runner = self.runners.get(trade.strategy_id)
+        if runner is not None:
+            runner.on_trade_event(trade, before, self._exchange_now())
+        self.engine.publish("trades", trade_to_row(trade))
+        position = self.position_row(trade)
+        self.engine.publish("positions", position or {**trade_to_row(trade), "amount": 0.0})
+        self._publish_strategy(trade.strategy_id)
+
+    def _exchange_now(self) -> int:
+        return max((t.ts_ms for t in self.tickers.values()), default=now_ms())
+
+    # -- exchange notifications ------------------------------------------------------------------------------
+    async def _on_notification(self, channel: str, payload: Any) -> None:
+        if channel.startswith("user.trades"):
+            async with self.lock:
+                assert self.orders is not None
+                await self.orders.on_fills(list(payload))
+        elif channel.startswith("user.orders"):
+            assert self.orders is not None
+            async with self.lock:
+                row = self.orders.on_order(payload)
+            if row is not None:
+                self.engine.publish("orders", row)
+        elif channel.startswith("chart.trades."):
+            await self._on_bar(channel.split(".")[2], payload)
+        elif channel.startswith("ticker."):
+            await self._on_ticker(payload)
+
+    async def _on_bar(self, instrument: str, bar: Candle) -> None:
+        async with self.lock:
+            for runner in list(self.runners.values()):
+                if runner.instrument.name == instrument and runner.active:
+                    for candle in runner.closed_by_bar(bar):
+                        await runner.on_candle(candle, self.engine.publish)
+
+    async def _on_ticker(self, ticker: Ticker) -> None:
+        self.tickers[ticker.instrument] = ticker
+        async with self.lock:
+            for runner in list(self.runners.values()):
+                if runner.instrument.name == ticker.instrument and runner.active:
+                    for candle in runner.closed_by_time(ticker.ts_ms, ticker.last_price):
+                        await runner.on_candle(candle, self.engine.publish)
+        last = self._ticker_pub.get(ticker.instrument, 0.0)
+        if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
+            self._ticker_pub[ticker.instrument] = time.monotonic()
+            self.engine.publish(f"ticker.{ticker.instrument}", {
+                "instrument": ticker.instrument, "ts_ms": ticker.ts_ms, "last_price": ticker.last_price,
+                "mark_price": ticker.mark_price, "index_price": ticker.index_price,
+                "best_bid_price": ticker.best_bid_price, "best_ask_price": ticker.best_ask_price,
+            })
+
+    # -- answers ---------------------------------------------------------------------------------------------
+    def position_row(self, trade: Trade) -> dict[str, Any] | None:
+        view = position_view(trade)
+        if view is None:
+            return None
+        inst = self.instruments.get(trade.instrument)
+        ticker = self.tickers.get(trade.instrument)
+        mark = ticker.mark_price if ticker else None
+        floating = floating_pnl(inst, trade.signed_open_amount, trade.entry_price, mark) if inst and mark else 0.0
+        return {
+            "strategy_id": trade.strategy_id, "trade_id": trade.trade_id, "instrument": trade.instrument,
+            "direction": trade.direction.value, "amount": trade.open_amount, "entry_price": trade.entry_price,
+            "stop_price": trade.stop_price, "take_price": trade.take_price, "mark_price": mark,
+            "floating_pnl": floating, "currency": trade.currency, "opened_ts_ms": trade.entry_ts_ms,
+        }
+
+    def strategy_info(self, strategy_id: str) -> dict[str, Any] | None:
+        row = self.store.strategy(strategy_id)
+        if row is None:
+            return None
+        pnl = self.store.pnl(strategy_id)
+        open_trade = next((t for t in self.store.open_trades(strategy_id) if t.entry_filled > 0), None)
+        position = self.position_row(open_trade) if open_trade else None
+        inst = self.instruments.get(row.instrument)
+        started = row.started_ts_ms if row.state is StrategyState.RUNNING else None
+        return {
+            "id": row.id, "name": row.name, "instrument": row.instrument, "state": row.state.value,
+            "desired_state": row.desired_state.value, "state_reason": row.state_reason, "config": row.config,
+            "created_ts_ms": row.created_ts_ms, "started_ts_ms": row.started_ts_ms,
+            "uptime_s": round((now_ms() - started) / 1000, 1) if started else 0.0,
+            "trades": pnl["trades"],
+            "pnl": {"realized": pnl["realized"], "fees": pnl["fees"], "net": pnl["net"],
+                    "floating": position["floating_pnl"] if position else 0.0,
+                    "currency": inst.settlement_currency if inst else ""},
+            "position": position,
+        }
+
+    # -- RPC -------------------------------------------------------------------------------------------------
+    def _register_methods(self) -> None:
+        reg = self.engine.registry
+        reg.add("strategy.available", self.rpc_available)
+        reg.add("strategy.list", self.rpc_list)
+        reg.add("strategy.get", self.rpc_get, {"id": Param(str)})
+        reg.add("strategy.start", self.rpc_start, {
+            "name": Param(str), "instrument": Param(str, default=None, nullable=True),
+            "config": Param(dict, default=None, nullable=True)})
+        reg.add("strategy.stop", self.rpc_stop, {"id": Param(str), "flatten": Param(bool, default=False)})
+        reg.add("positions.list", self.rpc_positions)
+        reg.add("orders.list", self.rpc_orders, {"open_only": Param(bool, default=True)})
+        reg.add("trades.list", self.rpc_trades, {
+            "strategy": Param(str, default=None, nullable=True), "since": Param(int, default=None, nullable=True),
+            "until": Param(int, default=None, nullable=True)})
+        reg.add("equity.history", self.rpc_equity, {"strategy": Param(str, default=None, nullable=True),
+                                                    "capital": Param(float, default=0.0)})
+        reg.add("risk.kill", self.rpc_kill, {"flatten": Param(bool, default=False)})
+        reg.add("engine.reconcile", self.rpc_reconcile)
+
+    def rpc_available(self) -> list[dict[str, Any]]:
+        """The strategies that can be started, with their parameter schemas (for forms and docs)."""
+        out = []
+        for name in available():
+            cls = get_strategy(name)
+            out.append({"name": name, "description": schema(cls)["description"], "params": params_list(cls)})
+        return out
+
+    def rpc_list(self) -> list[dict[str, Any]]:
+        return [info for s in self.store.strategies() if (info := self.strategy_info(s.id)) is not None]
+
+    def rpc_get(self, id: str) -> dict[str, Any]:
+        info = self.strategy_info(id)
+        if info is None:
+            raise RpcError(NOT_FOUND, f"no strategy {id!r} (see strategy.list)")
+        runner = self.runners.get(id)
+        info["last_decision"] = runner.last_decision if runner else self.store.last_decision(id)
+        info["decisions"] = self.store.decision_count(id)
+        info["params"] = params_list(get_strategy(info["name"]))
+        return info
+
+    async def rpc_start(self, name: str, instrument: str | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validate and start a strategy; it trades from the next closed candle, and after every restart."""
+        try:
+            cls = get_strategy(name)
+            config = dict(config or {})
+            if instrument:
+                config["instrument"] = instrument
+            valid = validate_config(cls, config)
+            inst_name = str(valid.get("instrument") or instrument or "BTC_USDC-PERPETUAL")
+            get_instrument(inst_name, self.instruments)
+        except (ConfigError, UnknownInstrumentError, UserError) as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        sid = new_strategy_id(cls.name)
+        self.store.create_strategy(sid, cls.name, inst_name, valid, now_ms())
+        log.info("strategy %s (%s on %s) created", sid, cls.name, inst_name)
+        async with self.lock:
+            if self.client is not None and self.client.connected and self.orders is not None:
+                await self._activate(sid)
+        info = self.strategy_info(sid)
+        assert info is not None
+        return info
+
+    async def rpc_stop(self, id: str, flatten: bool = False) -> dict[str, Any]:
+        """Stop a strategy: brackets stay on the exchange unless ``flatten`` closes its position."""
+        if self.store.strategy(id) is None:
+            raise RpcError(NOT_FOUND, f"no strategy {id!r} (see strategy.list)")
+        async with self.lock:
+            await self._set_state(id, StrategyState.STOPPED, "stopped by the user", True)
+            if flatten and self.orders is not None:
+                for trade in self.store.open_trades(id):
+                    if trade.entry_filled > 0:
+                        await self.orders.close(trade, "flatten")
+        info = self.strategy_info(id)
+        assert info is not None
+        return info
+
+    def rpc_positions(self) -> list[dict[str, Any]]:
+        return [p for t in self.store.open_trades() if (p := self.position_row(t)) is not None]
+
+    def rpc_orders(self, open_only: bool = True) -> list[dict[str, Any]]:
+        return self.store.order_rows(open_only)
+
+    def rpc_trades(self, strategy: str | None = None, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
+        return self.store.trade_rows(strategy, since, until)
+
+    def rpc_equity(self, strategy: str | None = None, capital: float = 0.0) -> list[dict[str, Any]]:
+        """Capital + cumulative net PnL, one point per closed trade (exchange time)."""
+        equity = capital
+        points = []
+        for t in self.store.trade_rows(strategy):
+            if t["state"] == "closed" and t["exit_ts_ms"]:
+                equity += t["net_pnl"]
+                points.append({"ts_ms": t["exit_ts_ms"], "equity": equity, "currency": t["currency"]})
+        return points
+
+    async def rpc_kill(self, flatten: bool = False) -> dict[str, Any]:
+        """Kill switch: stop every strategy, cancel entry orders, with ``flatten`` close our positions."""
+        self.store.journal.append("risk.kill", {"flatten": flatten}, now_ms())
+        log.warning("kill switch (flatten=%s)", flatten)
+        async with self.lock:
+            if self.client is None or not self.client.connected or self.orders is None:
+                for s in self.store.strategies():
+                    if s.state is not StrategyState.STOPPED or s.desired_state is not StrategyState.STOPPED:
+                        await self._set_state(s.id, StrategyState.STOPPED, "kill switch", True)
+                if flatten:
+                    raise RpcError(-32000, "strategies stopped, but the exchange is not connected: nothing could be "
+                                   "flattened; positions keep their stops on the exchange")
+                return {"stopped": [s.id for s in self.store.strategies()], "cancelled": 0, "flattened": []}
+            snapshot, since = await self._snapshot()
+            actions = plan_kill(self.store.journal_view(since), snapshot, flatten, self.instruments, reason="kill")
+            await self.orders.execute(actions, self._set_state)
+        return {
+            "stopped": [a.strategy_id for a in actions if isinstance(a, rc.StopStrategy)],
+            "cancelled": sum(isinstance(a, rc.CancelOrder) for a in actions),
+            "flattened": [a.trade_id for a in actions if isinstance(a, rc.ClosePosition)],
+        }
+
+    async def rpc_reconcile(self) -> dict[str, Any]:
+        """Run a reconciliation now (the engine also runs one on every start and reconnect)."""
+        if self.client is None or not self.client.connected:
+            raise RpcError(-32000, "the exchange is not connected")
+        async with self.lock:
+            actions = await self._reconcile("rpc")
+        return {"actions": [type(a).__name__ for a in actions]}
