@@ -417,6 +417,9 @@ def plan(
                 if p.role is not OrderRole.ENTRY:
                     cancel(o, f"{p.role.value} order of trade {tid}, which has no position on the exchange", tid)
             continue
+        for o, p in orders:
+            if p.role is OrderRole.EXIT and o.instrument != t.instrument:
+                cancel(o, f"exit order of trade {tid} is on {o.instrument}, not {t.instrument}", tid)
         for role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
             mine = [o for o, p in orders if p.role is role]
             for o in mine:

@@ -12,8 +12,8 @@ Rules (razor.md "Orders and exits"):
 - 0 is a valid setting and means what it says: a limit of 0 allows no entry, a cooldown of 0 none.
 
 Kill switch (``plan_kill``): every strategy stops, every entry order of ours is cancelled; with ``flatten`` every
-open trade of ours is closed with a reduce-only market order and its brackets are cancelled after the close was
-sent; without ``flatten`` positions keep their brackets on the exchange (still protected, just not managed).
+open trade of ours is closed with a reduce-only market order and every bracket/exit order of ours is cancelled
+after the closes were sent; without ``flatten`` positions keep their brackets on the exchange (still protected, just not managed).
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def plan_kill(
     1. ``StopStrategy`` for every strategy not already stopped (desired and actual);
     2. ``CancelOrder`` for every live entry order of ours;
     3. with ``flatten``: ``ClosePosition`` (reduce-only market, role exit) for every trade of ours with an open
-       amount, when the exchange position is on its side and no exit order of it is live; then ``CancelOrder``
-       for its brackets. Fills already on the exchange but not yet journaled are taken into account, so a kill
+       amount, when the exchange position is on its side; then ``CancelOrder`` for every live sl/tp/exit order of
+       ours (a pending exit is replaced by the market close; brackets go only after the closes were sent). Fills already on the exchange but not yet journaled are taken into account, so a kill
        right after a stop filled does not try to close twice.
     Positions nobody here opened are never touched.
     """
@@ -175,24 +175,20 @@ def plan_kill(
     net: dict[str, float] = {}
     for pos in snapshot.positions:
         net[pos.instrument] = net.get(pos.instrument, 0.0) + pos.size
-    bracket_cancels: list[Action] = []
     for tid in sorted(trades):
         t = trades[tid]
         inst = instruments.get(t.instrument)
         if t.state.is_terminal or inst is None or t.strategy_id not in ours:
             continue
         eps = amount_epsilon(inst)
-        if t.open_amount <= eps:
-            continue
-        exiting = any(p.trade_id == tid and p.role is OrderRole.EXIT for _, p in live)
-        if not exiting and net.get(t.instrument, 0.0) * t.direction.sign > eps:
+        if t.open_amount > eps and net.get(t.instrument, 0.0) * t.direction.sign > eps:
             actions.append(
                 ClosePosition(
                     tid, t.strategy_id, t.instrument, t.direction.exit_side, t.open_amount,
                     make_label(t.strategy_id, tid, OrderRole.EXIT), reason,
                 )
             )
-        for o, p in live:
-            if p.trade_id == tid and p.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
-                bracket_cancels.append(CancelOrder(o.order_id, o.instrument, f"{reason}: {p.role.value} of trade {tid}", tid))
-    return actions + bracket_cancels
+    for o, p in live:
+        if p.role is not OrderRole.ENTRY:
+            actions.append(CancelOrder(o.order_id, o.instrument, f"{reason}: {p.role.value} order of trade {p.trade_id}", p.trade_id))
+    return actions
