@@ -1,0 +1,191 @@
+"""Risk limits survive restarts (they are data) and read exchange time; the kill switch is a plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tradebaas.domain import (
+    Direction,
+    ExchangeSnapshot,
+    Fill,
+    Order,
+    OrderRole,
+    OrderState,
+    OrderType,
+    PositionSnapshot,
+    Side,
+    StrategyState,
+)
+from tradebaas.engine.labels import make_label
+from tradebaas.engine.reconcile import (
+    CancelOrder,
+    ClosePosition,
+    JournalView,
+    StopStrategy,
+    StrategyView,
+    apply,
+    plan,
+)
+from tradebaas.engine.risk import (
+    ERROR_COOLDOWN_MS,
+    RiskConfig,
+    RiskState,
+    can_enter,
+    on_close,
+    on_entry,
+    on_error,
+    plan_kill,
+    utc_day,
+)
+from tradebaas.engine.tradebook import TradeState, apply_fill, new_trade, with_order
+from tradebaas.instruments import BTC_USDC_PERPETUAL
+
+LIN = BTC_USDC_PERPETUAL
+DAY = 1_738_368_000_000  # 2025-02-01T00:00:00Z
+MIN = 60_000
+CFG = RiskConfig(max_concurrent_trades=1, max_daily_trades=2, cooldown_minutes=1)
+
+
+def test_utc_day_comes_from_exchange_time():
+    assert utc_day(DAY) == "2025-02-01"
+    assert utc_day(DAY - 1) == "2025-01-31"
+
+
+def test_config_from_razor_names_and_defaults():
+    assert RiskConfig.from_config({}) == RiskConfig(1, 150, 1.0)
+    assert RiskConfig.from_config({"maxConcurrentTrades": 2, "maxDailyTrades": 0, "cooldownMinutes": 0}) == RiskConfig(2, 0, 0.0)
+
+
+def test_fresh_state_may_enter():
+    assert can_enter(RiskState(), CFG, DAY, 0) == (True, "")
+
+
+def test_cooldown_after_an_entry():
+    s = on_entry(RiskState(), DAY, CFG)
+    ok, why = can_enter(s, CFG, DAY + MIN - 1, 0)
+    assert not ok and why.startswith("cooldown after an entry")
+    assert can_enter(s, CFG, DAY + MIN, 0) == (True, "")
+
+
+def test_cooldown_after_a_close():
+    s = on_close(RiskState(), DAY + 5 * MIN, RiskConfig(cooldown_minutes=3))
+    assert not can_enter(s, CFG, DAY + 8 * MIN - 1, 0)[0]
+    assert can_enter(s, CFG, DAY + 8 * MIN, 0)[0]
+    assert s.last_close_ts_ms == DAY + 5 * MIN
+
+
+def test_one_minute_cooldown_after_an_execution_error_even_with_zero_cooldown_config():
+    s = on_error(RiskState(), DAY)
+    ok, why = can_enter(s, RiskConfig(cooldown_minutes=0), DAY + ERROR_COOLDOWN_MS - 1, 0)
+    assert not ok and "execution error" in why
+    assert can_enter(s, RiskConfig(cooldown_minutes=0), DAY + ERROR_COOLDOWN_MS, 0)[0]
+
+
+def test_a_cooldown_never_shortens_a_running_one():
+    s = on_close(RiskState(), DAY, RiskConfig(cooldown_minutes=10))
+    s2 = on_error(s, DAY + MIN)
+    assert s2.cooldown_until_ms == DAY + 10 * MIN
+    assert s2.cooldown_reason == "a close"
+
+
+def test_zero_cooldown_means_none():
+    s = on_entry(RiskState(), DAY, RiskConfig(cooldown_minutes=0))
+    assert can_enter(s, RiskConfig(cooldown_minutes=0), DAY, 0)[0]
+
+
+def test_max_concurrent_trades_counts_open_trades():
+    ok, why = can_enter(RiskState(), CFG, DAY, 1)
+    assert not ok and "max concurrent trades" in why
+    t = new_trade("t1", "s1", LIN, Direction.LONG)
+    assert not can_enter(RiskState(), CFG, DAY, [t])[0]
+    assert can_enter(RiskState(), RiskConfig(max_concurrent_trades=2), DAY, [t])[0]
+
+
+def test_daily_limit_counts_entries_per_utc_day_and_resets_at_midnight():
+    s = RiskState()
+    s = on_entry(s, DAY + 1 * MIN, CFG)
+    s = on_entry(s, DAY + 3 * MIN, CFG)
+    ok, why = can_enter(s, CFG, DAY + 10 * MIN, 0)
+    assert not ok and why == "daily trade limit reached (2 entries on 2025-02-01 UTC, limit 2)"
+    assert can_enter(s, CFG, DAY + 24 * 60 * MIN, 0) == (True, "")
+    s = on_entry(s, DAY + 24 * 60 * MIN, CFG)
+    assert (s.day, s.trades_today) == ("2025-02-02", 1)
+
+
+def test_zero_daily_limit_allows_no_entry():
+    assert not can_enter(RiskState(), RiskConfig(max_daily_trades=0), DAY, 0)[0]
+
+
+def test_limits_survive_a_restart_through_the_journal():
+    s = on_entry(on_entry(RiskState(), DAY, CFG), DAY + 2 * MIN, CFG)
+    restored = RiskState.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert restored == s
+    assert not can_enter(restored, CFG, DAY + 4 * MIN, 0)[0]
+    assert RiskState.from_dict({**s.to_dict(), "future_field": 1}) == s
+
+
+# ------------------------------------------------------------------------------------------------ kill switch
+
+S1 = "razor-aaaaaa"
+
+
+def _world():
+    sv = StrategyView(S1, LIN.name, StrategyState.RUNNING, StrategyState.RUNNING, sl_pct=0.5, tp_pct=0.65)
+    t = new_trade("t1", S1, LIN, Direction.LONG, 0.002, sl_pct=0.5, tp_pct=0.65)
+    f = Fill("e1", "o-e1", LIN.name, Side.BUY, 0.002, 50_000.0, 0.05, "USDC", 500, label=make_label(S1, "t1", OrderRole.ENTRY))
+    t = with_order(apply_fill(t, f, LIN, OrderRole.ENTRY), OrderRole.STOP_LOSS, "sl-1", 49_750.0)
+    pending = new_trade("t2", S1, LIN, Direction.LONG, 0.002)
+    orders = (
+        Order("sl-1", LIN.name, Side.SELL, OrderType.STOP_MARKET, 0.002, 0.0, OrderState.UNTRIGGERED,
+              label=make_label(S1, "t1", OrderRole.STOP_LOSS), trigger_price=49_750.0, reduce_only=True),
+        Order("e-2", LIN.name, Side.BUY, OrderType.LIMIT, 0.002, 0.0, OrderState.OPEN,
+              label=make_label(S1, "t2", OrderRole.ENTRY), price=49_000.0),
+        Order("manual", LIN.name, Side.SELL, OrderType.LIMIT, 0.5, 0.0, OrderState.OPEN, label="", price=90_000.0),
+    )
+    view = JournalView(strategies=(sv,), trades=(t, pending), last_fill_ts_ms=500)
+    snap = ExchangeSnapshot(open_orders=orders, positions=(PositionSnapshot(LIN.name, 0.002, 50_000.0),), ts_ms=9_000)
+    return view, snap
+
+
+def test_kill_without_flatten_stops_strategies_cancels_entries_and_keeps_brackets():
+    view, snap = _world()
+    assert plan_kill(view, snap, flatten=False) == [
+        StopStrategy(S1, "kill"),
+        CancelOrder("e-2", LIN.name, "kill: entry order of trade t2", "t2"),
+    ]
+
+
+def test_kill_flatten_closes_our_positions_then_cancels_their_brackets_never_foreign_orders():
+    view, snap = _world()
+    actions = plan_kill(view, snap, flatten=True)
+    assert actions == [
+        StopStrategy(S1, "kill"),
+        CancelOrder("e-2", LIN.name, "kill: entry order of trade t2", "t2"),
+        ClosePosition("t1", S1, LIN.name, Side.SELL, 0.002, make_label(S1, "t1", OrderRole.EXIT), "kill"),
+        CancelOrder("sl-1", LIN.name, "kill: sl order of trade t1", "t1"),
+    ]
+    v2, s2 = apply(view, snap, actions)
+    assert plan_kill(v2, s2, flatten=True) == []
+    assert [o.order_id for o in s2.open_orders] == ["manual"]
+    # The next reconciliation journals the close with its reason.
+    v3, _ = apply(v2, s2, plan(v2, s2))
+    t1 = v3.trade("t1")
+    assert (t1.state, t1.exit_reason) == (TradeState.CLOSED, "kill")
+    assert v3.trade("t2").state is TradeState.FAILED
+    assert v3.strategy(S1).desired is StrategyState.STOPPED
+
+
+def test_kill_after_the_stop_already_filled_does_not_close_twice():
+    view, snap = _world()
+    stop_fill = Fill("x1", "sl-1", LIN.name, Side.SELL, 0.002, 49_750.0, 0.05, "USDC", 2_000,
+                     label=make_label(S1, "t1", OrderRole.STOP_LOSS))
+    snap = ExchangeSnapshot(open_orders=snap.open_orders[1:], positions=(), fills=(stop_fill,), ts_ms=9_000)
+    assert not [a for a in plan_kill(view, snap, flatten=True) if isinstance(a, ClosePosition)]
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_kill_of_stopped_strategies_with_nothing_open_is_empty(flatten):
+    sv = StrategyView(S1, LIN.name, StrategyState.STOPPED, StrategyState.STOPPED)
+    assert plan_kill(JournalView(strategies=(sv,)), ExchangeSnapshot(), flatten) == []
