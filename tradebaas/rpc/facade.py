@@ -112,9 +112,14 @@ class EngineFacade:
 
         return trades_frame(self.trade_rows(strategy, since, until), include_open=include_open)
 
-    def equity(self, strategy: str | None = None) -> pd.Series:
-        """Realised equity (capital + cumulative net PnL) as a UTC-indexed Series named ``equity``."""
-        params = {"strategy": strategy} if strategy is not None else {}
+    def equity(self, strategy: str | None = None, capital: float | None = None) -> pd.Series:
+        """Realised equity (``capital`` + cumulative net PnL, one point per closed trade) as a UTC-indexed Series
+        named ``equity``. Give ``capital`` (settlement currency) for returns-based stats to mean something."""
+        params: dict[str, Any] = {}
+        if strategy is not None:
+            params["strategy"] = strategy
+        if capital is not None:
+            params["capital"] = float(capital)
         return equity_series(self.call("equity.history", **params))
 
     # -- risk -------------------------------------------------------------------------------------------------
