@@ -29,6 +29,12 @@ from tradebaas.home import ENV_VAR, Home, get_home
 EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("tradebaas.exchange.sim.cli", "run the Deribit-compatible simulator in the foreground"),
     "backtest": ("tradebaas.backtest.cli", "backtest a strategy over a candle file"),
+    "strategy": ("tradebaas.commands.live", "start, stop and list strategies"),
+    "trades": ("tradebaas.commands.live", "closed and open trades from the journal"),
+    "positions": ("tradebaas.commands.live", "open positions of our strategies"),
+    "orders": ("tradebaas.commands.live", "our orders (open ones unless --all)"),
+    "kill": ("tradebaas.commands.live", "kill switch: stop every strategy, cancel entries (--flatten closes)"),
+    "service": ("tradebaas.commands.live", "install the engine as a systemd service"),
 }
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -125,49 +131,56 @@ def start_sim_detached(home: Home) -> str | None:
     """HOOK for the simulator (``tradebaas.exchange.sim``): spawn ``tradebaas sim`` detached for ``up``.
 
     Returns the simulator's ws:// URL, or None when the simulator module is not part of this install. Its output
-    goes to logs/sim.log and its pid to sim/sim.pid (read by ``down``). Already running -> reuses it.
+    goes to logs/sim.log and its pid to sim/sim.pid (read by ``down``); the simulator itself announces its URLs
+    in sim/sim.json once it listens, which is what we wait for. A simulator already running is reused.
     """
     if _import_external("sim") is None:
         return None
     home.ensure()
-    launch_file = home.sim_dir / "launch.json"
-    pid = _read_pid(home.sim_pid_file)
-    if pid and _alive(pid) and launch_file.exists():
-        return str(json.loads(launch_file.read_text()).get("ws_url"))
-    port = _free_port()
-    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", str(port)]
+    running = _sim_info(home)
+    if running is not None:
+        return str(running["ws_url"])
+    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", "0"]
     env = dict(os.environ)
     env[ENV_VAR] = str(home.root)
     with open(home.sim_log, "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=home.root,
                                 start_new_session=True, close_fds=True)
     home.sim_pid_file.write_text(f"{proc.pid}\n")
-    ws_url = f"ws://127.0.0.1:{port}/ws/api/v2"
-    launch_file.write_text(json.dumps({"pid": proc.pid, "port": port, "ws_url": ws_url}) + "\n")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            home.sim_pid_file.unlink(missing_ok=True)
             raise UserError(f"the simulator exited at start (code {proc.returncode}); see {home.sim_log}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return ws_url
-        time.sleep(0.1)
-    raise UserError(f"the simulator did not listen on port {port} within 30s; see {home.sim_log}")
+        info = _sim_info(home)
+        if info is not None and int(info.get("pid", 0)) == proc.pid:
+            return str(info["ws_url"])
+        time.sleep(0.05)
+    raise UserError(f"the simulator did not start listening within 60s; see {home.sim_log}")
+
+
+def _sim_info(home: Home) -> dict[str, Any] | None:
+    """sim/sim.json of a live simulator (written by the simulator once it listens), else None."""
+    try:
+        info = json.loads((home.sim_dir / "sim.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("ws_url") and _alive(int(info.get("pid", 0))) else None
 
 
 def stop_sim(home: Home, timeout_s: float = 15.0) -> str | None:
-    pid = _read_pid(home.sim_pid_file)
+    info = _sim_info(home)
+    pid = _read_pid(home.sim_pid_file) or (int(info["pid"]) if info else None)
     if not pid:
         return None
     if _alive(pid):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # the simulator saves its state on SIGTERM
         deadline = time.monotonic() + timeout_s
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
     home.sim_pid_file.unlink(missing_ok=True)
-    (home.sim_dir / "launch.json").unlink(missing_ok=True)
     return f"simulator stopped (pid {pid})"
 
 

@@ -17,16 +17,17 @@ unknown outcome (timeout, dropped connection) leaves the trade pending and asks 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from tradebaas.domain import Direction, Fill, Order, OrderRole, OrderState, OrderType, Side, StrategyState
 from tradebaas.engine import reconcile as rc
 from tradebaas.engine.labels import make_label, new_trade_id, parse_label
-from tradebaas.engine.store import Store, order_row, trade_to_row
+from tradebaas.engine.store import Store
 from tradebaas.engine.tradebook import (
     Trade,
     TradeState,
@@ -45,6 +46,9 @@ from tradebaas.strategies.base import Enter, MoveStop
 log = logging.getLogger("tradebaas.engine.orders")
 
 Publish = Callable[[str, Any], Any]
+
+#: Deribit's answers to a trigger price the market has already passed (trigger_price_too_high/low, invalid).
+TRIGGER_ALREADY_PASSED = frozenset({10034, 10035, 11036})
 
 
 class OrderManager:
@@ -87,8 +91,6 @@ class OrderManager:
             return None
         label = make_label(strategy_id, trade.trade_id, OrderRole.ENTRY)
         side = intent.direction.entry_side
-        import time
-
         t0 = time.perf_counter()
         try:
             order, fills = await self._place(side, inst.name, amount, OrderType.MARKET, label)
@@ -166,11 +168,18 @@ class OrderManager:
             return trade
         try:
             order = await self.client.edit(trade.stop_order_id, trade.open_amount, trigger_price=intent.stop_price)
+        except DeribitApiError as exc:
+            if exc.code in TRIGGER_ALREADY_PASSED:
+                # The market is already through the new stop: the backtest fills it at the next open; live, the
+                # same outcome is a close at market now.
+                log.info("%s: new stop %s of %s is already through the market; closing at market",
+                         trade.strategy_id, intent.stop_price, trade.trade_id)
+                return await self.close(trade, "sl")
+            log.warning("%s: moving the stop of %s refused: %s", trade.strategy_id, trade.trade_id, exc)
+            return trade
         except (DeribitError, OSError) as exc:
             log.warning("%s: moving the stop of %s failed: %s", trade.strategy_id, trade.trade_id, exc)
             return trade
-        from dataclasses import replace
-
         trade = replace(trade, stop_price=intent.stop_price, break_even_done=trade.break_even_done or intent.break_even)
         trade = self._record(trade, order, [])
         self._save(trade, "trade.stop_moved")
@@ -364,5 +373,3 @@ def _now() -> int:
 
     return now_ms()
 
-
-__all__ = ["OrderManager", "order_row", "trade_to_row", "asyncio"]

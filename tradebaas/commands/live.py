@@ -1,0 +1,163 @@
+"""CLI commands of the live loop: ``strategy``, ``trades``, ``positions``, ``orders``, ``kill``, ``service``.
+
+They are thin clients of the engine's RPC (docs/rpc.md): the engine holds the truth, the CLI prints it. Each
+command is wired in ``tradebaas/cli.py`` through ``add_arguments(parser)`` / ``run(args)``; one module serves
+the group, so it reads the command's name from ``parser.prog`` / ``args.command``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import sys
+from typing import Any
+
+from tradebaas.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    name = parser.prog.split()[-1]
+    if name == "strategy":
+        sub = parser.add_subparsers(dest="strategy_command", metavar="ACTION", required=True)
+        start = sub.add_parser("start", help="validate the config and start a strategy (prints its id)")
+        start.add_argument("name", help="strategy name, e.g. razor or ema_cross")
+        start.add_argument("--instrument", help="e.g. BTC_USDC-PERPETUAL (default: the strategy's)")
+        start.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config value (repeatable)")
+        start.add_argument("--json", action="store_true")
+        stop = sub.add_parser("stop", help="stop a strategy (brackets stay on the exchange unless --flatten)")
+        stop.add_argument("id")
+        stop.add_argument("--flatten", action="store_true", help="also close its position at market")
+        lst = sub.add_parser("list", help="strategies with state and PnL")
+        lst.add_argument("--json", action="store_true")
+        get = sub.add_parser("get", help="one strategy with its last decision")
+        get.add_argument("id")
+    elif name == "trades":
+        parser.add_argument("--strategy", help="only this strategy id")
+        parser.add_argument("--since", help="ISO time or Unix ms (exit time)")
+        fmt = parser.add_mutually_exclusive_group()
+        fmt.add_argument("--json", action="store_true")
+        fmt.add_argument("--csv", action="store_true")
+    elif name in ("positions", "orders"):
+        parser.add_argument("--json", action="store_true")
+        if name == "orders":
+            parser.add_argument("--all", action="store_true", help="closed orders too")
+    elif name == "kill":
+        parser.add_argument("--flatten", action="store_true", help="also close every position of ours at market")
+    elif name == "service":
+        sub = parser.add_subparsers(dest="service_command", metavar="ACTION", required=True)
+        install = sub.add_parser("install", help="write (and enable) a systemd unit for the engine")
+        install.add_argument("--user", action="store_true", help="a user unit (systemctl --user)")
+        install.add_argument("--exchange", default="sim", help="the engine's --exchange (default sim)")
+        install.add_argument("--no-enable", action="store_true", help="only write the unit file")
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "service":
+        return _service(args)
+    import tradebaas
+
+    with tradebaas.connect(timeout=30.0) as eng:
+        if command == "strategy":
+            return _strategy(eng, args)
+        if command == "trades":
+            rows = eng.call("trades.list", strategy=args.strategy, since=_parse_time(args.since))
+            return _print_rows(rows, args, ("trade_id", "strategy_id", "direction", "state", "amount", "entry_price",
+                                            "exit_price", "net_pnl", "fees", "exit_reason", "currency"))
+        if command == "positions":
+            return _print_rows(eng.call("positions.list"), args, ("strategy_id", "trade_id", "instrument", "direction",
+                                                                  "amount", "entry_price", "stop_price", "take_price",
+                                                                  "mark_price", "floating_pnl", "currency"))
+        if command == "orders":
+            return _print_rows(eng.call("orders.list", open_only=not args.all), args,
+                               ("order_id", "strategy_id", "role", "side", "type", "amount", "price", "trigger_price",
+                                "state"))
+        if command == "kill":
+            result = eng.call("risk.kill", flatten=args.flatten)
+            print(f"kill switch: stopped {len(result['stopped'])} strateg{'y' if len(result['stopped']) == 1 else 'ies'}, "
+                  f"cancelled {result['cancelled']} order(s), flattened {len(result['flattened'])} position(s)")
+            return 0
+    raise UserError(f"unknown command {command!r}")
+
+
+def _strategy(eng: Any, args: argparse.Namespace) -> int:
+    action = args.strategy_command
+    if action == "start":
+        from tradebaas.strategies.params import parse_set_options
+
+        config = parse_set_options(args.set)
+        info = eng.call("strategy.start", name=args.name, instrument=args.instrument, config=config)
+        print(json.dumps(info, indent=2) if args.json else info["id"])
+        return 0
+    if action == "stop":
+        info = eng.call("strategy.stop", id=args.id, flatten=args.flatten)
+        print(f"{info['id']}: {info['state']}")
+        return 0
+    if action == "get":
+        print(json.dumps(eng.call("strategy.get", id=args.id), indent=2, default=str))
+        return 0
+    rows = eng.call("strategy.list")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    flat = [{"id": r["id"], "name": r["name"], "instrument": r["instrument"], "state": r["state"],
+             "trades": r["trades"], "net_pnl": r["pnl"]["net"], "floating": r["pnl"]["floating"],
+             "currency": r["pnl"]["currency"], "reason": r["state_reason"]} for r in rows]
+    return _print_rows(flat, argparse.Namespace(json=False), tuple(flat[0]) if flat else ("id",))
+
+
+def _service(args: argparse.Namespace) -> int:
+    from tradebaas.engine import service
+    from tradebaas.home import get_home
+
+    home = get_home(getattr(args, "home", None)).ensure()
+    path = service.install(home=home.root, exchange=args.exchange, user_mode=args.user, enable=not args.no_enable)
+    print(f"wrote {path}" + ("" if args.no_enable else " and enabled it"))
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], args: argparse.Namespace, columns: tuple[str, ...]) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2))
+        return 0
+    if getattr(args, "csv", False):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(out.getvalue())
+        return 0
+    if not rows:
+        print("(none)")
+        return 0
+    table = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in table:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _parse_time(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"--since {text!r} is neither Unix ms nor an ISO time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
