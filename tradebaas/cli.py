@@ -227,6 +227,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--LabApp.default_url=/{path}"]
     if args.no_browser:
         argv.append("--no-browser")
+    if os.geteuid() == 0:  # containers and CI run as root; Jupyter refuses that unless told
+        argv.append("--allow-root")
     env = dict(os.environ)
     env[ENV_VAR] = str(home.root)
     os.execve(sys.executable, argv, env)
