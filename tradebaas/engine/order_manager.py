@@ -69,7 +69,6 @@ class OrderManager:
         self.publish = publish
         self.request_reconcile = request_reconcile
         self.on_trade_event = on_trade_event
-        self._seq = 0
         #: Latency probe for bench/latency.py: monotonic seconds when the last entry order was acknowledged.
         self.last_entry_ack: tuple[float, float] | None = None
 
@@ -78,9 +77,8 @@ class OrderManager:
         """Journal a trade, send its market entry, apply the fills, then protect it with its brackets."""
         inst = self.instruments[self._instrument_of(strategy_id)]
         amount = inst.amount_for_notional(intent.notional_usd, price_hint)
-        self._seq += 1
         trade = new_trade(
-            new_trade_id(signal_ts_ms, self._seq), strategy_id, inst, intent.direction, amount,
+            new_trade_id(signal_ts_ms, self.store.next_trade_seq()), strategy_id, inst, intent.direction, amount,
             sl_pct=intent.sl_pct, tp_pct=intent.tp_pct, signal_ts_ms=signal_ts_ms,
         )
         try:

@@ -175,6 +175,11 @@ class Store:
         if event:
             self.journal.append(event, {"trade": trade.to_dict()}, trade.last_fill_ts_ms or ts, trade.strategy_id, conn)
 
+    def next_trade_seq(self) -> int:
+        """A trade number never used before in this journal (trade ids must not repeat across restarts)."""
+        row = self.journal.query_one("SELECT count(*) AS n FROM trades")
+        return int(row["n"]) + 1 if row else 1
+
     def trade(self, trade_id: str) -> Trade | None:
         row = self.journal.query_one("SELECT data FROM trades WHERE trade_id = ?", (trade_id,))
         return None if row is None else Trade.from_dict(json.loads(row["data"]))

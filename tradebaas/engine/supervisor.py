@@ -206,6 +206,11 @@ class Supervisor:
         assert self.orders is not None
         snapshot, since = await self._snapshot()
         actions = rc.plan(self.store.journal_view(since), snapshot, self.instruments)
+        if any(isinstance(a, rc.MarkNeedsAttention) for a in actions):
+            # A fill landing between the order/position fetches and the fill fetch looks like a size mismatch:
+            # look again before stopping a strategy for a person.
+            snapshot, since = await self._snapshot()
+            actions = rc.plan(self.store.journal_view(since), snapshot, self.instruments)
         self.store.journal.append(
             "reconcile", {"reason": reason, "actions": [type(a).__name__ for a in actions],
                           "open_orders": len(snapshot.open_orders), "fills_seen": len(snapshot.fills)}, now_ms()
