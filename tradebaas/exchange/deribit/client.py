@@ -804,7 +804,11 @@ class DeribitClient:
 
     @staticmethod
     def _loop_time() -> float:
-        return asyncio.get_running_loop().time()
+        """The event loop's clock (monotonic seconds); ``status()`` may be called from outside the loop."""
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return time.monotonic()
 
 
 def _wall_ms() -> int:
