@@ -326,6 +326,23 @@ def test_request_timeout_when_the_server_stalls(sim: SimProcess) -> None:
     run(main())
 
 
+def test_silent_server_is_detected_and_the_connection_replaced(sim: SimProcess) -> None:
+    """A stall also pauses the simulator's heartbeats: no frame for 3 intervals means a dead link."""
+
+    async def main() -> None:
+        client = make_client(sim, heartbeat_interval=1, request_timeout=1.0)
+        await client.start()
+        try:
+            await set_fault(sim, action="stall", seconds=4)
+            await wait_for(lambda: not client.connected, 8, "silence detected")
+            await wait_for(lambda: client.connected and client.reconnects == 1, 15, "reconnected after the stall")
+            assert isinstance(await client.call("public/get_time"), int)
+        finally:
+            await client.close()
+
+    run(main())
+
+
 def test_drop_fails_sent_orders_but_retries_reads_after_reconnect(sim: SimProcess) -> None:
     async def main() -> None:
         reconciled = asyncio.Event()
