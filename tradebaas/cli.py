@@ -29,6 +29,7 @@ from tradebaas.home import ENV_VAR, Home, get_home
 EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("tradebaas.exchange.sim.cli", "run the Deribit-compatible simulator in the foreground"),
     "backtest": ("tradebaas.backtest.cli", "backtest a strategy over a candle file"),
+    "report": ("tradebaas.reports.cli", "run a report notebook now / list report runs"),
     "strategy": ("tradebaas.commands.live", "start, stop and list strategies"),
     "trades": ("tradebaas.commands.live", "closed and open trades from the journal"),
     "positions": ("tradebaas.commands.live", "open positions of our strategies"),
