@@ -75,7 +75,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     engine = None
     lab = None
     try:
-        engine = start_engine_process(home, exchange=sim.ws_url, timeout=60)
+        engine = start_engine_process(home, exchange="sim", timeout=60)  # sim/sim.json + credentials
         env = cli_env(home, {
             # a private JupyterLab state: no workspace or settings of another run (or of the developer) leak in
             "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),

@@ -27,6 +27,7 @@ FAST_RAZOR = {
 
 
 def open_panel(lab_page: LabPage) -> None:
+    """Open control.ipynb on the project's kernel, run all cells, wait for the panel to connect."""
     lab_page.open_notebook("control.ipynb")
     assert lab_page.kernel_name() == KERNEL_NAME
     lab_page.run_all()
@@ -57,6 +58,7 @@ def test_start_razor_from_the_panel_see_it_trade_and_stop_it(lab_page: LabPage, 
     panel = page.locator(PANEL)
     form = panel.locator(".tb-start-form")
     expect(form.locator(".widget-button", has_text="Start")).to_be_visible(timeout=30_000)
+    form.locator(".tb-strategy-choice select").select_option("razor")
 
     # an invalid value is explained next to its field, and nothing is started
     field = form.locator(".tb-field-rsiOversold input")

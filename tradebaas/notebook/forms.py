@@ -215,7 +215,8 @@ class StartForm(w.VBox):
         self._strategies = {str(s["name"]): s for s in strategies}
         self._on_submit = on_submit
         names = list(self._strategies)
-        self.choice = w.Dropdown(options=names, value=names[0] if names else None, description="Strategy")
+        first = "razor" if "razor" in names else (names[0] if names else None)  # the flagship strategy first
+        self.choice = w.Dropdown(options=names, value=first, description="Strategy")
         self.choice.add_class("tb-strategy-choice")
         self.instrument = w.Text(value=default_instrument, description="instrument")
         self.instrument.add_class("tb-field-instrument")
