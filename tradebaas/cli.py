@@ -141,7 +141,14 @@ def start_sim_detached(home: Home) -> str | None:
     running = _sim_info(home)
     if running is not None:
         return str(running["ws_url"])
-    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", "0"]
+    # Reuse the last port when it is free: an engine started with `--exchange sim` reconnects to the URL it
+    # resolved, so a restarted simulator should come back where it was.
+    try:
+        previous = int(json.loads((home.sim_dir / "sim.json").read_text()).get("port") or 0)
+    except (OSError, ValueError, TypeError):
+        previous = 0
+    port = _free_port(previous) if previous else 0
+    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", str(port)]
     env = dict(os.environ)
     env[ENV_VAR] = str(home.root)
     with open(home.sim_log, "ab") as out:
