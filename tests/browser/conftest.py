@@ -116,7 +116,7 @@ def chromium() -> Iterator[Any]:
 @pytest.fixture
 def lab_page(chromium: Any, stack: Stack, request: pytest.FixtureRequest) -> Iterator[LabPage]:
     """A fresh browser page on the stack's JupyterLab; on failure a screenshot lands in test-artifacts/."""
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    context = chromium.new_context(viewport={"width": 1600, "height": 1800})
     page = context.new_page()
     lab_page = LabPage(page, stack.lab)
     try:

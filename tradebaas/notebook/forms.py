@@ -180,22 +180,29 @@ def error_html(message: str | None) -> str:
 
 
 def help_text(param: Mapping[str, Any]) -> str:
-    """A one-line hint: the meaning, the default and the range."""
+    """The full hint (tooltip): the meaning, the allowed values and the default."""
     parts = []
     meaning = param.get("help") or param.get("description")
     if meaning:
         parts.append(str(meaning))
-    if param.get("choices"):
-        parts.append("one of " + ", ".join(str(c) for c in param["choices"]))
-    bounds = []
-    if param.get("minimum") is not None:
-        bounds.append(f">= {_num(param['minimum'])}")
-    if param.get("maximum") is not None:
-        bounds.append(f"<= {_num(param['maximum'])}")
-    if bounds:
-        parts.append(" and ".join(bounds))
+    parts.append(range_text(param))
+    return " · ".join(p for p in parts if p)
+
+
+def range_text(param: Mapping[str, Any]) -> str:
+    """The short hint shown beside a field: allowed values and the default, e.g. "[0, 100] · default 40.0"."""
+    parts = []
+    choices = param.get("choices") or param.get("enum")
+    if choices:
+        parts.append("one of " + ", ".join(str(c) for c in choices))
+    lo, hi = param.get("minimum"), param.get("maximum")
+    if lo is not None or hi is not None:
+        parts.append(f"[{'-inf' if lo is None else _num(lo)}, {'inf' if hi is None else _num(hi)}]")
     parts.append(f"default {format_default(param) or '-'}")
     return " · ".join(parts)
+
+
+LABEL_WIDTH = "170px"
 
 
 class StartForm(w.VBox):
@@ -216,9 +223,11 @@ class StartForm(w.VBox):
         self._on_submit = on_submit
         names = list(self._strategies)
         first = "razor" if "razor" in names else (names[0] if names else None)  # the flagship strategy first
-        self.choice = w.Dropdown(options=names, value=first, description="Strategy")
+        self.choice = w.Dropdown(options=names, value=first, description="strategy",
+                                 style={"description_width": LABEL_WIDTH}, layout=w.Layout(width="400px"))
         self.choice.add_class("tb-strategy-choice")
-        self.instrument = w.Text(value=default_instrument, description="instrument")
+        self.instrument = w.Text(value=default_instrument, description="instrument",
+                                 style={"description_width": LABEL_WIDTH}, layout=w.Layout(width="400px"))
         self.instrument.add_class("tb-field-instrument")
         self.fields: dict[str, w.Widget] = {}
         self.errors: dict[str, w.HTML] = {}
@@ -254,21 +263,25 @@ class StartForm(w.VBox):
             tip = help_text(param)
             field: w.Widget
             choices = param.get("choices") or param.get("enum")
+            label = w.HTML(f'<div title="{html.escape(tip)}" style="text-align:right;padding-right:8px">'
+                           f"{html.escape(name)}</div>", layout=w.Layout(width=LABEL_WIDTH))
             if choices:
-                field = w.Dropdown(options=list(choices), value=param.get("default"), description=name, tooltip=tip)
+                field = w.Dropdown(options=list(choices), value=param.get("default"), tooltip=tip,
+                                   layout=w.Layout(width="140px"))
             elif param_kind(param) == "bool":
-                field = w.Checkbox(value=bool(param.get("default")), description=name, indent=True, tooltip=tip)
+                field = w.Checkbox(value=bool(param.get("default")), indent=False, tooltip=tip,
+                                   layout=w.Layout(width="140px"))
             else:
-                field = w.Text(value=format_default(param), description=name, placeholder=format_default(param),
-                               tooltip=tip, continuous_update=True)
-            field.style.description_width = "180px"
+                field = w.Text(value=format_default(param), placeholder=format_default(param), tooltip=tip,
+                               continuous_update=True, layout=w.Layout(width="140px"))
             field.add_class(f"tb-field-{name}")
             error = w.HTML("")
             error.add_class(f"tb-error-{name}")
             field.observe(lambda _c, p=param: self._check_one(p), names="value")
-            hint = w.HTML(f'<span style="color:#777;font-size:85%">{html.escape(tip)}</span>')
+            hint = w.HTML(f'<span title="{html.escape(tip)}" style="color:#777;font-size:85%;white-space:nowrap">'
+                          f"{html.escape(range_text(param))}</span>")
             self.fields[name], self.errors[name] = field, error
-            rows.append(w.HBox([field, error, hint]))
+            rows.append(w.HBox([label, field, error, hint], layout=w.Layout(align_items="center")))
         spec = self._strategies.get(self.choice.value or "") or {}
         description = w.HTML(f"<i>{html.escape(str(spec.get('description') or ''))}</i>")
         self.fields_box.children = [description, *rows]

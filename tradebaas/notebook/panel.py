@@ -240,15 +240,21 @@ class ControlPanel(w.VBox):
         def section(title: str, *children: w.Widget) -> w.VBox:
             return w.VBox([w.HTML(f"<b>{title}</b>"), *children], layout=w.Layout(margin="4px 0"))
 
-        super().__init__([
-            self.status_html,
+        # A desk: what is happening on the left (wide tables), what you can do on the right, the log below.
+        left = w.VBox([
             section("Strategies", self.no_strategies, self.strategy_rows),
             section("Position", self.positions_html, self.orders_html),
             section("Latest decision", self.decision_html),
             section("Recent trades", self.trades_html),
             section("Equity", self.equity_html),
-            section("Start a strategy", self.form_box),
+        ], layout=w.Layout(flex="3 1 0%", min_width="520px", margin="0 12px 0 0"))
+        right = w.VBox([
             section("Kill switch", w.HBox([self.kill_button, self.flatten]), self.kill_confirm_box, self.kill_result),
+            section("Start a strategy", self.form_box),
+        ], layout=w.Layout(flex="2 1 0%", min_width="420px"))
+        super().__init__([
+            self.status_html,
+            w.HBox([left, right], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
             section("Log", self.log_html),
         ])
         self.add_class("tb-control-panel")
@@ -447,8 +453,11 @@ class ControlPanel(w.VBox):
     # -- rendering (pump thread) ------------------------------------------------------------------------------
     def _render(self, now: float) -> None:
         state = self.state
+        status = state.status
+        if status is not None:  # the counts follow the pushed strategy states, not the last engine.status
+            status = {**status, "strategies": {"total": len(state.strategies), "running": state.running_count()}}
         self._set(self.status_html, "value",
-                  render.status_html(state.status, state.connection, state.engine_uptime(now), state.note))
+                  render.status_html(status, state.connection, state.engine_uptime(now), state.note))
         self._render_strategies(now)
         self._set(self.positions_html, "value", render.positions_html(state.positions.values()))
         self._set(self.orders_html, "value", render.orders_html(state.orders.values()))

@@ -33,8 +33,8 @@ CONNECTION_TEXT = {
 }
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:12px;font-family:monospace"
-_CELL = "padding:1px 8px;text-align:right;border-bottom:1px solid #eee"
-_HEAD = "padding:1px 8px;text-align:right;border-bottom:1px solid #999;font-weight:600"
+_CELL = "padding:1px 8px;text-align:right;border-bottom:1px solid #eee;white-space:nowrap"
+_HEAD = "padding:1px 8px;text-align:right;border-bottom:1px solid #999;font-weight:600;white-space:nowrap"
 
 
 def esc(value: Any) -> str:
