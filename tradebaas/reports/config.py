@@ -236,7 +236,7 @@ def parse_notify(table: Mapping[str, Any], home: Home, env: Mapping[str, str], w
         tctx = f"{ctx} telegram"
         if not isinstance(t, dict):
             raise UserError(f"{tctx} must be a table: {{ token_env = \"...\", chat_id = \"...\" }}")
-        _no_unknown(tctx, t, {"token_env", "token_file", "chat_id", "base_url"})
+        _no_unknown(tctx, t, {"token", "token_env", "token_file", "chat_id", "base_url"})
         token = _secret(tctx, t, "token", home, env, env_names, required=True)
         assert token is not None
         chat_id = t.get("chat_id")
@@ -250,7 +250,7 @@ def parse_notify(table: Mapping[str, Any], home: Home, env: Mapping[str, str], w
         wctx = f"{ctx} webhook"
         if not isinstance(w, dict):
             raise UserError(f"{wctx} must be a table: {{ url = \"https://...\" }}")
-        _no_unknown(wctx, w, {"url", "secret_env", "secret_file", "signature_header"})
+        _no_unknown(wctx, w, {"url", "secret", "secret_env", "secret_file", "signature_header"})
         if "url" not in w:
             raise UserError(f"{wctx}: url is required")
         url = _url(wctx, w["url"], "url")
