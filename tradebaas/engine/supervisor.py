@@ -81,6 +81,8 @@ class Supervisor:
     async def start(self) -> None:
         self._register_methods()
         self.engine.exchange_status = self.exchange_status
+        self.orders = OrderManager(None, self.store, self.instruments, self.engine.publish,
+                                   self.request_reconcile, self._on_trade_event)
         self._tasks.append(asyncio.create_task(self._run(), name="supervisor"))
         self._tasks.append(asyncio.create_task(self._reconcile_on_request(), name="reconcile-requests"))
         interval = systemd.watchdog_interval_s()
@@ -139,8 +141,9 @@ class Supervisor:
                 await asyncio.sleep(delay)
         self.exchange_error = None
         log.info("connected to %s (%s)", self.exchange_name, self.client.url)
-        self.orders = OrderManager(self.client, self.store, self.instruments, self.engine.publish,
-                                   self.request_reconcile, self._on_trade_event)
+        assert self.orders is not None
+        self.orders.client = self.client
+        self._subscribed.clear()
         try:
             for inst in await self.client.get_instruments("any"):
                 self.instruments[inst.name] = inst
@@ -149,7 +152,29 @@ class Supervisor:
         await self.client.subscribe(USER_CHANNELS)
         async with self.lock:
             await self._reconcile("start")
+            for runner in self.runners.values():
+                runner.active = False  # re-warm on the new link (subscriptions and history are per connection)
             await self._resume_all()
+        if self.exchange_name == "sim":
+            self._tasks.append(asyncio.create_task(self._follow_local_sim(), name="follow-sim"))
+
+    async def _follow_local_sim(self) -> None:
+        """A local simulator restarted on another port leaves the client retrying a dead URL: follow it."""
+        while True:
+            await asyncio.sleep(2.0)
+            client = self.client
+            if client is None or client.connected:
+                continue
+            try:
+                url = resolve("sim", self.engine.home).url
+            except UserError:
+                continue
+            if url != client.url:
+                log.warning("the local simulator moved to %s; reconnecting there", url)
+                with contextlib.suppress(Exception):
+                    await client.close()
+                self._tasks.append(asyncio.create_task(self._run(), name="supervisor"))
+                return
 
     async def _on_reconnect(self) -> None:
         log.info("exchange link restored; reconciling")
