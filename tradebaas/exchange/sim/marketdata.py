@@ -397,12 +397,18 @@ class ChartBook:
     def __init__(self, data: MarketData) -> None:
         self.c = data.candles
         self.forming: Bar | None = None  # the current 1-minute bar from emitted ticks
+        self._live: dict[int, Bar] = {}  # resolution (min) -> its forming bar, kept up to date per tick
 
     def on_tick(self, tick: PriceTick) -> None:
         m = tick.ts_ms // MINUTE_MS * MINUTE_MS
         if self.forming is None or self.forming.tick != m:
             self.forming = Bar(m, tick.price, tick.price, tick.price, tick.price, 0.0, 0.0)
         self.forming.add(tick.price, tick.amount_btc)
+        for res, bar in list(self._live.items()):
+            if bar.tick == tick.ts_ms // (res * MINUTE_MS) * (res * MINUTE_MS):
+                bar.add(tick.price, tick.amount_btc)
+            else:
+                del self._live[res]  # a new bucket: rebuilt from history on the next current_bar()
 
     def bars(self, start_ms: int, end_ms: int, res_min: int, now_ms: int) -> list[Bar]:
         """Bars of ``res_min`` minutes whose start lies in [start_ms, end_ms], using data up to ``now_ms``."""
@@ -438,8 +444,14 @@ class ChartBook:
         """The bar of ``res_min`` forming at ``now_ms`` (what ``chart.trades`` re-sends)."""
         res_ms = res_min * MINUTE_MS
         start = now_ms // res_ms * res_ms
+        live = self._live.get(res_min)
+        if live is not None and live.tick == start:
+            return live
         bars = self.bars(start, now_ms, res_min, now_ms)
-        return bars[-1] if bars else None
+        if not bars:
+            return None
+        self._live[res_min] = bars[-1]
+        return bars[-1]
 
     def stats_24h(self, now_ms: int) -> dict[str, float]:
         """Deribit ticker ``stats``: volume (BTC), high, low, price_change (%) over the last 24 h of bars."""

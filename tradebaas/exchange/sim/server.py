@@ -143,8 +143,9 @@ class InstrumentMarket:
     inst: Instrument
     ticker: dict[str, Any] = field(default_factory=dict)
     trades: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=TRADES_KEPT))
-    bids: dict[float, float] = field(default_factory=dict)
-    asks: dict[float, float] = field(default_factory=dict)
+    ib: int | None = None  # best bid as a tick index (price / tick_size)
+    ia: int | None = None
+    level_cache: dict[int, list[Any]] = field(default_factory=dict)
     change_id: int = 0
     last_price: float = 0.0
 
@@ -183,6 +184,7 @@ class SimServer:
         self.extra_state = extra_state or {}
         self._dirty = False
         self._save_handle: asyncio.TimerHandle | None = None
+        self._last_save_s = 0.0
         self._feed_task: asyncio.Task[None] | None = None
         self.ticks_emitted = 0
         self.app = web.Application(client_max_size=1 << 20)
@@ -225,19 +227,25 @@ class SimServer:
     # ---- persistence ----------------------------------------------------------------------------------------
 
     def mark_dirty(self) -> None:
-        """Schedule a save within SAVE_DEBOUNCE_S (flush() on shutdown writes anything pending)."""
+        """Schedule a save (flush() on shutdown writes anything pending).
+
+        The delay is SAVE_DEBOUNCE_S, or ten times the last save's duration when the state has grown large, so
+        persistence never takes more than about a tenth of the server's time.
+        """
         self._dirty = True
         if self._save_handle is None and self.config.state_path is not None:
             loop = asyncio.get_running_loop()
-            self._save_handle = loop.call_later(SAVE_DEBOUNCE_S, self.flush)
+            self._save_handle = loop.call_later(max(SAVE_DEBOUNCE_S, 10 * self._last_save_s), self.flush)
 
     def flush(self) -> None:
         self._save_handle = None
-        if self.config.state_path is None:
+        if self.config.state_path is None or self.exchange is None:
             return
+        t0 = time.perf_counter()
         self._dirty = False
         st = state_mod.SavedState(self.clock.now_ms(), self.data.name, self.exchange.to_state(), self.extra_state)
         state_mod.save(self.config.state_path, st)
+        self._last_save_s = min(2.0, time.perf_counter() - t0)
 
     # ---- market data feed ------------------------------------------------------------------------------------
 
@@ -268,7 +276,12 @@ class SimServer:
             inst = m.inst
             q = quote_for(tick, inst)
             trade = self._public_trade(m, tick, q.last_price) if tick.amount_btc > 0 else None
-            changes = self._update_book(m, q.best_bid, q.best_ask)
+            if send and self._has_prefix(f"book.{name}."):
+                changes = self._update_book(m, q.best_bid, q.best_ask)
+            else:
+                changes = None
+                m.ib, m.ia = round(q.best_bid / inst.tick_size), round(q.best_ask / inst.tick_size)
+                m.change_id += 1
             m.ticker = self._ticker(m, ts, q)
             if self.exchange is not None:
                 mt = MarketTick(name, ts, q.last_price, q.mark_price, q.index_price, q.best_bid, q.best_ask,
@@ -296,6 +309,9 @@ class SimServer:
                     continue
                 if bar is not None:
                     self._publish(ch, bar.to_deribit())
+
+    def _has_prefix(self, prefix: str) -> bool:
+        return any(ch.startswith(prefix) for ch in self.subs)
 
     def _channels_with_prefix(self, prefix: str) -> list[str]:
         return [ch for ch in self.subs if ch.startswith(prefix)]
@@ -343,34 +359,61 @@ class SimServer:
         return trade
 
     @staticmethod
-    def _level_amount(inst: Instrument, price: float) -> float:
-        k = 1 + (int(round(price / inst.tick_size)) * 7919) % 5
+    def _level_amount(inst: Instrument, i: int) -> float:
+        """Deterministic size of the synthetic level at tick index ``i`` (depends only on the price)."""
+        k = 1 + (i * 7919) % 5
         if inst.is_inverse:
-            return float(k * 1000 * inst.contract_size / 10)
+            return float(k * 100 * inst.contract_size)
         return round(k * 0.1, 3)
 
+    def _level(self, m: InstrumentMarket, i: int, action: str) -> list[Any]:
+        """A book change entry; cached per tick index because the same levels come and go all the time."""
+        key = i if action == "new" else -i - 1
+        lv = m.level_cache.get(key)
+        if lv is None:
+            if len(m.level_cache) > 200_000:
+                m.level_cache.clear()
+            lv = [action, round(i * m.inst.tick_size, 8), 0.0 if action == "delete" else self._level_amount(m.inst, i)]
+            m.level_cache[key] = lv
+        return lv
+
     def _update_book(self, m: InstrumentMarket, bid: float, ask: float) -> tuple[list[list[Any]], list[list[Any]]] | None:
-        """Rebuild the synthetic book around the quote; return the (bids, asks) changes since the last one."""
+        """Move the synthetic book (BOOK_LEVELS per side on the tick grid) to the new quote; return its changes
+        (None when unchanged). Levels are tick indices, so the diff is arithmetic, not a dict comparison."""
         step = m.inst.tick_size
-        if m.bids and max(m.bids) == bid and m.asks and min(m.asks) == ask:
+        ib, ia = round(bid / step), round(ask / step)
+        if ib == m.ib and ia == m.ia:
             return None
-        new_b = {round(bid - i * step, 8): 0.0 for i in range(BOOK_LEVELS)}
-        new_a = {round(ask + i * step, 8): 0.0 for i in range(BOOK_LEVELS)}
-        for d in (new_b, new_a):
-            for p in d:
-                d[p] = self._level_amount(m.inst, p)
-        bids = [["delete", p, 0.0] for p in m.bids if p not in new_b] + [["new", p, a] for p, a in new_b.items() if p not in m.bids]
-        asks = [["delete", p, 0.0] for p in m.asks if p not in new_a] + [["new", p, a] for p, a in new_a.items() if p not in m.asks]
-        m.bids, m.asks = new_b, new_a
+        ob, oa = m.ib, m.ia
+        m.ib, m.ia = ib, ia
         m.change_id += 1
+        n = BOOK_LEVELS - 1
+        if ob is None or oa is None:
+            return ([self._level(m, i, "new") for i in range(ib, ib - n - 1, -1)],
+                    [self._level(m, i, "new") for i in range(ia, ia + n + 1)])
+        bids = ([self._level(m, i, "delete") for i in range(ob, ob - n - 1, -1) if not ib - n <= i <= ib]
+                + [self._level(m, i, "new") for i in range(ib, ib - n - 1, -1) if not ob - n <= i <= ob])
+        asks = ([self._level(m, i, "delete") for i in range(oa, oa + n + 1) if not ia <= i <= ia + n]
+                + [self._level(m, i, "new") for i in range(ia, ia + n + 1) if not oa <= i <= oa + n])
+        return bids, asks
+
+    def _book_levels(self, m: InstrumentMarket) -> tuple[list[list[float]], list[list[float]]]:
+        """The whole synthetic book as ``[[price, amount]]`` (bids best first, asks best first)."""
+        step, inst = m.inst.tick_size, m.inst
+        if m.ib is None or m.ia is None:
+            return [], []
+        bids = [[round(i * step, 8), self._level_amount(inst, i)] for i in range(m.ib, m.ib - BOOK_LEVELS, -1)]
+        asks = [[round(i * step, 8), self._level_amount(inst, i)] for i in range(m.ia, m.ia + BOOK_LEVELS)]
         return bids, asks
 
     def _ticker(self, m: InstrumentMarket, ts: int, q: Any) -> dict[str, Any]:
         stats = self._stats_cache(ts)
         return {
             "instrument_name": m.inst.name, "timestamp": ts, "state": "open", "stats": stats,
-            "open_interest": 0.0, "best_bid_price": q.best_bid, "best_bid_amount": m.bids.get(q.best_bid, 0.0),
-            "best_ask_price": q.best_ask, "best_ask_amount": m.asks.get(q.best_ask, 0.0),
+            "open_interest": 0.0, "best_bid_price": q.best_bid,
+            "best_bid_amount": self._level_amount(m.inst, round(q.best_bid / m.inst.tick_size)),
+            "best_ask_price": q.best_ask,
+            "best_ask_amount": self._level_amount(m.inst, round(q.best_ask / m.inst.tick_size)),
             "index_price": q.index_price, "mark_price": q.mark_price, "last_price": q.last_price,
             "min_price": m.inst.round_price(q.mark_price * 0.975), "max_price": m.inst.round_price(q.mark_price * 1.025),
             "estimated_delivery_price": q.index_price, "settlement_price": q.index_price,
@@ -595,8 +638,8 @@ class SimServer:
         m = self._market(p)
         depth = int(p.get("depth") or 5)
         out = dict(m.ticker)
-        out["bids"] = [[px, a] for px, a in sorted(m.bids.items(), reverse=True)[:depth]]
-        out["asks"] = [[px, a] for px, a in sorted(m.asks.items())[:depth]]
+        bids, asks = self._book_levels(m)
+        out["bids"], out["asks"] = bids[:depth], asks[:depth]
         out["change_id"] = m.change_id
         return out
 
@@ -741,10 +784,10 @@ class SimServer:
         parts = ch.split(".")
         if parts[0] == "book":
             m = self.markets[parts[1]]
+            bids, asks = self._book_levels(m)
             snap = {"type": "snapshot", "timestamp": m.ticker.get("timestamp", self.clock.now_ms()),
                     "instrument_name": m.inst.name, "change_id": m.change_id,
-                    "bids": [["new", px, a] for px, a in sorted(m.bids.items(), reverse=True)],
-                    "asks": [["new", px, a] for px, a in sorted(m.asks.items())]}
+                    "bids": [["new", px, a] for px, a in bids], "asks": [["new", px, a] for px, a in asks]}
             asyncio.get_running_loop().call_soon(self._send_one, conn, ch, snap)
         elif parts[0] == "ticker":
             m = self.markets[parts[1]]

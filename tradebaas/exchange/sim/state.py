@@ -30,15 +30,24 @@ def save(path: Path, state: SavedState) -> None:
     """Write ``state`` atomically (0600: the file names accounts)."""
     payload = {"version": STATE_VERSION, "clock_ms": state.clock_ms, "data": state.data_name,
                "exchange": state.exchange, "extra": state.extra}
-    text = json.dumps(payload, separators=(",", ":"))
-    write_atomic(path, text)
+    write_atomic(path, _dumps(payload))
 
 
-def write_atomic(path: Path, text: str) -> None:
+def _dumps(obj: object) -> bytes:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover
+        return json.dumps(obj, separators=(",", ":")).encode()
+    return orjson.dumps(obj)
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
+    if isinstance(text, str):
+        text = text.encode()
+    with os.fdopen(fd, "wb") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
