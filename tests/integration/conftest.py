@@ -143,3 +143,164 @@ def stop_detached() -> Iterator[Callable[[Home], None]]:
                     os.kill(info.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+# ------------------------------------------------------------------------------------------- simulator processes
+
+
+class SimProc:
+    """A running ``tradebaas sim`` (real process) in ``home``, with a small HTTP client for its API.
+
+    stdout/stderr go to ``<home>/logs/test-sim.out`` (never a pipe nobody drains). ``restart()`` stops it with
+    SIGTERM (its state is saved) and starts it again on the *same* port and home, as an operator would.
+    Private calls use the account of ``<home>/sim/credentials.json`` (the engine's paper key) over HTTP with a
+    bearer token (re-authenticated after a restart).
+    """
+
+    def __init__(self, home: Home, speed: float = 600.0, port: int = 0, extra_args: list[str] | None = None) -> None:
+        self.home = home.ensure()
+        self.speed = speed
+        self.extra_args = list(extra_args or [])
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._token: str | None = None
+        self._launch()
+
+    # -- life ------------------------------------------------------------------------------------------------
+    def _launch(self) -> None:
+        import json
+
+        out_path = self.home.logs_dir / "test-sim.out"
+        self.home.logs_dir.mkdir(parents=True, exist_ok=True)
+        start_offset = out_path.stat().st_size if out_path.exists() else 0
+        cmd = [PYTHON, "-m", "tradebaas.cli", "sim", "--port", str(self.port), "--speed", str(self.speed),
+               *self.extra_args]
+        out = open(out_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(cmd, env=cli_env(self.home), stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        out.close()
+        proc = self.proc
+
+        def urls() -> list[str] | None:
+            if proc.poll() is not None:
+                pytest.fail(f"simulator exited with {proc.returncode}:\n{out_path.read_text(errors='replace')[-3000:]}")
+            with open(out_path, "rb") as fh:
+                fh.seek(start_offset)
+                lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines()]
+            found = [ln for ln in lines if ln.startswith(("ws://", "http://"))]
+            return found[:2] if len(found) >= 2 else None
+
+        self.ws_url, self.http_url = wait_for(urls, timeout=30, what="the simulator's URLs")
+        self.port = int(self.http_url.rsplit(":", 1)[1])
+        creds = json.loads((self.home.sim_dir / "credentials.json").read_text())
+        self.client_id, self.client_secret = str(creds["client_id"]), str(creds["client_secret"])
+        self._token = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (the simulator saves its state) and wait for the exit code."""
+        assert self.proc is not None
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        """SIGTERM, then start again on the same port with the same home (state, clock and keys persist)."""
+        code = self.stop()
+        assert code == 0, f"simulator exited with {code} on SIGTERM"
+        self._launch()
+
+    # -- HTTP API --------------------------------------------------------------------------------------------
+    def request(self, method: str, params: dict[str, Any] | None = None, auth: bool = False) -> dict[str, Any]:
+        """One JSON-RPC call over HTTP POST; returns the whole envelope (``result`` or ``error``)."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self._bearer()}"
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}).encode()
+        req = urllib.request.Request(f"{self.http_url}/api/v2/{method}", data=body, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as exc:
+            return dict(json.loads(exc.read()))
+
+    def call(self, method: str, **params: Any) -> Any:
+        """``result`` of a public/admin/private call (private ones authenticated); raises on an error answer."""
+        private = method.startswith("private/")
+        answer = self.request(method, params, auth=private)
+        if "error" in answer and private and answer["error"].get("code") in (13009, 13010, 13011):
+            self._token = None
+            answer = self.request(method, params, auth=True)
+        if "error" in answer:
+            raise RuntimeError(f"simulator answered {method} with {answer['error']}")
+        return answer["result"]
+
+    def _bearer(self) -> str:
+        if self._token is None:
+            result = self.request("public/auth", {"grant_type": "client_credentials", "client_id": self.client_id,
+                                                  "client_secret": self.client_secret})["result"]
+            self._token = str(result["access_token"])
+        return self._token
+
+    # -- conveniences ----------------------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """The simulated clock."""
+        return int(self.call("public/get_time"))
+
+    def position_size(self, instrument: str = "BTC_USDC-PERPETUAL") -> float:
+        return float(self.call("private/get_position", instrument_name=instrument)["size"])
+
+    def open_orders(self, instrument: str = "BTC_USDC-PERPETUAL") -> list[dict[str, Any]]:
+        return list(self.call("private/get_open_orders_by_instrument", instrument_name=instrument))
+
+    def user_trades(self, instrument: str = "BTC_USDC-PERPETUAL") -> list[dict[str, Any]]:
+        """Every fill of the account on ``instrument``, oldest first (pages of 1000)."""
+        out: list[dict[str, Any]] = []
+        start_seq = 0
+        while True:
+            page = self.call("private/get_user_trades_by_instrument", instrument_name=instrument, count=1000,
+                             sorting="asc", start_seq=start_seq)
+            out.extend(page["trades"])
+            if not page["has_more"] or not page["trades"]:
+                return out
+            start_seq = int(page["trades"][-1]["trade_seq"]) + 1
+
+    def set_fault(self, action: str, **params: Any) -> Any:
+        return self.call("admin/set_fault", action=action, **params)
+
+
+@pytest.fixture
+def sim_proc(tb_home: Home) -> Iterator[Callable[..., SimProc]]:
+    """Factory: ``sim = sim_proc(speed=600)`` starts ``tradebaas sim`` in ``tb_home`` (or ``home=``) on a free port
+    (or ``port=``); every simulator still running at the end of the test is stopped (SIGTERM, then SIGKILL)."""
+    started: list[SimProc] = []
+
+    def start(home: Home | None = None, speed: float = 600.0, port: int = 0,
+              extra_args: list[str] | None = None) -> SimProc:
+        sim = SimProc(get_home(home or tb_home), speed, port, extra_args)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        try:
+            sim.stop(10)
+        except subprocess.TimeoutExpired:
+            sim.kill()
