@@ -1,8 +1,6 @@
-"""Risk limits survive restarts (they are data) and read exchange time; the kill switch is a plan."""
+"""The kill switch is a plan: it stops strategies, cancels entries, and with flatten closes only our positions."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -28,106 +26,13 @@ from tradebaas.engine.reconcile import (
     apply,
     plan,
 )
-from tradebaas.engine.risk import (
-    ERROR_COOLDOWN_MS,
-    RiskConfig,
-    RiskState,
-    can_enter,
-    on_close,
-    on_entry,
-    on_error,
-    plan_kill,
-    utc_day,
-)
+from tradebaas.engine.risk import plan_kill
 from tradebaas.engine.tradebook import TradeState, apply_fill, new_trade, with_order
 from tradebaas.instruments import BTC_USDC_PERPETUAL
 
 LIN = BTC_USDC_PERPETUAL
 DAY = 1_738_368_000_000  # 2025-02-01T00:00:00Z
 MIN = 60_000
-CFG = RiskConfig(max_concurrent_trades=1, max_daily_trades=2, cooldown_minutes=1)
-
-
-def test_utc_day_comes_from_exchange_time():
-    assert utc_day(DAY) == "2025-02-01"
-    assert utc_day(DAY - 1) == "2025-01-31"
-
-
-def test_config_from_razor_names_and_defaults():
-    assert RiskConfig.from_config({}) == RiskConfig(1, 150, 1.0)
-    assert RiskConfig.from_config({"maxConcurrentTrades": 2, "maxDailyTrades": 0, "cooldownMinutes": 0}) == RiskConfig(2, 0, 0.0)
-
-
-def test_fresh_state_may_enter():
-    assert can_enter(RiskState(), CFG, DAY, 0) == (True, "")
-
-
-def test_cooldown_after_an_entry():
-    s = on_entry(RiskState(), DAY, CFG)
-    ok, why = can_enter(s, CFG, DAY + MIN - 1, 0)
-    assert not ok and why.startswith("cooldown after an entry")
-    assert can_enter(s, CFG, DAY + MIN, 0) == (True, "")
-
-
-def test_cooldown_after_a_close():
-    s = on_close(RiskState(), DAY + 5 * MIN, RiskConfig(cooldown_minutes=3))
-    assert not can_enter(s, CFG, DAY + 8 * MIN - 1, 0)[0]
-    assert can_enter(s, CFG, DAY + 8 * MIN, 0)[0]
-    assert s.last_close_ts_ms == DAY + 5 * MIN
-
-
-def test_one_minute_cooldown_after_an_execution_error_even_with_zero_cooldown_config():
-    s = on_error(RiskState(), DAY)
-    ok, why = can_enter(s, RiskConfig(cooldown_minutes=0), DAY + ERROR_COOLDOWN_MS - 1, 0)
-    assert not ok and "execution error" in why
-    assert can_enter(s, RiskConfig(cooldown_minutes=0), DAY + ERROR_COOLDOWN_MS, 0)[0]
-
-
-def test_a_cooldown_never_shortens_a_running_one():
-    s = on_close(RiskState(), DAY, RiskConfig(cooldown_minutes=10))
-    s2 = on_error(s, DAY + MIN)
-    assert s2.cooldown_until_ms == DAY + 10 * MIN
-    assert s2.cooldown_reason == "a close"
-
-
-def test_zero_cooldown_means_none():
-    s = on_entry(RiskState(), DAY, RiskConfig(cooldown_minutes=0))
-    assert can_enter(s, RiskConfig(cooldown_minutes=0), DAY, 0)[0]
-
-
-def test_max_concurrent_trades_counts_open_trades():
-    ok, why = can_enter(RiskState(), CFG, DAY, 1)
-    assert not ok and "max concurrent trades" in why
-    t = new_trade("t1", "s1", LIN, Direction.LONG)
-    assert not can_enter(RiskState(), CFG, DAY, [t])[0]
-    assert can_enter(RiskState(), RiskConfig(max_concurrent_trades=2), DAY, [t])[0]
-
-
-def test_daily_limit_counts_entries_per_utc_day_and_resets_at_midnight():
-    s = RiskState()
-    s = on_entry(s, DAY + 1 * MIN, CFG)
-    s = on_entry(s, DAY + 3 * MIN, CFG)
-    ok, why = can_enter(s, CFG, DAY + 10 * MIN, 0)
-    assert not ok and why == "daily trade limit reached (2 entries on 2025-02-01 UTC, limit 2)"
-    assert can_enter(s, CFG, DAY + 24 * 60 * MIN, 0) == (True, "")
-    s = on_entry(s, DAY + 24 * 60 * MIN, CFG)
-    assert (s.day, s.trades_today) == ("2025-02-02", 1)
-
-
-def test_zero_daily_limit_allows_no_entry():
-    assert not can_enter(RiskState(), RiskConfig(max_daily_trades=0), DAY, 0)[0]
-
-
-def test_limits_survive_a_restart_through_the_journal():
-    s = on_entry(on_entry(RiskState(), DAY, CFG), DAY + 2 * MIN, CFG)
-    restored = RiskState.from_dict(json.loads(json.dumps(s.to_dict())))
-    assert restored == s
-    assert not can_enter(restored, CFG, DAY + 4 * MIN, 0)[0]
-    assert RiskState.from_dict({**s.to_dict(), "future_field": 1}) == s
-
-
-# ------------------------------------------------------------------------------------------------ kill switch
-
 S1 = "razor-aaaaaa"
 
 
@@ -147,6 +52,7 @@ def _world():
     view = JournalView(strategies=(sv,), trades=(t, pending), last_fill_ts_ms=500)
     snap = ExchangeSnapshot(open_orders=orders, positions=(PositionSnapshot(LIN.name, 0.002, 50_000.0),), ts_ms=9_000)
     return view, snap
+
 
 
 def test_kill_without_flatten_stops_strategies_cancels_entries_and_keeps_brackets():
