@@ -112,3 +112,16 @@ def test_resolution_accepts_strings_and_numbers(value: object, minutes: int) -> 
 def test_bad_resolution_is_rejected() -> None:
     with pytest.raises(ValueError):
         md.parse_resolution("7")
+
+
+def test_live_bar_kept_per_tick_equals_the_bar_rebuilt_from_history(bitstamp: md.MarketData) -> None:
+    live, fresh = md.ChartBook(bitstamp), md.ChartBook(bitstamp)
+    start = bitstamp.default_start_ms()
+    for t in islice(bitstamp.ticks_from(start), 12 * 12):  # 12 minutes: crosses 5- and 10-minute buckets
+        live.on_tick(t)
+        fresh.on_tick(t)
+        for res in (1, 5, 60):
+            a = live.current_bar(res, t.ts_ms)
+            fresh._live.clear()
+            b = fresh.current_bar(res, t.ts_ms)
+            assert a is not None and b is not None and a.to_deribit() == b.to_deribit()
