@@ -72,10 +72,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     ensure_kernel_spec()
     home = get_home(tmp_path / "home").ensure()
     sim = start_sim(home)
-    engine = None
+    engines: list[Any] = []  # every engine the test ran (a test may restart it), all stopped at the end
     lab = None
     try:
-        engine = start_engine_process(home, exchange="sim", timeout=60)  # sim/sim.json + credentials
+        engines.append(start_engine_process(home, exchange="sim", timeout=60))  # sim/sim.json + credentials
         env = cli_env(home, {
             # a private JupyterLab state: no workspace or settings of another run (or of the developer) leak in
             "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
@@ -84,15 +84,18 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         })
         quiet_lab_settings(tmp_path / "lab-settings")
         lab = JupyterLab(copy_notebooks(tmp_path / "notebooks"), env, tmp_path / "jupyterlab.log")
-        yield Stack(home, sim, engine, lab)
+        stack = Stack(home, sim, engines[0], lab)
+        yield stack
+        engines.append(stack.engine)
     finally:
         if lab is not None:
             lab.stop()
-        if engine is not None and engine.alive():
-            try:
-                engine.stop(timeout=15)
-            except Exception:  # noqa: BLE001 - a stuck engine must not leak past the test
-                engine.kill()
+        for engine in engines:
+            if engine.alive():
+                try:
+                    engine.stop(timeout=15)
+                except Exception:  # noqa: BLE001 - a stuck engine must not leak past the test
+                    engine.kill()
         try:
             sim.stop()
         except Exception:  # noqa: BLE001

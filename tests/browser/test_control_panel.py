@@ -68,8 +68,15 @@ def test_start_razor_from_the_panel_see_it_trade_and_stop_it(lab_page: LabPage, 
     expect(form.locator(".tb-form-message")).to_contain_text("invalid value", timeout=10_000)
     expect(panel.locator(".tb-strategy-row")).to_have_count(0)
 
+    # a value only the engine can judge (an unknown instrument): its -32602 message is shown
     for name, value in FAST_RAZOR.items():
         form.locator(f".tb-field-{name} input").fill(value)
+    form.locator(".tb-field-instrument input").fill("NOPE-PERPETUAL")
+    form.locator(".widget-button", has_text="Start").click()
+    expect(form.locator(".tb-form-message")).to_contain_text("engine:", timeout=30_000)
+    expect(form.locator(".tb-form-message")).to_contain_text("NOPE-PERPETUAL")
+
+    form.locator(".tb-field-instrument input").fill("BTC_USDC-PERPETUAL")
     form.locator(".widget-button", has_text="Start").click()
     expect(form.locator(".tb-form-ok")).to_contain_text("started", timeout=30_000)
 
@@ -86,3 +93,20 @@ def test_start_razor_from_the_panel_see_it_trade_and_stop_it(lab_page: LabPage, 
     expect(row.locator(".tb-state")).to_have_text("stopped", timeout=30_000)
     lab_page.screenshot("control_panel.png", PANEL)
     lab_page.screenshot("control_panel_page.png")
+
+
+def test_the_panel_survives_an_engine_restart(lab_page: LabPage, stack: Stack) -> None:
+    from tests.integration.conftest import start_engine_process
+
+    open_panel(lab_page)
+    panel = lab_page.page.locator(PANEL)
+    old_pid = stack.engine.pid
+    assert stack.engine.stop() == 0
+    expect(panel.locator(".tb-connection")).to_contain_text("reconnecting", timeout=30_000)
+    lab_page.screenshot("control_panel_reconnecting.png", PANEL)
+
+    stack.engine = start_engine_process(stack.home, exchange="sim", timeout=60)
+    assert stack.engine.pid != old_pid
+    expect(panel.locator(".tb-connection")).to_have_text("connected", timeout=60_000)
+    expect(panel.locator(".tb-status")).to_contain_text(f"pid {stack.engine.pid}")
+    expect(panel.locator(".tb-status-note")).to_contain_text("engine restarted")
