@@ -264,16 +264,16 @@ class StartForm(w.VBox):
             field: w.Widget
             choices = param.get("choices") or param.get("enum")
             label = w.HTML(f'<div title="{html.escape(tip)}" style="text-align:right;padding-right:8px">'
-                           f"{html.escape(name)}</div>", layout=w.Layout(width=LABEL_WIDTH))
+                           f"{html.escape(name)}</div>", layout=w.Layout(width=LABEL_WIDTH, flex=f"0 0 {LABEL_WIDTH}"))
             if choices:
                 field = w.Dropdown(options=list(choices), value=param.get("default"), tooltip=tip,
-                                   layout=w.Layout(width="140px"))
+                                   layout=w.Layout(width="140px", flex="0 0 140px"))
             elif param_kind(param) == "bool":
                 field = w.Checkbox(value=bool(param.get("default")), indent=False, tooltip=tip,
-                                   layout=w.Layout(width="140px"))
+                                   layout=w.Layout(width="140px", flex="0 0 140px"))
             else:
                 field = w.Text(value=format_default(param), placeholder=format_default(param), tooltip=tip,
-                               continuous_update=True, layout=w.Layout(width="140px"))
+                               continuous_update=True, layout=w.Layout(width="140px", flex="0 0 140px"))
             field.add_class(f"tb-field-{name}")
             error = w.HTML("")
             error.add_class(f"tb-error-{name}")
