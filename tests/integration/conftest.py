@@ -154,13 +154,17 @@ class SimProc:
     stdout/stderr go to ``<home>/logs/test-sim.out`` (never a pipe nobody drains). ``restart()`` stops it with
     SIGTERM (its state is saved) and starts it again on the *same* port and home, as an operator would.
     Private calls use the account of ``<home>/sim/credentials.json`` (the engine's paper key) over HTTP with a
-    bearer token (re-authenticated after a restart).
+    bearer token (re-authenticated after a restart). Rate limits are off unless ``extra_args`` sets
+    ``--rate-limits``: tests poll the simulator with the engine's own key, and that polling must not eat the
+    engine's request credits.
     """
 
     def __init__(self, home: Home, speed: float = 600.0, port: int = 0, extra_args: list[str] | None = None) -> None:
         self.home = home.ensure()
         self.speed = speed
         self.extra_args = list(extra_args or [])
+        if "--rate-limits" not in self.extra_args:
+            self.extra_args += ["--rate-limits", "off"]
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self._token: str | None = None
@@ -217,10 +221,13 @@ class SimProc:
             self.proc.kill()
             self.proc.wait(10)
 
-    def restart(self) -> None:
-        """SIGTERM, then start again on the same port with the same home (state, clock and keys persist)."""
+    def restart(self, speed: float | None = None) -> None:
+        """SIGTERM, then start again on the same port with the same home (state, clock and keys persist);
+        ``speed`` changes the market's pace from then on."""
         code = self.stop()
         assert code == 0, f"simulator exited with {code} on SIGTERM"
+        if speed is not None:
+            self.speed = speed
         self._launch()
 
     # -- HTTP API --------------------------------------------------------------------------------------------

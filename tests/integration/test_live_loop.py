@@ -196,13 +196,13 @@ def test_sigkill_with_a_position_open_resumes_without_a_second_entry_and_the_sto
 def test_sigkill_between_the_entry_fill_and_the_brackets_the_restart_places_the_brackets(
     engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
 ) -> None:
-    """The window is made real with the simulator's fault injection: every answer is delayed 8 s, so the entry
+    """The window is made real with the simulator's fault injection: every answer is delayed 5 s, so the entry
     fills on the exchange at once but the engine hears of it only later; it is SIGKILLed in between."""
     sim = sim_proc(speed=120)
     eng = engine_proc(exchange="sim")
     c = eng.client()
     sid = start_razor(c, RAZOR_HOLD)["id"]
-    sim.set_fault("delay", ms=8000)
+    sim.set_fault("delay", ms=5000)
     pending = wait_for(lambda: next((t for t in trades_of(c, sid) if t["state"] == "pending_entry"), None),
                        timeout=60, what="an entry order on its way")
     sim.set_fault("clear")  # our own calls are answered at once again; the engine's entry answer is still held
@@ -232,7 +232,7 @@ def test_sigkill_between_the_entry_fill_and_the_brackets_the_restart_places_the_
 def test_a_stop_that_fills_while_the_engine_is_down_closes_the_trade_with_the_exchanges_pnl_and_fees(
     engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
 ) -> None:
-    sim = sim_proc(speed=600)
+    sim = sim_proc(speed=120)
     eng = engine_proc(exchange="sim")
     c = eng.client()
     config = {**RAZOR_HOLD, "stopLossPercent": 0.3, "takeProfitPercent": 20.0}
@@ -241,6 +241,7 @@ def test_a_stop_that_fills_while_the_engine_is_down_closes_the_trade_with_the_ex
     eng.kill()
     assert sim.position_size() != 0, "the position closed before the kill"
 
+    sim.restart(speed=3000)  # with the engine down, the market runs fast until it takes the stop
     wait_for(lambda: sim.position_size() == 0, timeout=60, what="the stop to fill on the exchange")
     fills = [f for f in our_fills(sim, sid) if trade_id_of(f["label"]) == tid]
     exits = [f for f in fills if f["label"].endswith(":sl")]
@@ -389,7 +390,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"name": "razor", "config": {"stopLossPercent": 60}}, "stopLossPercent"),  # above its maximum
     ({"name": "razor", "config": {"maxDailyTrades": -1}}, "maxDailyTrades"),  # below its minimum
     ({"name": "razor", "config": {"tradeSize": "big"}}, "tradeSize"),  # wrong type
-    ({"name": "razor", "config": {"breakEvenEnabled": 1}}, "breakEvenEnabled"),  # an int is not a boolean
+    ({"name": "razor", "config": {"breakEvenEnabled": 2}}, "breakEvenEnabled"),  # only 0/1 pass as booleans
     ({"name": "razor", "instrument": "ETH-NOPE"}, "ETH-NOPE"),  # unknown instrument
     ({"name": "razor", "config": {"instrument": "ETH-NOPE"}}, "ETH-NOPE"),  # ... given inside the config
     ({"name": "nope"}, "nope"),  # unknown strategy
