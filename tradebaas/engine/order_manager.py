@@ -104,6 +104,7 @@ class OrderManager:
             self.request_reconcile(f"entry of {trade.trade_id} had an unknown outcome")
             return None
         self.last_entry_ack = (t0, time.perf_counter())
+        log.info("entry %s acknowledged: send->ack %.3f ms", trade.trade_id, (self.last_entry_ack[1] - t0) * 1e3)
         before = trade
         trade = with_order(trade, OrderRole.ENTRY, order.order_id)
         trade = self._record(trade, order, fills)
