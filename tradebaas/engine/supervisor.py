@@ -80,6 +80,9 @@ class Supervisor:
     # -- service protocol ------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._register_methods()
+        for row in self.store.strategies():  # after a crash the journal still says running: not until resumed
+            if row.state is StrategyState.RUNNING:
+                self.store.set_strategy_state(row.id, StrategyState.STARTING, "waiting for the exchange and reconciliation")
         self.engine.exchange_status = self.exchange_status
         self.orders = OrderManager(None, self.store, self.instruments, self.engine.publish,
                                    self.request_reconcile, self._on_trade_event)
