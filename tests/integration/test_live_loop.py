@@ -117,7 +117,7 @@ def wait_sim_minutes(sim: SimProc, minutes: float, timeout: float = 60) -> None:
 
 
 def test_razor_started_once_keeps_trading_for_an_hour_with_no_client_and_a_new_client_sees_it_all(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim = sim_proc(speed=600)
     eng = engine_proc(exchange="sim")
@@ -162,7 +162,7 @@ def test_razor_started_once_keeps_trading_for_an_hour_with_no_client_and_a_new_c
 
 
 def test_sigkill_with_a_position_open_resumes_without_a_second_entry_and_the_stop_stays_on_the_exchange(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim = sim_proc(speed=120)
     eng = engine_proc(exchange="sim")
@@ -194,7 +194,7 @@ def test_sigkill_with_a_position_open_resumes_without_a_second_entry_and_the_sto
 
 
 def test_sigkill_between_the_entry_fill_and_the_brackets_the_restart_places_the_brackets(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     """The window is made real with the simulator's fault injection: every answer is delayed 5 s, so the entry
     fills on the exchange at once but the engine hears of it only later; it is SIGKILLed in between."""
@@ -230,7 +230,7 @@ def test_sigkill_between_the_entry_fill_and_the_brackets_the_restart_places_the_
 
 
 def test_a_stop_that_fills_while_the_engine_is_down_closes_the_trade_with_the_exchanges_pnl_and_fees(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim = sim_proc(speed=120)
     eng = engine_proc(exchange="sim")
@@ -261,7 +261,7 @@ def test_a_stop_that_fills_while_the_engine_is_down_closes_the_trade_with_the_ex
 
 
 def test_dropped_link_and_simulator_restart_reconnect_resubscribe_reconcile_and_miss_or_double_no_fill(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim = sim_proc(speed=600)
     eng = engine_proc(exchange="sim")
@@ -316,7 +316,7 @@ def test_dropped_link_and_simulator_restart_reconnect_resubscribe_reconcile_and_
 
 
 def test_a_stopped_strategy_stays_stopped_and_a_running_one_resumes_after_an_engine_restart(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim = sim_proc(speed=600)
     eng = engine_proc(exchange="sim")
@@ -343,8 +343,31 @@ def test_a_stopped_strategy_stays_stopped_and_a_running_one_resumes_after_an_eng
     assert sim.alive()
 
 
+def test_after_a_crash_a_strategy_is_starting_not_running_until_the_exchange_is_back_and_it_is_resumed(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim = sim_proc(speed=600)
+    eng = engine_proc(exchange="sim")
+    sid = start_razor(eng.client(), RAZOR_FAST)["id"]
+    eng.kill()
+    assert sim.stop() == 0
+
+    eng2 = engine_proc(exchange="sim")
+    c = eng2.client()
+    wait_for(lambda: status(c)["last_error"], timeout=15, what="the engine to fail to reach the exchange")
+    info = c.call("strategy.get", id=sid)
+    assert info["state"] == "starting" and info["desired_state"] == "running", info
+    assert c.call("engine.status")["strategies"]["running"] == 0
+
+    sim.restart()  # the same port and home: the engine's retries find it
+    wait_for(lambda: c.call("strategy.get", id=sid)["state"] == "running", timeout=30, what="the strategy resumed")
+    assert status(c)["reconciliations"] >= 1
+    decisions = c.call("strategy.get", id=sid)["decisions"]
+    wait_for(lambda: c.call("strategy.get", id=sid)["decisions"] > decisions, timeout=20, what="a decision")
+
+
 def test_kill_switch_without_flatten_stops_strategies_but_leaves_the_position_and_its_brackets(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim = sim_proc(speed=120)
     eng = engine_proc(exchange="sim")
@@ -365,7 +388,7 @@ def test_kill_switch_without_flatten_stops_strategies_but_leaves_the_position_an
 
 
 def test_kill_switch_with_flatten_closes_our_position_and_cancels_its_brackets(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim = sim_proc(speed=120)
     eng = engine_proc(exchange="sim")
@@ -399,7 +422,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
 
 
 def test_strategy_start_with_bad_input_answers_invalid_params_naming_the_culprit_and_creates_nothing(
-    engine_proc: Callable[..., EngineProc], sim_proc: Callable[..., SimProc], tb_home: Home
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
     sim_proc(speed=60)
     eng = engine_proc(exchange="sim")
