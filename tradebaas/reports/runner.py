@@ -228,17 +228,26 @@ async def _run_child(argv: list[str], env: Mapping[str, str], cwd: Path, log_pat
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=dict(env), cwd=str(cwd),
             start_new_session=True,
         )
+        code: int | None
         try:
-            code: int | None = await asyncio.wait_for(proc.wait(), timeout_s)
-        except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 10)
-            if not isinstance(sys.exc_info()[1], TimeoutError):
-                raise
+            async with asyncio.timeout(timeout_s):
+                code = await proc.wait()
+        except TimeoutError:
+            await _kill_group(proc)
             code = None
+        except asyncio.CancelledError:
+            await _kill_group(proc)
+            raise
     return code, _tail(log_path)
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the child's whole process group (papermill and the kernel it started) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(10):
+            await proc.wait()
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -159,7 +159,8 @@ class ReportService:
         task = self._runs.get(record.run_id)
         if wait and task is not None:
             with contextlib.suppress(TimeoutError):
-                record = await asyncio.wait_for(asyncio.shield(task), timeout)
+                async with asyncio.timeout(timeout):
+                    record = await asyncio.shield(task)
             if not record.done:
                 record = self._store().get(record.run_id) or record
         return record.to_json()
@@ -304,8 +305,11 @@ class ReportService:
             nxt = next_due(specs, self.marks, now)
             wait_s = MAX_TICK_S if nxt is None else min(MAX_TICK_S, max(0.05, (nxt - now).total_seconds()))
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up,
+            # and the engine's shutdown would then wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
 
     def _tick(self, specs: Mapping[str, Spec]) -> None:
         assert self.runner is not None

@@ -1,0 +1,209 @@
+"""The report scheduler inside an engine-like host with an injected clock: a slot fires without waiting for it.
+
+The service is the real one, the runs are real papermill subprocesses (of a tiny notebook, so each takes a few
+seconds); only the engine around the service is a stand-in (journal, RPC registry, publish), and the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from tradebaas.engine.journal import Journal
+from tradebaas.home import Home
+from tradebaas.reports.runner import installed_kernels
+from tradebaas.reports.service import BASELINE_META, ReportService
+from tradebaas.rpc.protocol import CallContext, Registry
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tradebaas_kernel() -> None:
+    if "tradebaas" not in installed_kernels():
+        from tests.conftest import run_cli
+
+        result = run_cli("kernel", "install", "--sys-prefix")
+        assert result.returncode == 0, result.stderr
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Any]] = []
+
+    def publish(self, channel: str, data: Any) -> int:
+        self.published.append((channel, data))
+        return 0
+
+
+class FakeEngine:
+    """What the report service uses of ``tradebaas.engine.app.Engine``."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.journal = Journal.open(home.journal_path)
+        self.registry = Registry()
+        self.server = FakeServer()
+        self.services: list[Any] = []
+
+    def publish(self, channel: str, data: Any) -> int:
+        return self.server.publish(channel, data)
+
+    def add_service(self, service: Any) -> None:
+        self.services.append(service)
+
+
+def tiny_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("assert x > 0, 'x must be positive'\nprint('x is', x)")]
+    nb.metadata["kernelspec"] = {"name": "tradebaas", "display_name": "tradebaas", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+async def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def call(engine: FakeEngine, method: str, **params: Any) -> Any:
+    return await engine.registry.call(method, params, CallContext())
+
+
+def configure(home: Home, cron: str, catch_up: bool = True) -> None:
+    tiny_notebook(home.root / "tiny.ipynb")
+    home.config_file.write_text(
+        f'[reports.tiny]\nnotebook = "tiny.ipynb"\ncron = "{cron}"\ncatch_up = {str(catch_up).lower()}\n'
+        "timeout_s = 120\nparams = { x = 2 }\n"
+    )
+
+
+def test_a_scheduled_run_fires_when_the_clock_reaches_its_slot(tb_home: Home) -> None:
+    configure(tb_home, "0 7 * * *")
+    clock = Clock(datetime(2030, 1, 2, 6, 59, 50, tzinfo=UTC))
+
+    async def main() -> None:
+        engine = FakeEngine(tb_home)
+        service = ReportService(engine, clock=clock)
+        await service.start()
+        try:
+            await asyncio.sleep(0)  # let the scheduler take its first look
+            listed = await call(engine, "reports.list")
+            assert listed["runs"] == []
+            assert listed["reports"][0]["next_run_ts_ms"] == int(datetime(2030, 1, 2, 7, tzinfo=UTC).timestamp() * 1000)
+
+            clock.now = datetime(2030, 1, 2, 7, 0, 1, tzinfo=UTC)
+            service.poke()
+            runs = await wait_until(
+                lambda: [r for r in service._store().list() if r.status in ("ok", "failed")], 120, "the run to end")
+            assert len(runs) == 1
+            run = runs[0]
+            assert run.status == "ok", run.error
+            assert run.trigger == "schedule"
+            assert run.slot_ts_ms == int(datetime(2030, 1, 2, 7, tzinfo=UTC).timestamp() * 1000)
+            assert run.params == {"x": 2}
+            assert Path(run.html_path or "").is_file() and Path(run.notebook_path or "").is_file()
+            statuses = [d["status"] for ch, d in engine.server.published if ch == "reports"]
+            assert statuses == ["queued", "running", "ok"]
+
+            service.poke()  # the same slot never fires twice
+            await asyncio.sleep(0)
+            assert len(service._store().list()) == 1
+        finally:
+            await service.stop()
+            engine.journal.close()
+
+    asyncio.run(main())
+
+
+def test_after_downtime_a_missed_slot_runs_once_on_start(tb_home: Home) -> None:
+    configure(tb_home, "0 * * * *")  # hourly: five slots were missed
+    now = datetime(2030, 1, 2, 12, 30, tzinfo=UTC)
+    with Journal.open(tb_home.journal_path) as journal:
+        journal.set_meta(BASELINE_META, {"tiny": int((now - timedelta(hours=5)).timestamp() * 1000)})
+
+    async def main() -> None:
+        engine = FakeEngine(tb_home)
+        service = ReportService(engine, clock=Clock(now))
+        await service.start()
+        try:
+            runs = await wait_until(lambda: [r for r in service._store().list() if r.done], 120, "the catch-up run")
+            assert [(r.trigger, r.status) for r in runs] == [("catch_up", "ok")], runs[0].error
+            assert runs[0].slot_ts_ms == int(datetime(2030, 1, 2, 12, tzinfo=UTC).timestamp() * 1000)
+            service.poke()
+            await asyncio.sleep(0)
+            assert len(service._store().list()) == 1
+        finally:
+            await service.stop()
+            engine.journal.close()
+
+    asyncio.run(main())
+
+
+def test_a_missed_slot_is_not_run_when_catch_up_is_off(tb_home: Home) -> None:
+    configure(tb_home, "0 * * * *", catch_up=False)
+    now = datetime(2030, 1, 2, 12, 30, tzinfo=UTC)
+    with Journal.open(tb_home.journal_path) as journal:
+        journal.set_meta(BASELINE_META, {"tiny": int((now - timedelta(hours=5)).timestamp() * 1000)})
+
+    async def main() -> None:
+        engine = FakeEngine(tb_home)
+        service = ReportService(engine, clock=Clock(now))
+        await service.start()
+        try:
+            await wait_until(lambda: service.marks.get("tiny") == datetime(2030, 1, 2, 12, tzinfo=UTC), 10,
+                             "the scheduler to mark the missed slot")
+            assert service._store().list() == []
+        finally:
+            await service.stop()
+            engine.journal.close()
+
+    asyncio.run(main())
+
+
+def test_runs_of_one_report_never_overlap_and_a_failure_keeps_its_notebook(tb_home: Home) -> None:
+    configure(tb_home, "0 7 * * *")
+
+    async def main() -> None:
+        engine = FakeEngine(tb_home)
+        service = ReportService(engine, clock=Clock(datetime(2030, 1, 2, 8, tzinfo=UTC)))
+        await service.start()
+        try:
+            first = await call(engine, "reports.run", name="tiny", params={"x": -1})
+            second = await call(engine, "reports.run", name="tiny", params={"x": 3})
+            assert first["status"] == "queued" and second["status"] == "queued"
+            done = await wait_until(lambda: [r for r in service._store().list() if r.done] if all(
+                r.done for r in service._store().list()) else None, 120, "both runs")
+            by_id = {r.run_id: r for r in done}
+            bad, good = by_id[first["run_id"]], by_id[second["run_id"]]
+            assert bad.status == "failed" and "x must be positive" in bad.error
+            assert Path(bad.notebook_path or "").is_file() and bad.html_path is None
+            assert good.status == "ok"
+            assert (good.started_ts_ms or 0) >= (bad.finished_ts_ms or 0)  # one at a time
+            kept = json.loads(Path(bad.notebook_path or "").read_text())
+            assert any(o.get("output_type") == "error" for c in kept["cells"] for o in c.get("outputs", []))
+        finally:
+            await service.stop()
+            engine.journal.close()
+
+    asyncio.run(main())
