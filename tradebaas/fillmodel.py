@@ -58,6 +58,17 @@ def trigger_fires(order_type: OrderType, side: Side, trigger_price: float, price
     return False
 
 
+def stop_fill_price(trigger_price: float, market_price: float, continuous: bool) -> float:
+    """Where a stop (or take) *market* order fills once its trigger fired.
+
+    ``continuous``: the price reached its current value from the last one through every price in between (inside
+    a candle, or between the ticks of a replayed candle path), so it traded at the trigger on the way: the fill is
+    the trigger price. Otherwise the market jumped over it (a gap: a candle's open, a recorded tick) and the fill
+    is the market price. The backtest and the simulator's candle replay both rely on this.
+    """
+    return trigger_price if continuous else market_price
+
+
 def limit_crosses(side: Side, limit_price: float, price: float) -> bool:
     """Whether a resting limit order is reached by a trade or quote at ``price``."""
     return price <= limit_price if side is Side.BUY else price >= limit_price
@@ -83,6 +94,9 @@ class CandleExit:
     kind: str  # "sl" | "tp"
     price: float
     liquidity: Liquidity
+    #: The candle *opened* through the order (a gap): the fill happens at the open's instant, not somewhere inside
+    #: the minute. It matters for what starts at the fill (cooldowns): live, such a fill has the open's timestamp.
+    at_open: bool = False
 
 
 def candle_exit(direction: Direction, stop_price: float | None, take_price: float | None, candle: Candle) -> CandleExit | None:
@@ -93,13 +107,13 @@ def candle_exit(direction: Direction, stop_price: float | None, take_price: floa
     """
     exit_side = direction.exit_side
     if stop_price is not None:
-        if trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, candle.open):
-            return CandleExit("sl", candle.open, Liquidity.TAKER)
+        if trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, candle.open):  # gapped through at the open
+            return CandleExit("sl", stop_fill_price(stop_price, candle.open, False), Liquidity.TAKER, True)
         extreme = candle.low if direction is Direction.LONG else candle.high
-        if trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, extreme):
-            return CandleExit("sl", stop_price, Liquidity.TAKER)
+        if trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, extreme):  # reached inside the candle
+            return CandleExit("sl", stop_fill_price(stop_price, extreme, True), Liquidity.TAKER)
     if take_price is not None:
         extreme = candle.high if direction is Direction.LONG else candle.low
         if limit_crosses(exit_side, take_price, extreme):
-            return CandleExit("tp", take_price, Liquidity.MAKER)
+            return CandleExit("tp", take_price, Liquidity.MAKER, limit_crosses(exit_side, take_price, candle.open))
     return None

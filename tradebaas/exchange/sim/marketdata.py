@@ -45,7 +45,9 @@ class PriceTick:
 
     ``bid``/``ask`` are the recorded best quotes when the source has them (the tick sample), else ``None`` and
     the quote is derived from the price and the instrument's tick size. ``seq`` is the tick's position in the
-    whole stream, so trade sequence numbers survive a restart unchanged.
+    whole stream, so trade sequence numbers survive a restart unchanged. ``continuous``: the path came here from
+    the previous tick through every price in between (ticks of a candle after its open), so a stop crossed on
+    the way fills at its trigger, as a backtest over the candle assumes; recorded ticks and opens are jumps.
     """
 
     ts_ms: int
@@ -55,6 +57,7 @@ class PriceTick:
     seq: int
     bid: float | None = None
     ask: float | None = None
+    continuous: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -126,7 +129,7 @@ def candle_ticks(ts_ms: int, o: float, h: float, lo: float, c: float, volume_btc
         price = points[k] + (points[k + 1] - points[k]) * frac
         price = min(h, max(lo, round(price, 2)))
         side = "buy" if price > prev or (price == prev and c >= o) else "sell"
-        out.append(PriceTick(ts_ms + off, price, amount, side, seq0 + j))
+        out.append(PriceTick(ts_ms + off, price, amount, side, seq0 + j, continuous=j > 0))
         prev = price
     return out
 

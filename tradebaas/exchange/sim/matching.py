@@ -48,7 +48,7 @@ from typing import Any
 
 from tradebaas.domain import Liquidity, OrderType, Side
 from tradebaas.fillmodel import fee as fill_fee
-from tradebaas.fillmodel import limit_crosses, trigger_fires
+from tradebaas.fillmodel import limit_crosses, stop_fill_price, trigger_fires
 from tradebaas.instruments import Instrument
 
 from . import errors as E
@@ -95,6 +95,10 @@ class MarketTick:
     best_bid: float | None
     best_ask: float | None
     trade_amount: float = 0.0
+    #: The price came here from the previous tick through every price in between (ticks of a replayed candle path,
+    #: after its open): a stop/take market order fired by this tick fills at its trigger (``fillmodel``), as in a
+    #: backtest over the same candle. False (a jump, e.g. recorded ticks or a candle's open): at the market.
+    continuous: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -120,6 +124,7 @@ class _Market:
     ts_ms: int = 0
     last_trade_price: float = 0.0  # of our own fills, for tick_direction
     tick_direction: int = 1
+    continuous: bool = False  # of the last MarketTick
 
     @property
     def seen(self) -> bool:
@@ -338,6 +343,7 @@ class SimExchange:
             return []
         m.last_price, m.mark_price, m.index_price = tick.last_price, tick.mark_price, tick.index_price
         m.best_bid, m.best_ask, m.ts_ms = tick.best_bid, tick.best_ask, tick.ts_ms
+        m.continuous = tick.continuous
         batch = _Batch()
         self._expire(now_ms, batch)
         self._fire_triggers(tick.instrument, m, now_ms, batch)
@@ -534,9 +540,9 @@ class SimExchange:
             return
         self._execute_limit(order, now_ms, batch)
 
-    def _execute_market(self, order: SimOrder, now_ms: int, batch: _Batch) -> None:
+    def _execute_market(self, order: SimOrder, now_ms: int, batch: _Batch, price: float | None = None) -> None:
         m = self.markets[order.instrument]
-        price = m.taker_price(order.direction)
+        price = price or m.taker_price(order.direction)
         if not price:
             self._close(order, "cancelled", now_ms, batch, reason="user_request")
             return
@@ -651,14 +657,19 @@ class SimExchange:
             "post_only": order.post_only, "profit_loss": pnl, "api": True, "mmp": False, "risk_reducing": False,
         }
 
-    def _fire(self, order: SimOrder, now_ms: int, batch: _Batch) -> None:
-        """A trigger reached: the order keeps its id and type, ``triggered`` becomes true and it executes."""
+    def _fire(self, order: SimOrder, now_ms: int, batch: _Batch, continuous: bool = False) -> None:
+        """A trigger reached: the order keeps its id and type, ``triggered`` becomes true and it executes.
+
+        ``continuous``: a market move through the trigger (not a jump, not an order placed beyond it): a market-like
+        trigger order then fills at its trigger price (``fillmodel.stop_fill_price``)."""
         order.triggered = True
         order.version += 1
         order.update_ms = now_ms
         if order.order_type in MARKET_LIKE_TRIGGER_TYPES:
             order.state = "open"
-            self._execute_market(order, now_ms, batch)
+            m = self.markets[order.instrument]
+            price = stop_fill_price(order.trigger_price or 0.0, m.taker_price(order.direction), continuous)
+            self._execute_market(order, now_ms, batch, self.instruments[order.instrument].round_price(price))
         else:
             self._execute_limit(order, now_ms, batch)
 
@@ -803,7 +814,7 @@ class SimExchange:
         fired.sort(key=lambda o: o.seq)
         for order in fired:
             if order.state == "untriggered":
-                self._fire(order, now_ms, batch)
+                self._fire(order, now_ms, batch, m.continuous)
 
     def _match_resting(self, instrument: str, m: _Market, now_ms: int, batch: _Batch) -> None:
         """Resting limits the last trade or the opposite best quote reached fill at their own price, as maker."""

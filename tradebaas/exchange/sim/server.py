@@ -285,7 +285,7 @@ class SimServer:
             m.ticker = self._ticker(m, ts, q)
             if self.exchange is not None:
                 mt = MarketTick(name, ts, q.last_price, q.mark_price, q.index_price, q.best_bid, q.best_ask,
-                                trade["amount"] if trade else 0.0)
+                                trade["amount"] if trade else 0.0, tick.continuous)
                 events = self.exchange.on_market(mt, ts)
                 if events:
                     self._route_events(events)
