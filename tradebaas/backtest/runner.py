@@ -8,7 +8,8 @@ Semantics (reference/razor.md, "Backtest semantics"), candle by candle:
    its brackets are placed from the actual fill with ``fillmodel.bracket_prices`` (``None`` = no bracket).
 2. An open position's brackets are checked on this candle with ``fillmodel.candle_exit``: the stop first (if
    both lie within the candle the stop counts; a gap through it fills at the open), taker; the take-profit
-   limit at its price, maker. The entry candle itself is checked too (its open was the fill).
+   limit at its price, maker. The entry candle itself is checked too (its open was the fill). An exit is booked at
+   the candle's last millisecond, or at its open when the candle opened through the order (as the live fill).
 3. The strategy sees the closed candle (``on_candle``). A ``MoveStop`` (break-even) takes effect from the next
    candle on; ``Enter``/``Exit`` wait for the next open.
 
@@ -160,6 +161,7 @@ def backtest(
     *,
     strategy_id: str | None = None,
     decisions: str = "actions",
+    start: Any = None,
 ) -> BacktestResult:
     """Run ``strategy`` (name, class or instance) over ``data`` (candle file or DataFrame).
 
@@ -169,6 +171,11 @@ def backtest(
     fraction applied against every market fill (entries and ``Exit``s, not stops); ``capital`` is in the
     settlement currency. ``decisions``: ``"actions"`` keeps decisions with intents, ``"all"`` keeps every
     decision (memory!), ``"none"`` keeps none.
+
+    ``start`` (a time): candles before it only warm the strategy up, exactly as the live runner's warm-up does
+    (``context.warming_up`` set, no intents, then ``on_start``); trades, equity and stats cover ``start`` on.
+    Without it every candle is live (the strategy trades as soon as it is warm). Parity with the engine needs it:
+    the engine warms up on history before it decides.
     """
     if decisions not in ("actions", "all", "none"):
         raise BacktestError("decisions must be 'actions', 'all' or 'none'")
@@ -179,7 +186,16 @@ def backtest(
     inst = _instrument(instrument, cfg, fees)
     df = load_candles(data)
     name = getattr(strat, "name", type(strat).__name__)
+    warm = df.iloc[:0]
+    if start is not None:
+        cut = pd.Timestamp(start)
+        cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
+        warm, df = df[df.index < cut], df[df.index >= cut]
+        if len(df) == 0:
+            raise BacktestError(f"start {cut} is after the last candle")
     started = time.perf_counter()
+    if len(warm):
+        _warm_up(strat, warm, inst)
     trades, kept, open_pos = _run(strat, df, inst, float(slippage), strategy_id or name, decisions)
     elapsed = time.perf_counter() - started
     from tradebaas.analytics.frames import equity_curve, trades_frame
@@ -187,6 +203,15 @@ def backtest(
     trades_df = trades_frame(trades)
     equity = equity_curve(trades_df, float(capital), start=df.index[0])
     return BacktestResult(name, cfg, inst, trades_df, equity, kept, df, float(capital), open_pos, elapsed)
+
+
+def _warm_up(strat: Any, warm: pd.DataFrame, inst: Instrument) -> None:
+    """Feed history with ``warming_up`` set, as ``engine.runner.StrategyRunner.warm_up`` does (decisions ignored)."""
+    ctx = StrategyContext(inst, warming_up=True)
+    ts = warm.index.as_unit("ms").asi8.tolist()
+    for t, o, h, lo, c, v in zip(ts, *(warm[k].tolist() for k in ("open", "high", "low", "close", "volume")),
+                                 strict=True):
+        strat.on_candle(Candle(t, o, h, lo, c, v), ctx)
 
 
 def _run(strat: Any, df: pd.DataFrame, inst: Instrument, slip: float, strategy_id: str,
@@ -254,7 +279,9 @@ def _run(strat: Any, df: pd.DataFrame, inst: Instrument, slip: float, strategy_i
         if pos is not None and (pos.stop_price is not None or pos.take_price is not None):
             ex = candle_exit(pos.direction, pos.stop_price, pos.take_price, candle)
             if ex is not None:
-                close(pos, ex.price, ex.liquidity, ex.kind, ts, ts + step - 1)
+                # a gap through the order fills at the open's instant (live: the first tick); otherwise the exit is
+                # booked at the candle's last millisecond, which gives cooldowns the effect of any moment inside it
+                close(pos, ex.price, ex.liquidity, ex.kind, ts, ts if ex.at_open else ts + step - 1)
         now = ts + step
         if now // 86_400_000 != day:
             day = now // 86_400_000
