@@ -141,3 +141,42 @@ def interval_ms(df: pd.DataFrame) -> int:
         return 60_000
     values, counts = np.unique(diffs, return_counts=True)
     return int(values[np.argmax(counts)])
+
+
+def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
+                  end: object = None) -> pd.DataFrame:
+    """The candles the engine recorded for ``instrument`` (``TRADEBAAS_HOME/data/candles/<instrument>/*.parquet``,
+    see ``tradebaas.engine.recorder``) as the normalised frame; ``start``/``end`` (times, inclusive) cut it.
+
+    ``home`` is a ``Home``, a path, or None for ``TRADEBAAS_HOME``. Only the day files that can hold the range are
+    read. Minutes the engine was not running are missing (no candles are invented).
+    """
+    from tradebaas.home import Home, get_home
+
+    root = home.root if isinstance(home, Home) else get_home(home).root
+    folder = Path(root) / "data" / "candles" / instrument
+    files = sorted(folder.glob("*.parquet"))
+    lo = _utc(start)
+    hi = _utc(end)
+    if lo is not None:
+        files = [f for f in files if f.stem >= lo.strftime("%Y-%m-%d")]
+    if hi is not None:
+        files = [f for f in files if f.stem <= hi.strftime("%Y-%m-%d")]
+    if not files:
+        raise DataError(f"no recorded candles of {instrument} under {folder}"
+                        + (f" between {lo} and {hi}" if lo is not None or hi is not None else ""))
+    df = normalise(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), str(folder))
+    if lo is not None:
+        df = df[df.index >= lo]
+    if hi is not None:
+        df = df[df.index <= hi]
+    if len(df) == 0:
+        raise DataError(f"no recorded candles of {instrument} between {lo} and {hi}")
+    return df
+
+
+def _utc(t: object) -> pd.Timestamp | None:
+    if t is None:
+        return None
+    ts = pd.Timestamp(t)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -1,0 +1,67 @@
+"""The engine's candle recordings: buffering, atomic day files, and loading them back for backtests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tradebaas.backtest.data import DataError, load_recorded
+from tradebaas.domain import Candle
+from tradebaas.engine.recorder import CandleBuffer, CandleRecorder, day_name
+
+INST = "BTC_USDC-PERPETUAL"
+T0 = 1_736_553_540_000  # 2025-01-10 23:59 UTC
+
+
+def c(i: int, price: float = 100.0) -> Candle:
+    return Candle(T0 + i * 60_000, price, price + 1, price - 1, price + 0.5, 1.0 + i)
+
+
+def test_buffer_drops_repeats_and_older_minutes() -> None:
+    b = CandleBuffer()
+    assert b.add(INST, c(0)) and b.add(INST, c(1))
+    assert not b.add(INST, c(1)) and not b.add(INST, c(0))
+    assert b.add("OTHER", c(0))
+    assert b.size() == 3
+    taken = b.take()
+    assert [x.ts_ms for x in taken[INST]] == [c(0).ts_ms, c(1).ts_ms] and b.size() == 0
+
+
+def test_day_name_is_the_utc_day_of_the_bar_start() -> None:
+    assert day_name(c(0).ts_ms) == "2025-01-10" and day_name(c(1).ts_ms) == "2025-01-11"
+
+
+def test_flushes_split_by_day_append_and_load_back(tmp_path: Path) -> None:
+    rec = CandleRecorder(tmp_path / "data", batch=2)
+    rec.record(INST, c(0))
+    assert rec.written == 0  # still buffered
+    rec.record(INST, c(1))  # batch full: two day files
+    for i in range(2, 5):
+        rec.record(INST, c(i))
+    rec.flush()
+    days = sorted(p.name for p in (tmp_path / "data" / "candles" / INST).iterdir())
+    assert days == ["2025-01-10.parquet", "2025-01-11.parquet"]  # no temporary files left behind
+    df = load_recorded(tmp_path, INST)
+    assert len(df) == 5 and df.index.is_monotonic_increasing
+    assert df.index[0] == pd.Timestamp(c(0).ts_ms, unit="ms", tz="UTC")
+    assert df["volume"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    part = load_recorded(tmp_path, INST, start="2025-01-11T00:01Z", end="2025-01-11T00:02Z")
+    assert len(part) == 2
+
+
+def test_a_failed_flush_keeps_the_candles_for_the_next(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("not a directory")
+    rec = CandleRecorder(blocker)
+    rec.record(INST, c(1))  # flush fails, logged, nothing raised
+    assert rec.errors == 1 and rec.buffer.size() == 1
+    blocker.unlink()
+    assert rec.flush() == 1
+    assert len(load_recorded(tmp_path, INST)) == 1
+
+
+def test_load_recorded_without_files_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no recorded candles"):
+        load_recorded(tmp_path, INST)

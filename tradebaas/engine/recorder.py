@@ -1,0 +1,134 @@
+"""Market-data recordings: the closed candles the engine traded on, as Parquet under ``TRADEBAAS_HOME/data/``.
+
+Why: research must be able to backtest on exactly what the engine saw (``tradebaas.backtest.data.load_recorded``),
+and the exchange's chart history is not guaranteed to be kept or to equal what was streamed.
+
+Layout: ``data/candles/<instrument>/<YYYY-MM-DD>.parquet`` (UTC day of the candle's start), columns ``timestamp``
+(bar start, Unix ms, int64), ``open, high, low, close, volume`` (float64), sorted, one row per minute.
+
+Durability: candles are buffered and flushed in batches (``batch`` candles, default 1: a candle a minute is
+cheap). A flush rewrites each touched day file *atomically* (write a temporary file, fsync, ``os.replace``), so a
+crash at any moment leaves either the old or the new day file, never a torn one; at most the unflushed buffer is
+lost. A day file holds at most 1,440 rows, so rewriting it costs a few milliseconds.
+
+The pure part (``CandleBuffer``) has no I/O; ``CandleRecorder`` adds the Parquet flush. Recording never raises
+into the live loop: a failed flush is logged and retried with the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from tradebaas.domain import Candle
+
+log = logging.getLogger("tradebaas.engine.recorder")
+
+DAY_MS = 86_400_000
+COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+def day_name(ts_ms: int) -> str:
+    """``YYYY-MM-DD`` (UTC) of a timestamp: the day file a candle belongs to."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts_ms // DAY_MS * 86_400, dt.UTC).strftime("%Y-%m-%d")
+
+
+def candles_dir(data_dir: Path, instrument: str) -> Path:
+    return Path(data_dir) / "candles" / instrument
+
+
+class CandleBuffer:
+    """Closed candles per instrument waiting to be written; drops repeats (the same minute closed twice, e.g.
+    by two strategies on one instrument, or a replay after a reconnect)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, dict[int, Candle]] = defaultdict(dict)
+        self.last_ts: dict[str, int] = {}
+
+    def add(self, instrument: str, candle: Candle) -> bool:
+        """Buffer ``candle``; False if that minute (or a later one) was already recorded for ``instrument``."""
+        if candle.ts_ms <= self.last_ts.get(instrument, -1):
+            return False
+        self.pending[instrument][candle.ts_ms] = candle
+        self.last_ts[instrument] = candle.ts_ms
+        return True
+
+    def size(self) -> int:
+        return sum(len(v) for v in self.pending.values())
+
+    def take(self) -> dict[str, list[Candle]]:
+        """Everything pending, per instrument, oldest first; the buffer is empty afterwards."""
+        out = {inst: [c[k] for k in sorted(c)] for inst, c in self.pending.items() if c}
+        self.pending = defaultdict(dict)
+        return out
+
+    def put_back(self, batches: dict[str, list[Candle]]) -> None:
+        """Return candles whose flush failed (they are written with the next flush)."""
+        for inst, candles in batches.items():
+            for c in candles:
+                self.pending[inst].setdefault(c.ts_ms, c)
+
+
+class CandleRecorder:
+    """Buffers closed candles and flushes them to the day files under ``data_dir`` (``TRADEBAAS_HOME/data``)."""
+
+    def __init__(self, data_dir: Path, batch: int = 1) -> None:
+        self.data_dir = Path(data_dir)
+        self.batch = max(1, int(batch))
+        self.buffer = CandleBuffer()
+        self.written = 0
+        self.errors = 0
+
+    def record(self, instrument: str, candle: Candle) -> None:
+        """Add one closed candle; flush when a batch is full. Never raises (the live loop must go on)."""
+        if self.buffer.add(instrument, candle) and self.buffer.size() >= self.batch:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write everything pending; returns the number of candles written (0 after a logged failure)."""
+        batches = self.buffer.take()
+        n = 0
+        for inst, candles in batches.items():
+            by_day: dict[str, list[Candle]] = defaultdict(list)
+            for c in candles:
+                by_day[day_name(c.ts_ms)].append(c)
+            for day, rows in by_day.items():
+                try:
+                    write_day(candles_dir(self.data_dir, inst) / f"{day}.parquet", rows)
+                    n += len(rows)
+                except Exception as exc:  # noqa: BLE001 - disk full, permissions: log, keep, retry later
+                    self.errors += 1
+                    log.warning("recording %d candles of %s (%s) failed: %s", len(rows), inst, day, exc)
+                    self.buffer.put_back({inst: rows})
+        self.written += n
+        return n
+
+
+def write_day(path: Path, candles: list[Candle]) -> None:
+    """Merge ``candles`` into the day file at ``path`` (newer rows win) and replace it atomically."""
+    import pandas as pd
+
+    new = pd.DataFrame([(c.ts_ms, c.open, c.high, c.low, c.close, c.volume) for c in candles], columns=COLUMNS)
+    if path.exists():
+        old = pd.read_parquet(path)
+        new = pd.concat([old, new], ignore_index=True)
+    new = new.drop_duplicates("timestamp", keep="last").sort_values("timestamp", kind="stable")
+    new = new.astype({"timestamp": "int64", **{c: "float64" for c in COLUMNS[1:]}}).reset_index(drop=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    new.to_parquet(tmp, index=False)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
