@@ -25,6 +25,7 @@ from tradebaas.engine import service as systemd
 from tradebaas.engine.journal import now_ms
 from tradebaas.engine.labels import new_strategy_id
 from tradebaas.engine.order_manager import OrderManager
+from tradebaas.engine.recorder import CandleRecorder
 from tradebaas.engine.risk import plan_kill
 from tradebaas.engine.runner import WARMUP_CANDLES, StrategyRunner
 from tradebaas.engine.store import Store, StrategyRow, position_view, trade_to_row
@@ -76,6 +77,7 @@ class Supervisor:
         self._reconcile_wanted: asyncio.Event = asyncio.Event()
         self._subscribed: set[str] = set()
         self._ticker_pub: dict[str, float] = {}
+        self.recorder = CandleRecorder(engine.home.root / "data")  # closed candles -> data/candles/<inst>/<day>
 
     # -- service protocol ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,6 +104,7 @@ class Supervisor:
                 await task
         if self.client is not None:
             await self.client.close()
+        self.recorder.flush()
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -346,6 +349,7 @@ class Supervisor:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == instrument and runner.active:
                     for candle in runner.closed_by_bar(bar):
+                        self.recorder.record(instrument, candle)
                         await runner.on_candle(candle, self.engine.publish)
 
     async def _on_ticker(self, ticker: Ticker) -> None:
@@ -354,6 +358,7 @@ class Supervisor:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == ticker.instrument and runner.active:
                     for candle in runner.closed_by_time(ticker.ts_ms, ticker.last_price):
+                        self.recorder.record(ticker.instrument, candle)
                         await runner.on_candle(candle, self.engine.publish)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
