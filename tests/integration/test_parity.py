@@ -43,7 +43,7 @@ import pytest
 from tests.conftest import wait_for
 from tests.integration.conftest import start_engine_process
 from tradebaas import fillmodel
-from tradebaas.backtest.data import load_default
+from tradebaas.backtest.data import load_default, load_recorded
 from tradebaas.backtest.runner import backtest
 from tradebaas.domain import Direction, Liquidity
 from tradebaas.home import Home, get_home
@@ -253,6 +253,10 @@ def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd
     pd.testing.assert_frame_equal(candles[["open", "high", "low", "close"]], rec[["open", "high", "low", "close"]],
                                   check_exact=True, check_freq=False)
     np.testing.assert_allclose(candles["volume"], rec["volume"], rtol=1e-9, atol=1e-12)
+
+    # ... and what the engine recorded to TRADEBAAS_HOME/data (tradebaas.engine.recorder) loads back as those candles
+    own = load_recorded(home, INSTRUMENT)
+    pd.testing.assert_frame_equal(own, candles[own.columns], check_freq=False)
 
     # 2. the backtest over exactly those candles, warmed up on the same history as the engine
     warm = recorded[(recorded.index >= pd.Timestamp(start_ms - WARMUP_MINUTES * MINUTE, unit="ms", tz="UTC"))
