@@ -204,15 +204,18 @@ class SimServer:
         for tick in self.data.ticks_from(now - 10 * 60_000):
             if tick.ts_ms > now:
                 break
-            self._apply_tick(tick, publish=False)
+            # Past ticks build the market's view only: restored orders must not fire (again) at old prices.
+            self._apply_tick(tick, publish=False, to_exchange=False)
             last = tick
         if last is None:
-            first = self.data.last_tick_before(now + 1) or next(iter(self.data.ticks_from(now)), None)
-            if first is not None:
-                self._apply_tick(first, publish=False)
+            last = self.data.last_tick_before(now + 1) or next(iter(self.data.ticks_from(now)), None)
+        if last is not None:
+            self._apply_tick(last, publish=False)  # the price at the restored clock: the core's current market
         self._next_ts = now + 1
 
     async def _on_startup(self, app: web.Application) -> None:
+        if self._dirty:
+            self.mark_dirty()
         self._feed_task = asyncio.create_task(self._feed())
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -234,7 +237,10 @@ class SimServer:
         """
         self._dirty = True
         if self._save_handle is None and self.config.state_path is not None:
-            loop = asyncio.get_running_loop()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # before the server runs (prime): _on_startup schedules the save
+                return
             self._save_handle = loop.call_later(max(SAVE_DEBOUNCE_S, 10 * self._last_save_s), self.flush)
 
     def flush(self) -> None:
@@ -267,7 +273,7 @@ class SimServer:
         except Exception:  # pragma: no cover - the feed must be visible when it dies
             log.exception("market feed failed")
 
-    def _apply_tick(self, tick: PriceTick, publish: bool) -> None:
+    def _apply_tick(self, tick: PriceTick, publish: bool, to_exchange: bool = True) -> None:
         self.ticks_emitted += 1
         self.chart.on_tick(tick)
         ts = tick.ts_ms
@@ -283,7 +289,7 @@ class SimServer:
                 m.ib, m.ia = round(q.best_bid / inst.tick_size), round(q.best_ask / inst.tick_size)
                 m.change_id += 1
             m.ticker = self._ticker(m, ts, q)
-            if self.exchange is not None:
+            if self.exchange is not None and to_exchange:
                 mt = MarketTick(name, ts, q.last_price, q.mark_price, q.index_price, q.best_bid, q.best_ask,
                                 trade["amount"] if trade else 0.0, tick.continuous)
                 events = self.exchange.on_market(mt, ts)
