@@ -207,3 +207,47 @@ def test_runs_of_one_report_never_overlap_and_a_failure_keeps_its_notebook(tb_ho
             engine.journal.close()
 
     asyncio.run(main())
+
+
+def test_engine_events_become_notifications_once_each(tb_home: Home) -> None:
+    """Trades from the ``trades`` channel; restart, reconciliation, kill switch and needs_attention from the journal."""
+    from tests.unit.test_notify import Receiver, serving
+
+    async def main() -> None:
+        async with serving(Receiver()) as rx:
+            tb_home.config_file.write_text(f'[notify]\nmin_interval_s = 0\nwebhook = {{ url = "{rx.url}/h" }}\n')
+            engine = FakeEngine(tb_home)
+            engine.journal.append("engine.started", {"pid": 7, "version": "0.1.0", "exchange": "sim"}, ts_ms=1)
+            service = ReportService(engine)
+            await service.start()
+            try:
+                row = {"trade_id": "t1", "strategy_id": "s1", "instrument": "BTC-PERPETUAL", "direction": "long",
+                       "amount": 10.0, "entry_price": 60000.0, "state": "open", "currency": "BTC"}
+                engine.publish("trades", row)
+                engine.publish("trades", {**row, "stop_price": 59000.0})  # an update of an open trade: no message
+                engine.publish("trades", {**row, "state": "closed", "exit_price": 60600.0, "net_pnl": 0.0001,
+                                          "exit_reason": "tp"})
+                j = engine.journal
+                j.append("reconcile", {"reason": "startup", "actions": ["PlaceStop"]}, ts_ms=2)
+                j.append("reconcile.action", {"action": "PlaceStop", "trade_id": "t9"}, ts_ms=2)
+                j.append("strategy.state", {"state": "needs_attention", "reason": "unexplained position"}, 3, "s2")
+                j.append("strategy.state", {"state": "needs_attention", "reason": "unexplained position"}, 4, "s2")
+                j.append("risk.kill", {"flatten": True}, ts_ms=5)
+                want = ["engine_restarted", "trade_opened", "trade_closed", "reconciled", "needs_attention",
+                        "kill_switch"]
+
+                def kinds() -> list[str]:
+                    return [e["kind"] for r in rx.requests for e in r["json"]["events"]]
+
+                await wait_until(lambda: set(want) <= set(kinds()), 20, "the notifications")
+                texts = {e["kind"]: e["text"] for r in rx.requests for e in r["json"]["events"]}
+                assert sorted(kinds()) == sorted(want)  # each once
+                assert texts["trade_closed"].startswith("trade closed: s1 long BTC-PERPETUAL @ 60600.0 (tp)")
+                assert texts["reconciled"] == "reconciled with the exchange (startup): PlaceStop"
+                assert texts["needs_attention"] == "strategy s2 needs attention: unexplained position"
+                assert texts["kill_switch"] == "KILL SWITCH (flatten=True)"
+            finally:
+                await service.stop()
+                engine.journal.close()
+
+    asyncio.run(main())

@@ -12,9 +12,9 @@ What the service promises the engine:
 - on stop, running reports are killed and recorded as failed ("cancelled: the engine stopped"); runs a crashed
   engine left queued/running are recorded as failed at the next start.
 
-Notifications are derived from what the engine already publishes (``trades``, ``strategies`` and
-``strategy.<id>`` channels) and from the journal (``engine.started``, ``reconcile*``, ``risk.*``/``kill*``,
-``strategy.state``), so the trading code does not call the notifier and cannot be held up by it.
+Notifications are derived from what the engine already publishes (the ``trades`` channel) and journals
+(``engine.started``, ``reconcile``, ``risk.kill``, ``strategy.state``), so the trading code does not call the
+notifier and cannot be held up by it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ TAIL_INTERVAL_S = 1.0
 BASELINE_META = "reports.baseline"
 EVENTS_MAX_LIMIT = 10_000
 #: Journal event kinds (``*`` = prefix) that become notifications.
-TAIL_KINDS = ("engine.started", "reconcile*", "reconciliation*", "risk.*", "kill*", "strategy.state")
+TAIL_KINDS = ("engine.started", "reconcile", "risk.*", "kill*", "strategy.state")
 
 
 def _ms(t: datetime) -> int:
@@ -345,13 +345,9 @@ class ReportService:
         server.publish = publish
 
     def _on_published(self, channel: str, data: Any) -> None:
+        # Strategy states come from the journal tail (one source, so a transition is notified once).
         if channel == "trades":
             self._on_trade(to_jsonable(data))
-        elif channel == "strategies" or channel.startswith("strategy."):
-            data = to_jsonable(data)
-            if isinstance(data, dict) and data.get("type") == "state" and isinstance(data.get("strategy"), dict):
-                s = data["strategy"]
-                self._on_state(str(s.get("id")), str(s.get("state")), str(s.get("state_reason") or ""))
 
     def _on_trade(self, t: Any) -> None:
         if not isinstance(t, dict) or not t.get("trade_id"):
@@ -394,13 +390,13 @@ class ReportService:
         if kind == "engine.started":
             self.notify("engine_restarted", f"engine started (pid {p.get('pid')}, version {p.get('version')}, "
                         f"exchange {p.get('exchange')})", p)
-        elif kind.startswith("reconcil"):
-            actions = p.get("actions")
-            what = f"{len(actions)} change(s)" if isinstance(actions, list) else "done"
-            self.notify("reconciled", f"reconciled with the exchange: {what}", p)
-        elif kind.startswith(("risk.", "kill")):
-            if "kill" in kind:
-                self.notify("kill_switch", f"KILL SWITCH: {p.get('reason') or kind} {p}", p)
+        elif kind == "reconcile":
+            actions = p.get("actions") or []
+            what = ", ".join(map(str, actions)) if actions else "nothing to change"
+            self.notify("reconciled", f"reconciled with the exchange ({p.get('reason', '')}): {what}", p)
+        elif "kill" in kind:
+            self.notify("kill_switch", f"KILL SWITCH (flatten={p.get('flatten', False)})"
+                        + (f": {p['reason']}" if p.get("reason") else ""), p)
         elif kind == "strategy.state":
             state = str(p.get("state") or "")
             if state:
