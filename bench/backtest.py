@@ -1,21 +1,34 @@
-"""Backtest throughput: candles/s of Razor and ema_cross over 1,000,000 one-minute candles (JSON lines).
+"""Backtest throughput, and the same EMA cross in backtesting.py and backtrader (JSON lines on stdout).
 
-The bundled 27 days of real Bitstamp candles are repeated end to end (timestamps continued, each repeat
-re-based on the previous close) until there are N candles. The comparison with backtesting.py and backtrader
-(issue 6) is not here yet.
+1. candles/s of Razor and ema_cross over N (default 1,000,000) one-minute candles: the bundled 27 days of real
+   Bitstamp candles repeated end to end (timestamps continued, each repeat re-based on the previous close).
+2. ``--compare``: ema_cross (9/21) in tradebaas, backtesting.py and backtrader over the same candles, checking
+   that the trades are identical (entry/exit bar and direction). The two libraries live in a separate venv,
+   ``bench/.venv-compare`` (created on first use with ``python -m venv`` + ``pip install backtesting backtrader``;
+   never a project dependency), and run via ``bench/_compare_impl.py``.
+3. ``--sweep N``: ``tb.sweep`` of ema_cross over N parameter sets (fast x slow) on ``--sweep-candles`` candles
+   with ``--processes`` workers; prints the wall time (the goal is 1,000 sets over 500,000 candles in <= 60 s on
+   2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from tradebaas.backtest.data import load_default
 from tradebaas.backtest.runner import backtest
+
+HERE = Path(__file__).resolve().parent
+VENV = HERE / ".venv-compare"
 
 
 def candles(n: int) -> pd.DataFrame:
@@ -32,18 +45,80 @@ def candles(n: int) -> pd.DataFrame:
                          "volume": vol}, index=idx)
 
 
+def emit(**row: object) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def ensure_venv() -> Path:
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "backtesting", "backtrader", "pandas", "numpy"],
+                       check=True)
+    return py
+
+
+def our_trades(df: pd.DataFrame, fast: int, slow: int) -> tuple[list[dict[str, object]], float]:
+    r = backtest("ema_cross", df, config={"fast": fast, "slow": slow}, decisions="none")
+    ms = lambda t: int(t.value // 1_000_000)  # noqa: E731
+    return ([{"entry": ms(t.entry_time), "exit": ms(t.exit_time), "direction": t.direction}
+             for t in r.trades.itertuples()], r.elapsed_s)
+
+
+def compare(df: pd.DataFrame, fast: int, slow: int, libs: list[str]) -> None:
+    py = ensure_venv()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candles.csv"
+        out = df.copy()
+        out.index = out.index.as_unit("ms").asi8
+        out.to_csv(path)
+        proc = subprocess.run([str(py), str(HERE / "_compare_impl.py"), str(path), str(fast), str(slow),
+                               ",".join(libs)], capture_output=True, text=True, check=True)
+    theirs = json.loads(proc.stdout)
+    ours, our_s = our_trades(df, fast, slow)
+    for lib, res in theirs.items():
+        same = res["trades"] == ours
+        first_diff = next((i for i, (a, b) in enumerate(zip(res["trades"], ours, strict=False)) if a != b), None)
+        emit(bench="compare", library=lib, candles=len(df), trades=len(res["trades"]), our_trades=len(ours),
+             identical=same, first_difference=first_diff, their_s=round(res["wall_s"], 3), our_s=round(our_s, 3),
+             speedup=round(res["wall_s"] / our_s, 1))
+
+
+def sweep_bench(n_sets: int, n_candles: int, processes: int) -> None:
+    from tradebaas.backtest.sweep import sweep
+
+    df = candles(n_candles)
+    fasts = list(range(3, 3 + max(1, int(np.sqrt(n_sets)))))
+    slows = list(range(20, 20 + -(-n_sets // len(fasts))))
+    grid = {"fast": fasts, "slow": slows}
+    t = time.perf_counter()
+    res = sweep("ema_cross", df, grid, processes=processes, progress=False)
+    wall = time.perf_counter() - t
+    emit(bench="sweep", strategy="ema_cross", sets=len(res), candles=n_candles, processes=processes,
+         wall_s=round(wall, 2), sets_per_s=round(len(res) / wall, 2),
+         projected_1000x500k_s=round(wall / len(res) * 1000 * 500_000 / n_candles, 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--candles", type=int, default=1_000_000)
+    ap.add_argument("--compare", action="store_true", help="also run backtesting.py and backtrader")
+    ap.add_argument("--libs", default="backtesting,backtrader")
+    ap.add_argument("--sweep", type=int, default=0, metavar="N", help="sweep N parameter sets")
+    ap.add_argument("--sweep-candles", type=int, default=500_000)
+    ap.add_argument("--processes", type=int, default=2)
     args = ap.parse_args()
     df = candles(args.candles)
     for name in ("ema_cross", "razor"):
         t = time.perf_counter()
         r = backtest(name, df, decisions="none")
         wall = time.perf_counter() - t
-        print(json.dumps({"bench": "backtest", "strategy": name, "candles": len(df), "trades": len(r.trades),
-                          "loop_s": round(r.elapsed_s, 3), "total_s": round(wall, 3),
-                          "candles_per_s": round(len(df) / r.elapsed_s)}))
+        emit(bench="backtest", strategy=name, candles=len(df), trades=len(r.trades), loop_s=round(r.elapsed_s, 3),
+             total_s=round(wall, 3), candles_per_s=round(len(df) / r.elapsed_s))
+    if args.compare:
+        compare(df, 9, 21, args.libs.split(","))
+    if args.sweep:
+        sweep_bench(args.sweep, args.sweep_candles, args.processes)
 
 
 if __name__ == "__main__":
