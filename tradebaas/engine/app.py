@@ -161,7 +161,10 @@ class Engine:
         """Run until asked to stop. ``on_ready`` is called once the RPC answers (the daemon writes engine.json)."""
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        self.journal = Journal.open(self.home.journal_path, check=True)
+        # WAL + synchronous=NORMAL: a commit survives a crash or SIGKILL of the process (what crash-only recovery
+        # needs) without an fsync on the order path; after a power cut the last commits may be lost, and the next
+        # start recovers them from the exchange (labels, fills) like any other gap.
+        self.journal = Journal.open(self.home.journal_path, check=True, synchronous="NORMAL")
         try:
             port = await self.server.start()
             self.started_ts_ms = now_ms()
