@@ -251,3 +251,37 @@ def test_engine_events_become_notifications_once_each(tb_home: Home) -> None:
                 engine.journal.close()
 
     asyncio.run(main())
+
+
+def test_journal_events_reads_the_append_only_log_with_filters_and_paging(tb_home: Home) -> None:
+    from tradebaas.rpc.protocol import INVALID_PARAMS, RpcError
+
+    async def main() -> None:
+        engine = FakeEngine(tb_home)
+        ReportService(engine)  # registers the methods
+        j = engine.journal
+        j.append("reconcile", {"actions": []}, ts_ms=100)
+        j.append("reconcile.action", {"action": "PlaceStop"}, ts_ms=200)
+        j.append("decision", {"signal": "long"}, ts_ms=300, strategy_id="s1")
+        j.append("decision", {"signal": "none"}, ts_ms=400, strategy_id="s2")
+        j.append("risk.kill", {"flatten": False}, ts_ms=500)
+        try:
+            kinds = [e["kind"] for e in await call(engine, "journal.events", kinds=["reconcile*", "risk.*"])]
+            assert kinds == ["reconcile", "reconcile.action", "risk.kill"]
+            window = await call(engine, "journal.events", since=200, until=400)
+            assert [e["ts_ms"] for e in window] == [200, 300]
+            s2 = await call(engine, "journal.events", kinds=["decision"], strategy="s2")
+            assert [e["payload"] for e in s2] == [{"signal": "none"}]
+            page1 = await call(engine, "journal.events", limit=2)
+            page2 = await call(engine, "journal.events", after_id=page1[-1]["id"], limit=2)
+            assert len(page1) == 2 and page2[0]["id"] == page1[-1]["id"] + 1
+            with pytest.raises(RpcError) as err:
+                await call(engine, "journal.events", kinds=["x' OR 1=1 --"])
+            assert err.value.code == INVALID_PARAMS
+            count = j.last_event_id()
+            await call(engine, "journal.events")
+            assert j.last_event_id() == count  # read-only
+        finally:
+            engine.journal.close()
+
+    asyncio.run(main())

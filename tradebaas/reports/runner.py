@@ -250,6 +250,13 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
+def _cell_timed_out(log_path: Path) -> bool:
+    try:
+        return "CellTimeoutError" in log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -299,6 +306,10 @@ async def execute(
     if code is None:
         return Outcome(False, f"timed out after {report.timeout_s:g}s (the run was killed)", kept)
     if code != 0:
+        if _cell_timed_out(log_path):  # papermill interrupts the kernel: the notebook only shows KeyboardInterrupt
+            where = notebook_error(out_nb).rpartition("(")[2].rstrip(")")
+            return Outcome(False, f"timed out: a cell ran longer than timeout_s = {report.timeout_s:g}s"
+                           + (f" ({where})" if where else ""), kept)
         error = notebook_error(out_nb) or _last_error_line(tail) or f"papermill exited with code {code}"
         return Outcome(False, error[:ERROR_MAX_CHARS], kept)
     argv = [python, "-m", "nbconvert", "--to", "html", "--no-input", "--output", html.stem,
