@@ -9,7 +9,15 @@ TRADEBAAS_HOME, starts Razor with a config that trades often, and measures:
     its clock, which runs ``--speed`` times faster than the wall clock, so ``(fill.timestamp - close) / speed`` is
     wall time at a resolution of ``1 / speed`` ms. It covers the simulator's feed emitting the tick that closes
     the candle, the notification, the engine's decision (journaled), the trade journaled, and the order reaching
-    the simulator; it excludes only the answer's way back (which ``entry_send_to_ack_ms`` includes).
+    the simulator; it excludes only the answer's way back (which ``engine_close_to_ack_ms``
+    measured inside the engine with ``perf_counter``: the market event that closed the candle arrived -> the
+    decision taken and journaled, the trade journaled, the entry sent and acknowledged (the issue's metric, without
+    the simulator's own feed delay).
+``entry_send_to_ack_ms`` includes).
+``engine_close_to_ack_ms``
+    measured inside the engine with ``perf_counter``: the market event that closed the candle arrived -> the
+    decision taken and journaled, the trade journaled, the entry sent and acknowledged (the issue's metric, without
+    the simulator's own feed delay).
 ``entry_send_to_ack_ms``
     measured inside the engine with ``perf_counter`` by the order manager (``last_entry_ack``; one log line per
     entry): the order sent -> the simulator's answer received.
@@ -47,7 +55,7 @@ from tradebaas.rpc.client import EngineClient  # noqa: E402
 PYTHON = sys.executable
 RAZOR_OFTEN = {"rsiOversold": 48, "rsiOverbought": 52, "stopLossPercent": 0.05, "takeProfitPercent": 0.05,
                "cooldownMinutes": 0}
-ACK_RE = re.compile(r"entry (\S+) acknowledged: send->ack ([0-9.]+) ms")
+ACK_RE = re.compile(r"entry (\S+) acknowledged: send->ack ([0-9.]+) ms(?:, close->ack ([0-9.]+) ms)?")
 
 
 def emit(**fields: object) -> None:
@@ -220,6 +228,9 @@ def main() -> int:
             emit(metric="entry_candle_to_exchange_ms", speed=args.speed, resolution_ms=round(1 / args.speed, 4),
                  **summary(exchange_ms))
             emit(metric="entry_send_to_ack_ms", **summary(ack_ms))
+            close_ms = [float(m.group(3)) for m in ACK_RE.finditer(log_text) if m.group(3)]
+            if close_ms:
+                emit(metric="engine_close_to_ack_ms", **summary(close_ms))
             client.close()
 
             resume_s: list[float] = []

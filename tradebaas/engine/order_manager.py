@@ -73,8 +73,13 @@ class OrderManager:
         self.last_entry_ack: tuple[float, float] | None = None
 
     # -- entries ---------------------------------------------------------------------------------------------
-    async def enter(self, strategy_id: str, intent: Enter, signal_ts_ms: int, price_hint: float) -> Trade | None:
-        """Journal a trade, send its market entry, apply the fills, then protect it with its brackets."""
+    async def enter(self, strategy_id: str, intent: Enter, signal_ts_ms: int, price_hint: float,
+                    closed_at: float | None = None) -> Trade | None:
+        """Journal a trade, send its market entry, apply the fills, then protect it with its brackets.
+
+        ``closed_at`` is the ``perf_counter()`` when the market event that closed the signal candle arrived; the
+        log line then says how long candle close -> entry acknowledged took inside the engine.
+        """
         inst = self.instruments[self._instrument_of(strategy_id)]
         amount = inst.amount_for_notional(intent.notional_usd, price_hint)
         trade = new_trade(
@@ -103,8 +108,10 @@ class OrderManager:
             log.error("%s: entry outcome unknown (%s); reconciling by label", strategy_id, exc)
             self.request_reconcile(f"entry of {trade.trade_id} had an unknown outcome")
             return None
-        self.last_entry_ack = (t0, time.perf_counter())
-        log.info("entry %s acknowledged: send->ack %.3f ms", trade.trade_id, (self.last_entry_ack[1] - t0) * 1e3)
+        acked = time.perf_counter()
+        self.last_entry_ack = (t0, acked)
+        log.info("entry %s acknowledged: send->ack %.3f ms, close->ack %.3f ms", trade.trade_id, (acked - t0) * 1e3,
+                 (acked - (closed_at or t0)) * 1e3)
         before = trade
         trade = with_order(trade, OrderRole.ENTRY, order.order_id)
         trade = self._record(trade, order, fills)

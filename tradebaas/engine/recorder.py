@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -82,15 +83,25 @@ class CandleRecorder:
         self.buffer = CandleBuffer()
         self.written = 0
         self.errors = 0
+        self._lock = threading.Lock()  # the engine buffers on its loop and writes in a worker thread
+
+    def add(self, instrument: str, candle: Candle) -> bool:
+        """Buffer one closed candle without I/O; True when a batch is full and ``flush`` is due."""
+        with self._lock:
+            return self.buffer.add(instrument, candle) and self.buffer.size() >= self.batch
 
     def record(self, instrument: str, candle: Candle) -> None:
         """Add one closed candle; flush when a batch is full. Never raises (the live loop must go on)."""
-        if self.buffer.add(instrument, candle) and self.buffer.size() >= self.batch:
+        if self.add(instrument, candle):
             self.flush()
 
     def flush(self) -> int:
-        """Write everything pending; returns the number of candles written (0 after a logged failure)."""
-        batches = self.buffer.take()
+        """Write everything pending; returns the number of candles written (0 after a logged failure).
+
+        Safe to call from a worker thread while the loop keeps adding (the engine does, so a Parquet rewrite
+        never sits between a candle's close and the order it causes)."""
+        with self._lock:
+            batches = self.buffer.take()
         n = 0
         for inst, candles in batches.items():
             by_day: dict[str, list[Candle]] = defaultdict(list)
@@ -103,7 +114,8 @@ class CandleRecorder:
                 except Exception as exc:  # noqa: BLE001 - disk full, permissions: log, keep, retry later
                     self.errors += 1
                     log.warning("recording %d candles of %s (%s) failed: %s", len(rows), inst, day, exc)
-                    self.buffer.put_back({inst: rows})
+                    with self._lock:
+                        self.buffer.put_back({inst: rows})
         self.written += n
         return n
 

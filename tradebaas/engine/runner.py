@@ -83,7 +83,7 @@ class StrategyRunner:
             self.last_price = price
         return self.builder.on_event(ts_ms)
 
-    async def on_candle(self, candle: Candle, publish: Any) -> None:
+    async def on_candle(self, candle: Candle, publish: Any, closed_at: float | None = None) -> None:
         """Decide on one closed candle and carry out the intents (caller holds the supervisor's lock)."""
         if not self.active or not self.warm:
             return
@@ -102,15 +102,16 @@ class StrategyRunner:
         self.last_decision = record
         publish(f"strategy.{self.id}", {"type": "decision", "decision": record})
         for intent in decision.intents:
-            await self._execute(intent, candle, close_ts)
+            await self._execute(intent, candle, close_ts, closed_at)
 
-    async def _execute(self, intent: Enter | MoveStop | Exit, candle: Candle, close_ts: int) -> None:
+    async def _execute(self, intent: Enter | MoveStop | Exit, candle: Candle, close_ts: int,
+                       closed_at: float | None) -> None:
         if isinstance(intent, Enter):
             if self.store.open_trades(self.id):
                 log.info("%s: a trade is open; ignoring a second entry", self.id)
                 return
             price = self.last_price or candle.close
-            await self.orders.enter(self.id, intent, close_ts, price)
+            await self.orders.enter(self.id, intent, close_ts, price, closed_at)
             return
         trade = self._open_trade()
         if trade is None:

@@ -77,6 +77,7 @@ class Supervisor:
         self._reconcile_wanted: asyncio.Event = asyncio.Event()
         self._subscribed: set[str] = set()
         self._ticker_pub: dict[str, float] = {}
+        self._flush: asyncio.Future[int] | None = None
         self.recorder = CandleRecorder(engine.home.root / "data")  # closed candles -> data/candles/<inst>/<day>
 
     # -- service protocol ------------------------------------------------------------------------------------
@@ -104,6 +105,9 @@ class Supervisor:
                 await task
         if self.client is not None:
             await self.client.close()
+        if self._flush is not None:
+            with contextlib.suppress(Exception):
+                await self._flush
         self.recorder.flush()
 
     async def _watchdog(self, interval: float) -> None:
@@ -345,21 +349,28 @@ class Supervisor:
             await self._on_ticker(payload)
 
     async def _on_bar(self, instrument: str, bar: Candle) -> None:
+        arrived = time.perf_counter()
         async with self.lock:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == instrument and runner.active:
                     for candle in runner.closed_by_bar(bar):
-                        self.recorder.record(instrument, candle)
-                        await runner.on_candle(candle, self.engine.publish)
+                        await runner.on_candle(candle, self.engine.publish, arrived)
+                        self._record(instrument, candle)
+
+    def _record(self, instrument: str, candle: Candle) -> None:
+        """Buffer a closed candle for the Parquet recording; the rewrite runs in a worker thread, off the loop."""
+        if self.recorder.add(instrument, candle) and (self._flush is None or self._flush.done()):
+            self._flush = asyncio.ensure_future(asyncio.to_thread(self.recorder.flush))
 
     async def _on_ticker(self, ticker: Ticker) -> None:
+        arrived = time.perf_counter()
         self.tickers[ticker.instrument] = ticker
         async with self.lock:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == ticker.instrument and runner.active:
                     for candle in runner.closed_by_time(ticker.ts_ms, ticker.last_price):
-                        self.recorder.record(ticker.instrument, candle)
-                        await runner.on_candle(candle, self.engine.publish)
+                        await runner.on_candle(candle, self.engine.publish, arrived)
+                        self._record(ticker.instrument, candle)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
             self._ticker_pub[ticker.instrument] = time.monotonic()
