@@ -205,3 +205,27 @@ def test_a_dead_receiver_does_not_disturb_the_engine(engine_proc: Callable[..., 
     assert "notification via" in log_text and "failed after 5 attempt(s)" in log_text
     assert TOKEN not in log_text
     assert eng.alive()
+
+
+def test_daily_report_of_a_paper_trading_session_on_the_simulator(
+    sim_proc: Callable[..., Any], engine_proc: Callable[..., Any], tb_home: Home,
+) -> None:
+    """The sim replays past market data: the report's period follows its market time, so the session shows up."""
+    sim_proc(speed=600)
+    eng = engine_proc(exchange="sim")
+    with eng.client() as c:
+        fast = {"rsiOversold": 48, "rsiOverbought": 52, "stopLossPercent": 0.05, "takeProfitPercent": 0.05,
+                "cooldownMinutes": 0}
+        sid = c.call("strategy.start", name="razor", config=fast)["id"]
+        closed = wait_for(lambda: [t for t in c.call("trades.list", strategy=sid) if t["state"] == "closed"][:2]
+                          if sum(t["state"] == "closed" for t in c.call("trades.list", strategy=sid)) >= 2 else None,
+                          timeout=90, what="two closed trades")
+        run = run_report(c, "daily", {"period_days": 1})
+    assert run["status"] == "ok", run["error"]
+    html = Path(run["html_path"]).read_text()
+    assert "no trades in the period" not in html
+    for t in closed:
+        assert t["trade_id"] in html
+    assert "of the simulator&#39;s market time" in html or "of the simulator's market time" in html
+    assert sid in html and "taken" in html               # decisions per strategy
+    assert "reconciliation (" in html and "started pid" in html

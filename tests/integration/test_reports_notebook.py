@@ -105,16 +105,19 @@ def fake_registry() -> Registry:
                                        "capital": Param(float, default=0.0)})
 
     def events(kinds: list[str] | None = None, since: int | None = None, until: int | None = None,
-               strategy: str | None = None, after_id: int = 0, limit: int = 1000) -> Any:
+               strategy: str | None = None, after_id: int = 0, limit: int = 1000, newest_first: bool = False,
+               wall_clock: bool = False) -> Any:
         out = [e for e in EVENTS if e["id"] > after_id
                and (not kinds or any(fnmatch.fnmatchcase(e["kind"], k) for k in kinds))]
-        return out[:limit]
+        return (out[::-1] if newest_first else out)[:limit]
 
     reg.add("journal.events", events, {"kinds": Param(list, default=None, nullable=True),
                                        "since": Param(int, default=None, nullable=True),
                                        "until": Param(int, default=None, nullable=True),
                                        "strategy": Param(str, default=None, nullable=True),
-                                       "after_id": Param(int, default=0), "limit": Param(int, default=1000)})
+                                       "after_id": Param(int, default=0), "limit": Param(int, default=1000),
+                                       "newest_first": Param(bool, default=False),
+                                       "wall_clock": Param(bool, default=False)})
     return reg
 
 

@@ -116,6 +116,8 @@ class ReportService:
                       "until": Param(int, default=None, nullable=True),
                       "strategy": Param(str, default=None, nullable=True),
                       "after_id": Param(int, default=0),
+                      "newest_first": Param(bool, default=False),
+                      "wall_clock": Param(bool, default=False),
                       "limit": Param(int, default=1000,
                                      check=lambda v: None if 1 <= v <= EVENTS_MAX_LIMIT else f"1..{EVENTS_MAX_LIMIT}")})
 
@@ -166,10 +168,13 @@ class ReportService:
         return record.to_json()
 
     def rpc_events(self, kinds: list[str] | None = None, since: int | None = None, until: int | None = None,
-                   strategy: str | None = None, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+                   strategy: str | None = None, after_id: int = 0, limit: int = 1000, newest_first: bool = False,
+                   wall_clock: bool = False) -> list[dict[str, Any]]:
         """Journal events (read-only), oldest first: ``{id, ts_ms, wall_ts_ms, kind, strategy_id, payload}``.
 
-        ``since``/``until`` bound ``ts_ms`` (ms, until exclusive); page with ``after_id`` = the last id seen.
+        ``since``/``until`` bound ``ts_ms`` (ms, until exclusive), or ``wall_ts_ms`` with ``wall_clock`` (the two
+        differ on a simulator replaying past market data: decisions and fills carry market time, restarts the
+        machine's). Page with ``after_id`` = the last id seen; ``newest_first`` for "the latest N".
         """
         import json
 
@@ -180,18 +185,19 @@ class ReportService:
             clause, kparams = _kinds_sql(kinds)
             where.append(clause)
             args += kparams
+        column = "wall_ts_ms" if wall_clock else "ts_ms"
         if since is not None:
-            where.append("ts_ms >= ?")
+            where.append(f"{column} >= ?")
             args.append(since)
         if until is not None:
-            where.append("ts_ms < ?")
+            where.append(f"{column} < ?")
             args.append(until)
         if strategy is not None:
             where.append("strategy_id = ?")
             args.append(strategy)
         rows = self.engine.journal.query(
             f"SELECT id, ts_ms, wall_ts_ms, kind, strategy_id, payload FROM events WHERE {' AND '.join(where)} "
-            f"ORDER BY id LIMIT {int(limit)}", args)
+            f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT {int(limit)}", args)
         for r in rows:
             r["payload"] = json.loads(r["payload"])
         return rows
