@@ -8,6 +8,7 @@ initial margin = notional / max_leverage, maintenance margin = half of that, not
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,8 +92,9 @@ class SimAccount:
     balances: dict[str, float]
     created_ms: int = 0
     positions: dict[str, SimPosition] = field(default_factory=dict)
-    orders: dict[str, Any] = field(default_factory=dict)  # order_id -> SimOrder (all, live and closed)
-    trades: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # instrument -> user trades, in order
+    orders: dict[str, Any] = field(default_factory=dict)  # order_id -> SimOrder (live, and closed still kept)
+    #: instrument -> the kept user trades, oldest first (a deque bounded by ``SimExchange.history``)
+    trades: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
     realized: dict[str, float] = field(default_factory=dict)  # currency -> cumulative realized PnL
     fees: dict[str, float] = field(default_factory=dict)  # currency -> cumulative fees paid
 

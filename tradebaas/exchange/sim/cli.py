@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=float(os.environ.get("TRADEBAAS_SIM_MIN_HEARTBEAT", "10")),
                         help=argparse.SUPPRESS)
     parser.add_argument("--no-persist", action="store_true", help="do not read or write sim/state.json")
+    parser.add_argument("--history", type=int, default=None, metavar="N",
+                        help="closed orders and user trades kept per account and instrument (default 2000); "
+                        "older ones are forgotten, which keeps the state and its saves small")
 
 
 def parse_time(text: str) -> int:
@@ -82,16 +85,17 @@ def _sim_home() -> Path:
     return get_home().ensure().sim_dir
 
 
-def _make_exchange(saved: state.SavedState | None) -> Any:
+def _make_exchange(saved: state.SavedState | None, history: int | None = None) -> Any:
     try:
-        from tradebaas.exchange.sim.matching import SimExchange
+        from tradebaas.exchange.sim.matching import DEFAULT_HISTORY, SimExchange
     except ImportError:  # pragma: no cover - only while the matching core is not there
         log.warning("matching core missing: private trading methods answer 10033 not_implemented")
         return None
     instruments = dict(DEFAULT_INSTRUMENTS)
+    keep = DEFAULT_HISTORY if history is None else history
     if saved is not None and saved.exchange:
-        return SimExchange.from_state(saved.exchange, instruments)
-    return SimExchange(instruments)
+        return SimExchange.from_state(saved.exchange, instruments, keep)
+    return SimExchange(instruments, keep)
 
 
 def _has_account(exchange: Any, account_id: str) -> bool:
@@ -131,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.speed <= 0:
         raise UserError("--speed must be > 0")
+    if args.history is not None and args.history < 1:
+        raise UserError("--history must be >= 1")
     try:
         rl = RateLimitConfig.parse(args.rate_limits)
     except ValueError as exc:
@@ -155,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     first_tick = data.last_tick_before(start_ms + 1)
     price = first_tick.price if first_tick is not None else float(data.candles.close[0])
     accounts = _setup_accounts(sim_dir, args.account, price)
-    exchange = _make_exchange(saved)
+    exchange = _make_exchange(saved, args.history)
     for acc in accounts if exchange is not None else []:
         if not _has_account(exchange, acc.account_id):
             exchange.create_account(acc.account_id, dict(acc.balances))

@@ -34,14 +34,22 @@ Choices where Deribit's behaviour is unknown or not modelled (keep clients hones
 - good_til_day orders expire at the next 08:00 UTC (``cancel_reason`` "settlement"). Cancelling an order that is
   no longer live -> 11044 not_open_order; an order of another account -> 10004.
 - Session PnL never resets (no daily settlement, no funding): session_rpl/upl are totals since the account opened.
-- ``user.portfolio`` is sent when an order or fill touches a currency, not on every mark move; the server may send
-  ``portfolio_events()`` periodically.
+- ``user.portfolio`` is sent when an order or fill touches a currency, not on every mark move; the server sends
+  ``portfolio_events()`` periodically (throttled) to subscribers.
+- History is bounded (Deribit, too, serves history in bounded pages): per account and instrument the last
+  ``history`` closed orders (in closing order) and the last ``history`` user trades are kept; older ones are
+  pruned when an order closes or a trade is added, so the state and its saves stay small however long it runs.
+  Open orders, positions, balances, cumulative realized PnL/fees and id counters are always kept in full. Queries
+  (``get_user_trades_*``, ``get_order_state`` of a closed order, ``get_order_history_by_instrument``) answer from
+  the kept window: a pruned order answers 10004 order_not_found, a pruned trade is simply absent. Reconciliation
+  (trades since a timestamp, open orders, positions) is unaffected as long as it looks back less than the window.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +83,8 @@ from .orders import (
 )
 
 STATE_VERSION = 1
+#: Closed orders and user trades kept per account and instrument (``--history``); see the module docs.
+DEFAULT_HISTORY = 2000
 MAX_LABEL = 64
 DAY_MS = 86_400_000
 SETTLEMENT_OFFSET_MS = 8 * 3_600_000  # Deribit's daily session ends at 08:00 UTC (good_til_day expiry)
@@ -255,8 +265,13 @@ class SimExchange:
     price per trigger source), so placing, cancelling and matching cost O(log n) in the number of live orders.
     """
 
-    def __init__(self, instruments: dict[str, Instrument]) -> None:
+    def __init__(self, instruments: dict[str, Instrument], history: int = DEFAULT_HISTORY) -> None:
+        if history < 1:
+            raise ValueError("history must be >= 1")
         self.instruments = dict(instruments)
+        self.history = int(history)
+        #: (account, instrument) -> ids of its closed orders still kept, oldest closed first (pruned from the left)
+        self._closed: dict[tuple[str, str], deque[str]] = {}
         self.accounts: dict[str, SimAccount] = {}
         self.markets: dict[str, _Market] = {name: _Market() for name in self.instruments}
         self._next_order = FIRST_ORDER_ID
@@ -625,7 +640,7 @@ class SimExchange:
         if order.remaining <= EPS:
             order.state = "filled"
         trade = self._trade(order, inst, amount, price, fee, pnl, liquidity, now_ms)
-        account.trades.setdefault(inst.name, []).append(trade)
+        self._trade_log(account, inst.name).append(trade)  # a bounded deque: the oldest trade drops out
         order.trades.append(trade["trade_id"])
         batch.trades.setdefault((account.account_id, inst.name), []).append(trade)
         if order.state == "filled":
@@ -690,7 +705,8 @@ class SimExchange:
 
     def _retire(self, order: SimOrder) -> None:
         order.version += 1
-        self._live.pop(order.order_id, None)
+        if self._live.pop(order.order_id, None) is not None:
+            self._keep_closed(order)
         key = (order.account_id, order.instrument)
         by = self._live_by.get(key)
         if by is not None:
@@ -698,6 +714,35 @@ class SimExchange:
         ro = self._reduce_only.get(key)
         if ro is not None:
             ro.pop(order.order_id, None)
+
+    def _trade_log(self, account: SimAccount, instrument: str) -> deque[dict[str, Any]]:
+        log = account.trades.get(instrument)
+        if log is None:
+            log = account.trades[instrument] = deque(maxlen=self.history)
+        return log
+
+    def _keep_closed(self, order: SimOrder) -> None:
+        """Remember a just-closed order in its (account, instrument) window; forget the oldest beyond ``history``.
+
+        Pruning here, when an order closes, keeps the state bounded without a periodic sweep; the closing order
+        itself is always kept (``history >= 1``), so a batch that is still reporting it never misses it.
+        """
+        key = (order.account_id, order.instrument)
+        closed = self._closed.get(key)
+        if closed is None:
+            closed = self._closed[key] = deque()
+        closed.append(order.order_id)
+        if len(closed) > self.history:
+            self._forget(self.accounts[order.account_id], closed.popleft())
+
+    def _forget(self, account: SimAccount, order_id: str) -> None:
+        old = account.orders.pop(order_id, None)
+        if old is not None and old.oco_ref is not None:
+            group = self._oco.get(old.oco_ref)
+            if group is not None:
+                group[:] = [i for i in group if i != order_id]
+                if not group:
+                    del self._oco[old.oco_ref]
 
     def _touch(self, order: SimOrder, batch: _Batch) -> None:
         """Record a change of ``order``: keep open-order margin current and snapshot it for ``user.orders``."""
@@ -1262,7 +1307,11 @@ class SimExchange:
     # ------------------------------------------------------------------------------------------- state
 
     def to_state(self) -> dict[str, Any]:
-        """Everything that defines the exchange, JSON-serialisable; ``from_state`` restores it exactly."""
+        """Everything that defines the exchange, JSON-serialisable; ``from_state`` restores it exactly.
+
+        Its size is bounded by the live orders plus ``history`` closed orders and trades per account and
+        instrument (``closed`` lists the kept closed orders in closing order, so pruning resumes where it was).
+        """
         return {
             "version": STATE_VERSION,
             "next_order": self._next_order, "next_trade": self._next_trade, "next_seq": self._next_seq,
@@ -1274,15 +1323,20 @@ class SimExchange:
                 "fees": dict(a.fees), "positions": {n: p.to_state() for n, p in a.positions.items()},
                 "orders": [o.to_state() for o in a.orders.values()],
                 "trades": {n: [dict(t) for t in ts] for n, ts in a.trades.items()},
+                "closed": {inst: list(ids) for (acct, inst), ids in self._closed.items() if acct == aid},
             } for aid, a in self.accounts.items()},
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], instruments: dict[str, Instrument]) -> SimExchange:
-        """Rebuild from ``to_state``; indices are derived again from the live orders in placement order."""
+    def from_state(cls, state: dict[str, Any], instruments: dict[str, Instrument],
+                   history: int = DEFAULT_HISTORY) -> SimExchange:
+        """Rebuild from ``to_state``; indices are derived again from the live orders in placement order.
+
+        A state saved with a longer (or, before bounded history, unbounded) history is cut to ``history`` here.
+        """
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported simulator state version {state.get('version')!r}")
-        ex = cls(instruments)
+        ex = cls(instruments, history)
         ex._next_order, ex._next_trade = state["next_order"], state["next_trade"]
         ex._next_seq, ex._next_oco = state["next_seq"], state["next_oco"]
         ex._trade_seq.update(state["trade_seq"])
@@ -1294,15 +1348,27 @@ class SimExchange:
             acct = SimAccount(aid, dict(a["balances"]), created_ms=a["created_ms"], realized=dict(a["realized"]),
                               fees=dict(a["fees"]))
             acct.positions = {n: SimPosition.from_state(p) for n, p in a["positions"].items()}
-            acct.trades = {n: [dict(t) for t in ts] for n, ts in a["trades"].items()}
+            acct.trades = {n: deque((dict(t) for t in ts), maxlen=ex.history) for n, ts in a["trades"].items()}
+            closed: list[SimOrder] = []
             for od in a["orders"]:
                 order = SimOrder.from_state(od)
                 acct.orders[order.order_id] = order
                 if order.is_live:
                     live.append(order)
+                else:
+                    closed.append(order)
                 if order.oco_ref is not None:
                     ex._oco.setdefault(order.oco_ref, []).append(order.order_id)
             ex.accounts[aid] = acct
+            kept = a.get("closed")
+            if kept is None:  # a state from before bounded history: closing order ~ last update, then placement
+                kept = {}
+                for order in sorted(closed, key=lambda o: (o.update_ms, o.seq)):
+                    kept.setdefault(order.instrument, []).append(order.order_id)
+            for inst_name, ids in kept.items():
+                window = ex._closed[(aid, inst_name)] = deque(i for i in ids if i in acct.orders)
+                while len(window) > ex.history:
+                    ex._forget(acct, window.popleft())
         for order in sorted(live, key=lambda o: o.seq):
             ex._restore_live(order)
         return ex
