@@ -338,17 +338,19 @@ class Journal:
         return rows[0] if rows else None
 
     def upsert(
-        self, table: str, row: Mapping[str, Any], key: Sequence[str], conn: sqlite3.Connection
+        self, table: str, row: Mapping[str, Any], key: Sequence[str], conn: sqlite3.Connection,
+        keep: Sequence[str] = (),
     ) -> None:
         """Insert ``row`` or update the existing row with the same ``key`` columns (derived tables only).
 
-        Dict/list values are stored as JSON. Must run inside ``transaction()`` (pass its ``conn``).
+        Columns in ``keep`` (e.g. ``created_ts_ms``) are written on insert only. Dict/list values are stored as
+        JSON. Must run inside ``transaction()`` (pass its ``conn``).
         """
         if table == "events":
             raise ValueError("events are append-only: use append()")
         cols = list(row)
         values = [dumps(v) if isinstance(v, dict | list) else v for v in row.values()]
-        updates = [c for c in cols if c not in key]
+        updates = [c for c in cols if c not in key and c not in keep]
         sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         if updates:
             sql += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(

@@ -163,15 +163,9 @@ class Store:
             "exit_reason": trade.exit_reason,
             "created_ts_ms": ts,
             "updated_ts_ms": ts,
-            "data": json.dumps(trade.to_dict()),
+            "data": trade.to_dict(),
         }
-        cols = list(row)
-        updates = [c for c in cols if c not in ("trade_id", "created_ts_ms")]
-        conn.execute(
-            f"INSERT INTO trades ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-            f" ON CONFLICT (trade_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in updates)}",
-            list(row.values()),
-        )
+        self.journal.upsert("trades", row, ("trade_id",), conn, keep=("created_ts_ms",))
         if event:
             self.journal.append(event, {"trade": trade.to_dict()}, trade.last_fill_ts_ms or ts, trade.strategy_id, conn)
 
@@ -265,13 +259,7 @@ class Store:
             "created_ts_ms": ts,
             "updated_ts_ms": now_ms(),
         }
-        cols = list(row)
-        updates = [c for c in cols if c not in ("order_id", "created_ts_ms")]
-        conn.execute(
-            f"INSERT INTO orders ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-            f" ON CONFLICT (order_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in updates)}",
-            list(row.values()),
-        )
+        self.journal.upsert("orders", row, ("order_id",), conn, keep=("created_ts_ms",))
         if journal_event:
             self.journal.append("order", order_row(row), ts, row["strategy_id"], conn)
         return order_row(row)
