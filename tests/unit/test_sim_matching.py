@@ -524,3 +524,16 @@ def test_complete_fill_condition_waits_for_the_whole_primary(ex):
     tick(ex, LIN, 48_900, 20)
     sec = call(ex, "get_order_state", order_id=sec_id)[0]
     assert sec["order_state"] == "open" and sec["amount"] == pytest.approx(0.03)  # cut to the 0.03 long
+
+
+def test_otoco_stop_that_fires_on_release_cancels_its_take_profit_before_it_is_released(ex):
+    """Found by the property test: the entry fills at once, the stop is already through its trigger and fills on
+    release; the take-profit (still waiting for the primary then) must be cancelled, not released to fill later."""
+    r = call(ex, "sell", instrument_name=LIN, amount=0.01, price=49_000, linked_order_type="one_triggers_one_cancels_other",
+             otoco_config=[{"type": "stop_market", "trigger_price": 50_000, "reduce_only": True},
+                           {"type": "limit", "price": 48_000, "reduce_only": True}])[0]
+    sl_id, tp_id = r["order"]["oto_order_ids"]
+    assert call(ex, "get_order_state", order_id=sl_id)[0]["order_state"] == "filled"
+    tp = call(ex, "get_order_state", order_id=tp_id)[0]
+    assert tp["order_state"] == "cancelled" and tp["cancel_reason"] == "oco_other_closed"
+    assert position(ex)["size"] == 0

@@ -771,9 +771,11 @@ class SimExchange:
         if order.oto_order_ids:
             self._release_secondaries(order, condition, now_ms, batch)
         if order.oco_ref is not None and (condition != "complete_fill" or order.state == "filled"):
-            for other_id in self._oco.get(order.oco_ref, ()):
+            # Legs still waiting for their primary are closed too: an OTOCO secondary that fills the moment it is
+            # released (a stop already through its trigger) must end its sibling before the release loop reaches it.
+            for other_id in list(self._oco.get(order.oco_ref, ())):
                 other = self._live.get(other_id)
-                if other is not None and other is not order and not other.waiting_primary:
+                if other is not None and other is not order:
                     self._close(other, "cancelled", now_ms, batch, reason="oco_other_closed")
 
     def _release_secondaries(self, primary: SimOrder, condition: str, now_ms: int, batch: _Batch) -> None:
