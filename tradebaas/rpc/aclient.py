@@ -25,11 +25,12 @@ from tradebaas.errors import EngineNotRunning, UserError
 from tradebaas.home import Home
 from tradebaas.rpc.client import (
     DEFAULT_TIMEOUT_S,
-    MAX_FRAME_BYTES,
     ConnectionLost,
     _arity,
     _result,
+    connect_error,
     resolve_target,
+    socket_options,
 )
 from tradebaas.rpc.protocol import channel_matches, valid_channel
 
@@ -38,23 +39,9 @@ log = logging.getLogger("tradebaas.rpc.aclient")
 
 async def open_socket(url: str, token: str, timeout_s: float) -> ClientConnection:
     try:
-        return await ws_connect(
-            url,
-            additional_headers={"Authorization": f"Bearer {token}"},
-            open_timeout=timeout_s,
-            close_timeout=2,
-            max_size=MAX_FRAME_BYTES,
-            compression=None,
-            proxy=None,
-            user_agent_header=None,
-        )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        if status in (401, 403):
-            raise UserError(f"the engine at {url} refused the connection (HTTP {status}: wrong token?)") from exc
-        raise EngineNotRunning(f"the engine at {url} answered HTTP {status}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise EngineNotRunning(f"cannot reach the engine at {url} ({exc})") from exc
+        return await ws_connect(url, **socket_options(token, timeout_s))
+    except (InvalidStatus, OSError, TimeoutError) as exc:
+        raise connect_error(url, exc) from exc
 
 
 class AsyncEngineClient:

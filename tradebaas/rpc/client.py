@@ -74,27 +74,35 @@ def resolve_target(home: Home | str | None, url: str | None, token: str | None) 
     return info.url, token or info.token
 
 
+def socket_options(token: str, timeout_s: float) -> dict[str, Any]:
+    """The WebSocket options both clients (sync and async) connect with."""
+    return {
+        "additional_headers": {"Authorization": f"Bearer {token}"},
+        "open_timeout": timeout_s,
+        "close_timeout": 2,
+        "max_size": MAX_FRAME_BYTES,
+        "compression": None,
+        "proxy": None,
+        "user_agent_header": None,
+    }
+
+
+def connect_error(url: str, exc: Exception) -> UserError:
+    """A failed connection as the readable error both clients raise."""
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status in (401, 403):
+            return UserError(f"the engine at {url} refused the connection (HTTP {status}: wrong token?)")
+        return EngineNotRunning(f"the engine at {url} answered HTTP {status}")
+    return EngineNotRunning(f"cannot reach the engine at {url} ({exc})")
+
+
 def open_socket(url: str, token: str, timeout_s: float) -> ClientConnection:
     """One authenticated WebSocket, or a readable error."""
     try:
-        return ws_connect(
-            url,
-            additional_headers={"Authorization": f"Bearer {token}"},
-            open_timeout=timeout_s,
-            close_timeout=2,
-            max_size=MAX_FRAME_BYTES,
-            compression=None,
-            proxy=None,
-            user_agent_header=None,
-            legacy=True,
-        )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
-        if status in (401, 403):
-            raise UserError(f"the engine at {url} refused the connection (HTTP {status}: wrong token?)") from exc
-        raise EngineNotRunning(f"the engine at {url} answered HTTP {status}") from exc
-    except (OSError, TimeoutError) as exc:
-        raise EngineNotRunning(f"cannot reach the engine at {url} ({exc})") from exc
+        return ws_connect(url, **socket_options(token, timeout_s), legacy=True)
+    except (InvalidStatus, OSError, TimeoutError) as exc:
+        raise connect_error(url, exc) from exc
 
 
 def ping_once(url: str, token: str, timeout_s: float = 2.0) -> bool:
