@@ -162,6 +162,8 @@ def backtest(
     strategy_id: str | None = None,
     decisions: str = "actions",
     start: Any = None,
+    vectorized: bool = True,
+    cache: Any = None,
 ) -> BacktestResult:
     """Run ``strategy`` (name, class or instance) over ``data`` (candle file or DataFrame).
 
@@ -176,6 +178,12 @@ def backtest(
     (``context.warming_up`` set, no intents, then ``on_start``); trades, equity and stats cover ``start`` on.
     Without it every candle is live (the strategy trades as soon as it is warm). Parity with the engine needs it:
     the engine warms up on history before it decides.
+
+    ``vectorized``: a strategy given by name or class that has a ``vectorized`` classmethod (``ema_cross``) runs
+    on arrays instead of candle by candle, unless ``decisions="all"`` (every decision's record is the event
+    loop's business) or ``vectorized=False``. Same trades, equity and kept decisions, 5-50x faster (tests hold it
+    to trade-for-trade equality). ``cache``: a ``vectorized.ArrayCache`` of this exact ``data`` (warm-up
+    included), so a sweep computes each indicator once per data set.
     """
     if decisions not in ("actions", "all", "none"):
         raise BacktestError("decisions must be 'actions', 'all' or 'none'")
@@ -184,7 +192,7 @@ def backtest(
     strat = _make_strategy(strategy, config)
     cfg = dict(getattr(strat, "config", config or {}))
     inst = _instrument(instrument, cfg, fees)
-    df = load_candles(data)
+    df = full = load_candles(data)
     name = getattr(strat, "name", type(strat).__name__)
     warm = df.iloc[:0]
     if start is not None:
@@ -193,10 +201,16 @@ def backtest(
         warm, df = df[df.index < cut], df[df.index >= cut]
         if len(df) == 0:
             raise BacktestError(f"start {cut} is after the last candle")
+    fast = getattr(type(strat), "vectorized", None) if vectorized and isinstance(strategy, str | type) else None
     started = time.perf_counter()
-    if len(warm):
-        _warm_up(strat, warm, inst)
-    trades, kept, open_pos = _run(strat, df, inst, float(slippage), strategy_id or name, decisions)
+    if fast is not None and decisions != "all":
+        run = fast(full, cfg, inst, float(slippage), live_from=len(warm), strategy_id=strategy_id or name,
+                   decisions=decisions if decisions == "actions" else "none", cache=cache)
+        trades, kept, open_pos = run.trades, run.decisions, run.open_position
+    else:
+        if len(warm):
+            _warm_up(strat, warm, inst)
+        trades, kept, open_pos = _run(strat, df, inst, float(slippage), strategy_id or name, decisions)
     elapsed = time.perf_counter() - started
     from tradebaas.analytics.frames import equity_curve, trades_frame
 

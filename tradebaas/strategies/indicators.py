@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import numpy as np
+
 
 class EMA:
     """Exponential moving average, seeded with the SMA of the first ``period`` closes; ready at ``period`` closes."""
@@ -41,6 +43,53 @@ class EMA:
             if self.count == self.period:
                 self.value = self._seed_sum / self.period
         return self.value
+
+
+def ema_array(closes: np.ndarray, period: int, *, exact: bool = False) -> np.ndarray:
+    """``EMA(period)`` over a whole array of closes at once: element i is ``EMA.update``'s value after close i.
+
+    NaN until ready (the first ``period - 1`` elements). The seed is the same running sum divided once.
+
+    ``exact=True`` runs the recursion with the very float operations of ``EMA.update`` (``v += (c - v) * k``),
+    so the values are bitwise equal; it is a plain loop (~0.16 s per million closes). ``exact=False`` hands the
+    recursion to pandas' compiled ``ewm(adjust=False)`` from the same seed: ~30x faster, but it rounds
+    differently (``(1 - k) * v + k * c``), so values differ by a few ulps times the period
+    (``ema_error_bound``). Callers that compare two EMAs (a cross) must treat differences inside that bound as
+    undecided and recompute exactly; ``EmaCross.vectorized`` does.
+    """
+    values = np.asarray(closes, dtype="float64")
+    n = len(values)
+    out = np.full(n, np.nan)
+    if period < 1:
+        raise ValueError("EMA period must be >= 1")
+    if n < period:
+        return out
+    seed = float(np.cumsum(values[:period])[-1]) / period  # cumsum adds left to right, as EMA's running sum
+    k = 2.0 / (period + 1)
+    if exact:
+        v = seed
+        tail = [v]
+        append = tail.append
+        for c in values[period:].tolist():
+            v += (c - v) * k
+            append(v)
+        out[period - 1:] = tail
+    else:
+        import pandas as pd
+
+        x = np.concatenate(([seed], values[period:]))
+        out[period - 1:] = pd.Series(x).ewm(alpha=k, adjust=False).mean().to_numpy()
+    return out
+
+
+def ema_error_bound(period: int, scale: float) -> float:
+    """A safe bound on ``|ema_array(exact=False) - ema_array(exact=True)|`` for closes of magnitude <= ``scale``.
+
+    Each step's rounding (a few ulps of values <= ``scale``) decays by ``1 - k`` per step, so the error stays
+    below ``few * eps * scale / k = few * eps * scale * (period + 1) / 2``; 64 ulps of margin over that (the
+    measured worst case is ~1e-12 relative at period 5000) keeps it safe without making ties common.
+    """
+    return 64.0 * float(np.finfo("float64").eps) * scale * (period + 1)
 
 
 class RSI:
