@@ -15,11 +15,12 @@ from typing import Any
 import nbformat
 import pytest
 
+from tradebaas.engine.app import Engine
 from tradebaas.engine.journal import Journal
 from tradebaas.home import Home
 from tradebaas.reports.runner import installed_kernels
 from tradebaas.reports.service import BASELINE_META, ReportService
-from tradebaas.rpc.protocol import CallContext, Registry
+from tradebaas.rpc.protocol import CallContext
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,30 +40,15 @@ class Clock:
         return self.now
 
 
-class FakeServer:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, Any]] = []
-
-    def publish(self, channel: str, data: Any) -> int:
-        self.published.append((channel, data))
-        return 0
-
-
-class FakeEngine:
-    """What the report service uses of ``tradebaas.engine.app.Engine``."""
-
-    def __init__(self, home: Home) -> None:
-        self.home = home
-        self.journal = Journal.open(home.journal_path)
-        self.registry = Registry()
-        self.server = FakeServer()
-        self.services: list[Any] = []
-
-    def publish(self, channel: str, data: Any) -> int:
-        return self.server.publish(channel, data)
-
-    def add_service(self, service: Any) -> None:
-        self.services.append(service)
+def engine_for(home: Home) -> Engine:
+    """A real ``Engine`` object (registry, publish, listeners, journal) whose RPC server is not started: the
+    report service runs inside it with an injected clock, and every published event is kept for the asserts."""
+    engine = Engine(home)
+    engine.journal = Journal.open(home.journal_path)
+    published: list[tuple[str, Any]] = []
+    engine.add_listener(lambda channel, data: published.append((channel, data)))
+    engine.published = published  # type: ignore[attr-defined]
+    return engine
 
 
 def tiny_notebook(path: Path) -> Path:
@@ -86,7 +72,7 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> Any:
         await asyncio.sleep(0.05)
 
 
-async def call(engine: FakeEngine, method: str, **params: Any) -> Any:
+async def call(engine: Engine, method: str, **params: Any) -> Any:
     return await engine.registry.call(method, params, CallContext())
 
 
@@ -103,7 +89,7 @@ def test_a_scheduled_run_fires_when_the_clock_reaches_its_slot(tb_home: Home) ->
     clock = Clock(datetime(2030, 1, 2, 6, 59, 50, tzinfo=UTC))
 
     async def main() -> None:
-        engine = FakeEngine(tb_home)
+        engine = engine_for(tb_home)
         service = ReportService(engine, clock=clock)
         await service.start()
         try:
@@ -123,7 +109,7 @@ def test_a_scheduled_run_fires_when_the_clock_reaches_its_slot(tb_home: Home) ->
             assert run.slot_ts_ms == int(datetime(2030, 1, 2, 7, tzinfo=UTC).timestamp() * 1000)
             assert run.params == {"x": 2}
             assert Path(run.html_path or "").is_file() and Path(run.notebook_path or "").is_file()
-            statuses = [d["status"] for ch, d in engine.server.published if ch == "reports"]
+            statuses = [d["status"] for ch, d in engine.published if ch == "reports"]
             assert statuses == ["queued", "running", "ok"]
 
             service.poke()  # the same slot never fires twice
@@ -143,7 +129,7 @@ def test_after_downtime_a_missed_slot_runs_once_on_start(tb_home: Home) -> None:
         journal.set_meta(BASELINE_META, {"tiny": int((now - timedelta(hours=5)).timestamp() * 1000)})
 
     async def main() -> None:
-        engine = FakeEngine(tb_home)
+        engine = engine_for(tb_home)
         service = ReportService(engine, clock=Clock(now))
         await service.start()
         try:
@@ -167,7 +153,7 @@ def test_a_missed_slot_is_not_run_when_catch_up_is_off(tb_home: Home) -> None:
         journal.set_meta(BASELINE_META, {"tiny": int((now - timedelta(hours=5)).timestamp() * 1000)})
 
     async def main() -> None:
-        engine = FakeEngine(tb_home)
+        engine = engine_for(tb_home)
         service = ReportService(engine, clock=Clock(now))
         await service.start()
         try:
@@ -185,7 +171,7 @@ def test_runs_of_one_report_never_overlap_and_a_failure_keeps_its_notebook(tb_ho
     configure(tb_home, "0 7 * * *")
 
     async def main() -> None:
-        engine = FakeEngine(tb_home)
+        engine = engine_for(tb_home)
         service = ReportService(engine, clock=Clock(datetime(2030, 1, 2, 8, tzinfo=UTC)))
         await service.start()
         try:
@@ -216,7 +202,7 @@ def test_engine_events_become_notifications_once_each(tb_home: Home) -> None:
     async def main() -> None:
         async with serving(Receiver()) as rx:
             tb_home.config_file.write_text(f'[notify]\nmin_interval_s = 0\nwebhook = {{ url = "{rx.url}/h" }}\n')
-            engine = FakeEngine(tb_home)
+            engine = engine_for(tb_home)
             engine.journal.append("engine.started", {"pid": 7, "version": "0.1.0", "exchange": "sim"}, ts_ms=1)
             service = ReportService(engine)
             await service.start()
@@ -257,7 +243,7 @@ def test_journal_events_reads_the_append_only_log_with_filters_and_paging(tb_hom
     from tradebaas.rpc.protocol import INVALID_PARAMS, RpcError
 
     async def main() -> None:
-        engine = FakeEngine(tb_home)
+        engine = engine_for(tb_home)
         ReportService(engine)  # registers the methods
         j = engine.journal
         j.append("reconcile", {"actions": []}, ts_ms=100)

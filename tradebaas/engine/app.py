@@ -58,6 +58,7 @@ class Engine:
         self.server = RpcServer(self.registry, self.token, port=port)
         self.journal: Journal | None = None
         self.services: list[Service] = []
+        self._listeners: list[Callable[[str, Any], None]] = []
         self.started_ts_ms = 0
         self._started_monotonic = 0.0
         self._stop_event: asyncio.Event | None = None
@@ -72,8 +73,19 @@ class Engine:
         self.services.append(service)
 
     def publish(self, channel: str, data: Any) -> int:
-        """Push an event to RPC subscribers of ``channel`` (``strategy.<id>``, ``orders``, ``trades``, ...)."""
+        """Push an event to RPC subscribers of ``channel`` (``strategy.<id>``, ``orders``, ``trades``, ...) and
+        to in-process listeners (``add_listener``: notifications). A failing listener never stops publishing."""
+        for listener in self._listeners:
+            try:
+                listener(channel, data)
+            except Exception:
+                log.exception("event listener failed on %s", channel)
         return self.server.publish(channel, data)
+
+    def add_listener(self, listener: Callable[[str, Any], None]) -> Callable[[], None]:
+        """Call ``listener(channel, data)`` for every published event, subscribed or not; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _load_plugin_services(self) -> None:
         for module_name in SERVICE_MODULES:

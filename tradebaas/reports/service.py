@@ -94,7 +94,7 @@ class ReportService:
         self._scheduler_task: asyncio.Task[None] | None = None
         self._tail_task: asyncio.Task[None] | None = None
         self._notifier_task: asyncio.Task[None] | None = None
-        self._orig_publish: Callable[[str, Any], int] | None = None
+        self._remove_listener: Callable[[], None] | None = None
         self._states: dict[str, str] = {}  # strategy id -> last seen state (needs_attention transitions)
         self._trade_states: dict[str, str] = {}
         self._tail_after = 0
@@ -250,7 +250,7 @@ class ReportService:
             self.notifier = Notifier.from_config(self.config.notify)
             self._notifier_task = asyncio.get_running_loop().create_task(run_contained(self.notifier),
                                                                          name="reports:notifier")
-            self._observe_publish()
+            self._remove_listener = self.engine.add_listener(self._on_published)
             last = self.engine.journal.last_event("engine.started")
             self._tail_after = (last.id - 1) if last is not None else self.engine.journal.last_event_id()
             self._tail_task = asyncio.get_running_loop().create_task(self._tail_journal(), name="reports:tail")
@@ -265,9 +265,9 @@ class ReportService:
             task.cancel()
         await asyncio.gather(*(t for t in (self._scheduler_task, self._tail_task, *runs) if t is not None),
                              return_exceptions=True)
-        if self._orig_publish is not None:
-            self.engine.server.publish = self._orig_publish
-            self._orig_publish = None
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
         if self.notifier is not None and self._notifier_task is not None:
             await self.notifier.close()
             try:
@@ -336,20 +336,6 @@ class ReportService:
         self.marks = decided.handled
 
     # -- notifications from engine events ----------------------------------------------------------------------
-    def _observe_publish(self) -> None:
-        server = self.engine.server
-        original = server.publish
-        self._orig_publish = original
-
-        def publish(channel: str, data: Any) -> int:
-            try:
-                self._on_published(channel, data)
-            except Exception:  # observing must never break publishing
-                log.exception("notification observer failed on %s", channel)
-            return original(channel, data)
-
-        server.publish = publish
-
     def _on_published(self, channel: str, data: Any) -> None:
         # Strategy states come from the journal tail (one source, so a transition is notified once).
         if channel == "trades":
