@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from tradebaas.backtest import runner
 from tradebaas.backtest.data import load_default
 from tradebaas.backtest.runner import backtest
-from tradebaas.backtest.vectorized import ArrayCache
+from tradebaas.backtest.vectorized import ArrayCache, sizes_for_sorted_prices
+from tradebaas.instruments import BTC_PERPETUAL, BTC_USDC_PERPETUAL
 from tradebaas.strategies.indicators import EMA, ema_array, ema_error_bound
 
 T0 = 1_736_208_000_000
@@ -99,6 +100,15 @@ def test_flat_prices_tie_and_trade_like_the_event_loop():
     cache = ArrayCache(closes)
     backtest("ema_cross", frame(closes), config={"fast": 2, "slow": 5}, decisions="none", cache=cache)
     assert ("exact", 2) in cache._arrays and ("exact", 5) in cache._arrays
+
+
+@pytest.mark.parametrize("notional", [100.0, 2500.0, 1e6])
+@pytest.mark.parametrize("inst", [BTC_USDC_PERPETUAL, BTC_PERPETUAL])
+def test_sizes_by_bisection_equal_the_scalar_method(inst, notional):
+    # prices from 1 to 1e6 cross many rounding steps: every price is sized as amount_for_notional sizes it
+    prices = np.unique(np.round(np.exp(np.random.default_rng(3).uniform(0, np.log(1e6), 20_000)), 2))
+    got = sizes_for_sorted_prices(inst, notional, prices)
+    np.testing.assert_array_equal(got, [inst.amount_for_notional(notional, p) for p in prices.tolist()])
 
 
 def test_a_cache_gives_the_same_result_and_is_reused(month):

@@ -192,7 +192,8 @@ def backtest(
     strat = _make_strategy(strategy, config)
     cfg = dict(getattr(strat, "config", config or {}))
     inst = _instrument(instrument, cfg, fees)
-    df = full = load_candles(data)
+    reuse = cache is not None and getattr(cache, "frame", None) is data  # a sweep's frame: normalised already
+    df = full = data if reuse else load_candles(data)
     name = getattr(strat, "name", type(strat).__name__)
     warm = df.iloc[:0]
     if start is not None:

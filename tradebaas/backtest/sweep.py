@@ -3,12 +3,17 @@
 A local ``ProcessPoolExecutor`` by default; a ``dask.distributed.Client`` when given (the same worker function
 and the same data, scattered once to every worker), so the results are identical either way. Every config is
 validated in the calling process first: a typo fails at once, not in 1,000 workers.
+
+Strategies with an array fast path (``ema_cross``) share their per-candle work across parameter sets: each
+worker keeps one ``vectorized.ArrayCache`` for the data set, so an EMA period is computed once per worker, not
+once per parameter set (a 1,000-point fast x slow grid needs ~60 EMAs, not 2,000).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -23,6 +28,8 @@ from tradebaas.strategies.registry import resolve
 from .data import load_candles
 
 _WORKER_DATA: pd.DataFrame | None = None
+#: The worker's ArrayCache: (token of the data set, cache). One data set at a time bounds the memory.
+_WORKER_CACHE: tuple[str, Any] | None = None
 
 
 def grid_points(grid: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
@@ -35,10 +42,21 @@ def grid_points(grid: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
-def _run_one(strategy: Any, data: pd.DataFrame, config: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _cache_for(token: str, data: pd.DataFrame) -> Any:
+    """This process's ArrayCache of ``data`` (identified by ``token``: Dask may hand over an equal copy)."""
+    global _WORKER_CACHE
+    if _WORKER_CACHE is None or _WORKER_CACHE[0] != token or _WORKER_CACHE[1].frame is not data:
+        from .vectorized import ArrayCache
+
+        _WORKER_CACHE = (token, ArrayCache.for_frame(data))
+    return _WORKER_CACHE[1]
+
+
+def _run_one(strategy: Any, data: pd.DataFrame, config: dict[str, Any], kwargs: dict[str, Any],
+             cache: Any = None) -> dict[str, Any]:
     from .runner import backtest
 
-    result = backtest(strategy, data, config=config, decisions="none", **kwargs)
+    result = backtest(strategy, data, config=config, decisions="none", cache=cache, **kwargs)
     return {k: v for k, v in result.stats.items()}
 
 
@@ -47,14 +65,15 @@ def _init_worker(data: pd.DataFrame) -> None:
     _WORKER_DATA = data
 
 
-def _pool_task(i: int, strategy: Any, config: dict[str, Any], kwargs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _pool_task(i: int, strategy: Any, config: dict[str, Any], kwargs: dict[str, Any],
+               token: str = "") -> tuple[int, dict[str, Any]]:
     assert _WORKER_DATA is not None
-    return i, _run_one(strategy, _WORKER_DATA, config, kwargs)
+    return i, _run_one(strategy, _WORKER_DATA, config, kwargs, _cache_for(token, _WORKER_DATA) if token else None)
 
 
 def _dask_task(i: int, strategy: Any, config: dict[str, Any], kwargs: dict[str, Any],
-               data: pd.DataFrame) -> tuple[int, dict[str, Any]]:
-    return i, _run_one(strategy, data, config, kwargs)
+               data: pd.DataFrame, token: str = "") -> tuple[int, dict[str, Any]]:
+    return i, _run_one(strategy, data, config, kwargs, _cache_for(token, data) if token else None)
 
 
 def sweep(
@@ -82,6 +101,8 @@ def sweep(
     for cfg in configs:
         validate_config(cls, cfg)
     df = load_candles(data)
+    # a fresh token per sweep: worker caches never outlive (or get confused with) another sweep's data
+    token = uuid.uuid4().hex if hasattr(cls, "vectorized") else ""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(configs), desc=f"sweep {getattr(cls, 'name', cls.__name__)}", disable=not progress)
@@ -91,20 +112,24 @@ def sweep(
             from distributed import as_completed as dask_completed
 
             [data_future] = client.scatter([df], broadcast=True)
-            futures = [client.submit(_dask_task, i, target, cfg, backtest_kwargs, data_future, pure=False)
+            futures = [client.submit(_dask_task, i, target, cfg, backtest_kwargs, data_future, token, pure=False)
                        for i, cfg in enumerate(configs)]
             for fut in dask_completed(futures):
                 i, row = fut.result()
                 results[i] = row
                 bar.update(1)
         elif processes == 1 or len(configs) == 1:
+            from .vectorized import ArrayCache
+
+            cache = ArrayCache.for_frame(df) if token else None  # local: freed when the sweep returns
             for i, cfg in enumerate(configs):
-                results[i] = _run_one(target, df, cfg, backtest_kwargs)
+                results[i] = _run_one(target, df, cfg, backtest_kwargs, cache)
                 bar.update(1)
         else:
             workers = min(processes or os.cpu_count() or 1, len(configs))
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(df,)) as pool:
-                futs = [pool.submit(_pool_task, i, target, cfg, backtest_kwargs) for i, cfg in enumerate(configs)]
+                futs = [pool.submit(_pool_task, i, target, cfg, backtest_kwargs, token)
+                        for i, cfg in enumerate(configs)]
                 for fut in as_completed(futs):
                     i, row = fut.result()
                     results[i] = row
