@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -187,6 +188,7 @@ class SimServer:
         self._last_save_s = 0.0
         self._feed_task: asyncio.Task[None] | None = None
         self.ticks_emitted = 0
+        self.saves = 0  # state files written (admin/get_status: a test can wait for a save before a SIGKILL)
         self.app = web.Application(client_max_size=1 << 20)
         self.app.router.add_get("/ws/api/v2", self.ws_handler)
         self.app.router.add_get("/ws/api/v2/", self.ws_handler)
@@ -198,20 +200,46 @@ class SimServer:
 
     def prime(self) -> None:
         """Replay the last minutes before the clock without publishing, so tickers, trades and the forming bar
-        exist from the first request (and the core has a price for market orders)."""
+        exist from the first request (and the core has a price for market orders).
+
+        Ticks the core has already seen (its markets' ``ts_ms``, restored from the state) only rebuild the server's
+        view: restored orders must not fire again at old prices. Ticks after that but not after the restored clock
+        are ones the core never saw (the feed was behind the clock at the save, or a SIGKILL lost what came after
+        the last save): they go to the core in order, so an order the market reached in that gap still fills.
+        """
         now = self.clock.now_ms()
+        seen = self._core_seen_ms()
+        expected: int | None = None  # the tick that follows the core's last one
+        if seen is not None:
+            nxt = next(iter(self.data.ticks_from(seen + 1)), None)
+            expected = nxt.ts_ms if nxt is not None else None
+        first = True
         last: PriceTick | None = None
         for tick in self.data.ticks_from(now - 10 * 60_000):
             if tick.ts_ms > now:
                 break
-            # Past ticks build the market's view only: restored orders must not fire (again) at old prices.
-            self._apply_tick(tick, publish=False, to_exchange=False)
+            to_core = seen is not None and tick.ts_ms > seen
+            if to_core and first:
+                first = False
+                if tick.ts_ms != expected and tick.continuous:  # a jump from the core's last price (--start)
+                    tick = dataclasses.replace(tick, continuous=False)
+            self._apply_tick(tick, publish=False, to_exchange=to_core)
             last = tick
         if last is None:
             last = self.data.last_tick_before(now + 1) or next(iter(self.data.ticks_from(now)), None)
-        if last is not None:
-            self._apply_tick(last, publish=False)  # the price at the restored clock: the core's current market
+            if last is not None:
+                self._apply_tick(last, publish=False, to_exchange=False)
+        if last is not None and not (seen is not None and last.ts_ms > seen):
+            # The price at the restored clock becomes the core's current market (a jump, never a path).
+            self._feed_exchange(dataclasses.replace(last, continuous=False))
         self._next_ts = now + 1
+
+    def _core_seen_ms(self) -> int | None:
+        """The time of the last tick the matching core has processed (None without a core)."""
+        markets = getattr(self.exchange, "markets", None)
+        if not isinstance(markets, dict) or not markets:
+            return None
+        return min(int(getattr(m, "ts_ms", 0)) for m in markets.values())
 
     async def _on_startup(self, app: web.Application) -> None:
         if self._dirty:
@@ -251,6 +279,7 @@ class SimServer:
         self._dirty = False
         st = state_mod.SavedState(self.clock.now_ms(), self.data.name, self.exchange.to_state(), self.extra_state)
         state_mod.save(self.config.state_path, st)
+        self.saves += 1
         self._last_save_s = min(2.0, time.perf_counter() - t0)
 
     # ---- market data feed ------------------------------------------------------------------------------------
@@ -316,6 +345,20 @@ class SimServer:
                 if bar is not None:
                     self._publish(ch, bar.to_deribit())
 
+    def _feed_exchange(self, tick: PriceTick) -> None:
+        """Give one tick to the matching core only (no public trade, chart or publication)."""
+        if self.exchange is None:
+            return
+        for name, m in self.markets.items():
+            q = quote_for(tick, m.inst)
+            amount = _public_amount(m.inst, tick.amount_btc, q.last_price) if tick.amount_btc > 0 else 0.0
+            mt = MarketTick(name, tick.ts_ms, q.last_price, q.mark_price, q.index_price, q.best_bid, q.best_ask,
+                            amount, tick.continuous)
+            events = self.exchange.on_market(mt, tick.ts_ms)
+            if events:
+                self._route_events(events)
+                self.mark_dirty()
+
     def _has_prefix(self, prefix: str) -> bool:
         return any(ch.startswith(prefix) for ch in self.subs)
 
@@ -343,11 +386,7 @@ class SimServer:
 
     def _public_trade(self, m: InstrumentMarket, tick: PriceTick, price: float) -> dict[str, Any]:
         inst = m.inst
-        if inst.is_inverse:
-            amount = max(inst.min_trade_amount, round(tick.amount_btc * price / inst.contract_size) * inst.contract_size)
-        else:
-            amount = max(inst.min_trade_amount, round(tick.amount_btc / inst.min_trade_amount) * inst.min_trade_amount)
-            amount = round(amount, 6)
+        amount = _public_amount(inst, tick.amount_btc, price)
         prev = m.last_price
         if price > prev:
             tick_dir = 0
@@ -605,7 +644,8 @@ class SimServer:
         if name == "get_status":
             return {"clock_ms": self.clock.now_ms(), "speed": self.clock.speed, "data": self.data.name,
                     "data_start_ms": self.data.start_ms, "data_end_ms": self.data.end_ms,
-                    "finished": self.clock.finished, "connections": len(self.conns), "ticks": self.ticks_emitted}
+                    "finished": self.clock.finished, "connections": len(self.conns), "ticks": self.ticks_emitted,
+                    "saves": self.saves, "unsaved": self._dirty}
         raise DeribitError(-32601, "Method not found")
 
     def drop_all(self) -> None:
@@ -969,6 +1009,13 @@ class SimServer:
         if self.faults.delay_ms and scope != "admin":
             await asyncio.sleep(self.faults.delay_ms / 1000)
         return web.Response(status=status, text=text, content_type="application/json")
+
+
+def _public_amount(inst: Instrument, amount_btc: float, price: float) -> float:
+    """A tick's BTC volume as a trade amount of ``inst`` (contracts of USD for inverse, BTC for linear)."""
+    if inst.is_inverse:
+        return max(inst.min_trade_amount, round(amount_btc * price / inst.contract_size) * inst.contract_size)
+    return round(max(inst.min_trade_amount, round(amount_btc / inst.min_trade_amount) * inst.min_trade_amount), 6)
 
 
 def notification(channel: str, body: bytes) -> bytes:
