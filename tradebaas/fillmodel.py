@@ -4,6 +4,10 @@ Pure functions only: fees, PnL for linear and inverse contracts, trigger conditi
 position exits inside one candle. The simulator calls the tick-level functions (``trigger_fires``, ``fee``,
 ``realized_pnl``); the backtester calls the same functions through ``candle_exit``. A change here changes both,
 which is the point: a backtest that disagrees with paper trading is worse than none.
+
+``fee``, ``realized_pnl`` and ``apply_slippage`` are also called on numpy arrays (``backtest/vectorized.py``, the
+ema_cross fast path): keep them to arithmetic operators and ``abs`` (no ``math.*``, no ``if`` on a value) so
+an array call does the same IEEE operations, in the same order, as the scalar one.
 """
 
 from __future__ import annotations
