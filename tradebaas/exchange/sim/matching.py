@@ -372,10 +372,13 @@ class SimExchange:
         out, self._pending = self._pending, []
         return out
 
-    def portfolio_events(self) -> list[SimEvent]:
-        """``user.portfolio`` for every account and currency (the server may send these periodically)."""
+    def portfolio_events(self, account_ids: Iterable[str] | None = None) -> list[SimEvent]:
+        """``user.portfolio`` for every currency of the given accounts (all when None): the server's periodic push,
+        so floating PnL and margins follow the mark between fills, as Deribit's channel does."""
+        accounts = self.accounts.values() if account_ids is None else \
+            [a for a in (self.accounts.get(i) for i in account_ids) if a is not None]
         return [SimEvent("user.portfolio", acct.account_id, None, self._summary(acct, cur))
-                for acct in self.accounts.values() for cur in sorted(self._currencies(acct))]
+                for acct in accounts for cur in sorted(self._currencies(acct))]
 
     def market(self, instrument: str) -> _Market:
         return self.markets[instrument]
