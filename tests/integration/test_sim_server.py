@@ -245,3 +245,17 @@ def test_heartbeat_answered_keeps_the_connection(sim: SimProcess) -> None:
         assert await c.result("public/get_time") > 0
         await c.close()
     asyncio.run(go())
+
+
+def test_user_portfolio_is_pushed_periodically_without_any_order(sim: SimProcess) -> None:
+    """Deribit sends user.portfolio on a timer too: subscribers see margins follow the mark between fills."""
+    async def go() -> None:
+        c = await Rpc.connect(sim.ws_url)
+        await c.result("public/auth", grant_type="client_credentials", client_id=sim.client_id,
+                       client_secret=sim.client_secret)
+        assert await c.result("private/subscribe", channels=["user.portfolio.usdc"]) == ["user.portfolio.usdc"]
+        notes = [await c.wait_note(_channel("user.portfolio.usdc"), timeout=5) for _ in range(3)]
+        assert all(n["params"]["data"]["currency"] == "USDC" and "equity" in n["params"]["data"] for n in notes)
+        await c.result("private/unsubscribe", channels=["user.portfolio.usdc"])
+        await c.close()
+    asyncio.run(go())

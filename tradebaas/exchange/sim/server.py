@@ -377,6 +377,22 @@ class SimServer:
                     continue
                 if bar is not None:
                     self._publish(ch, bar.to_deribit())
+        if send and self.exchange is not None and ts - self._portfolio_ms >= PORTFOLIO_INTERVAL_MS:
+            self._push_portfolios(ts)
+
+    def _push_portfolios(self, now_ms: int) -> None:
+        """Periodic ``user.portfolio`` to its subscribers (Deribit sends it on a timer, not only on fills), so a
+        client sees equity and margins follow the mark. Throttled to one per simulated second and at most
+        1/PORTFOLIO_MIN_REAL_S per real second (a fast replay must not flood clients)."""
+        real = time.monotonic()
+        if real - self._portfolio_real < PORTFOLIO_MIN_REAL_S:
+            return
+        accounts = [acct for acct, subs in self.user_subs.items()
+                    if any(ch.startswith("user.portfolio.") and conns for ch, conns in subs.items())]
+        if not accounts:
+            return
+        self._portfolio_ms, self._portfolio_real = now_ms, real
+        self._route_events(self.exchange.portfolio_events(accounts))
 
     def _feed_exchange(self, tick: PriceTick) -> None:
         """Give one tick to the matching core only (no public trade, chart or publication)."""
