@@ -89,3 +89,8 @@ def tb_home(make_home: Callable[[str], Home], monkeypatch: pytest.MonkeyPatch) -
 def pytest_configure(config: Any) -> None:
     # never let a test that forgets the fixture touch the developer's real instance
     os.environ[ENV_VAR] = str(Path(config.rootpath) / ".pytest_cache" / "tradebaas-home")
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Browser tests run last: they are the slowest, and they hold a playwright event loop while they run."""
+    items.sort(key=lambda item: "tests/browser/" in str(item.fspath).replace("\\", "/"))

@@ -102,10 +102,15 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             sim.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """Module-scoped: playwright's sync API keeps an event loop running in the main thread while it is open, and
+    every later test that calls ``asyncio.run`` would fail; it must close with the browser tests."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a missing browser is a broken install step, not a reason to skip
+        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
