@@ -204,7 +204,7 @@ def quote_for(tick: PriceTick, inst: Instrument) -> Quote:
     Recorded quotes are widened outwards to the instrument's tick grid.
     """
     step = inst.tick_size
-    last = inst.round_price(tick.price)
+    last = round_to_tick(tick.price, step)
     if tick.bid is not None and tick.ask is not None:
         bid = _clean(math.floor(tick.bid / step + 1e-9) * step)
         ask = _clean(math.ceil(tick.ask / step - 1e-9) * step)
@@ -216,6 +216,21 @@ def quote_for(tick: PriceTick, inst: Instrument) -> Quote:
         bid, ask = last, _clean(last + step)
     index = round(tick.price, 2)
     return Quote(last, index, index, bid, ask)
+
+
+_TICK_DECIMALS: dict[float, int] = {}
+
+
+def round_to_tick(value: float, step: float) -> float:
+    """``Instrument.round_price`` (nearest multiple, half away from zero, noise-free), with the step's decimals
+    cached: it runs several times per tick on the feed path, where recomputing them showed in the profile."""
+    d = _TICK_DECIMALS.get(step)
+    if d is None:
+        text = f"{step:.12f}".rstrip("0")
+        d = _TICK_DECIMALS[step] = (len(text.split(".")[1]) if "." in text else 0) + 2
+    if not value:
+        return 0.0
+    return math.copysign(round(math.floor(abs(value) / step + 0.5) * step, d), value)
 
 
 def _clean(x: float) -> float:

@@ -27,7 +27,14 @@ from tradebaas.exchange.sim.auth import AuthStore
 from tradebaas.exchange.sim.clock import SimClock
 from tradebaas.exchange.sim.errors import DeribitError
 from tradebaas.exchange.sim.faults import Faults
-from tradebaas.exchange.sim.marketdata import ChartBook, MarketData, PriceTick, parse_resolution, quote_for
+from tradebaas.exchange.sim.marketdata import (
+    ChartBook,
+    MarketData,
+    PriceTick,
+    parse_resolution,
+    quote_for,
+    round_to_tick,
+)
 from tradebaas.exchange.sim.ratelimit import RateLimiter
 from tradebaas.instruments import Instrument
 
@@ -211,6 +218,7 @@ class SimServer:
         self.markets = {name: InstrumentMarket(inst) for name, inst in instruments.items()}
         self.chart = ChartBook(data)
         self.subs: dict[str, set[Conn]] = {}
+        self._prefix_cache: dict[str, list[str]] = {}  # cleared whenever self.subs changes
         self.user_subs: dict[str, dict[str, set[Conn]]] = {}
         self.conns: set[Conn] = set()
         self.extra_state = extra_state or {}
@@ -409,13 +417,18 @@ class SimServer:
                 self.mark_dirty()
 
     def _has_prefix(self, prefix: str) -> bool:
-        return any(ch.startswith(prefix) for ch in self.subs)
+        return bool(self._channels_with_prefix(prefix))
 
     def _channels_with_prefix(self, prefix: str) -> list[str]:
-        return [ch for ch in self.subs if ch.startswith(prefix)]
+        """Subscribed public channels starting with ``prefix``; cached until the subscriptions change (the feed
+        asks this several times per tick and instrument)."""
+        chans = self._prefix_cache.get(prefix)
+        if chans is None:
+            chans = self._prefix_cache[prefix] = [ch for ch in self.subs if ch.startswith(prefix)]
+        return chans
 
     def _publish_prefix(self, prefix: str, data: Any) -> None:
-        chans = [ch for ch in self.subs if ch.startswith(prefix)]
+        chans = self._channels_with_prefix(prefix)
         if not chans:
             return
         body = dumpb(data)
@@ -509,7 +522,8 @@ class SimServer:
             "best_ask_price": q.best_ask,
             "best_ask_amount": self._level_amount(m.inst, round(q.best_ask / m.inst.tick_size)),
             "index_price": q.index_price, "mark_price": q.mark_price, "last_price": q.last_price,
-            "min_price": m.inst.round_price(q.mark_price * 0.975), "max_price": m.inst.round_price(q.mark_price * 1.025),
+            "min_price": round_to_tick(q.mark_price * 0.975, m.inst.tick_size),
+            "max_price": round_to_tick(q.mark_price * 1.025, m.inst.tick_size),
             "estimated_delivery_price": q.index_price, "settlement_price": q.index_price,
             "funding_8h": 0.0, "current_funding": 0.0, "interest_value": 0.0,
         }
@@ -854,6 +868,7 @@ class SimServer:
             self.user_subs.setdefault(acc, {}).setdefault(ch, set()).add(conn)
         else:
             self.subs.setdefault(ch, set()).add(conn)
+            self._prefix_cache.clear()
 
     def _unsub(self, conn: Conn, ch: str) -> None:
         conn.channels.discard(ch)
@@ -870,6 +885,7 @@ class SimServer:
                 s.discard(conn)
                 if not s:
                     del self.subs[ch]
+                    self._prefix_cache.clear()
 
     def _drop_private_subs(self, conn: Conn) -> None:
         for ch in [c for c in conn.channels if c.startswith("user.")]:
