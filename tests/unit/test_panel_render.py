@@ -145,3 +145,29 @@ def test_active_strategies_decisions_come_first() -> None:
     state.set_strategies([strategy_row("old", "stopped"), strategy_row("live", "running")], 0.0)
     state.decisions = {"old": {"ts_ms": 9}, "live": {"ts_ms": 1}}
     assert [sid for sid, _ in state.latest_decisions(2)] == ["live", "old"]
+
+
+def _run(run_id: str, status: str, queued: int, **extra: object) -> dict[str, object]:
+    return {"run_id": run_id, "name": "daily", "status": status, "trigger": "schedule", "queued_ts_ms": queued,
+            "finished_ts_ms": queued + 1_000, "html_path": f"/h/reports/daily/{run_id}/daily.html",
+            "notebook_path": f"/h/reports/daily/{run_id}/daily.ipynb", "error": "", **extra}
+
+
+def test_report_runs_show_newest_first_with_status_and_links() -> None:
+    html = render.reports_html([_run("r1", "ok", 1_000), _run("r2", "failed", 2_000, error="bad parameter x")])
+    assert html.index("tb-report-failed") < html.index("tb-report-ok")
+    assert 'href="file:///h/reports/daily/r1/daily.html"' in html
+    assert "/h/reports/daily/r2/daily.html" not in html  # a failed run has no HTML, only its kept notebook
+    assert 'href="file:///h/reports/daily/r2/daily.ipynb"' in html
+    assert "bad parameter x" in html
+
+
+def test_no_report_runs_says_so() -> None:
+    assert "no report runs yet" in render.reports_html([])
+
+
+def test_pushed_report_runs_replace_their_earlier_status() -> None:
+    state = PanelState()
+    state.set_reports([_run("r1", "running", 1_000)])
+    state.apply_event("reports", _run("r1", "ok", 1_000), now=0.0)
+    assert [r["status"] for r in state.reports.values()] == ["ok"]

@@ -31,7 +31,7 @@ from tradebaas.notebook import widgets as render
 from tradebaas.notebook.coalesce import Batch, Pump
 from tradebaas.notebook.forms import StartForm
 
-GLOBAL_CHANNELS = ("engine", "strategies", "orders", "trades", "positions", "log")
+GLOBAL_CHANNELS = ("engine", "strategies", "orders", "trades", "positions", "reports", "log")
 ACTIVE_STATES = {"running", "starting"}
 
 
@@ -59,6 +59,7 @@ class PanelState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     trades: dict[str, dict[str, Any]] = field(default_factory=dict)
     decisions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     equity: list[float] = field(default_factory=list)
     equity_label: str = ""
     logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
@@ -122,6 +123,16 @@ class PanelState:
         while len(self.trades) > keep:
             self.trades.pop(next(iter(self.trades)))
 
+    def set_reports(self, runs: list[Mapping[str, Any]]) -> None:
+        self.reports = {}
+        for run in runs:
+            self.update_report(run)
+
+    def update_report(self, run: Mapping[str, Any], keep: int = 50) -> None:
+        self.reports[str(run.get("run_id"))] = dict(run)
+        while len(self.reports) > keep:
+            self.reports.pop(next(iter(self.reports)))
+
     def set_equity(self, points: list[Mapping[str, Any]], label: str = "") -> None:
         self.equity = [float(p["equity"]) for p in points if p.get("equity") is not None]
         self.equity_label = label
@@ -147,6 +158,8 @@ class PanelState:
             self.update_order(data)
         elif channel == "trades":
             self.update_trade(data)
+        elif channel == "reports":
+            self.update_report(data)
         elif channel == "log":
             self.logs.append(dict(data))
         return None
@@ -216,6 +229,7 @@ class ControlPanel(w.VBox):
         self.decision_html = self._html("tb-decision-box", "")
         self.trades_html = self._html("tb-trades-box", render.trades_html([]))
         self.equity_html = self._html("tb-equity-box", render.sparkline_svg([]))
+        self.reports_html = self._html("tb-reports-box", render.reports_html([]))
         self.log_html = self._html("tb-log-box", render.log_html([]))
         self.form_box = w.VBox([self._html("tb-form-loading", '<span style="color:#888">loading strategies…</span>')])
         self.form: StartForm | None = None
@@ -251,6 +265,7 @@ class ControlPanel(w.VBox):
         right = w.VBox([
             section("Kill switch", w.HBox([self.kill_button, self.flatten]), self.kill_confirm_box, self.kill_result),
             section("Start a strategy", self.form_box),
+            section("Reports", self.reports_html),
         ], layout=w.Layout(flex="2 1 0%", min_width="420px"))
         super().__init__([
             self.status_html,
@@ -332,6 +347,8 @@ class ControlPanel(w.VBox):
                 self._pump.flag("equity")
         elif channel == "orders" and isinstance(data, Mapping):
             self._pump.put("orders", data.get("order_id"), data)
+        elif channel == "reports" and isinstance(data, Mapping):
+            self._pump.put("reports", data.get("run_id"), data)
         elif channel == "positions" and isinstance(data, Mapping):
             self._pump.put("positions", position_key(data), data)
         elif channel == "engine":
@@ -383,6 +400,8 @@ class ControlPanel(w.VBox):
         state.set_positions(self._optional("positions.list", []))
         state.set_orders(self._optional("orders.list", [], open_only=True))
         state.set_trades(self._optional("trades.list", []))
+        reports = self._optional("reports.list", {})
+        state.set_reports(reports.get("runs", []) if isinstance(reports, Mapping) else [])
         self._refresh_equity()
         state.connection = "connected"
         state.note = "engine restarted — state reloaded" if restarted else ""
@@ -410,7 +429,7 @@ class ControlPanel(w.VBox):
                 self.state.apply_event(str(channel_key), data, now)
             for data in batch.get("strategies").values():
                 self.state.apply_event("strategies", data, now)
-            for topic in ("positions", "orders", "trades"):
+            for topic in ("positions", "orders", "trades", "reports"):
                 for data in batch.get(topic).values():
                     self.state.apply_event(topic, data, now)
             if restarted:
@@ -467,6 +486,7 @@ class ControlPanel(w.VBox):
                   or '<span style="color:#888">no decision yet</span>')
         self._set(self.trades_html, "value", render.trades_html(state.trades.values(), self._trades_shown))
         self._set(self.equity_html, "value", render.sparkline_svg(state.equity, label=state.equity_label))
+        self._set(self.reports_html, "value", render.reports_html(state.reports.values()))
         self._set(self.log_html, "value", render.log_html(state.logs, self._log_lines))
         self._set(self.kill_button, "disabled", state.connection != "connected")
 

@@ -265,6 +265,30 @@ def orders_html(orders: Iterable[Mapping[str, Any]], limit: int = 10) -> str:
                  empty="no open orders")
 
 
+def reports_html(runs: Iterable[Mapping[str, Any]], limit: int = 6) -> str:
+    """Recent report runs (newest first) with their status and links to the outputs the engine wrote.
+
+    The links are ``file://`` URLs of the HTML report and the executed notebook under ``TRADEBAAS_HOME/reports``
+    (the engine's machine); the path is also shown, for opening it on a server through the tunnel."""
+    ordered = sorted(runs, key=lambda r: r.get("queued_ts_ms") or r.get("started_ts_ms") or 0, reverse=True)
+    rows = []
+    for r in ordered[:limit]:
+        status = str(r.get("status") or "")
+        links = []
+        for key, text in (("html_path", "html"), ("notebook_path", "notebook")):
+            path = r.get(key)
+            if path and (key != "html_path" or status == "ok"):
+                links.append(f'<a href="file://{esc(path)}" title="{esc(path)}" target="_blank">{text}</a>')
+        error = str(r.get("error") or "")
+        rows.append([
+            esc(r.get("name")), f'<span class="tb-report-status tb-report-{esc(status)}">{esc(status)}</span>',
+            esc(r.get("trigger") or ""), fmt_ts(r.get("finished_ts_ms") or r.get("started_ts_ms")),
+            " ".join(links) or "-", esc(error[:80]),
+        ])
+    return table(["report", "status", "trigger", "when", "outputs", "error"], rows, "tb-reports",
+                 empty="no report runs yet")
+
+
 def sparkline_svg(values: Sequence[float], width: int = 260, height: int = 44, label: str = "") -> str:
     """An inline SVG sparkline of equity: the shape of the curve at a glance, without matplotlib in the hot path.
 
