@@ -484,8 +484,12 @@ class Supervisor:
         """Stop a strategy: brackets stay on the exchange unless ``flatten`` closes its position."""
         if self.store.strategy(id) is None:
             raise RpcError(NOT_FOUND, f"no strategy {id!r} (see strategy.list)")
+        connected = self.client is not None and self.client.connected
         async with self.lock:
             await self._set_state(id, StrategyState.STOPPED, "stopped by the user", True)
+            if flatten and not connected:
+                raise RpcError(-32000, f"strategy {id} stopped, but the exchange is not connected: its position was "
+                               "not flattened and keeps its stop on the exchange")
             if flatten and self.orders is not None:
                 for trade in self.store.open_trades(id):
                     if trade.entry_filled > 0:
