@@ -1,0 +1,93 @@
+"""The trading commands of the CLI against a real engine and simulator: what a trader types in a terminal.
+
+``tradebaas strategy start|list|get|stop``, ``positions``, ``orders``, ``trades --csv|--json``, ``kill``: each is a
+thin client of the engine's RPC, so these tests check what they print and how they fail (one line, non-zero).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import run_cli, wait_for
+from tests.integration.conftest import EngineProc, SimProc
+from tradebaas.home import Home
+
+pytestmark = pytest.mark.integration
+
+RAZOR_OFTEN = ["--set", "rsiOversold=48", "--set", "rsiOverbought=52", "--set", "stopLossPercent=0.05",
+               "--set", "takeProfitPercent=0.05", "--set", "cooldownMinutes=0"]
+
+
+def test_a_strategy_started_from_the_cli_trades_and_every_view_shows_it(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim = sim_proc(speed=600)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    wait_for(lambda: c.call("engine.status")["exchange"]["reconciliations"] >= 1, timeout=30,
+             what="the engine's first reconciliation")
+
+    started = run_cli("strategy", "start", "razor", *RAZOR_OFTEN, home=tb_home)
+    assert started.returncode == 0, started.stderr
+    sid = started.stdout.strip()
+    assert sid.startswith("razor-")
+
+    wait_for(lambda: any(t["state"] == "closed" for t in c.call("trades.list", strategy=sid)), timeout=90,
+             what="a closed trade of the strategy started from the CLI")
+
+    listed = json.loads(run_cli("strategy", "list", "--json", home=tb_home).stdout)
+    assert [s["id"] for s in listed] == [sid] and listed[0]["state"] == "running"
+    table = run_cli("strategy", "list", home=tb_home).stdout
+    assert sid in table and "running" in table
+
+    rows = list(csv.DictReader(io.StringIO(run_cli("trades", "--strategy", sid, "--csv", home=tb_home).stdout)))
+    closed = [r for r in rows if r["state"] == "closed"]
+    assert closed and all(r["exit_reason"] in ("sl", "tp", "exit") for r in closed)
+    journal = {t["trade_id"]: t for t in c.call("trades.list", strategy=sid)}
+    for r in closed:  # the CSV is the journal's numbers, not a copy that could drift
+        assert float(r["net_pnl"]) == pytest.approx(journal[r["trade_id"]]["net_pnl"])
+
+    detail = json.loads(run_cli("strategy", "get", sid, home=tb_home).stdout)
+    assert detail["last_decision"]["signal"] in ("long", "short", "none")
+    assert run_cli("positions", "--json", home=tb_home).returncode == 0
+    assert run_cli("orders", "--json", home=tb_home).returncode == 0
+
+    killed = run_cli("kill", "--flatten", home=tb_home)
+    assert killed.returncode == 0 and "kill switch: stopped 1 strategy" in killed.stdout
+    assert c.call("strategy.get", id=sid)["state"] == "stopped"
+    wait_for(lambda: sim.position_size() == 0, timeout=30, what="the simulator's position flattened")
+    assert json.loads(run_cli("positions", "--json", home=tb_home).stdout) == []
+    assert [o for o in json.loads(run_cli("orders", "--json", home=tb_home).stdout) if o["strategy_id"] == sid] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["strategy", "start", "razor", "--set", "tradeSize=-1"], "tradeSize"),
+        (["strategy", "start", "razor", "--set", "nonsense=1"], "unknown config key 'nonsense'"),
+        (["strategy", "start", "razor", "--instrument", "ETH-PERPETUAL"], "unknown instrument 'ETH-PERPETUAL'"),
+        (["strategy", "start", "martingale"], "martingale"),
+        (["strategy", "stop", "razor-nope"], "no strategy 'razor-nope'"),
+        (["trades", "--since", "yesterday-ish"], "--since"),
+    ],
+)
+def test_bad_input_is_one_readable_line_and_a_non_zero_exit(
+    engine_proc: Callable[..., EngineProc], tb_home: Home, args: list[str], message: str
+) -> None:
+    eng = engine_proc()
+    done = run_cli(*args, home=tb_home)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert eng.client().call("strategy.list") == []  # nothing was created
+
+
+def test_trading_commands_without_an_engine_say_so(tb_home: Home) -> None:
+    done = run_cli("strategy", "list", home=tb_home)
+    assert done.returncode != 0 and "no engine running" in done.stderr
