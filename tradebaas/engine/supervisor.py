@@ -190,6 +190,10 @@ class Supervisor:
         log.info("exchange link restored; reconciling")
         async with self.lock:
             await self._reconcile("reconnect")
+            # Candles of the outage were never seen: re-warm from the exchange's history rather than let the
+            # builder fill the gap with flat candles the strategy would decide on.
+            for runner in self.runners.values():
+                runner.active = False
             await self._resume_all()
 
     async def _on_link_state(self, status: Any) -> None:
