@@ -73,14 +73,16 @@ class OrderManager:
         self.last_entry_ack: tuple[float, float] | None = None
 
     # -- entries ---------------------------------------------------------------------------------------------
-    async def enter(self, strategy_id: str, intent: Enter, signal_ts_ms: int, price_hint: float,
-                    closed_at: float | None = None) -> Trade | None:
+    async def enter(self, strategy_id: str, inst: Instrument, intent: Enter, signal_ts_ms: int, price_hint: float,
+                    closed_at: float | None = None,
+                    journal_with: Callable[[sqlite3.Connection], None] | None = None) -> Trade | None:
         """Journal a trade, send its market entry, apply the fills, then protect it with its brackets.
 
+        ``journal_with(conn)`` writes what led to the entry (the decision) in the trade's own transaction; it is
+        written exactly once whatever happens next.
         ``closed_at`` is the ``perf_counter()`` when the market event that closed the signal candle arrived; the
         log line then says how long candle close -> entry acknowledged took inside the engine.
         """
-        inst = self.instruments[self._instrument_of(strategy_id)]
         amount = inst.amount_for_notional(intent.notional_usd, price_hint)
         trade = new_trade(
             new_trade_id(signal_ts_ms, self.store.next_trade_seq()), strategy_id, inst, intent.direction, amount,
@@ -88,9 +90,14 @@ class OrderManager:
         )
         try:
             with self.store.journal.transaction() as conn:
+                if journal_with is not None:
+                    journal_with(conn)
                 self.store.save_trade(trade, conn, event="trade.pending")
         except sqlite3.IntegrityError:
             log.warning("%s: a trade for the signal at %d exists already; not entering twice", strategy_id, signal_ts_ms)
+            if journal_with is not None:  # rolled back with the refused trade: the decision still belongs in the journal
+                with self.store.journal.transaction() as conn:
+                    journal_with(conn)
             return None
         label = make_label(strategy_id, trade.trade_id, OrderRole.ENTRY)
         side = intent.direction.entry_side
@@ -354,12 +361,6 @@ class OrderManager:
     def _save(self, trade: Trade, event: str) -> None:
         with self.store.journal.transaction() as conn:
             self.store.save_trade(trade, conn, event=event)
-
-    def _instrument_of(self, strategy_id: str) -> str:
-        row = self.store.strategy(strategy_id)
-        if row is None:
-            raise KeyError(strategy_id)
-        return row.instrument
 
 
 def _fields(action: object) -> dict[str, Any]:

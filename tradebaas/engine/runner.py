@@ -96,30 +96,45 @@ class StrategyRunner:
         record["candle"] = {"ts_ms": candle.ts_ms, "open": candle.open, "high": candle.high, "low": candle.low,
                             "close": candle.close, "volume": candle.volume}
         action = ",".join(type(i).__name__.lower() for i in decision.intents)
-        with self.store.journal.transaction() as conn:
+
+        def journal(conn: Any) -> None:
             self.store.save_decision(self.id, record, action, conn)
             self.store.save_context(self.id, self.context, conn, last_candle_ts_ms=candle.ts_ms)
+
+        # An entry journals its trade before the order goes out; the decision that caused it joins that same
+        # transaction (one commit on the way to the exchange; OrderManager.enter writes it exactly once, whatever
+        # happens). Any other decision is journaled at once.
+        deferred = bool(decision.intents) and isinstance(decision.intents[0], Enter)
+        if not deferred:
+            with self.store.journal.transaction() as conn:
+                journal(conn)
         self.last_decision = record
-        publish(f"strategy.{self.id}", {"type": "decision", "decision": record})
         for intent in decision.intents:
-            await self._execute(intent, candle, close_ts, closed_at)
+            handed_over = await self._execute(intent, candle, close_ts, closed_at, journal if deferred else None)
+            deferred = deferred and not handed_over
+        if deferred:  # the entry was not attempted (a trade is open): journal the decision on its own
+            with self.store.journal.transaction() as conn:
+                journal(conn)
+        publish(f"strategy.{self.id}", {"type": "decision", "decision": record})
 
     async def _execute(self, intent: Enter | MoveStop | Exit, candle: Candle, close_ts: int,
-                       closed_at: float | None) -> None:
+                       closed_at: float | None, journal: Any) -> bool:
+        """Carry out one intent; True when the decision's journaling was handed to the order manager."""
         if isinstance(intent, Enter):
             if self.store.open_trades(self.id):
                 log.info("%s: a trade is open; ignoring a second entry", self.id)
-                return
+                return False
             price = self.last_price or candle.close
-            await self.orders.enter(self.id, intent, close_ts, price, closed_at)
-            return
+            await self.orders.enter(self.id, self.instrument, intent, close_ts, price, closed_at, journal)
+            return journal is not None
         trade = self._open_trade()
         if trade is None:
-            return
+            return False
         if isinstance(intent, MoveStop):
             await self.orders.move_stop(trade, intent)
         elif isinstance(intent, Exit):
             await self.orders.close(trade, intent.reason or "exit")
+        return False
 
     # -- trade events ----------------------------------------------------------------------------------------
     def on_trade_event(self, trade: Trade, before: Trade | None, now_ts_ms: int) -> None:
