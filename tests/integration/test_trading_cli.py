@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import run_cli, wait_for
 from tests.integration.conftest import EngineProc, SimProc
+from tradebaas.backtest.data import load_recorded, load_recorded_trades
 from tradebaas.home import Home
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,19 @@ def test_a_strategy_started_from_the_cli_trades_and_every_view_shows_it(
     wait_for(lambda: sim.position_size() == 0, timeout=30, what="the simulator's position flattened")
     assert json.loads(run_cli("positions", "--json", home=tb_home).stdout) == []
     assert [o for o in json.loads(run_cli("orders", "--json", home=tb_home).stdout) if o["strategy_id"] == sid] == []
+
+    # The engine recorded what it traded on: the closed candles and the market's trades, as Parquet in its home.
+    eng.stop()
+    candles = load_recorded(tb_home, "BTC_USDC-PERPETUAL")
+    trades = load_recorded_trades(tb_home, "BTC_USDC-PERPETUAL")
+    assert len(candles) >= 5 and candles.index.is_monotonic_increasing
+    assert len(trades) > len(candles) and trades["trade_id"].is_unique
+    minute = trades.index.floor("1min")
+    inside = minute.isin(candles.index)  # trades of the forming minute at the stop have no closed candle yet
+    assert inside.sum() > 0
+    low, high = candles["low"].reindex(minute[inside]).to_numpy(), candles["high"].reindex(minute[inside]).to_numpy()
+    prices = trades["price"].to_numpy()[inside]
+    assert ((prices >= low) & (prices <= high)).all()  # every recorded trade lies inside its minute's candle
 
 
 @pytest.mark.parametrize(

@@ -65,3 +65,36 @@ def test_a_failed_flush_keeps_the_candles_for_the_next(tmp_path: Path) -> None:
 def test_load_recorded_without_files_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no recorded candles"):
         load_recorded(tmp_path, INST)
+
+
+def _trade(i: int, ts: int) -> dict[str, object]:
+    return {"trade_id": f"USDC-{i}", "timestamp": ts, "price": 100.0 + i, "amount": 0.01 * i, "direction": "buy"}
+
+
+def test_public_trades_are_recorded_once_per_trade_id_by_day_and_load_back(tmp_path: Path) -> None:
+    from tradebaas.backtest.data import load_recorded_trades
+    from tradebaas.engine.recorder import TradeRecorder
+
+    rec = TradeRecorder(tmp_path / "data", batch=3)
+    assert not rec.add(INST, [_trade(1, T0), _trade(2, T0 + 30_000)])
+    assert rec.add(INST, [_trade(2, T0 + 30_000), _trade(3, T0 + 90_000), {"junk": True}])  # batch full
+    assert rec.flush() == 4
+    rec.add(INST, [_trade(3, T0 + 90_000)])  # seen again after a reconnect: still one row
+    rec.flush()
+    days = sorted(p.name for p in (tmp_path / "data" / "trades" / INST).iterdir())
+    assert days == ["2025-01-10.parquet", "2025-01-11.parquet"]
+    df = load_recorded_trades(tmp_path, INST)
+    assert list(df["trade_id"]) == ["USDC-1", "USDC-2", "USDC-3"]
+    assert df.index.is_monotonic_increasing and str(df.index.tz) == "UTC"
+
+
+def test_a_failed_trade_flush_keeps_the_rows_for_the_next_one(tmp_path: Path) -> None:
+    from tradebaas.engine.recorder import TradeRecorder
+
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder")  # the recordings cannot be written below a file
+    rec = TradeRecorder(blocker, batch=1)
+    rec.add(INST, [_trade(1, T0)])
+    assert rec.flush() == 0 and rec.errors == 1
+    blocker.unlink()
+    assert rec.flush() == 1

@@ -175,6 +175,29 @@ def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PE
     return df
 
 
+def load_recorded_trades(home: str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
+                         end: object = None) -> pd.DataFrame:
+    """The exchange's public trades the engine recorded for ``instrument`` (``data/trades/<instrument>/*.parquet``):
+    a frame indexed by UTC time with ``trade_id, price, amount, direction``; ``start``/``end`` cut it (inclusive)."""
+    from tradebaas.home import Home, get_home
+
+    root = home.root if isinstance(home, Home) else get_home(home).root
+    folder = Path(root) / "data" / "trades" / instrument
+    lo, hi = _utc(start), _utc(end)
+    files = [f for f in sorted(folder.glob("*.parquet"))
+             if (lo is None or f.stem >= lo.strftime("%Y-%m-%d")) and (hi is None or f.stem <= hi.strftime("%Y-%m-%d"))]
+    if not files:
+        raise DataError(f"no recorded trades of {instrument} under {folder}")
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(["timestamp", "trade_id"])
+    df.index = pd.to_datetime(df.pop("timestamp"), unit="ms", utc=True)
+    df.index.name = "time"
+    if lo is not None:
+        df = df[df.index >= lo]
+    if hi is not None:
+        df = df[df.index <= hi]
+    return df
+
+
 def _utc(t: object) -> pd.Timestamp | None:
     if t is None:
         return None

@@ -25,7 +25,7 @@ from tradebaas.engine import service as systemd
 from tradebaas.engine.journal import now_ms
 from tradebaas.engine.labels import new_strategy_id
 from tradebaas.engine.order_manager import OrderManager
-from tradebaas.engine.recorder import CandleRecorder
+from tradebaas.engine.recorder import CandleRecorder, TradeRecorder
 from tradebaas.engine.risk import plan_kill
 from tradebaas.engine.runner import WARMUP_CANDLES, StrategyRunner
 from tradebaas.engine.store import Store, StrategyRow, position_view, trade_to_row
@@ -79,6 +79,7 @@ class Supervisor:
         self._ticker_pub: dict[str, float] = {}
         self._flush: asyncio.Future[int] | None = None
         self.recorder = CandleRecorder(engine.home.root / "data")  # closed candles -> data/candles/<inst>/<day>
+        self.trade_recorder = TradeRecorder(engine.home.root / "data")  # public trades -> data/trades/<inst>/<day>
 
     # -- service protocol ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,6 +110,7 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await self._flush
         self.recorder.flush()
+        self.trade_recorder.flush()
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -301,7 +303,7 @@ class Supervisor:
 
     async def _subscribe_market(self, instrument: str) -> None:
         assert self.client is not None
-        wanted = [f"ticker.{instrument}.100ms", f"chart.trades.{instrument}.1"]
+        wanted = [f"ticker.{instrument}.100ms", f"chart.trades.{instrument}.1", f"trades.{instrument}.100ms"]
         new = [c for c in wanted if c not in self._subscribed]
         if new:
             await self.client.subscribe(new)
@@ -347,6 +349,9 @@ class Supervisor:
                 row = self.orders.on_order(payload)
             if row is not None:
                 self.engine.publish("orders", row)
+        elif channel.startswith("trades."):
+            if self.trade_recorder.add(channel.split(".")[1], list(payload or [])):
+                self._flush_recordings()
         elif channel.startswith("chart.trades."):
             await self._on_bar(channel.split(".")[2], payload)
         elif channel.startswith("ticker."):
@@ -362,9 +367,17 @@ class Supervisor:
                         self._record(instrument, candle)
 
     def _record(self, instrument: str, candle: Candle) -> None:
-        """Buffer a closed candle for the Parquet recording; the rewrite runs in a worker thread, off the loop."""
-        if self.recorder.add(instrument, candle) and (self._flush is None or self._flush.done()):
-            self._flush = asyncio.ensure_future(asyncio.to_thread(self.recorder.flush))
+        """Buffer a closed candle for the Parquet recording (and flush the minute's trades with it); the rewrites
+        run in a worker thread, off the loop."""
+        if self.recorder.add(instrument, candle):
+            self._flush_recordings()
+
+    def _flush_recordings(self) -> None:
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.ensure_future(asyncio.to_thread(self._write_recordings))
+
+    def _write_recordings(self) -> int:
+        return self.recorder.flush() + self.trade_recorder.flush()
 
     async def _on_ticker(self, ticker: Ticker) -> None:
         arrived = time.perf_counter()
