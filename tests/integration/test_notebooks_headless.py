@@ -57,3 +57,23 @@ def test_analytics_notebook_runs_headless(engine_proc: Callable[..., Any], tb_ho
     nb = execute("analytics.ipynb", tb_home, tmp_path)
     text = outputs_text(nb)
     assert "net_pnl" in text and "sharpe" in text  # the stats table was displayed
+
+
+def test_analytics_notebook_on_a_trading_engine_draws_trades_on_price(
+    sim_proc: Callable[..., Any], engine_proc: Callable[..., Any], tb_home: Home, tmp_path: Path
+) -> None:
+    from tests.conftest import wait_for
+
+    sim_proc(speed=600)
+    c = engine_proc(exchange="sim").client()
+    wait_for(lambda: c.call("engine.status")["exchange"]["reconciliations"] >= 1, timeout=30, what="reconciliation")
+    sid = c.call("strategy.start", name="razor", config={"rsiOversold": 48, "rsiOverbought": 52,
+                                                           "stopLossPercent": 0.05, "takeProfitPercent": 0.05})["id"]
+    wait_for(lambda: sum(t["state"] == "closed" for t in c.call("trades.list", strategy=sid)) >= 2, timeout=90,
+             what="two closed trades")
+    nb = execute("analytics.ipynb", tb_home, tmp_path)
+    images = [o for cell in nb.cells for o in cell.get("outputs", []) if "image/png" in (o.get("data") or {})]
+    kinds = [sorted((o.get("data") or {}).keys()) for cell in nb.cells for o in cell.get("outputs", [])]
+    assert len(images) >= 3, kinds  # equity/drawdown, PnL distribution, trades on price
+    assert "no closed trades yet" not in outputs_text(nb)
+    assert len(c.call("market.candles", instrument="BTC_USDC-PERPETUAL")) > 0

@@ -453,6 +453,9 @@ class Supervisor:
                                                     "capital": Param(float, default=0.0)})
         reg.add("risk.kill", self.rpc_kill, {"flatten": Param(bool, default=False)})
         reg.add("engine.reconcile", self.rpc_reconcile)
+        reg.add("market.candles", self.rpc_candles, {
+            "instrument": Param(str), "since": Param(int, default=None, nullable=True),
+            "until": Param(int, default=None, nullable=True)})
 
     def rpc_available(self) -> list[dict[str, Any]]:
         """The strategies that can be started, with their parameter schemas (for forms and docs)."""
@@ -555,6 +558,31 @@ class Supervisor:
             "cancelled": sum(isinstance(a, rc.CancelOrder) for a in actions),
             "flattened": [a.trade_id for a in actions if isinstance(a, rc.ClosePosition)],
         }
+
+    async def rpc_candles(self, instrument: str, since: int | None = None, until: int | None = None
+                          ) -> list[dict[str, Any]]:
+        """1-minute candles of ``instrument`` (exchange time, ms): the engine's own recordings, else the exchange's
+        chart history. For trades-on-price plots in notebooks that may run far from the engine's disk."""
+        from tradebaas.backtest.data import DataError, load_recorded
+
+        if instrument not in self.instruments:
+            raise RpcError(INVALID_PARAMS, f"unknown instrument {instrument!r} (known: {', '.join(sorted(self.instruments))})")
+        try:
+            df = await asyncio.to_thread(load_recorded, self.engine.home, instrument,
+                                         None if since is None else since * 1_000_000,
+                                         None if until is None else until * 1_000_000)
+            return [{"ts_ms": int(ts.value // 1_000_000), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+                    for ts, (o, h, lo, c, v) in zip(df.index, df[["open", "high", "low", "close", "volume"]].itertuples(
+                        index=False, name=None), strict=True)]
+        except DataError:
+            pass
+        if self.client is None or not self.client.connected:
+            raise RpcError(NOT_FOUND, f"no recorded candles of {instrument} and the exchange is not connected")
+        end = until if until is not None else int(await self.client.call("public/get_time"))
+        start = since if since is not None else end - 1440 * 60_000
+        candles = await self.client.get_chart_candles(instrument, start, end, 1)
+        return [{"ts_ms": c.ts_ms, "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume}
+                for c in candles]
 
     async def rpc_reconcile(self) -> dict[str, Any]:
         """Run a reconciliation now (the engine also runs one on every start and reconnect)."""

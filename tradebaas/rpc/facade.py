@@ -122,6 +122,22 @@ class EngineFacade:
             params["capital"] = float(capital)
         return equity_series(self.call("equity.history", **params))
 
+    def candles(self, instrument: str = "BTC_USDC-PERPETUAL", since: Any = None, until: Any = None) -> pd.DataFrame:
+        """1-minute OHLCV candles (UTC index) from the engine: its recordings, else the exchange's history. What
+        ``tradebaas.analytics.plots.plot_trades`` draws trades on."""
+        import pandas as pd
+
+        params: dict[str, Any] = {"instrument": instrument}
+        if (since_ms := _ts_ms(since)) is not None:
+            params["since"] = since_ms
+        if (until_ms := _ts_ms(until)) is not None:
+            params["until"] = until_ms
+        rows = self.call("market.candles", **params)
+        df = pd.DataFrame(rows, columns=["ts_ms", "open", "high", "low", "close", "volume"])
+        df.index = pd.to_datetime(df.pop("ts_ms"), unit="ms", utc=True)
+        df.index.name = "time"
+        return df.astype(float)
+
     # -- risk -------------------------------------------------------------------------------------------------
     def kill(self, flatten: bool = False) -> dict[str, Any]:
         """The kill switch: stop every strategy and cancel entry orders; ``flatten`` also closes positions."""
