@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tradebaas.domain import Candle, StrategyState
+from tradebaas.domain import Candle
 from tradebaas.engine.candles import CandleBuilder
 from tradebaas.engine.order_manager import OrderManager
 from tradebaas.engine.store import Store, StrategyRow, position_view
@@ -57,7 +57,6 @@ class StrategyRunner:
         self.warm = False
         self.last_price: float | None = None
         self.last_decision: dict[str, Any] | None = store.last_decision(self.id)
-        self.candles_seen = 0
 
     # -- life ------------------------------------------------------------------------------------------------
     def warm_up(self, candles: list[Candle]) -> None:
@@ -87,7 +86,6 @@ class StrategyRunner:
         """Decide on one closed candle and carry out the intents (caller holds the supervisor's lock)."""
         if not self.active or not self.warm:
             return
-        self.candles_seen += 1
         close_ts = candle.ts_ms + self.interval_ms
         roll_day(self.context, close_ts)
         self._refresh_position()
@@ -163,6 +161,3 @@ class StrategyRunner:
 
     def _open_trade(self) -> Trade | None:
         return next((t for t in self.store.open_trades(self.id) if t.entry_filled > 0), None)
-
-    def describe(self, state: StrategyState) -> dict[str, Any]:
-        return {"warm": self.warm, "active": self.active, "candles_seen": self.candles_seen, "state": state.value}
