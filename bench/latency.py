@@ -250,7 +250,7 @@ def main() -> int:
             emit(metric="resume_observed_s", **summary(observed_s))
             goals = {
                 # the metric: candle close (the closing event reaches the engine) -> entry acknowledged
-                "metric": "engine_close_to_ack_ms",
+                "judged_on": "engine_close_to_ack_ms",
                 "p50_le_1ms": bool(close_ms) and pct(close_ms, 0.5) <= 1.0,
                 "p99_le_5ms": bool(close_ms) and pct(close_ms, 0.99) <= 5.0,
                 "resume_le_1s": bool(resume_s) and max(resume_s) <= 1.0,

@@ -78,8 +78,10 @@ class OrderManager:
                     journal_with: Callable[[sqlite3.Connection], None] | None = None) -> Trade | None:
         """Journal a trade, send its market entry, apply the fills, then protect it with its brackets.
 
-        ``journal_with(conn)`` writes what led to the entry (the decision) in the trade's own transaction; it is
-        written exactly once whatever happens next.
+        Only the trade is journaled before the order goes out (what recovery needs: the label's owner); the
+        decision that led to it (``journal_with(conn)``) is journaled right after the exchange answered, exactly once
+        whatever the answer, so the one commit on the way to the exchange stays small. A crash in that window of a
+        millisecond loses the decision's record, never the trade.
         ``closed_at`` is the ``perf_counter()`` when the market event that closed the signal candle arrived; the
         log line then says how long candle close -> entry acknowledged took inside the engine.
         """
@@ -90,14 +92,10 @@ class OrderManager:
         )
         try:
             with self.store.journal.transaction() as conn:
-                if journal_with is not None:
-                    journal_with(conn)
                 self.store.save_trade(trade, conn, event="trade.pending")
         except sqlite3.IntegrityError:
             log.warning("%s: a trade for the signal at %d exists already; not entering twice", strategy_id, signal_ts_ms)
-            if journal_with is not None:  # rolled back with the refused trade: the decision still belongs in the journal
-                with self.store.journal.transaction() as conn:
-                    journal_with(conn)
+            self._journal(journal_with)
             return None
         label = make_label(strategy_id, trade.trade_id, OrderRole.ENTRY)
         side = intent.direction.entry_side
@@ -105,6 +103,7 @@ class OrderManager:
         try:
             order, fills = await self._place(side, inst.name, amount, OrderType.MARKET, label)
         except DeribitApiError as exc:
+            self._journal(journal_with)
             failed = mark_failed(trade, f"entry refused by the exchange: {exc}")
             with self.store.journal.transaction() as conn:
                 self.store.save_trade(failed, conn, event="trade.failed")
@@ -112,10 +111,12 @@ class OrderManager:
             await self.on_trade_event(failed, trade)
             return None
         except (RequestTimeout, ConnectionLost, DeribitError, OSError) as exc:
+            self._journal(journal_with)
             log.error("%s: entry outcome unknown (%s); reconciling by label", strategy_id, exc)
             self.request_reconcile(f"entry of {trade.trade_id} had an unknown outcome")
             return None
         acked = time.perf_counter()
+        self._journal(journal_with)
         self.last_entry_ack = (t0, acked)
         log.info("entry %s acknowledged: send->ack %.3f ms, close->ack %.3f ms", trade.trade_id, (acked - t0) * 1e3,
                  (acked - (closed_at or t0)) * 1e3)
@@ -357,6 +358,11 @@ class OrderManager:
                 trade = apply_fill(trade, fill, self.instruments[trade.instrument], role)
                 self.store.save_trade(trade, conn, event="trade.closed" if trade.state is TradeState.CLOSED else "trade")
         return trade
+
+    def _journal(self, write: Callable[[sqlite3.Connection], None] | None) -> None:
+        if write is not None:
+            with self.store.journal.transaction() as conn:
+                write(conn)
 
     def _save(self, trade: Trade, event: str) -> None:
         with self.store.journal.transaction() as conn:

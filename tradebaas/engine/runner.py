@@ -99,9 +99,9 @@ class StrategyRunner:
             self.store.save_decision(self.id, record, action, conn)
             self.store.save_context(self.id, self.context, conn, last_candle_ts_ms=candle.ts_ms)
 
-        # An entry journals its trade before the order goes out; the decision that caused it joins that same
-        # transaction (one commit on the way to the exchange; OrderManager.enter writes it exactly once, whatever
-        # happens). Any other decision is journaled at once.
+        # An entry journals its trade before the order goes out and the decision that caused it right after the
+        # exchange answered (OrderManager.enter writes it exactly once, whatever happens). Any other decision is
+        # journaled at once.
         deferred = bool(decision.intents) and isinstance(decision.intents[0], Enter)
         if not deferred:
             with self.store.journal.transaction() as conn:
