@@ -11,11 +11,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import ccxt  # a pinned test dependency: missing means a broken install, which must fail, not skip
 import pytest
 
 from tests.integration.test_sim_fixtures import SimProcess
 
-ccxt = pytest.importorskip("ccxt")
 pytestmark = pytest.mark.integration
 
 

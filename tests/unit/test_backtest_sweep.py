@@ -37,7 +37,7 @@ def test_local_pool_and_in_process_give_identical_results(data):
 
 
 def test_dask_client_gives_identical_results(data):
-    distributed = pytest.importorskip("distributed")
+    import distributed  # a pinned dependency: its absence must fail the test, not skip it
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             distributed.Client(lc) as client:
         d = sweep("ema_cross", data, GRID, client=client, progress=False)
