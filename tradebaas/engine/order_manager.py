@@ -296,7 +296,9 @@ class OrderManager:
             case rc.RecordOrder():
                 trade = self.store.trade(action.trade_id)
                 if trade is not None:
-                    self._save(with_order(trade, action.role, action.order_id, action.price), "trade.order_recorded")
+                    trade = with_order(trade, action.role, action.order_id, action.price)
+                    self._save(trade, "trade.order_recorded")
+                    await self.on_trade_event(trade, None)
             case rc.PlaceStop():
                 trade = self.store.trade(action.trade_id)
                 try:
@@ -310,14 +312,18 @@ class OrderManager:
                     return
                 if trade is not None:
                     trade = with_order(trade, OrderRole.STOP_LOSS, order.order_id, action.trigger_price)
-                    self._save(self._record(trade, order, fills), "trade.stop_restored")
+                    trade = self._record(trade, order, fills)
+                    self._save(trade, "trade.stop_restored")
+                    await self.on_trade_event(trade, None)
             case rc.PlaceTakeProfit():
                 trade = self.store.trade(action.trade_id)
                 order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.LIMIT,
                                                  action.label, price=action.price, reduce_only=True)
                 if trade is not None:
                     trade = with_order(trade, OrderRole.TAKE_PROFIT, order.order_id, action.price)
-                    self._save(self._record(trade, order, fills), "trade.take_restored")
+                    trade = self._record(trade, order, fills)
+                    self._save(trade, "trade.take_restored")
+                    await self.on_trade_event(trade, None)
             case rc.CancelOrder():
                 try:
                     order = await self.client.cancel(action.order_id)

@@ -88,7 +88,8 @@ class StrategyRunner:
             return
         close_ts = candle.ts_ms + self.interval_ms
         roll_day(self.context, close_ts)
-        self._refresh_position()
+        # context.position is kept current by on_trade_event (every change of a trade of ours goes through it),
+        # so the hot path reads no journal before deciding.
         decision = self.strategy.on_candle(candle, self.context)
         record = decision.as_dict()
         record["candle"] = {"ts_ms": candle.ts_ms, "open": candle.open, "high": candle.high, "low": candle.low,

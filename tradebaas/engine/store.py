@@ -142,6 +142,7 @@ class Store:
     def save_trade(self, trade: Trade, conn: sqlite3.Connection, event: str | None = "trade") -> None:
         """Upsert the trade row (queryable columns + the whole record as JSON) and journal it."""
         ts = now_ms()
+        record = trade.to_dict()
         row = {
             "trade_id": trade.trade_id,
             "strategy_id": trade.strategy_id,
@@ -163,11 +164,11 @@ class Store:
             "exit_reason": trade.exit_reason,
             "created_ts_ms": ts,
             "updated_ts_ms": ts,
-            "data": trade.to_dict(),
+            "data": record,
         }
         self.journal.upsert("trades", row, ("trade_id",), conn, keep=("created_ts_ms",))
         if event:
-            self.journal.append(event, {"trade": trade.to_dict()}, trade.last_fill_ts_ms or ts, trade.strategy_id, conn)
+            self.journal.append(event, {"trade": record}, trade.last_fill_ts_ms or ts, trade.strategy_id, conn)
 
     def next_trade_seq(self) -> int:
         """A trade number never used before in this journal (trade ids must not repeat across restarts)."""
