@@ -69,10 +69,29 @@ def _free_port(preferred: int | None = None) -> int:
 
 
 # -- engine ------------------------------------------------------------------------------------------------------
+def _check_exchange(exchange: str, home: Home) -> None:
+    """Refuse a misspelt ``--exchange`` or missing credentials now, in one line, rather than in a daemon's log.
+
+    A local simulator that is not running yet is fine: the engine keeps trying and connects when it comes up."""
+    from tradebaas.exchange.deribit.endpoints import resolve
+
+    if exchange.strip() == "sim":
+        return
+    if resolve(exchange, home).credentials is None:
+        raise UserError(
+            f"--exchange {exchange} needs API credentials: set TRADEBAAS_DERIBIT_CLIENT_ID and "
+            f"TRADEBAAS_DERIBIT_CLIENT_SECRET, or write [deribit] client_id/client_secret to "
+            f"{home.root / 'secrets.toml'} (chmod 600)"
+        )
+
+
+
 def cmd_engine_start(args: argparse.Namespace) -> int:
     from tradebaas.engine import daemon
 
     home = _home(args)
+    if args.exchange and not args.detached_child:
+        _check_exchange(args.exchange, home)
     if args.foreground:
         return daemon.run_foreground(home, args.exchange, detached_child=args.detached_child)
     info = daemon.start_detached(home, args.exchange, timeout_s=args.timeout)

@@ -105,3 +105,15 @@ def test_bad_input_is_one_readable_line_and_a_non_zero_exit(
 def test_trading_commands_without_an_engine_say_so(tb_home: Home) -> None:
     done = run_cli("strategy", "list", home=tb_home)
     assert done.returncode != 0 and "no engine running" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("exchange", "message"),
+    [("ftp://example", "unknown --exchange 'ftp://example'"), ("deribit-testnet", "needs API credentials"),
+     ("ws://127.0.0.1:9", "needs API credentials")],
+)
+def test_a_bad_exchange_is_refused_before_any_engine_starts(tb_home: Home, exchange: str, message: str) -> None:
+    env = {"TRADEBAAS_DERIBIT_CLIENT_ID": "", "TRADEBAAS_DERIBIT_CLIENT_SECRET": ""}
+    done = run_cli("engine", "start", "--exchange", exchange, home=tb_home, env=env)
+    assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tb_home.root / "engine.json").exists()
