@@ -537,3 +537,18 @@ def test_otoco_stop_that_fires_on_release_cancels_its_take_profit_before_it_is_r
     tp = call(ex, "get_order_state", order_id=tp_id)[0]
     assert tp["order_state"] == "cancelled" and tp["cancel_reason"] == "oco_other_closed"
     assert position(ex)["size"] == 0
+
+
+def test_placing_and_cancelling_forever_does_not_grow_the_order_indexes(ex):
+    """Cancelled orders far from the market are dropped from the lazy heaps once they outnumber live ones."""
+    keep, _ = call(ex, "buy", instrument_name=LIN, amount=0.01, type="limit", price=40_000, label="keep")
+    for i in range(2_000):
+        (placed, _) = call(ex, "buy", instrument_name=LIN, amount=0.01, type="limit", price=30_000 + i % 50)
+        call(ex, "cancel", order_id=placed["order"]["order_id"])
+        (stop, _) = call(ex, "sell", instrument_name=LIN, amount=0.01, type="stop_market", trigger_price=20_000,
+                         trigger="mark_price", reduce_only=False)
+        call(ex, "cancel", order_id=stop["order"]["order_id"])
+    assert len(ex._bids[LIN]) < 200
+    assert all(len(h) < 200 for h in ex._down.values()) and all(len(h) < 200 for h in ex._up.values())
+    tick(ex, LIN, 39_990, 20, bid=39_989, ask=39_991)  # the live order still fills after the compactions
+    assert call(ex, "get_order_state", order_id=keep["order"]["order_id"])[0]["order_state"] == "filled"

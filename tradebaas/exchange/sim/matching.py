@@ -824,9 +824,9 @@ class SimExchange:
     def _index_limit(self, order: SimOrder) -> None:
         assert order.price is not None
         if order.direction == "buy":
-            heapq.heappush(self._bids[order.instrument], (-order.price, order.seq, order.version, order.order_id))
+            self._push(self._bids[order.instrument], (-order.price, order.seq, order.version, order.order_id))
         else:
-            heapq.heappush(self._asks[order.instrument], (order.price, order.seq, order.version, order.order_id))
+            self._push(self._asks[order.instrument], (order.price, order.seq, order.version, order.order_id))
 
     def _index_trigger(self, order: SimOrder) -> None:
         """Index by the price move that fires it: up (buy stop, sell take) or down (sell stop, buy take)."""
@@ -834,9 +834,18 @@ class SimExchange:
         key = (order.instrument, order.trigger)
         fires_up = (order.order_type.startswith("stop")) == (order.direction == "buy")
         if fires_up:
-            heapq.heappush(self._up.setdefault(key, []), (order.trigger_price, order.seq, order.version, order.order_id))
+            self._push(self._up.setdefault(key, []), (order.trigger_price, order.seq, order.version, order.order_id))
         else:
-            heapq.heappush(self._down.setdefault(key, []), (-order.trigger_price, order.seq, order.version, order.order_id))
+            self._push(self._down.setdefault(key, []), (-order.trigger_price, order.seq, order.version, order.order_id))
+
+    def _push(self, heap: list[tuple[float, int, int, str]], entry: tuple[float, int, int, str]) -> None:
+        """Push onto a lazy-deletion heap; when stale entries (cancelled, edited, filled orders far from the market)
+        outnumber the live ones, drop them, so a client placing and cancelling forever does not grow memory."""
+        heapq.heappush(heap, entry)
+        if len(heap) > 64 and len(heap) > 2 * len(self._live) + 64:
+            live = [e for e in heap if (o := self._live.get(e[3])) is not None and o.version == e[2]]
+            heapq.heapify(live)
+            heap[:] = live
 
     def _pop_valid(self, heap: list[tuple[float, int, int, str]], reached: Callable[[float], bool],
                    want_state: str) -> list[SimOrder]:
