@@ -117,3 +117,37 @@ def test_a_bad_exchange_is_refused_before_any_engine_starts(tb_home: Home, excha
     done = run_cli("engine", "start", "--exchange", exchange, home=tb_home, env=env)
     assert done.returncode != 0 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tb_home.root / "engine.json").exists()
+
+
+def test_a_position_closed_outside_tradebaas_needs_a_person_then_mark_closed_and_resume(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim = sim_proc(speed=120)
+    c = engine_proc(exchange="sim").client()
+    wait_for(lambda: c.call("engine.status")["exchange"]["reconciliations"] >= 1, timeout=30, what="reconciliation")
+    config = {"rsiOversold": 48, "rsiOverbought": 52, "stopLossPercent": 1.5, "takeProfitPercent": 1.5,
+              "breakEvenEnabled": False}
+    sid = c.call("strategy.start", name="razor", config=config)["id"]
+    position = wait_for(lambda: next((p for p in c.call("positions.list") if p["strategy_id"] == sid), None),
+                        timeout=60, what="an open position")
+
+    # Someone closes it on the exchange's website: an unlabelled fill the engine cannot explain.
+    closing = sim.call("private/close_position", instrument_name="BTC_USDC-PERPETUAL", type="market")
+    exit_price = closing["order"]["average_price"]
+    wait_for(lambda: c.call("strategy.get", id=sid)["state"] == "needs_attention", timeout=30,
+             what="the strategy waiting for a person")
+    reason = c.call("strategy.get", id=sid)["state_reason"]
+    assert "exchange shows no position" in reason and position["trade_id"] in reason and "--mark-closed" in reason
+    assert sim.open_orders() == []  # its orders were cancelled: no bracket outlives the position
+
+    marked = run_cli("trades", "--mark-closed", position["trade_id"], "--price", str(exit_price), home=tb_home)
+    assert marked.returncode == 0, marked.stderr
+    trade = next(t for t in c.call("trades.list", strategy=sid) if t["trade_id"] == position["trade_id"])
+    assert trade["state"] == "closed" and trade["exit_reason"] == "closed outside tradebaas"
+    assert trade["exit_price"] == pytest.approx(exit_price)
+
+    resumed = run_cli("strategy", "resume", sid, home=tb_home)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    wait_for(lambda: c.call("strategy.get", id=sid)["state"] == "running", timeout=30, what="running again")
+    again = run_cli("trades", "--mark-closed", position["trade_id"], "--price", "1", home=tb_home)
+    assert again.returncode != 0 and "nothing is open" in again.stderr

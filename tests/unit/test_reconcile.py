@@ -205,7 +205,7 @@ def test_foreign_position_marks_needs_attention():
         MarkNeedsAttention(
             S1,
             "exchange shows a long 0.003 BTC position on BTC_USDC-PERPETUAL that no tradebaas trade explains; "
-            "not adopting or closing it — check it on the exchange, then restart the strategy",
+            "not adopting or closing it — check it on the exchange, then `tradebaas strategy resume <id>`",
         )
     ]
     v2, s2 = assert_settled(view(), s)

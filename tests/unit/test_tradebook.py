@@ -197,3 +197,16 @@ def test_fill_order_of_application_and_repetition_do_not_matter_for_totals(steps
     assert t.exit_filled == pytest.approx(exits)
     assert t.fees == pytest.approx(sum(f.fee for f, _ in fills))
     assert (t.state is TradeState.CLOSED) == (entries > 0 and exits >= entries - 1e-9)
+
+
+def test_a_trade_closed_outside_tradebaas_ends_at_the_given_price_without_a_fee() -> None:
+    from tradebaas.engine.tradebook import mark_closed_externally
+
+    trade = new_trade("t1", "s1", LIN, Direction.LONG, 0.002)
+    trade = apply_fill(trade, Fill("e1", "o1", LIN.name, Side.BUY, 0.002, 50_000.0, 0.05, "USDC", 100), LIN,
+                       OrderRole.ENTRY)
+    closed = mark_closed_externally(trade, LIN, 51_000.0, 200, "closed outside tradebaas")
+    assert closed.state is TradeState.CLOSED and closed.open_amount == 0
+    assert closed.pnl == pytest.approx(0.002 * 1_000) and closed.fees == trade.fees
+    assert (closed.exit_price, closed.exit_ts_ms, closed.exit_reason) == (51_000.0, 200, "closed outside tradebaas")
+    assert mark_closed_externally(closed, LIN, 1.0, 300, "again") is closed  # an ended trade stays as it ended

@@ -34,7 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         lst.add_argument("--json", action="store_true")
         get = sub.add_parser("get", help="one strategy with its last decision")
         get.add_argument("id")
+        resume = sub.add_parser("resume", help="run a stopped strategy again, or one in needs_attention once fixed")
+        resume.add_argument("id")
     elif name == "trades":
+        parser.add_argument("--mark-closed", metavar="TRADE_ID",
+                            help="record that this open trade was closed outside tradebaas (needs --price)")
+        parser.add_argument("--price", type=float, help="the exit price of --mark-closed")
         parser.add_argument("--strategy", help="only this strategy id")
         parser.add_argument("--since", help="ISO time or Unix ms (exit time)")
         fmt = parser.add_mutually_exclusive_group()
@@ -64,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
         if command == "strategy":
             return _strategy(eng, args)
         if command == "trades":
+            if args.mark_closed:
+                if args.price is None:
+                    raise UserError("--mark-closed needs --price (the price the position was closed at)")
+                row = eng.call("trades.mark_closed", trade_id=args.mark_closed, exit_price=args.price)
+                print(f"{row['trade_id']}: {row['state']} at {row['exit_price']} ({row['exit_reason']})")
+                return 0
             rows = eng.call("trades.list", strategy=args.strategy, since=_parse_time(args.since))
             return _print_rows(rows, args, ("trade_id", "strategy_id", "direction", "state", "amount", "entry_price",
                                             "exit_price", "net_pnl", "fees", "exit_reason", "currency"))
@@ -96,6 +107,11 @@ def _strategy(eng: Any, args: argparse.Namespace) -> int:
         info = eng.call("strategy.stop", id=args.id, flatten=args.flatten)
         print(f"{info['id']}: {info['state']}")
         return 0
+    if action == "resume":
+        info = eng.call("strategy.resume", id=args.id)
+        reason = f" ({info['state_reason']})" if info["state_reason"] else ""
+        print(f"{info['id']}: {info['state']}{reason}")
+        return 0 if info["state"] in ("running", "starting") else 1
     if action == "get":
         print(json.dumps(eng.call("strategy.get", id=args.id), indent=2, default=str))
         return 0

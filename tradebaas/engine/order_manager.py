@@ -234,7 +234,13 @@ class OrderManager:
         """Fills from ``user.trades``: apply ours (once), close trades, cancel what a closed trade left behind."""
         for fill in fills:
             parsed = parse_label(fill.label)
-            if parsed is None or self.store.has_fill(fill.trade_id):
+            if parsed is None:
+                # Someone else traded our account (the exchange's website, another program): our positions may no
+                # longer be what the journal says. Look now rather than at the next reconnect.
+                if self.store.open_trades_on(fill.instrument):
+                    self.request_reconcile(f"a fill on {fill.instrument} that tradebaas did not send")
+                continue
+            if self.store.has_fill(fill.trade_id):
                 continue
             trade = self.store.trade(parsed.trade_id)
             if trade is None or fill_problem(trade, fill, parsed.role):
@@ -253,11 +259,11 @@ class OrderManager:
             return None
         with self.store.journal.transaction() as conn:
             row = self.store.save_order(order, conn, journal_event=True)
-        if parsed.role in (OrderRole.STOP_LOSS,) and order.state is OrderState.CANCELLED:
+        if parsed.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT) and order.state is OrderState.CANCELLED:
             trade = self.store.trade(parsed.trade_id)
-            if trade is not None and not trade.state.is_terminal and trade.stop_order_id == order.order_id \
-                    and trade.state is not TradeState.CLOSING:
-                self.request_reconcile(f"the stop of open trade {trade.trade_id} was cancelled on the exchange")
+            if trade is not None and not trade.state.is_terminal and trade.state is not TradeState.CLOSING \
+                    and order.order_id in (trade.stop_order_id, trade.take_order_id):
+                self.request_reconcile(f"the {parsed.role.value} of open trade {trade.trade_id} was cancelled")
         return row
 
     # -- reconciliation actions ------------------------------------------------------------------------------

@@ -83,7 +83,9 @@ from tradebaas.fillmodel import bracket_prices
 from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument
 
 _DEFAULT_EPS = 1e-9
-_CHECK_AND_RESTART = "check it on the exchange, then restart the strategy"
+_CHECK_AND_RESTART = "check it on the exchange, then `tradebaas strategy resume <id>`"
+_MARK_CLOSED = ("if it was closed by hand, record that with `tradebaas trades --mark-closed <trade> --price <exit>`, "
+                "then `tradebaas strategy resume <id>`")
 
 # --------------------------------------------------------------------------------------------- the journal view
 
@@ -481,7 +483,7 @@ def plan(
             msg = (
                 f"exchange shows no position on {name}, but tradebaas trades {', '.join(tids)} hold "
                 f"{_describe(instruments, name, want)} (closed outside tradebaas?); their orders are cancelled, "
-                f"the trades stay open in the journal — {_CHECK_AND_RESTART}"
+                f"the trades stay open in the journal — {_MARK_CLOSED}"
             )
         else:
             msg = (

@@ -187,6 +187,11 @@ class Store:
             args.append(strategy_id)
         return [Trade.from_dict(json.loads(r["data"])) for r in self.journal.query(sql + " ORDER BY created_ts_ms", args)]
 
+    def open_trades_on(self, instrument: str) -> bool:
+        """Whether any strategy of ours has a trade open (or pending) on ``instrument``."""
+        sql = f"SELECT 1 FROM trades WHERE instrument = ? AND state IN ({', '.join('?' * len(OPEN_TRADE_STATES))}) LIMIT 1"
+        return self.journal.query_one(sql, (instrument, *OPEN_TRADE_STATES)) is not None
+
     def trade_rows(self, strategy_id: str | None = None, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
         where, args = ["1=1"], []
         if strategy_id:

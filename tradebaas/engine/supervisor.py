@@ -29,20 +29,22 @@ from tradebaas.engine.recorder import CandleRecorder, TradeRecorder
 from tradebaas.engine.risk import plan_kill
 from tradebaas.engine.runner import WARMUP_CANDLES, StrategyRunner
 from tradebaas.engine.store import Store, StrategyRow, position_view, trade_to_row
-from tradebaas.engine.tradebook import Trade
+from tradebaas.engine.tradebook import Trade, mark_closed_externally
 from tradebaas.errors import UserError
 from tradebaas.exchange.deribit.client import DeribitClient
 from tradebaas.exchange.deribit.endpoints import resolve
 from tradebaas.exchange.deribit.errors import DeribitError
 from tradebaas.fillmodel import floating_pnl
 from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
-from tradebaas.rpc.protocol import INVALID_PARAMS, NOT_FOUND, Param, RpcError
+from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Param, RpcError
 from tradebaas.strategies.params import ConfigError, schema, validate_config
 from tradebaas.strategies.registry import available, get_strategy
 
 log = logging.getLogger("tradebaas.engine.supervisor")
 
 USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
+#: Seconds between two safety-net reconciliations (wall clock); starts, reconnects and surprises reconcile at once.
+PERIODIC_RECONCILE_S = 60.0
 
 
 def params_list(strategy_cls: type) -> list[dict[str, Any]]:
@@ -92,6 +94,7 @@ class Supervisor:
                                    self.request_reconcile, self._on_trade_event)
         self._tasks.append(asyncio.create_task(self._run(), name="supervisor"))
         self._tasks.append(asyncio.create_task(self._reconcile_on_request(), name="reconcile-requests"))
+        self._tasks.append(asyncio.create_task(self._reconcile_periodically(), name="reconcile-periodic"))
         interval = systemd.watchdog_interval_s()
         if interval:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
@@ -227,6 +230,13 @@ class Supervisor:
                     await self._reconcile("requested")
                 except (DeribitError, OSError) as exc:
                     log.warning("reconciliation failed (%s); will retry on the next request", exc)
+
+    async def _reconcile_periodically(self) -> None:
+        """A safety net: what no notification told us (a missed message, a change made elsewhere) is found within
+        a minute even on a link that never dropped."""
+        while True:
+            await asyncio.sleep(PERIODIC_RECONCILE_S)
+            self._reconcile_wanted.set()
 
     async def _snapshot(self) -> tuple[ExchangeSnapshot, int]:
         assert self.client is not None
@@ -444,6 +454,10 @@ class Supervisor:
             "name": Param(str), "instrument": Param(str, default=None, nullable=True),
             "config": Param(dict, default=None, nullable=True)})
         reg.add("strategy.stop", self.rpc_stop, {"id": Param(str), "flatten": Param(bool, default=False)})
+        reg.add("strategy.resume", self.rpc_resume, {"id": Param(str)})
+        reg.add("trades.mark_closed", self.rpc_mark_closed, {
+            "trade_id": Param(str), "exit_price": Param(float, check=lambda v: None if v > 0 else "must be > 0"),
+            "reason": Param(str, default="closed outside tradebaas")})
         reg.add("positions.list", self.rpc_positions)
         reg.add("orders.list", self.rpc_orders, {"open_only": Param(bool, default=True)})
         reg.add("trades.list", self.rpc_trades, {
@@ -517,6 +531,41 @@ class Supervisor:
         info = self.strategy_info(id)
         assert info is not None
         return info
+
+    async def rpc_resume(self, id: str) -> dict[str, Any]:
+        """Run a stopped strategy again, or one that waited for a person (``needs_attention``) once the cause is
+        fixed: reconciliation runs first, and puts it straight back in ``needs_attention`` if the cause remains."""
+        if self.store.strategy(id) is None:
+            raise RpcError(NOT_FOUND, f"no strategy {id!r} (see strategy.list)")
+        async with self.lock:
+            self.store.set_strategy_state(id, StrategyState.STARTING, "resumed by the user", desired=StrategyState.RUNNING)
+            self._publish_strategy(id)
+            if self.client is not None and self.client.connected:
+                await self._reconcile("resume")
+                await self._resume_all()
+        info = self.strategy_info(id)
+        assert info is not None
+        return info
+
+    async def rpc_mark_closed(self, trade_id: str, exit_price: float, reason: str = "closed outside tradebaas"
+                              ) -> dict[str, Any]:
+        """Record that an open trade's position was closed outside tradebaas (a manual close, a liquidation) at
+        ``exit_price``, so reconciliation stops reporting an unexplained difference. Its brackets are cancelled."""
+        trade = self.store.trade(trade_id)
+        if trade is None:
+            raise RpcError(NOT_FOUND, f"no trade {trade_id!r} (see trades.list)")
+        if trade.state.is_terminal or trade.open_amount <= 0:
+            raise RpcError(CONFLICT, f"trade {trade_id} is {trade.state.value}: nothing is open to mark closed")
+        async with self.lock:
+            closed = mark_closed_externally(trade, self.instruments[trade.instrument], exit_price,
+                                            self._exchange_now(), reason)
+            with self.store.journal.transaction() as conn:
+                self.store.save_trade(closed, conn, event="trade.closed_externally")
+            log.warning("trade %s marked closed outside tradebaas at %s (%s)", trade_id, exit_price, reason)
+            await self._on_trade_event(closed, trade)
+            if self.orders is not None and self.client is not None and self.client.connected:
+                await self.orders.cancel_brackets(closed)
+        return trade_to_row(closed)
 
     def rpc_positions(self) -> list[dict[str, Any]]:
         return [p for t in self.store.open_trades() if (p := self.position_row(t)) is not None]

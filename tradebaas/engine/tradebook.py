@@ -236,6 +236,20 @@ def mark_failed(trade: Trade, reason: str) -> Trade:
     return replace(trade, state=TradeState.FAILED, exit_reason=trade.exit_reason or reason)
 
 
+def mark_closed_externally(trade: Trade, instrument: Instrument, exit_price: float, ts_ms: int, reason: str) -> Trade:
+    """A person says the open part was closed outside tradebaas (on the exchange's website, by a liquidation) at
+    ``exit_price``: the trade ends with the PnL of that price. No fill proves it, so no fee is added; the reason
+    says so. A trade without an open amount is returned unchanged."""
+    if trade.state.is_terminal or trade.open_amount <= 0 or not exit_price > 0:
+        return trade
+    open_amount = trade.open_amount
+    pnl = trade.pnl + fillmodel.realized_pnl(instrument, trade.direction.sign, open_amount, trade.entry_price, exit_price)
+    exit_filled = trade.exit_filled + open_amount
+    avg_exit = (trade.exit_price * trade.exit_filled + exit_price * open_amount) / exit_filled
+    return replace(trade, state=TradeState.CLOSED, exit_filled=exit_filled, exit_price=avg_exit, pnl=pnl,
+                   exit_reason=reason, exit_ts_ms=ts_ms)
+
+
 def with_order(trade: Trade, role: OrderRole, order_id: str, price: float | None = None) -> Trade:
     """Record the exchange order id (and stop trigger / take limit price) that serves ``role`` for this trade."""
     role = OrderRole(role)
