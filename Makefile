@@ -20,6 +20,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $@
 
 run: $(STAMP)
+	$(BIN)/tradebaas kernel install --sys-prefix
 	$(BIN)/tradebaas up
 
 stop: $(STAMP)
