@@ -19,7 +19,7 @@ TRADEBAAS_HOME, starts Razor with a config that trades often, and measures:
     decision taken and journaled, the trade journaled, the entry sent and acknowledged (the issue's metric, without
     the simulator's own feed delay).
 ``entry_send_to_ack_ms``
-    measured inside the engine with ``perf_counter`` by the order manager (``last_entry_ack``; one log line per
+    measured inside the engine with ``perf_counter`` by the order manager (one log line per
     entry): the order sent -> the simulator's answer received.
 ``resume_s``
     after a SIGKILL of the engine: the launch of ``tradebaas engine start`` (detached, as a user or systemd does)

@@ -69,8 +69,6 @@ class OrderManager:
         self.publish = publish
         self.request_reconcile = request_reconcile
         self.on_trade_event = on_trade_event
-        #: Latency probe for bench/latency.py: monotonic seconds when the last entry order was acknowledged.
-        self.last_entry_ack: tuple[float, float] | None = None
 
     # -- entries ---------------------------------------------------------------------------------------------
     async def enter(self, strategy_id: str, inst: Instrument, intent: Enter, signal_ts_ms: int, price_hint: float,
@@ -117,7 +115,6 @@ class OrderManager:
             return None
         acked = time.perf_counter()
         self._journal(journal_with)
-        self.last_entry_ack = (t0, acked)
         log.info("entry %s acknowledged: send->ack %.3f ms, close->ack %.3f ms", trade.trade_id, (acked - t0) * 1e3,
                  (acked - (closed_at or t0)) * 1e3)
         before = trade
