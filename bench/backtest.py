@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tradebaas.backtest.data import load_default
-from tradebaas.backtest.runner import backtest
+from tradebaas.backtest.backtester import backtest
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-compare"

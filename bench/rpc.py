@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tradebaas.engine import daemon  # noqa: E402
+from tradebaas.engine.process import daemon  # noqa: E402
 from tradebaas.home import get_home  # noqa: E402
 from tradebaas.rpc.client import connect  # noqa: E402
 

@@ -17,7 +17,7 @@ _LAZY = {
     "connect": ("tradebaas.rpc.client", "connect"),
     "connect_async": ("tradebaas.rpc.aclient", "connect_async"),
     "ControlPanel": ("tradebaas.notebook.panel", "ControlPanel"),
-    "backtest": ("tradebaas.backtest.runner", "backtest"),
+    "backtest": ("tradebaas.backtest.backtester", "backtest"),
     "sweep": ("tradebaas.backtest.sweep", "sweep"),
     "stats": ("tradebaas.analytics.stats", "stats"),
 }

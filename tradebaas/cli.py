@@ -87,7 +87,7 @@ def _check_exchange(exchange: str, home: Home) -> None:
 
 
 def cmd_engine_start(args: argparse.Namespace) -> int:
-    from tradebaas.engine import daemon
+    from tradebaas.engine.process import daemon
 
     home = _home(args)
     if args.exchange and not args.detached_child:
@@ -100,14 +100,14 @@ def cmd_engine_start(args: argparse.Namespace) -> int:
 
 
 def cmd_engine_stop(args: argparse.Namespace) -> int:
-    from tradebaas.engine import daemon
+    from tradebaas.engine.process import daemon
 
     print(daemon.stop(_home(args), timeout_s=args.timeout))
     return 0
 
 
 def cmd_engine_status(args: argparse.Namespace) -> int:
-    from tradebaas.engine import daemon
+    from tradebaas.engine.process import daemon
 
     st = daemon.status(_home(args))
     if args.json:
@@ -219,13 +219,13 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _alive(pid: int) -> bool:
-    from tradebaas.engine.daemon import pid_alive
+    from tradebaas.engine.process.daemon import pid_alive
 
     return pid_alive(pid)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from tradebaas.engine import daemon
+    from tradebaas.engine.process import daemon
 
     home = _home(args).ensure()
     exchange = args.exchange
@@ -263,7 +263,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from tradebaas.engine import daemon
+    from tradebaas.engine.process import daemon
 
     home = _home(args)
     print(daemon.stop(home))

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PYTHON, cli_env, wait_for
-from tradebaas.engine.daemon import ConnectionInfo, read_connection_file
+from tradebaas.engine.process.daemon import ConnectionInfo, read_connection_file
 from tradebaas.home import Home, get_home
 from tradebaas.rpc.client import EngineClient, ping_once
 
@@ -131,7 +131,7 @@ def stop_detached() -> Iterator[Callable[[Home], None]]:
     """Register homes whose *detached* engine (started through the CLI) must be stopped at teardown."""
     homes: list[Home] = []
     yield homes.append
-    from tradebaas.engine import daemon
+    from tradebaas.engine.process import daemon
 
     for home in homes:
         try:

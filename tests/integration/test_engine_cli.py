@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tradebaas.engine.journal import Journal
-from tradebaas.engine.schema import SCHEMA_VERSION
+from tradebaas.engine.journal.database import Journal
+from tradebaas.engine.journal.schema import SCHEMA_VERSION
 from tradebaas.home import Home
 
 

@@ -9,8 +9,8 @@ import stat
 import pytest
 
 from tests.conftest import run_cli
-from tradebaas.engine.daemon import read_connection_file
-from tradebaas.engine.journal import Journal
+from tradebaas.engine.process.daemon import read_connection_file
+from tradebaas.engine.journal.database import Journal
 from tradebaas.errors import EngineNotRunning
 from tradebaas.home import Home
 from tradebaas.rpc.client import connect

@@ -44,7 +44,7 @@ from tests.conftest import wait_for
 from tests.integration.conftest import start_engine_process
 from tradebaas import fillmodel
 from tradebaas.backtest.data import load_default, load_recorded
-from tradebaas.backtest.runner import backtest
+from tradebaas.backtest.backtester import backtest
 from tradebaas.domain import Direction, Liquidity
 from tradebaas.home import Home, get_home
 from tradebaas.instruments import DEFAULT_INSTRUMENTS
@@ -254,7 +254,7 @@ def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd
                                   check_exact=True, check_freq=False)
     np.testing.assert_allclose(candles["volume"], rec["volume"], rtol=1e-9, atol=1e-12)
 
-    # ... and what the engine recorded to TRADEBAAS_HOME/data (tradebaas.engine.recorder) loads back as those candles
+    # ... and what the engine recorded to TRADEBAAS_HOME/data (tradebaas.engine.live.recorder) loads back as those candles
     own = load_recorded(home, INSTRUMENT)
     pd.testing.assert_frame_equal(own, candles[own.columns], check_freq=False)
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, run_cli, wait_for
-from tradebaas.engine.journal import Journal
+from tradebaas.engine.journal.database import Journal
 from tradebaas.home import Home
-from tradebaas.reports.runner import installed_kernels
-from tradebaas.reports.service import BASELINE_META
+from tradebaas.reports.execute import installed_kernels
+from tradebaas.reports.scheduler import BASELINE_META
 
 SECTIONS = ("PnL and fees", "Equity and drawdown", "Trades", "Per-strategy stats", "Decisions taken and skipped",
             "Restarts and reconciliations", "Risk events")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tradebaas.home import Home
-from tradebaas.reports.runner import choose_kernel, installed_kernels
+from tradebaas.reports.execute import choose_kernel, installed_kernels
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tradebaas.engine.daemon import ConnectionInfo, remove_connection_file, write_connection_file
+from tradebaas.engine.process.daemon import ConnectionInfo, remove_connection_file, write_connection_file
 from tradebaas.home import Home
 from tradebaas.reports.config import default_report
-from tradebaas.reports.runner import execute, installed_kernels
+from tradebaas.reports.execute import execute, installed_kernels
 from tradebaas.rpc.protocol import Param, Registry
 from tradebaas.rpc.server import RpcServer
 

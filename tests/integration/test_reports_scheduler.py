@@ -15,11 +15,11 @@ from typing import Any
 import nbformat
 import pytest
 
-from tradebaas.engine.app import Engine
-from tradebaas.engine.journal import Journal
+from tradebaas.engine.process.app import Engine
+from tradebaas.engine.journal.database import Journal
 from tradebaas.home import Home
-from tradebaas.reports.runner import installed_kernels
-from tradebaas.reports.service import BASELINE_META, ReportService
+from tradebaas.reports.execute import installed_kernels
+from tradebaas.reports.scheduler import BASELINE_META, ReportService
 from tradebaas.rpc.protocol import CallContext
 
 

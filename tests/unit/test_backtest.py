@@ -7,7 +7,7 @@ import copy
 import pandas as pd
 import pytest
 
-from tradebaas.backtest.runner import BacktestError, backtest
+from tradebaas.backtest.backtester import BacktestError, backtest
 from tradebaas.domain import Candle, Direction
 from tradebaas.errors import UserError
 from tradebaas.strategies.base import BaseStrategy, Decision, Enter, Exit, MoveStop, StrategyContext

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tradebaas as tb
 from tradebaas.backtest.data import load_default
-from tradebaas.backtest.runner import BacktestResult
+from tradebaas.backtest.backtester import BacktestResult
 
 
 def test_tb_backtest_is_callable_after_importing_a_submodule():

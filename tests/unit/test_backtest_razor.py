@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tradebaas.backtest.data import load_default
-from tradebaas.backtest.runner import backtest
+from tradebaas.backtest.backtester import backtest
 
 T0 = 1_736_208_000_000
 M = 60_000

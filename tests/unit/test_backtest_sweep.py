@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tradebaas.backtest.data import load_default
-from tradebaas.backtest.runner import backtest
+from tradebaas.backtest.backtester import backtest
 from tradebaas.backtest.sweep import grid_points, sweep
 from tradebaas.strategies.params import ConfigError
 

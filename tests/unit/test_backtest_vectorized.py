@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tradebaas.backtest import runner
+from tradebaas.backtest import backtester
 from tradebaas.backtest.data import load_default
-from tradebaas.backtest.runner import backtest
+from tradebaas.backtest.backtester import backtest
 from tradebaas.backtest.vectorized import ArrayCache, sizes_for_sorted_prices
 from tradebaas.instruments import BTC_PERPETUAL, BTC_USDC_PERPETUAL
 from tradebaas.strategies.indicators import EMA, ema_array, ema_error_bound
@@ -44,7 +44,7 @@ def frame(closes: np.ndarray, spread: np.ndarray | None = None) -> pd.DataFrame:
                          "close": closes, "volume": 1.0}, index=idx)
 
 
-def assert_same_run(df: pd.DataFrame, **kwargs) -> runner.BacktestResult:
+def assert_same_run(df: pd.DataFrame, **kwargs) -> backtester.BacktestResult:
     fast = backtest("ema_cross", df, **kwargs)
     slow = backtest("ema_cross", df, vectorized=False, **kwargs)
     pd.testing.assert_frame_equal(fast.trades, slow.trades, check_exact=True)
@@ -86,7 +86,7 @@ def test_fast_path_is_taken_unless_every_decision_is_wanted(month, monkeypatch):
     def no_loop(*a, **k):
         raise AssertionError("event-driven loop used")
 
-    monkeypatch.setattr(runner, "_run", no_loop)
+    monkeypatch.setattr(backtester, "_run", no_loop)
     assert len(backtest("ema_cross", month.iloc[:3000]).trades) > 0
     with pytest.raises(AssertionError, match="event-driven"):
         backtest("ema_cross", month.iloc[:3000], decisions="all")

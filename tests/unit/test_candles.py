@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tradebaas.domain import Candle
-from tradebaas.engine.candles import CandleBuilder
+from tradebaas.engine.core.candles import CandleBuilder
 
 T0 = 1_736_208_000_000  # 2025-01-07 00:00:00 UTC, a whole minute
 M = 60_000

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tradebaas.engine.journal import Journal
-from tradebaas.engine.schema import SCHEMA_VERSION
+from tradebaas.engine.journal.database import Journal
+from tradebaas.engine.journal.schema import SCHEMA_VERSION
 from tradebaas.errors import JournalError, UserError
 
 

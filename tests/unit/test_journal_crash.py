@@ -9,11 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tradebaas.engine.journal import Journal
+from tradebaas.engine.journal.database import Journal
 
 WRITER = textwrap.dedent("""
     import sys
-    from tradebaas.engine.journal import Journal
+    from tradebaas.engine.journal.database import Journal
 
     j = Journal.open(sys.argv[1])
     i = 0

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradebaas.domain import OrderRole
-from tradebaas.engine.labels import (
+from tradebaas.engine.core.labels import (
     MAX_LABEL_LENGTH,
     ParsedLabel,
     base36,

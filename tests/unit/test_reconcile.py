@@ -16,8 +16,8 @@ from tradebaas.domain import (
     Side,
     StrategyState,
 )
-from tradebaas.engine.labels import make_label
-from tradebaas.engine.reconcile import (
+from tradebaas.engine.core.labels import make_label
+from tradebaas.engine.core.reconcile import (
     ApplyFill,
     CancelOrder,
     CloseTrade,
@@ -32,7 +32,7 @@ from tradebaas.engine.reconcile import (
     plan,
     strategies_to_resume,
 )
-from tradebaas.engine.tradebook import TradeState, apply_fill, new_trade, with_order
+from tradebaas.engine.core.tradebook import TradeState, apply_fill, new_trade, with_order
 from tradebaas.fillmodel import realized_pnl
 from tradebaas.instruments import BTC_PERPETUAL, BTC_USDC_PERPETUAL
 

@@ -25,8 +25,8 @@ from tradebaas.domain import (
     Side,
     StrategyState,
 )
-from tradebaas.engine.labels import make_label, parse_label
-from tradebaas.engine.reconcile import (
+from tradebaas.engine.core.labels import make_label, parse_label
+from tradebaas.engine.core.reconcile import (
     ApplyFill,
     CancelOrder,
     ClosePosition,
@@ -36,8 +36,8 @@ from tradebaas.engine.reconcile import (
     plan,
     project_fills,
 )
-from tradebaas.engine.risk import plan_kill
-from tradebaas.engine.tradebook import (
+from tradebaas.engine.core.risk import plan_kill
+from tradebaas.engine.core.tradebook import (
     amount_epsilon,
     apply_fill,
     mark_closing,

@@ -9,7 +9,7 @@ import pytest
 
 from tradebaas.backtest.data import DataError, load_recorded
 from tradebaas.domain import Candle
-from tradebaas.engine.recorder import CandleBuffer, CandleRecorder, day_name
+from tradebaas.engine.live.recorder import CandleBuffer, CandleRecorder, day_name
 
 INST = "BTC_USDC-PERPETUAL"
 T0 = 1_736_553_540_000  # 2025-01-10 23:59 UTC
@@ -73,7 +73,7 @@ def _trade(i: int, ts: int) -> dict[str, object]:
 
 def test_public_trades_are_recorded_once_per_trade_id_by_day_and_load_back(tmp_path: Path) -> None:
     from tradebaas.backtest.data import load_recorded_trades
-    from tradebaas.engine.recorder import TradeRecorder
+    from tradebaas.engine.live.recorder import TradeRecorder
 
     rec = TradeRecorder(tmp_path / "data", batch=3)
     assert not rec.add(INST, [_trade(1, T0), _trade(2, T0 + 30_000)])
@@ -89,7 +89,7 @@ def test_public_trades_are_recorded_once_per_trade_id_by_day_and_load_back(tmp_p
 
 
 def test_a_failed_trade_flush_keeps_the_rows_for_the_next_one(tmp_path: Path) -> None:
-    from tradebaas.engine.recorder import TradeRecorder
+    from tradebaas.engine.live.recorder import TradeRecorder
 
     blocker = tmp_path / "data"
     blocker.write_text("not a folder")  # the recordings cannot be written below a file

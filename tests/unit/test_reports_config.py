@@ -10,7 +10,7 @@ import pytest
 from tradebaas.errors import UserError
 from tradebaas.home import Home
 from tradebaas.reports.config import EVENT_KINDS, load_config, parse_config
-from tradebaas.reports.runner import check_params, notebook_parameters
+from tradebaas.reports.execute import check_params, notebook_parameters
 
 DAILY = Path(__file__).resolve().parents[2] / "notebooks" / "reports" / "daily.ipynb"
 

@@ -16,8 +16,8 @@ from tradebaas.domain import (
     Side,
     StrategyState,
 )
-from tradebaas.engine.labels import make_label
-from tradebaas.engine.reconcile import (
+from tradebaas.engine.core.labels import make_label
+from tradebaas.engine.core.reconcile import (
     CancelOrder,
     ClosePosition,
     JournalView,
@@ -26,8 +26,8 @@ from tradebaas.engine.reconcile import (
     apply,
     plan,
 )
-from tradebaas.engine.risk import plan_kill
-from tradebaas.engine.tradebook import TradeState, apply_fill, new_trade, with_order
+from tradebaas.engine.core.risk import plan_kill
+from tradebaas.engine.core.tradebook import TradeState, apply_fill, new_trade, with_order
 from tradebaas.instruments import BTC_USDC_PERPETUAL
 
 LIN = BTC_USDC_PERPETUAL

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tradebaas.engine.logs import RedactFilter
+from tradebaas.engine.process.logs import RedactFilter
 from tradebaas.rpc.client import EngineClient
 from tradebaas.rpc.protocol import Registry
 from tradebaas.rpc.server import RpcServer

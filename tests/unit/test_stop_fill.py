@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tradebaas import fillmodel
-from tradebaas.backtest.runner import backtest
+from tradebaas.backtest.backtester import backtest
 from tradebaas.domain import Candle, Direction, Liquidity
 from tradebaas.exchange.sim.marketdata import candle_ticks
 from tradebaas.exchange.sim.matching import MarketTick, SimExchange

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tradebaas import fillmodel
 from tradebaas.domain import Direction, Fill, Liquidity, OrderRole, Side
-from tradebaas.engine.tradebook import (
+from tradebaas.engine.core.tradebook import (
     Trade,
     TradeState,
     apply_fill,
@@ -200,7 +200,7 @@ def test_fill_order_of_application_and_repetition_do_not_matter_for_totals(steps
 
 
 def test_a_trade_closed_outside_tradebaas_ends_at_the_given_price_without_a_fee() -> None:
-    from tradebaas.engine.tradebook import mark_closed_externally
+    from tradebaas.engine.core.tradebook import mark_closed_externally
 
     trade = new_trade("t1", "s1", LIN, Direction.LONG, 0.002)
     trade = apply_fill(trade, Fill("e1", "o1", LIN.name, Side.BUY, 0.002, 50_000.0, 0.05, "USDC", 100), LIN,

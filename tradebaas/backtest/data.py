@@ -146,7 +146,7 @@ def interval_ms(df: pd.DataFrame) -> int:
 def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
                   end: object = None) -> pd.DataFrame:
     """The candles the engine recorded for ``instrument`` (``TRADEBAAS_HOME/data/candles/<instrument>/*.parquet``,
-    see ``tradebaas.engine.recorder``) as the normalised frame; ``start``/``end`` (times, inclusive) cut it.
+    see ``tradebaas.engine.live.recorder``) as the normalised frame; ``start``/``end`` (times, inclusive) cut it.
 
     ``home`` is a ``Home``, a path, or None for ``TRADEBAAS_HOME``. Only the day files that can hold the range are
     read. Minutes the engine was not running are missing (no candles are invented).

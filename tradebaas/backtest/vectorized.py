@@ -1,6 +1,6 @@
 """Array fast paths for strategies whose whole run is a function of per-candle arrays (``ema_cross``).
 
-Why: the event-driven loop (``runner._run``) pays ~2 µs of Python per candle, which makes sweeps of 1,000
+Why: the event-driven loop (``backtester._run``) pays ~2 µs of Python per candle, which makes sweeps of 1,000
 parameter sets over 500,000 candles take ~25 minutes. A strategy that is *always in the market and flips at the
 next open* (no brackets, no cooldown, no daily limit) has trades that follow from one array, ``want`` (+1 long,
 -1 short, 0 no opinion, per candle), so the whole backtest is a few numpy operations.
@@ -39,7 +39,7 @@ class ArrayCache:
     """Per-data-set arrays reused across parameter sets: EMAs (fast and exact) per period, order sizes per candle.
 
     Bound to one candle frame (the full frame, warm-up included); neither may change afterwards. Built with
-    ``for_frame`` from an already normalised frame, ``runner.backtest`` also skips re-normalising that frame.
+    ``for_frame`` from an already normalised frame, ``backtester.backtest`` also skips re-normalising that frame.
     Least-recently-used EMAs are dropped past ``max_bytes`` so a large grid cannot exhaust a worker's memory.
     Thread-safe (a Dask worker may run several grid points at once on one cache).
     """
@@ -135,7 +135,7 @@ def sizes_for_sorted_prices(instrument: Instrument, notional_usd: float, prices:
 
 @dataclass
 class VectorizedRun:
-    """What a fast path returns to ``runner.backtest``: the same pieces the event-driven ``_run`` returns."""
+    """What a fast path returns to ``backtester.backtest``: the same pieces the event-driven ``_run`` returns."""
 
     #: One row per closed trade, the keys of the event-driven loop's trade dicts (``trades_frame`` normalises).
     trades: pd.DataFrame
@@ -233,7 +233,7 @@ def flip_trades(
 
 
 def candle_arrays(candles: pd.DataFrame) -> dict[str, Any]:
-    """ts (ms, int64), open and close as numpy arrays, the way ``runner._run`` reads them."""
+    """ts (ms, int64), open and close as numpy arrays, the way ``backtester._run`` reads them."""
     idx = candles.index
     ts = (idx.as_unit("ms").asi8 if idx.unit != "ms" else idx.asi8).astype(np.int64)
     return {"ts": ts, "open": candles["open"].to_numpy(dtype="float64"),

@@ -126,11 +126,11 @@ def _strategy(eng: Any, args: argparse.Namespace) -> int:
 
 
 def _service(args: argparse.Namespace) -> int:
-    from tradebaas.engine import service
+    from tradebaas.engine.process import systemd
     from tradebaas.home import get_home
 
     home = get_home(getattr(args, "home", None)).ensure()
-    path = service.install(home=home.root, exchange=args.exchange, user_mode=args.user, enable=not args.no_enable)
+    path = systemd.install(home=home.root, exchange=args.exchange, user_mode=args.user, enable=not args.no_enable)
     print(f"wrote {path}" + ("" if args.no_enable else " and enabled it"))
     return 0
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 # -- through the engine, or here ---------------------------------------------------------------------------------
 def _engine_running(home: Home) -> bool:
-    from tradebaas.engine import daemon
+    from tradebaas.engine.process import daemon
 
     state, _info = daemon.engine_state(home)
     return state == "running"
@@ -95,8 +95,8 @@ def _run_via_engine(home: Home, name: str, params: dict[str, Any]) -> dict[str, 
 
 
 def _open_store(home: Home, create: bool) -> Any:
-    from tradebaas.engine.journal import Journal
-    from tradebaas.reports.runner import RunStore
+    from tradebaas.engine.journal.database import Journal
+    from tradebaas.reports.execute import RunStore
 
     if not create and not home.journal_path.exists():
         return None
@@ -106,7 +106,7 @@ def _open_store(home: Home, create: bool) -> Any:
 
 def _run_locally(home: Home, name: str, params: dict[str, Any]) -> dict[str, Any]:
     from tradebaas.reports.config import default_report, load_config
-    from tradebaas.reports.runner import ReportRunner
+    from tradebaas.reports.execute import ReportRunner
 
     config = load_config(home)
     store = _open_store(home, create=True)

@@ -51,7 +51,7 @@ Callback = Callable[..., Any]
 
 def resolve_target(home: Home | str | None, url: str | None, token: str | None) -> tuple[str, str]:
     """(url, token) from explicit values or from ``engine.json`` of the home; EngineNotRunning if none runs."""
-    from tradebaas.engine.daemon import pid_alive, read_connection_file
+    from tradebaas.engine.process.daemon import pid_alive, read_connection_file
 
     if url is not None:
         if token is None:

@@ -6,7 +6,7 @@ writes ``engine.json``), wait for SIGTERM/SIGINT or ``engine.shutdown``, then st
 journal ``engine.stopped``. A crash skips the shutdown half; that is fine by design (crash-only recovery: the
 next start reconciles from the journal and the exchange).
 
-Services plug in without touching this file: a module ``tradebaas.engine.supervisor`` (issue 4) that defines
+Services plug in without touching this file: a module ``tradebaas.engine.live.supervisor`` (issue 4) that defines
 ``create_service(engine) -> Service`` is picked up at start; ``engine.add_service(svc)`` works too. A service has
 ``name``, ``async start()`` and ``async stop()``; it registers RPC methods on ``engine.registry`` and pushes events
 with ``engine.publish(channel, data)``.
@@ -26,8 +26,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tradebaas._version import __version__
-from tradebaas.engine.journal import Journal, now_ms
-from tradebaas.engine.logs import REDACT, CallbackHandler
+from tradebaas.engine.journal.database import Journal, now_ms
+from tradebaas.engine.process.logs import REDACT, CallbackHandler
 from tradebaas.home import Home
 from tradebaas.rpc.protocol import Param, Registry
 from tradebaas.rpc.server import RpcServer
@@ -35,7 +35,7 @@ from tradebaas.rpc.server import RpcServer
 log = logging.getLogger("tradebaas.engine")
 
 #: Modules probed at start for ``create_service(engine)``; absent modules are skipped.
-SERVICE_MODULES: tuple[str, ...] = ("tradebaas.engine.supervisor", "tradebaas.reports.scheduler")
+SERVICE_MODULES: tuple[str, ...] = ("tradebaas.engine.live.supervisor", "tradebaas.reports.scheduler")
 
 
 class Service(Protocol):

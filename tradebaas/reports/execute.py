@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tradebaas.engine.journal import Journal, now_ms
+from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.errors import UserError
 from tradebaas.home import ENV_VAR, Home
 from tradebaas.reports.config import DEFAULT_KERNEL, ReportConfig

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tradebaas.engine.schema import MIGRATIONS, SCHEMA_VERSION
+from tradebaas.engine.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from tradebaas.errors import JournalError
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

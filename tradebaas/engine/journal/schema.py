@@ -160,7 +160,7 @@ V2 = """
 ALTER TABLE trades ADD COLUMN data TEXT NOT NULL DEFAULT '{}';
 """
 
-#: v3 (reports, issue 7): one row per report run, derived from the ``report.run`` events (tradebaas.reports.runner).
+#: v3 (reports, issue 7): one row per report run, derived from the ``report.run`` events (tradebaas.reports.execute).
 V3_REPORT_RUNS = """
 CREATE TABLE report_runs (
     run_id         TEXT PRIMARY KEY,           -- also the output directory name under reports/<name>/

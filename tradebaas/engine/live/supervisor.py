@@ -20,16 +20,16 @@ import time
 from typing import Any
 
 from tradebaas.domain import Candle, ExchangeSnapshot, Fill, Order, StrategyState, Ticker
-from tradebaas.engine import reconcile as rc
-from tradebaas.engine import service as systemd
-from tradebaas.engine.journal import now_ms
-from tradebaas.engine.labels import new_strategy_id
-from tradebaas.engine.order_manager import OrderManager
-from tradebaas.engine.recorder import CandleRecorder, TradeRecorder
-from tradebaas.engine.risk import plan_kill
-from tradebaas.engine.runner import WARMUP_CANDLES, StrategyRunner
-from tradebaas.engine.store import Store, StrategyRow, position_view, trade_to_row
-from tradebaas.engine.tradebook import Trade, mark_closed_externally
+from tradebaas.engine.core import reconcile as rc
+from tradebaas.engine.process import systemd
+from tradebaas.engine.journal.database import now_ms
+from tradebaas.engine.core.labels import new_strategy_id
+from tradebaas.engine.live.order_manager import OrderManager
+from tradebaas.engine.live.recorder import CandleRecorder, TradeRecorder
+from tradebaas.engine.core.risk import plan_kill
+from tradebaas.engine.live.strategy_runner import WARMUP_CANDLES, StrategyRunner
+from tradebaas.engine.journal.store import Store, StrategyRow, position_view, trade_to_row
+from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
 from tradebaas.errors import UserError
 from tradebaas.exchange.deribit.client import DeribitClient
 from tradebaas.exchange.deribit.endpoints import resolve
@@ -40,7 +40,7 @@ from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Param, R
 from tradebaas.strategies.params import ConfigError, schema, validate_config
 from tradebaas.strategies.registry import available, get_strategy
 
-log = logging.getLogger("tradebaas.engine.supervisor")
+log = logging.getLogger("tradebaas.engine.live.supervisor")
 
 USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
 #: Seconds between two safety-net reconciliations (wall clock); starts, reconnects and surprises reconcile at once.

@@ -7,7 +7,7 @@ clock, so the same input gives the same actions, and the whole recovery logic is
 calls. ``apply`` is the model of a perfect executor (journal *and* exchange side): planning again on its output
 yields no actions, which is what "running reconciliation twice changes nothing" means.
 
-Ownership comes from labels only (``tradebaas.engine.labels``): an order or fill is *ours* when its label parses
+Ownership comes from labels only (``tradebaas.engine.core.labels``): an order or fill is *ours* when its label parses
 and names a strategy of this journal. Everything else (unlabelled, foreign labels, other engines' strategy ids)
 is never cancelled, adopted or closed; it can only make a position *unexplained*.
 
@@ -66,8 +66,8 @@ from tradebaas.domain import (
     Side,
     StrategyState,
 )
-from tradebaas.engine.labels import ParsedLabel, make_label, parse_label
-from tradebaas.engine.tradebook import (
+from tradebaas.engine.core.labels import ParsedLabel, make_label, parse_label
+from tradebaas.engine.core.tradebook import (
     Trade,
     TradeState,
     amount_epsilon,

@@ -32,7 +32,7 @@ from typing import Any
 
 from tradebaas.domain import Candle
 
-log = logging.getLogger("tradebaas.engine.recorder")
+log = logging.getLogger("tradebaas.engine.live.recorder")
 
 DAY_MS = 86_400_000
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")

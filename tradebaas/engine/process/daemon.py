@@ -174,8 +174,8 @@ def engine_state(home: Home) -> tuple[str, ConnectionInfo | None]:
 # -- foreground engine -----------------------------------------------------------------------------------------
 def run_foreground(home: Home, exchange: str | None = None, *, detached_child: bool = False, port: int = 0) -> int:
     """Be the engine: take the lock, log to logs/engine.log, serve until SIGTERM/SIGINT. Returns an exit code."""
-    from tradebaas.engine.app import Engine
-    from tradebaas.engine.logs import setup_logging
+    from tradebaas.engine.process.app import Engine
+    from tradebaas.engine.process.logs import setup_logging
 
     home.ensure()
     lock = EngineLock(home)

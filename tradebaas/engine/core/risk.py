@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tradebaas.domain import ExchangeSnapshot, OrderRole, StrategyState
-from tradebaas.engine.labels import make_label, parse_label
-from tradebaas.engine.reconcile import (
+from tradebaas.engine.core.labels import make_label, parse_label
+from tradebaas.engine.core.reconcile import (
     Action,
     CancelOrder,
     ClosePosition,
@@ -24,7 +24,7 @@ from tradebaas.engine.reconcile import (
     StopStrategy,
     project_fills,
 )
-from tradebaas.engine.tradebook import amount_epsilon
+from tradebaas.engine.core.tradebook import amount_epsilon
 from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument
 
 

@@ -13,10 +13,10 @@ import logging
 from typing import Any
 
 from tradebaas.domain import Candle
-from tradebaas.engine.candles import CandleBuilder
-from tradebaas.engine.order_manager import OrderManager
-from tradebaas.engine.store import Store, StrategyRow, position_view
-from tradebaas.engine.tradebook import Trade, TradeState
+from tradebaas.engine.core.candles import CandleBuilder
+from tradebaas.engine.live.order_manager import OrderManager
+from tradebaas.engine.journal.store import Store, StrategyRow, position_view
+from tradebaas.engine.core.tradebook import Trade, TradeState
 from tradebaas.instruments import Instrument
 from tradebaas.strategies.base import (
     Enter,
@@ -30,7 +30,7 @@ from tradebaas.strategies.base import (
 )
 from tradebaas.strategies.registry import get_strategy
 
-log = logging.getLogger("tradebaas.engine.runner")
+log = logging.getLogger("tradebaas.engine.live.strategy_runner")
 
 #: History loaded from the exchange at start so the strategy is warm at once (Razor needs 21, keeps 150).
 WARMUP_CANDLES = 240

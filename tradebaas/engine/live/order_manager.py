@@ -25,10 +25,10 @@ from dataclasses import replace
 from typing import Any
 
 from tradebaas.domain import Direction, Fill, Order, OrderRole, OrderState, OrderType, Side, StrategyState
-from tradebaas.engine import reconcile as rc
-from tradebaas.engine.labels import make_label, new_trade_id, parse_label
-from tradebaas.engine.store import Store
-from tradebaas.engine.tradebook import (
+from tradebaas.engine.core import reconcile as rc
+from tradebaas.engine.core.labels import make_label, new_trade_id, parse_label
+from tradebaas.engine.journal.store import Store
+from tradebaas.engine.core.tradebook import (
     Trade,
     TradeState,
     apply_fill,
@@ -391,7 +391,7 @@ def _fields(action: object) -> dict[str, Any]:
 
 
 def _now() -> int:
-    from tradebaas.engine.journal import now_ms
+    from tradebaas.engine.journal.database import now_ms
 
     return now_ms()
 

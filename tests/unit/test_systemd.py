@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tradebaas.engine import service
+from tradebaas.engine.process import systemd as service
 
 
 def test_unit_restarts_always_with_watchdog_and_notify(tmp_path: Path) -> None:
