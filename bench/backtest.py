@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tradebaas.backtest.data import load_default
 from tradebaas.backtest.backtester import backtest
+from tradebaas.backtest.data import load_default
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-compare"

@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tradebaas.engine.process.daemon import read_connection_file  # noqa: E402
+from tradebaas.connection import read_connection_file  # noqa: E402
 from tradebaas.home import Home, get_home  # noqa: E402
 from tradebaas.rpc.client import EngineClient  # noqa: E402
 

@@ -219,7 +219,7 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _alive(pid: int) -> bool:
-    from tradebaas.engine.process.daemon import pid_alive
+    from tradebaas.connection import pid_alive
 
     return pid_alive(pid)
 

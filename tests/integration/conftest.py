@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PYTHON, cli_env, wait_for
-from tradebaas.engine.process.daemon import ConnectionInfo, read_connection_file
+from tradebaas.connection import ConnectionInfo, read_connection_file
 from tradebaas.home import Home, get_home
 from tradebaas.rpc.client import EngineClient, ping_once
 

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from tests.conftest import run_cli
-from tradebaas.engine.process.daemon import read_connection_file
+from tradebaas.connection import read_connection_file
 from tradebaas.engine.journal.database import Journal
 from tradebaas.errors import EngineNotRunning
 from tradebaas.home import Home

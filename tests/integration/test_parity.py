@@ -43,8 +43,8 @@ import pytest
 from tests.conftest import wait_for
 from tests.integration.conftest import start_engine_process
 from tradebaas import fillmodel
-from tradebaas.backtest.data import load_default, load_recorded
 from tradebaas.backtest.backtester import backtest
+from tradebaas.backtest.data import load_default, load_recorded
 from tradebaas.domain import Direction, Liquidity
 from tradebaas.home import Home, get_home
 from tradebaas.instruments import DEFAULT_INSTRUMENTS

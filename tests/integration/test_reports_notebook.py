@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tradebaas.engine.process.daemon import ConnectionInfo, remove_connection_file, write_connection_file
+from tradebaas.connection import ConnectionInfo, remove_connection_file, write_connection_file
 from tradebaas.home import Home
 from tradebaas.reports.config import default_report
 from tradebaas.reports.execute import execute, installed_kernels

@@ -15,8 +15,8 @@ from typing import Any
 import nbformat
 import pytest
 
-from tradebaas.engine.process.app import Engine
 from tradebaas.engine.journal.database import Journal
+from tradebaas.engine.process.app import Engine
 from tradebaas.home import Home
 from tradebaas.reports.execute import installed_kernels
 from tradebaas.reports.scheduler import BASELINE_META, ReportService

@@ -7,8 +7,8 @@ lazily exported function; the package is callable so the documented usage keeps 
 from __future__ import annotations
 
 import tradebaas as tb
-from tradebaas.backtest.data import load_default
 from tradebaas.backtest.backtester import BacktestResult
+from tradebaas.backtest.data import load_default
 
 
 def test_tb_backtest_is_callable_after_importing_a_submodule():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tradebaas.backtest.data import load_default
 from tradebaas.backtest.backtester import backtest
+from tradebaas.backtest.data import load_default
 
 T0 = 1_736_208_000_000
 M = 60_000

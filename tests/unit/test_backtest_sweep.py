@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tradebaas.backtest.data import load_default
 from tradebaas.backtest.backtester import backtest
+from tradebaas.backtest.data import load_default
 from tradebaas.backtest.sweep import grid_points, sweep
 from tradebaas.strategies.params import ConfigError
 

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tradebaas.backtest import backtester
-from tradebaas.backtest.data import load_default
 from tradebaas.backtest.backtester import backtest
+from tradebaas.backtest.data import load_default
 from tradebaas.backtest.vectorized import ArrayCache, sizes_for_sorted_prices
 from tradebaas.instruments import BTC_PERPETUAL, BTC_USDC_PERPETUAL
 from tradebaas.strategies.indicators import EMA, ema_array, ema_error_bound

@@ -53,8 +53,8 @@ def result_to_json(result: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tradebaas.backtest.data import load_candles, load_default, resample
     from tradebaas.backtest.backtester import backtest
+    from tradebaas.backtest.data import load_candles, load_default, resample
     from tradebaas.strategies.params import parse_set_options
     from tradebaas.strategies.registry import get_strategy
 

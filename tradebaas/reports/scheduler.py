@@ -28,8 +28,8 @@ from typing import Any
 
 from tradebaas.errors import UserError
 from tradebaas.reports.config import Config, ReportConfig, default_report, load_config
-from tradebaas.reports.notify import Notifier, run_contained
 from tradebaas.reports.execute import ReportRunner, RunRecord, RunStore
+from tradebaas.reports.notify import Notifier, run_contained
 from tradebaas.reports.schedule import DEFAULT_GRACE_S, Spec, next_due, plan
 from tradebaas.rpc.protocol import NOT_FOUND, Param, RpcError, to_jsonable
 

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
+from tradebaas.connection import pid_alive, read_connection_file
 from tradebaas.errors import EngineNotRunning, UserError
 from tradebaas.home import Home, get_home
 from tradebaas.rpc.facade import EngineFacade
@@ -51,8 +52,6 @@ Callback = Callable[..., Any]
 
 def resolve_target(home: Home | str | None, url: str | None, token: str | None) -> tuple[str, str]:
     """(url, token) from explicit values or from ``engine.json`` of the home; EngineNotRunning if none runs."""
-    from tradebaas.engine.process.daemon import pid_alive, read_connection_file
-
     if url is not None:
         if token is None:
             info = read_connection_file(get_home(home))

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradebaas.domain import Fill, Order, StrategyState
-from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.engine.core.labels import parse_label
 from tradebaas.engine.core.reconcile import JournalView, StrategyView
 from tradebaas.engine.core.tradebook import Trade, TradeState
+from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.strategies.base import PositionView, StrategyContext
 
 OPEN_TRADE_STATES = (TradeState.PENDING_ENTRY.value, TradeState.OPEN.value, TradeState.CLOSING.value)

@@ -27,7 +27,6 @@ from typing import Any
 from tradebaas.domain import Direction, Fill, Order, OrderRole, OrderState, OrderType, Side, StrategyState
 from tradebaas.engine.core import reconcile as rc
 from tradebaas.engine.core.labels import make_label, new_trade_id, parse_label
-from tradebaas.engine.journal.store import Store
 from tradebaas.engine.core.tradebook import (
     Trade,
     TradeState,
@@ -38,6 +37,7 @@ from tradebaas.engine.core.tradebook import (
     new_trade,
     with_order,
 )
+from tradebaas.engine.journal.store import Store
 from tradebaas.exchange.deribit.errors import ConnectionLost, DeribitApiError, DeribitError, RequestTimeout
 from tradebaas.fillmodel import bracket_prices
 from tradebaas.instruments import Instrument

@@ -14,9 +14,9 @@ from typing import Any
 
 from tradebaas.domain import Candle
 from tradebaas.engine.core.candles import CandleBuilder
-from tradebaas.engine.live.order_manager import OrderManager
-from tradebaas.engine.journal.store import Store, StrategyRow, position_view
 from tradebaas.engine.core.tradebook import Trade, TradeState
+from tradebaas.engine.journal.store import Store, StrategyRow, position_view
+from tradebaas.engine.live.order_manager import OrderManager
 from tradebaas.instruments import Instrument
 from tradebaas.strategies.base import (
     Enter,

@@ -21,15 +21,15 @@ from typing import Any
 
 from tradebaas.domain import Candle, ExchangeSnapshot, Fill, Order, StrategyState, Ticker
 from tradebaas.engine.core import reconcile as rc
-from tradebaas.engine.process import systemd
-from tradebaas.engine.journal.database import now_ms
 from tradebaas.engine.core.labels import new_strategy_id
+from tradebaas.engine.core.risk import plan_kill
+from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
+from tradebaas.engine.journal.database import now_ms
+from tradebaas.engine.journal.store import Store, StrategyRow, position_view, trade_to_row
 from tradebaas.engine.live.order_manager import OrderManager
 from tradebaas.engine.live.recorder import CandleRecorder, TradeRecorder
-from tradebaas.engine.core.risk import plan_kill
 from tradebaas.engine.live.strategy_runner import WARMUP_CANDLES, StrategyRunner
-from tradebaas.engine.journal.store import Store, StrategyRow, position_view, trade_to_row
-from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
+from tradebaas.engine.process import systemd
 from tradebaas.errors import UserError
 from tradebaas.exchange.deribit.client import DeribitClient
 from tradebaas.exchange.deribit.endpoints import resolve

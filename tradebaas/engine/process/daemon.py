@@ -17,101 +17,25 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tradebaas.connection import (
+    ConnectionInfo,
+    pid_alive,
+    read_connection_file,
+    remove_connection_file,
+    write_connection_file,
+)
 from tradebaas.errors import UserError
 from tradebaas.home import ENV_VAR, Home
 
 LOCK_WAIT_S = 2.0  # an engine retries the lock this long: a status probe may hold it for a moment
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """The content of engine.json: everything a client needs to reach the engine."""
-
-    pid: int
-    port: int
-    token: str
-    version: str
-    started_ts_ms: int
-    host: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ConnectionInfo:
-        return cls(
-            pid=int(d["pid"]), port=int(d["port"]), token=str(d["token"]), version=str(d.get("version", "")),
-            started_ts_ms=int(d.get("started_ts_ms", 0)), host=str(d.get("host", "127.0.0.1")),
-        )
-
-    def public(self) -> dict[str, Any]:
-        """Without the token (for status output and logs)."""
-        d = asdict(self)
-        d.pop("token")
-        return d
-
-
-# -- engine.json -----------------------------------------------------------------------------------------------
-def read_connection_file(home: Home) -> ConnectionInfo | None:
-    """The engine.json of ``home``, or None when absent or unreadable (a half-written file is never seen)."""
-    try:
-        return ConnectionInfo.from_dict(json.loads(home.engine_json.read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError, OSError):
-        return None
-
-
-def write_connection_file(home: Home, info: ConnectionInfo) -> None:
-    """Atomically (tmp + fsync + rename) write engine.json with mode 0600 from the first byte."""
-    tmp = home.engine_json.with_name(f".engine.json.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, json.dumps(asdict(info), indent=2).encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, home.engine_json)
-
-
-def remove_connection_file(home: Home, pid: int | None = None) -> None:
-    """Remove engine.json (only if it belongs to ``pid`` when given)."""
-    if pid is not None:
-        info = read_connection_file(home)
-        if info is not None and info.pid != pid:
-            return
-    with contextlib.suppress(FileNotFoundError):
-        home.engine_json.unlink()
-
-
-# -- process and lock probes -----------------------------------------------------------------------------------
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs (zombies count as dead: their lock and sockets are gone)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class EngineLock:
