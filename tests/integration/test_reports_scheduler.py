@@ -15,10 +15,12 @@ from typing import Any
 import nbformat
 import pytest
 
+from tradebaas.engine import api
 from tradebaas.engine.journal.database import Journal
 from tradebaas.engine.process.app import Engine
 from tradebaas.home import Home
 from tradebaas.reports.execute import installed_kernels
+from tradebaas.reports.notifications import NotificationService
 from tradebaas.reports.scheduler import BASELINE_META, ReportService
 from tradebaas.rpc.protocol import CallContext
 
@@ -43,12 +45,18 @@ class Clock:
 def engine_for(home: Home) -> Engine:
     """A real ``Engine`` object (registry, publish, listeners, journal) whose RPC server is not started: the
     report service runs inside it with an injected clock, and every published event is kept for the asserts."""
-    engine = Engine(home)
-    engine.journal = Journal.open(home.journal_path)
+    engine = Engine(home, Journal.open(home.journal_path))
     published: list[tuple[str, Any]] = []
     engine.add_listener(lambda channel, data: published.append((channel, data)))
     engine.published = published  # type: ignore[attr-defined]
     return engine
+
+
+def report_service(engine: Engine, **kwargs: Any) -> ReportService:
+    """The report service with its RPC methods bound as the daemon binds them (``engine/api.py``)."""
+    service = ReportService(engine, **kwargs)
+    api.register(engine.registry, service.handlers(), partial=True)
+    return service
 
 
 def tiny_notebook(path: Path) -> Path:
@@ -90,7 +98,7 @@ def test_a_scheduled_run_fires_when_the_clock_reaches_its_slot(tb_home: Home) ->
 
     async def main() -> None:
         engine = engine_for(tb_home)
-        service = ReportService(engine, clock=clock)
+        service = report_service(engine, clock=clock)
         await service.start()
         try:
             await asyncio.sleep(0)  # let the scheduler take its first look
@@ -130,7 +138,7 @@ def test_after_downtime_a_missed_slot_runs_once_on_start(tb_home: Home) -> None:
 
     async def main() -> None:
         engine = engine_for(tb_home)
-        service = ReportService(engine, clock=Clock(now))
+        service = report_service(engine, clock=Clock(now))
         await service.start()
         try:
             runs = await wait_until(lambda: [r for r in service._store().list() if r.done], 120, "the catch-up run")
@@ -154,7 +162,7 @@ def test_a_missed_slot_is_not_run_when_catch_up_is_off(tb_home: Home) -> None:
 
     async def main() -> None:
         engine = engine_for(tb_home)
-        service = ReportService(engine, clock=Clock(now))
+        service = report_service(engine, clock=Clock(now))
         await service.start()
         try:
             await wait_until(lambda: service.marks.get("tiny") == datetime(2030, 1, 2, 12, tzinfo=UTC), 10,
@@ -172,7 +180,7 @@ def test_runs_of_one_report_never_overlap_and_a_failure_keeps_its_notebook(tb_ho
 
     async def main() -> None:
         engine = engine_for(tb_home)
-        service = ReportService(engine, clock=Clock(datetime(2030, 1, 2, 8, tzinfo=UTC)))
+        service = report_service(engine, clock=Clock(datetime(2030, 1, 2, 8, tzinfo=UTC)))
         await service.start()
         try:
             first = await call(engine, "reports.run", name="tiny", params={"x": -1})
@@ -204,7 +212,7 @@ def test_engine_events_become_notifications_once_each(tb_home: Home) -> None:
             tb_home.config_file.write_text(f'[notify]\nmin_interval_s = 0\nwebhook = {{ url = "{rx.url}/h" }}\n')
             engine = engine_for(tb_home)
             engine.journal.append("engine.started", {"pid": 7, "version": "0.1.0", "exchange": "sim"}, ts_ms=1)
-            service = ReportService(engine)
+            service = NotificationService(engine)
             await service.start()
             try:
                 row = {"trade_id": "t1", "strategy_id": "s1", "instrument": "BTC-PERPETUAL", "direction": "long",
@@ -244,7 +252,7 @@ def test_journal_events_reads_the_append_only_log_with_filters_and_paging(tb_hom
 
     async def main() -> None:
         engine = engine_for(tb_home)
-        ReportService(engine)  # registers the methods
+        report_service(engine)
         j = engine.journal
         j.append("reconcile", {"actions": []}, ts_ms=100)
         j.append("reconcile.action", {"action": "PlaceStop"}, ts_ms=200)

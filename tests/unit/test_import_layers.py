@@ -7,6 +7,7 @@ it is exactly where a circle used to hide (``engine/daemon.py`` <-> ``rpc/client
 from __future__ import annotations
 
 import ast
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_no_import_circles_at_module_level() -> None:
             if state.get(n) == 1:
                 cycle = stack[stack.index(n):] + [n]
                 # a package's __init__ importing its own submodule is not a circle
-                if not all(a.startswith(b + ".") or b.startswith(a + ".") for a, b in zip(cycle, cycle[1:])):
+                if not all(a.startswith(b + ".") or b.startswith(a + ".") for a, b in itertools.pairwise(cycle)):
                     pytest.fail("import circle: " + " -> ".join(cycle))
             elif n not in state:
                 visit(n)

@@ -1,20 +1,15 @@
-"""The engine side of reports: the scheduler, the RPC methods, and the notifier, as one engine service.
+"""The engine side of reports: the cron scheduler, report runs and the report RPC methods, as one engine service.
 
-The engine picks this up by itself: ``tradebaas.engine.process.app`` probes ``tradebaas.reports.scheduler`` for
-``create_service(engine)`` (that module re-exports the one below), so the engine needs no line of its own.
-What the service promises the engine:
+The daemon lists it among the engine's services (``engine/process/daemon.py``). What the service promises the engine:
 
 - nothing it does can stop or slow trading: report runs are subprocesses awaited by tasks; journal reads and
-  writes are single short statements on the loop; notifications go through a bounded queue and their own task;
-  a bad ``tradebaas.toml`` is logged (and shown by ``reports.list``), the engine starts anyway;
-- RPC: ``reports.list``, ``reports.get``, ``reports.run`` and ``journal.events`` (read-only view of the journal's
-  append-only events, for the report notebooks); status changes are pushed on the ``reports`` channel;
+  writes are single short statements on the loop; a bad ``tradebaas.toml`` is logged (and shown by
+  ``reports.list``), the engine starts anyway;
+- RPC (access levels in ``engine/api.py``): ``reports.list``, ``reports.get``, ``reports.run`` and
+  ``journal.events`` (read-only view of the journal's append-only events, for the report notebooks); status
+  changes are pushed on the ``reports`` channel (the notification service turns them into messages);
 - on stop, running reports are killed and recorded as failed ("cancelled: the engine stopped"); runs a crashed
   engine left queued/running are recorded as failed at the next start.
-
-Notifications are derived from what the engine already publishes (the ``trades`` channel) and journals
-(``engine.started``, ``reconcile``, ``risk.kill``, ``strategy.state``), so the trading code does not call the
-notifier and cannot be held up by it.
 """
 
 from __future__ import annotations
@@ -26,21 +21,19 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from tradebaas.engine.journal.event_query import query_events
+from tradebaas.engine.process.app import EngineContext
 from tradebaas.errors import UserError
 from tradebaas.reports.config import Config, ReportConfig, default_report, load_config
 from tradebaas.reports.execute import ReportRunner, RunRecord, RunStore
-from tradebaas.reports.notify import Notifier, run_contained
+from tradebaas.reports.notifications import NotificationService
 from tradebaas.reports.schedule import DEFAULT_GRACE_S, Spec, next_due, plan
-from tradebaas.rpc.protocol import NOT_FOUND, Param, RpcError, to_jsonable
+from tradebaas.rpc.protocol import NOT_FOUND, RpcError
 
 log = logging.getLogger("tradebaas.reports")
 
 MAX_TICK_S = 30.0  # the scheduler re-reads the clock at least this often (suspend/resume, clock steps)
-TAIL_INTERVAL_S = 1.0
 BASELINE_META = "reports.baseline"
-EVENTS_MAX_LIMIT = 10_000
-#: Journal event kinds (``*`` = prefix) that become notifications.
-TAIL_KINDS = ("engine.started", "reconcile", "risk.*", "kill*", "strategy.state")
 
 
 def _ms(t: datetime) -> int:
@@ -51,34 +44,13 @@ def _dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _kinds_sql(kinds: list[str]) -> tuple[str, list[str]]:
-    """``kind IN (..) OR kind GLOB 'prefix*'``: exact names, or a prefix ending in ``*``."""
-    exact = [k for k in kinds if not k.endswith("*")]
-    prefixes = [k[:-1] for k in kinds if k.endswith("*")]
-    parts, params = [], []
-    if exact:
-        parts.append(f"kind IN ({','.join('?' * len(exact))})")
-        params += exact
-    for p in prefixes:
-        parts.append("kind GLOB ?")
-        params.append(p + "*")
-    return "(" + " OR ".join(parts) + ")", params
-
-
-def _check_kinds(value: Any) -> str | None:
-    if not all(isinstance(k, str) and k and all(c.isalnum() or c in "._-" for c in k.rstrip("*"))
-               and "*" not in k.rstrip("*") for k in value):
-        return "kinds are event names, or a prefix ending in '*' (e.g. \"reconcile*\")"
-    return None
-
-
 class ReportService:
     """One per engine. ``clock`` is injectable so tests cross a cron slot without waiting for it."""
 
     name = "reports"
 
-    def __init__(self, engine: Any, *, clock: Callable[[], datetime] | None = None,
-                 grace_s: float = DEFAULT_GRACE_S) -> None:
+    def __init__(self, engine: EngineContext, *, clock: Callable[[], datetime] | None = None,
+                 grace_s: float = DEFAULT_GRACE_S, notifications: NotificationService | None = None) -> None:
         self.engine = engine
         self.home = engine.home
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -86,40 +58,18 @@ class ReportService:
         self.config = Config()
         self.config_error: str | None = None
         self.runner: ReportRunner | None = None
-        self.notifier: Notifier | None = None
+        self.notifications = notifications
         self.marks: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runs: dict[str, asyncio.Task[RunRecord]] = {}
         self._wake = asyncio.Event()
         self._scheduler_task: asyncio.Task[None] | None = None
-        self._tail_task: asyncio.Task[None] | None = None
-        self._notifier_task: asyncio.Task[None] | None = None
-        self._remove_listener: Callable[[], None] | None = None
-        self._states: dict[str, str] = {}  # strategy id -> last seen state (needs_attention transitions)
-        self._trade_states: dict[str, str] = {}
-        self._tail_after = 0
-        self.register(engine.registry)
 
     # -- RPC ---------------------------------------------------------------------------------------------------
-    def register(self, registry: Any) -> None:
-        registry.add("reports.list", self.rpc_list,
-                     {"name": Param(str, default=None, nullable=True),
-                      "limit": Param(int, default=50, check=lambda v: None if 1 <= v <= 1000 else "1..1000")})
-        registry.add("reports.get", self.rpc_get, {"run_id": Param(str)})
-        registry.add("reports.run", self.rpc_run,
-                     {"name": Param(str), "params": Param(dict, default={}),
-                      "wait": Param(bool, default=False),
-                      "timeout": Param(float, default=None, nullable=True)})
-        registry.add("journal.events", self.rpc_events,
-                     {"kinds": Param(list, default=None, nullable=True, check=_check_kinds),
-                      "since": Param(int, default=None, nullable=True),
-                      "until": Param(int, default=None, nullable=True),
-                      "strategy": Param(str, default=None, nullable=True),
-                      "after_id": Param(int, default=0),
-                      "newest_first": Param(bool, default=False),
-                      "wall_clock": Param(bool, default=False),
-                      "limit": Param(int, default=1000,
-                                     check=lambda v: None if 1 <= v <= EVENTS_MAX_LIMIT else f"1..{EVENTS_MAX_LIMIT}")})
+    def handlers(self) -> dict[str, Callable[..., Any]]:
+        """The RPC methods this service answers; their access levels and schemas are in ``engine/api.py``."""
+        return {"reports.list": self.rpc_list, "reports.get": self.rpc_get, "reports.run": self.rpc_run,
+                "journal.events": self.rpc_events}
 
     def _store(self) -> RunStore:
         if self.engine.journal is None:
@@ -141,10 +91,7 @@ class ReportService:
     def rpc_list(self, name: str | None = None, limit: int = 50) -> dict[str, Any]:
         """Configured reports (with their next run) and recent runs, newest first."""
         runs = self._store().list(name=name, limit=limit)
-        notify = {"enabled": bool(self.notifier and self.notifier.enabled),
-                  "sinks": [s.name for s in self.notifier.sinks] if self.notifier else [],
-                  "stats": dict(self.notifier.stats) if self.notifier else {},
-                  "last_error": self.notifier.last_error if self.notifier else ""}
+        notify = self.notifications.describe() if self.notifications else NotificationService.describe_off()
         return {"reports": self.describe(), "runs": [r.to_json() for r in runs],
                 "config_error": self.config_error, "notify": notify}
 
@@ -176,31 +123,8 @@ class ReportService:
         differ on a simulator replaying past market data: decisions and fills carry market time, restarts the
         machine's). Page with ``after_id`` = the last id seen; ``newest_first`` for "the latest N".
         """
-        import json
-
-        if self.engine.journal is None:
-            raise UserError("the engine's journal is not open yet")
-        where, args = ["id > ?"], [after_id]
-        if kinds:
-            clause, kparams = _kinds_sql(kinds)
-            where.append(clause)
-            args += kparams
-        column = "wall_ts_ms" if wall_clock else "ts_ms"
-        if since is not None:
-            where.append(f"{column} >= ?")
-            args.append(since)
-        if until is not None:
-            where.append(f"{column} < ?")
-            args.append(until)
-        if strategy is not None:
-            where.append("strategy_id = ?")
-            args.append(strategy)
-        rows = self.engine.journal.query(
-            f"SELECT id, ts_ms, wall_ts_ms, kind, strategy_id, payload FROM events WHERE {' AND '.join(where)} "
-            f"ORDER BY id {'DESC' if newest_first else 'ASC'} LIMIT {int(limit)}", args)
-        for r in rows:
-            r["payload"] = json.loads(r["payload"])
-        return rows
+        return query_events(self.engine.journal, kinds, since, until, strategy, after_id, limit, newest_first,
+                            wall_clock)
 
     # -- runs --------------------------------------------------------------------------------------------------
     def _resolve(self, name: str) -> ReportConfig:
@@ -220,14 +144,6 @@ class ReportService:
 
     def _on_change(self, record: RunRecord) -> None:
         self.engine.publish("reports", record.to_json())
-        if record.status == "ok":
-            self.notify("report_ready", f"report {record.name} ready: {record.html_path}", record.to_json())
-        elif record.status == "failed":
-            self.notify("report_failed", f"report {record.name} failed: {record.error}", record.to_json())
-
-    def notify(self, kind: str, text: str, data: Mapping[str, Any] | None = None) -> None:
-        if self.notifier is not None:
-            self.notifier.notify(kind, text, data)
 
     # -- life --------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -235,46 +151,22 @@ class ReportService:
             self.config = load_config(self.home)
         except UserError as exc:
             self.config_error = str(exc)
-            log.error("reports and notifications are off: %s", exc)
+            log.error("reports are off: %s", exc)
         store = self._store()
         for rec in store.abandon_unfinished("abandoned: the engine stopped during the run"):
             log.warning("report %s run %s was left %s by the previous engine: recorded as failed",
                         rec.name, rec.run_id, "unfinished")
         self.runner = ReportRunner(self.home, store, self.config.reports, on_change=self._on_change,
                                    strip_env=self.config.notify.secret_envs, resolve=self._resolve)
-        if self.config.notify.enabled:
-            from tradebaas.engine.process.logs import REDACT
-
-            for secret in self.config.notify.secrets():
-                REDACT.add_secret(secret)
-            self.notifier = Notifier.from_config(self.config.notify)
-            self._notifier_task = asyncio.get_running_loop().create_task(run_contained(self.notifier),
-                                                                         name="reports:notifier")
-            self._remove_listener = self.engine.add_listener(self._on_published)
-            last = self.engine.journal.last_event("engine.started")
-            self._tail_after = (last.id - 1) if last is not None else self.engine.journal.last_event_id()
-            self._tail_task = asyncio.get_running_loop().create_task(self._tail_journal(), name="reports:tail")
         self._scheduler_task = asyncio.get_running_loop().create_task(self.run_scheduler(), name="reports:scheduler")
 
     async def stop(self) -> None:
-        for task in (self._scheduler_task, self._tail_task):
-            if task is not None:
-                task.cancel()
+        if self._scheduler_task is not None:
+            self._scheduler_task.cancel()
         runs = list(self._runs.values())
         for task in runs:
             task.cancel()
-        await asyncio.gather(*(t for t in (self._scheduler_task, self._tail_task, *runs) if t is not None),
-                             return_exceptions=True)
-        if self._remove_listener is not None:
-            self._remove_listener()
-            self._remove_listener = None
-        if self.notifier is not None and self._notifier_task is not None:
-            await self.notifier.close()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._notifier_task), 5.0)
-            except (TimeoutError, Exception):  # noqa: BLE001 - a stuck receiver must not hold the shutdown
-                self._notifier_task.cancel()
-                await asyncio.gather(self._notifier_task, return_exceptions=True)
+        await asyncio.gather(*(t for t in (self._scheduler_task, *runs) if t is not None), return_exceptions=True)
 
     def poke(self) -> None:
         """Make the scheduler look at the clock now (tests with an injected clock; config reloads)."""
@@ -334,75 +226,3 @@ class ReportService:
             except Exception:
                 log.exception("report %s could not be started", fire.name)
         self.marks = decided.handled
-
-    # -- notifications from engine events ----------------------------------------------------------------------
-    def _on_published(self, channel: str, data: Any) -> None:
-        # Strategy states come from the journal tail (one source, so a transition is notified once).
-        if channel == "trades":
-            self._on_trade(to_jsonable(data))
-
-    def _on_trade(self, t: Any) -> None:
-        if not isinstance(t, dict) or not t.get("trade_id"):
-            return
-        tid, state = str(t["trade_id"]), str(t.get("state"))
-        if self._trade_states.get(tid) == state:
-            return
-        self._trade_states[tid] = state
-        if len(self._trade_states) > 10_000:
-            self._trade_states.pop(next(iter(self._trade_states)))
-        cur = t.get("currency") or ""
-        if state == "open":
-            self.notify("trade_opened", f"trade opened: {t.get('strategy_id')} {t.get('direction')} {t.get('amount')} "
-                        f"{t.get('instrument')} @ {t.get('entry_price')}", t)
-        elif state == "closed":
-            self.notify("trade_closed", f"trade closed: {t.get('strategy_id')} {t.get('direction')} "
-                        f"{t.get('instrument')} @ {t.get('exit_price')} ({t.get('exit_reason') or 'exit'}), "
-                        f"net {t.get('net_pnl')} {cur}", t)
-
-    def _on_state(self, strategy_id: str, state: str, reason: str) -> None:
-        previous = self._states.get(strategy_id)
-        self._states[strategy_id] = state
-        if state == "needs_attention" and previous != "needs_attention":
-            self.notify("needs_attention", f"strategy {strategy_id} needs attention: {reason or 'see the log'}",
-                        {"strategy_id": strategy_id, "reason": reason})
-
-    async def _tail_journal(self) -> None:
-        """Notifications for journaled events (restart, reconciliation, kill switch, needs_attention)."""
-        while True:
-            try:
-                for e in self.rpc_events(kinds=list(TAIL_KINDS), after_id=self._tail_after, limit=500):
-                    self._tail_after = e["id"]
-                    self._on_journal_event(e)
-            except Exception:
-                log.exception("notification journal tail failed")
-            await asyncio.sleep(TAIL_INTERVAL_S)
-
-    def _on_journal_event(self, e: Mapping[str, Any]) -> None:
-        kind, p = str(e["kind"]), e.get("payload") or {}
-        if kind == "engine.started":
-            self.notify("engine_restarted", f"engine started (pid {p.get('pid')}, version {p.get('version')}, "
-                        f"exchange {p.get('exchange')})", p)
-        elif kind == "reconcile":
-            actions = p.get("actions") or []
-            what = ", ".join(map(str, actions)) if actions else "nothing to change"
-            self.notify("reconciled", f"reconciled with the exchange ({p.get('reason', '')}): {what}", p)
-        elif "kill" in kind:
-            self.notify("kill_switch", f"KILL SWITCH (flatten={p.get('flatten', False)})"
-                        + (f": {p['reason']}" if p.get("reason") else ""), p)
-        elif kind == "strategy.state":
-            state = str(p.get("state") or "")
-            if state:
-                self._on_state(str(e.get("strategy_id") or p.get("id")), state, str(p.get("reason") or
-                                                                                  p.get("state_reason") or ""))
-
-
-def create_service(engine: Any) -> ReportService:
-    """Called by the engine at start (``tradebaas.engine.process.app.SERVICE_MODULES``); registers the RPC methods."""
-    return ReportService(engine)
-
-
-def register(engine: Any) -> ReportService:
-    """For an engine that does not probe plugin modules: create, register and add the service in one call."""
-    service = ReportService(engine)
-    engine.add_service(service)
-    return service

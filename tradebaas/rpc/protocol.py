@@ -42,6 +42,14 @@ INTERNAL_ERROR = -32603
 APP_ERROR = -32000
 NOT_FOUND = -32001
 CONFLICT = -32002
+FORBIDDEN = -32003
+
+
+class Access(enum.StrEnum):
+    """Who may call a method: ``read`` (any token, a read-only one included) or ``trade`` (the full token only)."""
+
+    READ = "read"
+    TRADE = "trade"
 
 
 class RpcError(UserError):
@@ -118,10 +126,12 @@ def _json_type_name(t: type) -> str:
 
 @dataclass(slots=True)
 class CallContext:
-    """What a handler may know about the caller: the server-side session object (opaque here)."""
+    """What a handler may know about the caller: the server-side session object (opaque here) and what its token
+    allows (in-process callers, tests and the engine itself, have full access)."""
 
     session: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    access: Access = Access.TRADE
 
 
 Handler = Callable[..., Any | Awaitable[Any]]
@@ -134,6 +144,7 @@ class Method:
     params: Mapping[str, Param]
     wants_ctx: bool
     doc: str = ""
+    access: Access = Access.TRADE
 
 
 class Registry:
@@ -143,14 +154,22 @@ class Registry:
         self._methods: dict[str, Method] = {}
 
     def add(
-        self, name: str, handler: Handler, params: Mapping[str, Param] | None = None, *, doc: str = ""
+        self, name: str, handler: Handler, params: Mapping[str, Param] | None = None, *, doc: str = "",
+        access: Access = Access.TRADE,
     ) -> None:
+        """Register ``handler`` under ``name``. ``access`` defaults to the full token: a method is read-only only
+        when it says so."""
         if name in self._methods:
             raise ValueError(f"RPC method {name!r} is already registered")
         if not name or name.startswith("rpc."):
             raise ValueError(f"bad RPC method name {name!r}")
         wants_ctx = "ctx" in inspect.signature(handler).parameters
-        self._methods[name] = Method(name, handler, dict(params or {}), wants_ctx, doc or (handler.__doc__ or ""))
+        self._methods[name] = Method(name, handler, dict(params or {}), wants_ctx, doc or (handler.__doc__ or ""),
+                                     Access(access))
+
+    def set_access(self, name: str, access: Access) -> None:
+        """Change the access level of a method registered elsewhere (the server's own ``subscribe``)."""
+        self._methods[name] = dataclasses.replace(self._methods[name], access=Access(access))
 
     def method(self, name: str, **params: Param) -> Callable[[Handler], Handler]:
         """Decorator form of ``add``: ``@registry.method("engine.ping")``."""
@@ -220,6 +239,8 @@ class Registry:
         method = self._methods.get(name)
         if method is None:
             raise RpcError(METHOD_NOT_FOUND, f"method not found: {name}")
+        if method.access is Access.TRADE and ctx.access is not Access.TRADE:
+            raise RpcError(FORBIDDEN, f"{name} needs the engine's full token; this connection is read-only")
         kwargs = bind_params(method, raw_params)
         if method.wants_ctx:
             kwargs["ctx"] = ctx

@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 
 from tradebaas.rpc.protocol import (
     INVALID_PARAMS,
+    Access,
     CallContext,
     Param,
     Registry,
@@ -216,8 +217,8 @@ class RpcServer:
     # -- built-in methods ----------------------------------------------------------------------------------
     def _install_builtin_methods(self) -> None:
         channels = Param(list, doc="channel names, e.g. ['log', 'strategy.*']")
-        self.registry.add("subscribe", self._subscribe, {"channels": channels})
-        self.registry.add("unsubscribe", self._unsubscribe, {"channels": channels})
+        self.registry.add("subscribe", self._subscribe, {"channels": channels}, access=Access.READ)
+        self.registry.add("unsubscribe", self._unsubscribe, {"channels": channels}, access=Access.READ)
 
     @staticmethod
     def _channels(channels: list[Any]) -> list[str]:

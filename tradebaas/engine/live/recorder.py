@@ -17,12 +17,16 @@ lost. A day file holds at most 1,440 rows, so rewriting it costs a few milliseco
 Trades are flushed once a minute (with the candle) or every ``batch`` trades, in a worker thread; a busy day file
 grows to some 10^5 rows, which a rewrite still handles in tens of milliseconds, off the event loop.
 
-The pure part (``CandleBuffer``) has no I/O; ``CandleRecorder``/``TradeRecorder`` add the Parquet flush. Recording never raises
-into the live loop: a failed flush is logged and retried with the next one.
+The pure part (``CandleBuffer``) has no I/O; ``CandleRecorder``/``TradeRecorder`` add the Parquet flush; the engine
+service ``MarketRecorder`` feeds them from the live loop's events (``candles.<instrument>``, and the internal
+``market_trades.<instrument>``) and runs the flushes in a worker thread. Recording never raises into the live loop:
+a failed flush is logged and retried with the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tradebaas.domain import Candle
+from tradebaas.engine.process.app import EngineContext
 
 log = logging.getLogger("tradebaas.engine.live.recorder")
 
@@ -214,3 +219,49 @@ class TradeRecorder:
                         self.pending[inst].extend(day_rows)
         self.written += n
         return n
+
+
+class MarketRecorder:
+    """The engine service that records closed candles and public trades under ``TRADEBAAS_HOME/data``.
+
+    It listens to what the live loop publishes, buffers on the loop (no I/O) and writes in a worker thread, one
+    flush at a time, so a Parquet rewrite never sits between a candle's close and the order it causes. On stop it
+    waits for a running flush and writes what is left.
+    """
+
+    name = "recorder"
+
+    def __init__(self, engine: EngineContext) -> None:
+        self.engine = engine
+        self.candles = CandleRecorder(engine.home.root / "data")  # closed candles -> data/candles/<inst>/<day>
+        self.trades = TradeRecorder(engine.home.root / "data")  # public trades -> data/trades/<inst>/<day>
+        self._flush: asyncio.Future[int] | None = None
+        self._remove_listener: Any = None
+
+    async def start(self) -> None:
+        self._remove_listener = self.engine.add_listener(self._on_event)
+
+    async def stop(self) -> None:
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        if self._flush is not None:
+            with contextlib.suppress(Exception):
+                await self._flush
+        self._write()
+
+    def _on_event(self, channel: str, data: Any) -> None:
+        if channel.startswith("candles."):
+            candle = Candle(int(data["ts_ms"]), float(data["open"]), float(data["high"]), float(data["low"]),
+                            float(data["close"]), float(data["volume"]))
+            due = self.candles.add(channel.removeprefix("candles."), candle)
+        elif channel.startswith("market_trades."):
+            due = self.trades.add(channel.removeprefix("market_trades."), list(data or []))
+        else:
+            return
+        if due and (self._flush is None or self._flush.done()):
+            self._flush = asyncio.ensure_future(asyncio.to_thread(self._write))
+
+    def _write(self) -> int:
+        return self.candles.flush() + self.trades.flush()
+

@@ -1,14 +1,18 @@
-"""The live loop's service inside the engine: exchange link, strategy runners, reconciliation, RPC methods.
+"""The live loop inside the engine: exchange link, strategy runners, reconciliation, and the operations on them.
 
 Life of the service (crash-only: the same path serves a first start, a restart after SIGKILL and a reconnect):
-1. ``start()`` registers the RPC methods and starts ``_run`` in the background, so the engine's RPC answers even
-   while the exchange is unreachable (``engine.status`` then says why).
+1. ``start()`` starts ``_run`` in the background, so the engine's RPC answers even while the exchange is
+   unreachable (``engine.status`` then says why).
 2. ``_run`` resolves ``--exchange`` (remembered in the journal, so a restart by systemd trades where the last start
    did), connects (auth, heartbeat, subscriptions; retried with back-off), fetches the instruments, then
    ``reconcile("start")`` and resumes every strategy whose desired state is running.
 3. Every reconnect runs ``reconcile("reconnect")`` (fills may have happened while the link was down).
-Everything that changes trading state (exchange notifications, reconciliation, RPC commands) runs under one
-``asyncio.Lock``, so one strategy's events are handled in order and never overlap a reconciliation.
+Everything that changes trading state (exchange notifications, reconciliation, the operations called by
+``engine/api.py``) runs under one ``asyncio.Lock``, so one strategy's events are handled in order and never overlap
+a reconciliation. The RPC layer lives in ``engine/api.py``: it validates, calls the operations below and shapes the
+answers (``engine/live/views.py``); nothing here knows JSON-RPC.
+Closed candles are published on ``candles.<instrument>`` and the market's public trades internally on
+``market_trades.<instrument>``; the recorder service (``engine/live/recorder.py``) writes both to Parquet.
 """
 
 from __future__ import annotations
@@ -25,20 +29,18 @@ from tradebaas.engine.core.labels import new_strategy_id
 from tradebaas.engine.core.risk import plan_kill
 from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
 from tradebaas.engine.journal.database import now_ms
-from tradebaas.engine.journal.store import Store, StrategyRow, position_view, trade_to_row
+from tradebaas.engine.journal.store import Store, StrategyRow, trade_to_row
+from tradebaas.engine.live import views
 from tradebaas.engine.live.order_manager import OrderManager
-from tradebaas.engine.live.recorder import CandleRecorder, TradeRecorder
 from tradebaas.engine.live.strategy_runner import WARMUP_CANDLES, StrategyRunner
 from tradebaas.engine.process import systemd
+from tradebaas.engine.process.app import EngineContext
 from tradebaas.errors import UserError
 from tradebaas.exchange.deribit.client import DeribitClient
 from tradebaas.exchange.deribit.endpoints import resolve
 from tradebaas.exchange.deribit.errors import DeribitError
-from tradebaas.fillmodel import floating_pnl
-from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
-from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Param, RpcError
-from tradebaas.strategies.params import ConfigError, schema, validate_config
-from tradebaas.strategies.registry import available, get_strategy
+from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument
+from tradebaas.strategies.params import schema
 
 log = logging.getLogger("tradebaas.engine.live.supervisor")
 
@@ -55,14 +57,12 @@ def params_list(strategy_cls: type) -> list[dict[str, Any]]:
             for name, spec in props.items()]
 
 
-def create_service(engine: Any) -> Supervisor:
-    return Supervisor(engine)
-
-
 class Supervisor:
-    name = "supervisor"
+    """The live loop as an engine service (``name = "live"``)."""
 
-    def __init__(self, engine: Any) -> None:
+    name = "live"
+
+    def __init__(self, engine: EngineContext) -> None:
         self.engine = engine
         self.store = Store(engine.journal)
         self.lock = asyncio.Lock()
@@ -79,13 +79,9 @@ class Supervisor:
         self._reconcile_wanted: asyncio.Event = asyncio.Event()
         self._subscribed: set[str] = set()
         self._ticker_pub: dict[str, float] = {}
-        self._flush: asyncio.Future[int] | None = None
-        self.recorder = CandleRecorder(engine.home.root / "data")  # closed candles -> data/candles/<inst>/<day>
-        self.trade_recorder = TradeRecorder(engine.home.root / "data")  # public trades -> data/trades/<inst>/<day>
 
     # -- service protocol ------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._register_methods()
         for row in self.store.strategies():  # after a crash the journal still says running: not until resumed
             if row.state is StrategyState.RUNNING:
                 self.store.set_strategy_state(row.id, StrategyState.STARTING, "waiting for the exchange and reconciliation")
@@ -109,11 +105,6 @@ class Supervisor:
                 await task
         if self.client is not None:
             await self.client.close()
-        if self._flush is not None:
-            with contextlib.suppress(Exception):
-                await self._flush
-        self.recorder.flush()
-        self.trade_recorder.flush()
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -360,8 +351,7 @@ class Supervisor:
             if row is not None:
                 self.engine.publish("orders", row)
         elif channel.startswith("trades."):
-            if self.trade_recorder.add(channel.split(".")[1], list(payload or [])):
-                self._flush_recordings()
+            self.engine.publish(f"market_trades.{channel.split('.')[1]}", list(payload or []), internal=True)
         elif channel.startswith("chart.trades."):
             await self._on_bar(channel.split(".")[2], payload)
         elif channel.startswith("ticker."):
@@ -374,20 +364,13 @@ class Supervisor:
                 if runner.instrument.name == instrument and runner.active:
                     for candle in runner.closed_by_bar(bar):
                         await runner.on_candle(candle, self.engine.publish, arrived)
-                        self._record(instrument, candle)
+                        self._publish_candle(instrument, candle)
 
-    def _record(self, instrument: str, candle: Candle) -> None:
-        """Buffer a closed candle for the Parquet recording (and flush the minute's trades with it); the rewrites
-        run in a worker thread, off the loop."""
-        if self.recorder.add(instrument, candle):
-            self._flush_recordings()
-
-    def _flush_recordings(self) -> None:
-        if self._flush is None or self._flush.done():
-            self._flush = asyncio.ensure_future(asyncio.to_thread(self._write_recordings))
-
-    def _write_recordings(self) -> int:
-        return self.recorder.flush() + self.trade_recorder.flush()
+    def _publish_candle(self, instrument: str, candle: Candle) -> None:
+        """A closed candle (after the strategies decided on it): for the recorder and for charts."""
+        self.engine.publish(f"candles.{instrument}", {
+            "instrument": instrument, "ts_ms": candle.ts_ms, "open": candle.open, "high": candle.high,
+            "low": candle.low, "close": candle.close, "volume": candle.volume})
 
     async def _on_ticker(self, ticker: Ticker) -> None:
         arrived = time.perf_counter()
@@ -397,7 +380,7 @@ class Supervisor:
                 if runner.instrument.name == ticker.instrument and runner.active:
                     for candle in runner.closed_by_time(ticker.ts_ms, ticker.last_price):
                         await runner.on_candle(candle, self.engine.publish, arrived)
-                        self._record(ticker.instrument, candle)
+                        self._publish_candle(ticker.instrument, candle)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
             self._ticker_pub[ticker.instrument] = time.monotonic()
@@ -407,197 +390,80 @@ class Supervisor:
                 "best_bid_price": ticker.best_bid_price, "best_ask_price": ticker.best_ask_price,
             })
 
-    # -- answers ---------------------------------------------------------------------------------------------
-    def position_row(self, trade: Trade) -> dict[str, Any] | None:
-        view = position_view(trade)
-        if view is None:
-            return None
-        inst = self.instruments.get(trade.instrument)
-        ticker = self.tickers.get(trade.instrument)
-        mark = ticker.mark_price if ticker else None
-        floating = floating_pnl(inst, trade.signed_open_amount, trade.entry_price, mark) if inst and mark else 0.0
-        return {
-            "strategy_id": trade.strategy_id, "trade_id": trade.trade_id, "instrument": trade.instrument,
-            "direction": trade.direction.value, "amount": trade.open_amount, "entry_price": trade.entry_price,
-            "stop_price": trade.stop_price, "take_price": trade.take_price, "mark_price": mark,
-            "floating_pnl": floating, "currency": trade.currency, "opened_ts_ms": trade.entry_ts_ms,
-        }
-
+    # -- views (docs/rpc.md shapes, also pushed as events) --------------------------------------------------
     def strategy_info(self, strategy_id: str) -> dict[str, Any] | None:
-        row = self.store.strategy(strategy_id)
-        if row is None:
-            return None
-        pnl = self.store.pnl(strategy_id)
-        open_trade = next((t for t in self.store.open_trades(strategy_id) if t.entry_filled > 0), None)
-        position = self.position_row(open_trade) if open_trade else None
-        inst = self.instruments.get(row.instrument)
-        started = row.started_ts_ms if row.state is StrategyState.RUNNING else None
-        return {
-            "id": row.id, "name": row.name, "instrument": row.instrument, "state": row.state.value,
-            "desired_state": row.desired_state.value, "state_reason": row.state_reason, "config": row.config,
-            "created_ts_ms": row.created_ts_ms, "started_ts_ms": row.started_ts_ms,
-            "uptime_s": round((now_ms() - started) / 1000, 1) if started else 0.0,
-            "trades": pnl["trades"],
-            "pnl": {"realized": pnl["realized"], "fees": pnl["fees"], "net": pnl["net"],
-                    "floating": position["floating_pnl"] if position else 0.0,
-                    "currency": inst.settlement_currency if inst else ""},
-            "position": position,
-        }
+        return views.strategy_info(self.store, strategy_id, self.instruments, self.tickers)
 
-    # -- RPC -------------------------------------------------------------------------------------------------
-    def _register_methods(self) -> None:
-        reg = self.engine.registry
-        reg.add("strategy.available", self.rpc_available)
-        reg.add("strategy.list", self.rpc_list)
-        reg.add("strategy.get", self.rpc_get, {"id": Param(str)})
-        reg.add("strategy.start", self.rpc_start, {
-            "name": Param(str), "instrument": Param(str, default=None, nullable=True),
-            "config": Param(dict, default=None, nullable=True)})
-        reg.add("strategy.stop", self.rpc_stop, {"id": Param(str), "flatten": Param(bool, default=False)})
-        reg.add("strategy.resume", self.rpc_resume, {"id": Param(str)})
-        reg.add("trades.mark_closed", self.rpc_mark_closed, {
-            "trade_id": Param(str), "exit_price": Param(float, check=lambda v: None if v > 0 else "must be > 0"),
-            "reason": Param(str, default="closed outside tradebaas")})
-        reg.add("positions.list", self.rpc_positions)
-        reg.add("orders.list", self.rpc_orders, {"open_only": Param(bool, default=True)})
-        reg.add("trades.list", self.rpc_trades, {
-            "strategy": Param(str, default=None, nullable=True), "since": Param(int, default=None, nullable=True),
-            "until": Param(int, default=None, nullable=True)})
-        reg.add("equity.history", self.rpc_equity, {"strategy": Param(str, default=None, nullable=True),
-                                                    "capital": Param(float, default=0.0)})
-        reg.add("risk.kill", self.rpc_kill, {"flatten": Param(bool, default=False)})
-        reg.add("engine.reconcile", self.rpc_reconcile)
-        reg.add("market.candles", self.rpc_candles, {
-            "instrument": Param(str), "since": Param(int, default=None, nullable=True),
-            "until": Param(int, default=None, nullable=True)})
+    def position_row(self, trade: Trade) -> dict[str, Any] | None:
+        return views.position_row(trade, self.instruments, self.tickers)
 
-    def rpc_available(self) -> list[dict[str, Any]]:
-        """The strategies that can be started, with their parameter schemas (for forms and docs)."""
-        out = []
-        for name in available():
-            cls = get_strategy(name)
-            out.append({"name": name, "description": schema(cls)["description"], "params": params_list(cls)})
-        return out
+    # -- operations (engine/api.py validates, calls these, and shapes the answers) ---------------------------
+    @property
+    def connected(self) -> bool:
+        """True while orders can be sent: the exchange link is up and the order manager has the client."""
+        return self.client is not None and self.client.connected and self.orders is not None
 
-    def rpc_list(self) -> list[dict[str, Any]]:
-        return [info for s in self.store.strategies() if (info := self.strategy_info(s.id)) is not None]
-
-    def rpc_get(self, id: str) -> dict[str, Any]:
-        info = self.strategy_info(id)
-        if info is None:
-            raise RpcError(NOT_FOUND, f"no strategy {id!r} (see strategy.list)")
-        runner = self.runners.get(id)
-        info["last_decision"] = runner.last_decision if runner else self.store.last_decision(id)
-        info["decisions"] = self.store.decision_count(id)
-        info["params"] = params_list(get_strategy(info["name"]))
-        return info
-
-    async def rpc_start(self, name: str, instrument: str | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validate and start a strategy; it trades from the next closed candle, and after every restart."""
-        try:
-            cls = get_strategy(name)
-            config = dict(config or {})
-            if instrument:
-                config["instrument"] = instrument
-            valid = validate_config(cls, config)
-            inst_name = str(valid.get("instrument") or instrument or "BTC_USDC-PERPETUAL")
-            get_instrument(inst_name, self.instruments)
-        except (ConfigError, UnknownInstrumentError, UserError) as exc:
-            raise RpcError(INVALID_PARAMS, str(exc)) from None
-        sid = new_strategy_id(cls.name)
-        self.store.create_strategy(sid, cls.name, inst_name, valid, now_ms())
-        log.info("strategy %s (%s on %s) created", sid, cls.name, inst_name)
+    async def create_strategy(self, name: str, instrument: str, config: dict[str, Any]) -> str:
+        """Journal a new strategy (``config`` already validated) and start it; it trades from the next closed
+        candle and after every restart. Returns its id."""
+        sid = new_strategy_id(name)
+        self.store.create_strategy(sid, name, instrument, config, now_ms())
+        log.info("strategy %s (%s on %s) created", sid, name, instrument)
         async with self.lock:
-            if self.client is not None and self.client.connected and self.orders is not None:
+            if self.connected:
                 await self._activate(sid)
-        info = self.strategy_info(sid)
-        assert info is not None
-        return info
+        return sid
 
-    async def rpc_stop(self, id: str, flatten: bool = False) -> dict[str, Any]:
+    async def stop_strategy(self, strategy_id: str, flatten: bool) -> None:
         """Stop a strategy: brackets stay on the exchange unless ``flatten`` closes its position."""
-        if self.store.strategy(id) is None:
-            raise RpcError(NOT_FOUND, f"no strategy {id!r} (see strategy.list)")
-        connected = self.client is not None and self.client.connected
+        connected = self.connected
         async with self.lock:
-            await self._set_state(id, StrategyState.STOPPED, "stopped by the user", True)
+            await self._set_state(strategy_id, StrategyState.STOPPED, "stopped by the user", True)
             if flatten and not connected:
-                raise RpcError(-32000, f"strategy {id} stopped, but the exchange is not connected: its position was "
-                               "not flattened and keeps its stop on the exchange")
+                raise UserError(f"strategy {strategy_id} stopped, but the exchange is not connected: its position "
+                                "was not flattened and keeps its stop on the exchange")
             if flatten and self.orders is not None:
-                for trade in self.store.open_trades(id):
+                for trade in self.store.open_trades(strategy_id):
                     if trade.entry_filled > 0:
                         await self.orders.close(trade, "flatten")
-        info = self.strategy_info(id)
-        assert info is not None
-        return info
 
-    async def rpc_resume(self, id: str) -> dict[str, Any]:
-        """Run a stopped strategy again, or one that waited for a person (``needs_attention``) once the cause is
-        fixed: reconciliation runs first, and puts it straight back in ``needs_attention`` if the cause remains."""
-        if self.store.strategy(id) is None:
-            raise RpcError(NOT_FOUND, f"no strategy {id!r} (see strategy.list)")
+    async def resume_strategy(self, strategy_id: str) -> None:
+        """Run a stopped strategy again, or one that waited for a person once the cause is fixed: reconciliation
+        runs first, and puts it straight back in ``needs_attention`` if the cause remains."""
         async with self.lock:
-            self.store.set_strategy_state(id, StrategyState.STARTING, "resumed by the user", desired=StrategyState.RUNNING)
-            self._publish_strategy(id)
-            if self.client is not None and self.client.connected:
+            self.store.set_strategy_state(strategy_id, StrategyState.STARTING, "resumed by the user",
+                                          desired=StrategyState.RUNNING)
+            self._publish_strategy(strategy_id)
+            if self.connected:
                 await self._reconcile("resume")
                 await self._resume_all()
-        info = self.strategy_info(id)
-        assert info is not None
-        return info
 
-    async def rpc_mark_closed(self, trade_id: str, exit_price: float, reason: str = "closed outside tradebaas"
-                              ) -> dict[str, Any]:
-        """Record that an open trade's position was closed outside tradebaas (a manual close, a liquidation) at
-        ``exit_price``, so reconciliation stops reporting an unexplained difference. Its brackets are cancelled."""
-        trade = self.store.trade(trade_id)
-        if trade is None:
-            raise RpcError(NOT_FOUND, f"no trade {trade_id!r} (see trades.list)")
-        if trade.state.is_terminal or trade.open_amount <= 0:
-            raise RpcError(CONFLICT, f"trade {trade_id} is {trade.state.value}: nothing is open to mark closed")
+    async def mark_trade_closed(self, trade: Trade, exit_price: float, reason: str) -> Trade:
+        """Record that an open trade's position was closed outside tradebaas at ``exit_price`` (no fee invented);
+        its brackets are cancelled."""
         async with self.lock:
             closed = mark_closed_externally(trade, self.instruments[trade.instrument], exit_price,
                                             self._exchange_now(), reason)
             with self.store.journal.transaction() as conn:
                 self.store.save_trade(closed, conn, event="trade.closed_externally")
-            log.warning("trade %s marked closed outside tradebaas at %s (%s)", trade_id, exit_price, reason)
+            log.warning("trade %s marked closed outside tradebaas at %s (%s)", trade.trade_id, exit_price, reason)
             await self._on_trade_event(closed, trade)
-            if self.orders is not None and self.client is not None and self.client.connected:
+            if self.orders is not None and self.connected:
                 await self.orders.cancel_brackets(closed)
-        return trade_to_row(closed)
+        return closed
 
-    def rpc_positions(self) -> list[dict[str, Any]]:
-        return [p for t in self.store.open_trades() if (p := self.position_row(t)) is not None]
-
-    def rpc_orders(self, open_only: bool = True) -> list[dict[str, Any]]:
-        return self.store.order_rows(open_only)
-
-    def rpc_trades(self, strategy: str | None = None, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
-        return self.store.trade_rows(strategy, since, until)
-
-    def rpc_equity(self, strategy: str | None = None, capital: float = 0.0) -> list[dict[str, Any]]:
-        """Capital + cumulative net PnL, one point per closed trade (exchange time)."""
-        equity = capital
-        points = []
-        for t in self.store.trade_rows(strategy):
-            if t["state"] == "closed" and t["exit_ts_ms"]:
-                equity += t["net_pnl"]
-                points.append({"ts_ms": t["exit_ts_ms"], "equity": equity, "currency": t["currency"]})
-        return points
-
-    async def rpc_kill(self, flatten: bool = False) -> dict[str, Any]:
+    async def kill(self, flatten: bool) -> dict[str, Any]:
         """Kill switch: stop every strategy, cancel entry orders, with ``flatten`` close our positions."""
         self.store.journal.append("risk.kill", {"flatten": flatten}, now_ms())
         log.warning("kill switch (flatten=%s)", flatten)
         async with self.lock:
-            if self.client is None or not self.client.connected or self.orders is None:
+            if not self.connected or self.orders is None:
                 for s in self.store.strategies():
                     if s.state is not StrategyState.STOPPED or s.desired_state is not StrategyState.STOPPED:
                         await self._set_state(s.id, StrategyState.STOPPED, "kill switch", True)
                 if flatten:
-                    raise RpcError(-32000, "strategies stopped, but the exchange is not connected: nothing could be "
-                                   "flattened; positions keep their stops on the exchange")
+                    raise UserError("strategies stopped, but the exchange is not connected: nothing could be "
+                                    "flattened; positions keep their stops on the exchange")
                 return {"stopped": [s.id for s in self.store.strategies()], "cancelled": 0, "flattened": []}
             snapshot, since = await self._snapshot()
             actions = plan_kill(self.store.journal_view(since), snapshot, flatten, self.instruments, reason="kill")
@@ -608,35 +474,18 @@ class Supervisor:
             "flattened": [a.trade_id for a in actions if isinstance(a, rc.ClosePosition)],
         }
 
-    async def rpc_candles(self, instrument: str, since: int | None = None, until: int | None = None
-                          ) -> list[dict[str, Any]]:
-        """1-minute candles of ``instrument`` (exchange time, ms): the engine's own recordings, else the exchange's
-        chart history. For trades-on-price plots in notebooks that may run far from the engine's disk."""
-        from tradebaas.backtest.data import DataError, load_recorded
+    async def reconcile_now(self) -> list[rc.Action]:
+        """One reconciliation on request (one also runs on every start and reconnect)."""
+        if not self.connected:
+            raise UserError("the exchange is not connected")
+        async with self.lock:
+            return await self._reconcile("rpc")
 
-        if instrument not in self.instruments:
-            raise RpcError(INVALID_PARAMS, f"unknown instrument {instrument!r} (known: {', '.join(sorted(self.instruments))})")
-        try:
-            df = await asyncio.to_thread(load_recorded, self.engine.home, instrument,
-                                         None if since is None else since * 1_000_000,
-                                         None if until is None else until * 1_000_000)
-            return [{"ts_ms": int(ts.value // 1_000_000), "open": o, "high": h, "low": lo, "close": c, "volume": v}
-                    for ts, (o, h, lo, c, v) in zip(df.index, df[["open", "high", "low", "close", "volume"]].itertuples(
-                        index=False, name=None), strict=True)]
-        except DataError:
-            pass
+    async def chart_candles(self, instrument: str, since: int | None, until: int | None) -> list[Candle]:
+        """1-minute candles from the exchange's chart history (the last day unless ``since`` says otherwise)."""
         if self.client is None or not self.client.connected:
-            raise RpcError(NOT_FOUND, f"no recorded candles of {instrument} and the exchange is not connected")
+            raise UserError(f"no recorded candles of {instrument} and the exchange is not connected")
         end = until if until is not None else int(await self.client.call("public/get_time"))
         start = since if since is not None else end - 1440 * 60_000
-        candles = await self.client.get_chart_candles(instrument, start, end, 1)
-        return [{"ts_ms": c.ts_ms, "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume}
-                for c in candles]
+        return await self.client.get_chart_candles(instrument, start, end, 1)
 
-    async def rpc_reconcile(self) -> dict[str, Any]:
-        """Run a reconciliation now (the engine also runs one on every start and reconnect)."""
-        if self.client is None or not self.client.connected:
-            raise RpcError(-32000, "the exchange is not connected")
-        async with self.lock:
-            actions = await self._reconcile("rpc")
-        return {"actions": [type(a).__name__ for a in actions]}

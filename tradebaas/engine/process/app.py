@@ -1,22 +1,20 @@
 """The engine process: one asyncio loop owning the journal, the RPC server and the services that trade.
 
-``Engine.run()`` is the whole life of the process: open the journal (checked: a bad one stops the start with a
-clear error), start the RPC server, journal ``engine.started``, start the services, report ready (the daemon then
-writes ``engine.json``), wait for SIGTERM/SIGINT or ``engine.shutdown``, then stop everything in reverse order and
-journal ``engine.stopped``. A crash skips the shutdown half; that is fine by design (crash-only recovery: the
-next start reconciles from the journal and the exchange).
+``Engine.run()`` is the whole life of the process: start the RPC server, journal ``engine.started``, start the
+services in order, report ready (the daemon then writes ``engine.json``), wait for SIGTERM/SIGINT or
+``engine.shutdown``, then stop the services in reverse order and journal ``engine.stopped``. A crash skips the
+shutdown half; that is fine by design (crash-only recovery: the next start reconciles from the journal and the
+exchange).
 
-Services plug in without touching this file: a module ``tradebaas.engine.live.supervisor`` (issue 4) that defines
-``create_service(engine) -> Service`` is picked up at start; ``engine.add_service(svc)`` works too. A service has
-``name``, ``async start()`` and ``async stop()``; it registers RPC methods on ``engine.registry`` and pushes events
-with ``engine.publish(channel, data)``.
+The engine is assembled in plain sight by ``engine/process/daemon.py`` (``build_engine``): it opens the journal,
+constructs the ``Engine``, then the services in a fixed list, and binds the RPC methods of ``engine/api.py``. What
+a service may use of the engine is ``EngineContext`` below: nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import secrets
@@ -29,16 +27,37 @@ from tradebaas._version import __version__
 from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.engine.process.logs import REDACT, CallbackHandler
 from tradebaas.home import Home
-from tradebaas.rpc.protocol import Param, Registry
+from tradebaas.rpc.protocol import Registry
 from tradebaas.rpc.server import RpcServer
 
 log = logging.getLogger("tradebaas.engine")
 
-#: Modules probed at start for ``create_service(engine)``; absent modules are skipped.
-SERVICE_MODULES: tuple[str, ...] = ("tradebaas.engine.live.supervisor", "tradebaas.reports.scheduler")
+Listener = Callable[[str, Any], None]
+
+
+class EngineContext(Protocol):
+    """What a service may use of the engine (the services are constructed with it)."""
+
+    home: Home
+    journal: Journal
+    #: The ``exchange`` part of ``engine.status``; the live loop replaces it with its own.
+    exchange_status: Callable[[], dict[str, Any]]
+
+    def publish(self, channel: str, data: Any, *, internal: bool = False) -> int:
+        """Push an event to RPC subscribers of ``channel`` and to in-process listeners (``internal``: listeners
+        only, for high-volume data no client asked to see, such as the market's public trades)."""
+        ...
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(channel, data)`` for every published event; returns a remover."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 class Service(Protocol):
+    """A part of the engine with a life: started in list order once the RPC serves, stopped in reverse."""
+
     name: str
 
     async def start(self) -> None: ...
@@ -49,79 +68,44 @@ class Service(Protocol):
 class Engine:
     """Owns the loop's services. Construct, then ``await run()`` inside ``asyncio.run``."""
 
-    def __init__(self, home: Home, *, exchange: str | None = None, port: int = 0, token: str | None = None) -> None:
+    def __init__(self, home: Home, journal: Journal, *, exchange: str | None = None, port: int = 0,
+                 token: str | None = None) -> None:
         self.home = home
+        self.journal = journal
         self.exchange = exchange
         self.token = token or secrets.token_urlsafe(32)
         REDACT.add_secret(self.token)
         self.registry = Registry()
         self.server = RpcServer(self.registry, self.token, port=port)
-        self.journal: Journal | None = None
         self.services: list[Service] = []
-        self._listeners: list[Callable[[str, Any], None]] = []
+        self._listeners: list[Listener] = []
         self.started_ts_ms = 0
         self._started_monotonic = 0.0
         self._stop_event: asyncio.Event | None = None
         self._stop_reason = ""
         self._log_handler: CallbackHandler | None = None
-        #: Replaced by the exchange service (issue 4); its dict is the ``exchange`` part of engine.status.
         self.exchange_status: Callable[[], dict[str, Any]] = self._exchange_placeholder
-        self._register_methods()
 
     # -- wiring --------------------------------------------------------------------------------------------
     def add_service(self, service: Service) -> None:
         self.services.append(service)
 
-    def publish(self, channel: str, data: Any) -> int:
+    def publish(self, channel: str, data: Any, *, internal: bool = False) -> int:
         """Push an event to RPC subscribers of ``channel`` (``strategy.<id>``, ``orders``, ``trades``, ...) and
-        to in-process listeners (``add_listener``: notifications). A failing listener never stops publishing."""
+        to in-process listeners (notifications, the recorder). A failing listener never stops publishing."""
         for listener in self._listeners:
             try:
                 listener(channel, data)
             except Exception:
                 log.exception("event listener failed on %s", channel)
-        return self.server.publish(channel, data)
+        return 0 if internal else self.server.publish(channel, data)
 
-    def add_listener(self, listener: Callable[[str, Any], None]) -> Callable[[], None]:
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(channel, data)`` for every published event, subscribed or not; returns a remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def _load_plugin_services(self) -> None:
-        for module_name in SERVICE_MODULES:
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name and module_name.startswith(exc.name):
-                    continue
-                raise
-            factory = getattr(module, "create_service", None)
-            if factory is not None:
-                service = factory(self)
-                if service is not None:
-                    self.add_service(service)
-
-    def _register_methods(self) -> None:
-        self.registry.add("engine.ping", self._ping)
-        self.registry.add("engine.status", self.status)
-        self.registry.add("engine.shutdown", self._shutdown)
-        self.registry.add(
-            "engine.log",
-            self._log_message,
-            {"message": Param(str), "level": Param(str, default="info", check=_check_level)},
-        )
-
-    @staticmethod
-    def _ping() -> str:
-        """Cheapest round trip: answers "pong"."""
-        return "pong"
-
-    @staticmethod
-    def _log_message(message: str, level: str) -> None:
-        """Write a note into the engine log (and so onto the ``log`` channel): notebooks and reports annotate."""
-        logging.getLogger("tradebaas.user").log(logging.getLevelName(level.upper()), "%s", message)
-
-    def _shutdown(self) -> dict[str, bool]:
+    def request_shutdown(self) -> dict[str, bool]:
         """Graceful stop requested over RPC (same path as SIGTERM); answers before the engine goes away."""
         asyncio.get_running_loop().call_later(0.05, self.request_stop, "engine.shutdown over RPC")
         return {"stopping": True}
@@ -138,15 +122,12 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         """The answer of ``engine.status`` (docs/rpc.md)."""
-        strategies = {"total": 0, "running": 0}
-        journal_info: dict[str, Any] = {}
-        if self.journal is not None:
-            strategies = self.journal.strategy_counts()
-            journal_info = {
-                "path": str(self.journal.path),
-                "schema_version": self.journal.schema_version,
-                "last_event_id": self.journal.last_event_id(),
-            }
+        strategies = self.journal.strategy_counts()
+        journal_info = {
+            "path": str(self.journal.path),
+            "schema_version": self.journal.schema_version,
+            "last_event_id": self.journal.last_event_id(),
+        }
         return {
             "health": "ok",
             "version": __version__,
@@ -173,10 +154,6 @@ class Engine:
         """Run until asked to stop. ``on_ready`` is called once the RPC answers (the daemon writes engine.json)."""
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        # WAL + synchronous=NORMAL: a commit survives a crash or SIGKILL of the process (what crash-only recovery
-        # needs) without an fsync on the order path; after a power cut the last commits may be lost, and the next
-        # start recovers them from the exchange (labels, fills) like any other gap.
-        self.journal = Journal.open(self.home.journal_path, check=True, synchronous="NORMAL")
         try:
             port = await self.server.start()
             self.started_ts_ms = now_ms()
@@ -190,7 +167,6 @@ class Engine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
-            self._load_plugin_services()
             started: list[Service] = []
             try:
                 for service in self.services:
@@ -227,7 +203,3 @@ class Engine:
         if self._log_handler is not None:
             logging.getLogger().removeHandler(self._log_handler)
             self._log_handler = None
-
-
-def _check_level(level: str) -> str | None:
-    return None if level.lower() in ("debug", "info", "warning", "error") else "one of debug, info, warning, error"

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tradebaas.connection import (
     ConnectionInfo,
@@ -34,6 +34,9 @@ from tradebaas.connection import (
 )
 from tradebaas.errors import UserError
 from tradebaas.home import ENV_VAR, Home
+
+if TYPE_CHECKING:
+    from tradebaas.engine.process.app import Engine
 
 LOCK_WAIT_S = 2.0  # an engine retries the lock this long: a status probe may hold it for a moment
 
@@ -95,10 +98,40 @@ def engine_state(home: Home) -> tuple[str, ConnectionInfo | None]:
     return ("starting", None) if held else ("stopped", None)
 
 
+# -- the engine, assembled -------------------------------------------------------------------------------------
+def build_engine(home: Home, exchange: str | None = None, *, port: int = 0) -> Engine:
+    """Open the journal and assemble the engine from its services, in the order they start.
+
+    The list is the whole engine: the live loop (exchange link, strategies, reconciliation), the market recorder
+    (Parquet recordings of what the live loop saw), the notification service, the report service (scheduler and
+    runs). ``engine/api.py`` binds the RPC methods to their handlers; a method not listed there is not served.
+    A journal that cannot be trusted (corrupt, locked, newer schema) stops the start with a clear error.
+    """
+    from tradebaas.engine import api
+    from tradebaas.engine.journal.database import Journal
+    from tradebaas.engine.live.recorder import MarketRecorder
+    from tradebaas.engine.live.supervisor import Supervisor
+    from tradebaas.engine.process.app import Engine
+    from tradebaas.reports.notifications import NotificationService
+    from tradebaas.reports.scheduler import ReportService
+
+    # WAL + synchronous=NORMAL: a commit survives a crash or SIGKILL of the process (what crash-only recovery
+    # needs) without an fsync on the order path; after a power cut the last commits may be lost, and the next
+    # start recovers them from the exchange (labels, fills) like any other gap.
+    journal = Journal.open(home.journal_path, check=True, synchronous="NORMAL")
+    engine = Engine(home, journal, exchange=exchange, port=port)
+    live = Supervisor(engine)
+    notifications = NotificationService(engine)
+    reports = ReportService(engine, notifications=notifications)
+    for service in (live, MarketRecorder(engine), notifications, reports):
+        engine.add_service(service)
+    api.register(engine.registry, {**api.EngineApi(engine, live).handlers(), **reports.handlers()})
+    return engine
+
+
 # -- foreground engine -----------------------------------------------------------------------------------------
 def run_foreground(home: Home, exchange: str | None = None, *, detached_child: bool = False, port: int = 0) -> int:
     """Be the engine: take the lock, log to logs/engine.log, serve until SIGTERM/SIGINT. Returns an exit code."""
-    from tradebaas.engine.process.app import Engine
     from tradebaas.engine.process.logs import setup_logging
 
     home.ensure()
@@ -112,7 +145,11 @@ def run_foreground(home: Home, exchange: str | None = None, *, detached_child: b
             log.warning("replacing stale engine.json (pid %d, port %d) left by an engine that did not stop cleanly",
                         stale.pid, stale.port)
             remove_connection_file(home)
-        engine = Engine(home, exchange=exchange, port=port)
+        try:
+            engine = build_engine(home, exchange, port=port)
+        except UserError as exc:
+            log.error("engine failed: %s", exc)
+            raise
 
         def on_ready(eng: Engine) -> None:
             from tradebaas._version import __version__

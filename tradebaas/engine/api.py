@@ -1,0 +1,282 @@
+"""The engine's RPC API: every method, who may call it, its parameters and its handler, in one place.
+
+``METHODS`` is the one list of the engine's JSON-RPC methods (docs/rpc.md documents each; a test holds the two
+equal). Each method has an access level: ``read`` methods answer questions and change nothing that trades (a
+read-only token for reports and dashboards may call them); ``trade`` methods start, stop or change trading, run
+code or change what the engine does, and need the full token.
+
+The handlers here validate what the parameter schema cannot (unknown strategy or instrument, config rules), call
+the live loop's operations (``engine/live/supervisor.py``) and shape the answers (``engine/live/views.py``). The
+report service brings its own handlers (``reports.*``, ``journal.events``); ``subscribe``/``unsubscribe`` are the
+RPC server's. ``register`` binds them all and refuses a method without a table entry or an entry without a method,
+so nothing is served that is not listed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tradebaas.engine.journal.event_query import EVENTS_MAX_LIMIT, check_kinds
+from tradebaas.engine.live.supervisor import Supervisor, params_list
+from tradebaas.engine.process.app import Engine
+from tradebaas.errors import UserError
+from tradebaas.instruments import UnknownInstrumentError, get_instrument
+from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Access, Param, Registry, RpcError
+from tradebaas.strategies.params import ConfigError, schema, validate_config
+from tradebaas.strategies.registry import available, get_strategy
+
+READ, TRADE = Access.READ, Access.TRADE
+Handler = Callable[..., Any]
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _limit(lo: int, hi: int) -> Callable[[int], str | None]:
+    return lambda v: None if lo <= v <= hi else f"{lo}..{hi}"
+
+
+@dataclass(frozen=True, slots=True)
+class MethodSpec:
+    """One RPC method: its name, access level, parameter schema and a one-line summary (docs/rpc.md has more)."""
+
+    name: str
+    access: Access
+    params: Mapping[str, Param] = field(default_factory=dict)
+    summary: str = ""
+
+
+_opt_str = Param(str, default=None, nullable=True)
+_opt_int = Param(int, default=None, nullable=True)
+
+#: Every method the engine serves. ``subscribe``/``unsubscribe`` are implemented by the RPC server itself.
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("engine.ping", READ, summary="cheapest round trip"),
+    MethodSpec("engine.status", READ, summary="health, uptime, exchange link, strategies"),
+    MethodSpec("engine.log", READ, {"message": Param(str), "level": Param(
+        str, default="info", check=lambda v: None if v.lower() in _LEVELS else "one of " + ", ".join(_LEVELS))},
+        "a note into the engine log (notebooks and reports annotate)"),
+    MethodSpec("engine.shutdown", TRADE, summary="graceful stop, as SIGTERM"),
+    MethodSpec("engine.reconcile", TRADE, summary="one reconciliation now"),
+    MethodSpec("strategy.available", READ, summary="strategies that can be started, with their parameters"),
+    MethodSpec("strategy.list", READ, summary="strategies with state and PnL"),
+    MethodSpec("strategy.get", READ, {"id": Param(str)}, "one strategy with its last decision"),
+    MethodSpec("strategy.start", TRADE, {"name": Param(str), "instrument": _opt_str,
+                                         "config": Param(dict, default=None, nullable=True)}, "validate and start"),
+    MethodSpec("strategy.stop", TRADE, {"id": Param(str), "flatten": Param(bool, default=False)}, "stop"),
+    MethodSpec("strategy.resume", TRADE, {"id": Param(str)}, "run a stopped or needs_attention strategy again"),
+    MethodSpec("trades.list", READ, {"strategy": _opt_str, "since": _opt_int, "until": _opt_int}, "trades"),
+    MethodSpec("trades.mark_closed", TRADE, {
+        "trade_id": Param(str), "exit_price": Param(float, check=_positive),
+        "reason": Param(str, default="closed outside tradebaas")}, "record a close made outside tradebaas"),
+    MethodSpec("positions.list", READ, summary="open positions of our strategies"),
+    MethodSpec("orders.list", READ, {"open_only": Param(bool, default=True)}, "our orders"),
+    MethodSpec("equity.history", READ, {"strategy": _opt_str, "capital": Param(float, default=0.0)},
+               "capital + cumulative net PnL per closed trade"),
+    MethodSpec("risk.kill", TRADE, {"flatten": Param(bool, default=False)}, "kill switch"),
+    MethodSpec("market.candles", READ, {"instrument": Param(str), "since": _opt_int, "until": _opt_int},
+               "recorded 1-minute candles, else the exchange's history"),
+    MethodSpec("reports.list", READ, {"name": _opt_str, "limit": Param(int, default=50, check=_limit(1, 1000))},
+               "configured reports and recent runs"),
+    MethodSpec("reports.get", READ, {"run_id": Param(str)}, "one report run"),
+    MethodSpec("reports.run", TRADE, {"name": Param(str), "params": Param(dict, default={}),
+                                      "wait": Param(bool, default=False),
+                                      "timeout": Param(float, default=None, nullable=True)},
+               "run a configured report notebook now"),
+    MethodSpec("journal.events", READ, {
+        "kinds": Param(list, default=None, nullable=True, check=check_kinds), "since": _opt_int, "until": _opt_int,
+        "strategy": _opt_str, "after_id": Param(int, default=0), "newest_first": Param(bool, default=False),
+        "wall_clock": Param(bool, default=False), "limit": Param(int, default=1000, check=_limit(1, EVENTS_MAX_LIMIT))},
+        "the journal's append-only events, read-only"),
+    MethodSpec("subscribe", READ, summary="start receiving events on channels"),
+    MethodSpec("unsubscribe", READ, summary="stop receiving events on channels"),
+)
+
+SERVER_METHODS = frozenset({"subscribe", "unsubscribe"})
+
+
+def spec(name: str) -> MethodSpec:
+    return next(m for m in METHODS if m.name == name)
+
+
+def register(registry: Registry, handlers: Mapping[str, Handler], *, partial: bool = False) -> None:
+    """Bind every method of ``METHODS`` to its handler, with its access level and schema.
+
+    Raises ``ValueError`` for a handler the table does not list, or (unless ``partial``: a test hosting one
+    service) a listed method nobody implements: the table is the whole API, so it can be documented and checked
+    (docs/rpc.md) and no method escapes its access level.
+    """
+    listed = {m.name for m in METHODS}
+    extra = sorted(set(handlers) - listed)
+    if extra:
+        raise ValueError(f"RPC handlers without an entry in engine/api.py METHODS: {extra}")
+    missing = sorted(listed - set(handlers) - SERVER_METHODS)
+    if missing and not partial:
+        raise ValueError(f"RPC methods listed in engine/api.py without a handler: {missing}")
+    for m in METHODS:
+        if m.name in SERVER_METHODS:
+            if m.name in registry:
+                registry.set_access(m.name, m.access)
+        elif m.name in handlers:
+            registry.add(m.name, handlers[m.name], m.params, access=m.access)
+
+
+class EngineApi:
+    """The handlers of the engine's own methods (everything but ``reports.*``/``journal.events`` and the server's)."""
+
+    def __init__(self, engine: Engine, live: Supervisor) -> None:
+        self.engine = engine
+        self.live = live
+        self.store = live.store
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "engine.ping": self.ping, "engine.status": self.engine.status, "engine.log": self.log_message,
+            "engine.shutdown": self.engine.request_shutdown, "engine.reconcile": self.reconcile,
+            "strategy.available": self.available, "strategy.list": self.strategies, "strategy.get": self.strategy,
+            "strategy.start": self.start, "strategy.stop": self.stop, "strategy.resume": self.resume,
+            "trades.list": self.trades, "trades.mark_closed": self.mark_closed, "positions.list": self.positions,
+            "orders.list": self.orders, "equity.history": self.equity, "risk.kill": self.kill,
+            "market.candles": self.candles,
+        }
+
+    # -- engine ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def ping() -> str:
+        """Cheapest round trip: answers "pong"."""
+        return "pong"
+
+    @staticmethod
+    def log_message(message: str, level: str) -> None:
+        """Write a note into the engine log (and so onto the ``log`` channel): notebooks and reports annotate."""
+        logging.getLogger("tradebaas.user").log(logging.getLevelName(level.upper()), "%s", message)
+
+    async def reconcile(self) -> dict[str, Any]:
+        """Run a reconciliation now (the engine also runs one on every start and reconnect)."""
+        actions = await self.live.reconcile_now()
+        return {"actions": [type(a).__name__ for a in actions]}
+
+    # -- strategies ------------------------------------------------------------------------------------------
+    def available(self) -> list[dict[str, Any]]:
+        """The strategies that can be started, with their parameter schemas (for forms and docs)."""
+        out = []
+        for name in available():
+            cls = get_strategy(name)
+            out.append({"name": name, "description": schema(cls)["description"], "params": params_list(cls)})
+        return out
+
+    def strategies(self) -> list[dict[str, Any]]:
+        return [info for s in self.store.strategies() if (info := self.live.strategy_info(s.id)) is not None]
+
+    def _info(self, strategy_id: str) -> dict[str, Any]:
+        info = self.live.strategy_info(strategy_id)
+        if info is None:
+            raise RpcError(NOT_FOUND, f"no strategy {strategy_id!r} (see strategy.list)")
+        return info
+
+    def strategy(self, id: str) -> dict[str, Any]:
+        info = self._info(id)
+        runner = self.live.runners.get(id)
+        info["last_decision"] = runner.last_decision if runner else self.store.last_decision(id)
+        info["decisions"] = self.store.decision_count(id)
+        info["params"] = params_list(get_strategy(info["name"]))
+        return info
+
+    async def start(self, name: str, instrument: str | None = None, config: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+        """Validate and start a strategy; it trades from the next closed candle, and after every restart."""
+        try:
+            cls = get_strategy(name)
+            config = dict(config or {})
+            if instrument:
+                config["instrument"] = instrument
+            valid = validate_config(cls, config)
+            inst_name = str(valid.get("instrument") or instrument or "BTC_USDC-PERPETUAL")
+            get_instrument(inst_name, self.live.instruments)
+        except (ConfigError, UnknownInstrumentError, UserError) as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        sid = await self.live.create_strategy(cls.name, inst_name, valid)
+        return self._info(sid)
+
+    async def stop(self, id: str, flatten: bool = False) -> dict[str, Any]:
+        """Stop a strategy: brackets stay on the exchange unless ``flatten`` closes its position."""
+        self._info(id)
+        await self.live.stop_strategy(id, flatten)
+        return self._info(id)
+
+    async def resume(self, id: str) -> dict[str, Any]:
+        """Run a stopped strategy again, or one that waited for a person once the cause is fixed."""
+        self._info(id)
+        await self.live.resume_strategy(id)
+        return self._info(id)
+
+    # -- trades, positions, orders ---------------------------------------------------------------------------
+    def trades(self, strategy: str | None = None, since: int | None = None, until: int | None = None
+               ) -> list[dict[str, Any]]:
+        return self.store.trade_rows(strategy, since, until)
+
+    async def mark_closed(self, trade_id: str, exit_price: float, reason: str = "closed outside tradebaas"
+                          ) -> dict[str, Any]:
+        """Record that an open trade's position was closed outside tradebaas (a manual close, a liquidation) at
+        ``exit_price``, so reconciliation stops reporting an unexplained difference. Its brackets are cancelled."""
+        from tradebaas.engine.journal.store import trade_to_row
+
+        trade = self.store.trade(trade_id)
+        if trade is None:
+            raise RpcError(NOT_FOUND, f"no trade {trade_id!r} (see trades.list)")
+        if trade.state.is_terminal or trade.open_amount <= 0:
+            raise RpcError(CONFLICT, f"trade {trade_id} is {trade.state.value}: nothing is open to mark closed")
+        return trade_to_row(await self.live.mark_trade_closed(trade, exit_price, reason))
+
+    def positions(self) -> list[dict[str, Any]]:
+        return [p for t in self.store.open_trades() if (p := self.live.position_row(t)) is not None]
+
+    def orders(self, open_only: bool = True) -> list[dict[str, Any]]:
+        return self.store.order_rows(open_only)
+
+    def equity(self, strategy: str | None = None, capital: float = 0.0) -> list[dict[str, Any]]:
+        """Capital + cumulative net PnL, one point per closed trade (exchange time)."""
+        equity = capital
+        points = []
+        for t in self.store.trade_rows(strategy):
+            if t["state"] == "closed" and t["exit_ts_ms"]:
+                equity += t["net_pnl"]
+                points.append({"ts_ms": t["exit_ts_ms"], "equity": equity, "currency": t["currency"]})
+        return points
+
+    async def kill(self, flatten: bool = False) -> dict[str, Any]:
+        """Kill switch: stop every strategy, cancel entry orders, with ``flatten`` close our positions."""
+        return await self.live.kill(flatten)
+
+    # -- market ----------------------------------------------------------------------------------------------
+    async def candles(self, instrument: str, since: int | None = None, until: int | None = None
+                      ) -> list[dict[str, Any]]:
+        """1-minute candles of ``instrument`` (exchange time, ms): the engine's own recordings, else the exchange's
+        chart history. For trades-on-price plots in notebooks that may run far from the engine's disk."""
+        from tradebaas.backtest.data import DataError, load_recorded
+
+        if instrument not in self.live.instruments:
+            known = ", ".join(sorted(self.live.instruments))
+            raise RpcError(INVALID_PARAMS, f"unknown instrument {instrument!r} (known: {known})")
+        try:
+            df = await asyncio.to_thread(load_recorded, self.engine.home, instrument,
+                                         None if since is None else since * 1_000_000,
+                                         None if until is None else until * 1_000_000)
+            return [{"ts_ms": int(ts.value // 1_000_000), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+                    for ts, (o, h, lo, c, v) in zip(df.index, df[["open", "high", "low", "close", "volume"]].itertuples(
+                        index=False, name=None), strict=True)]
+        except DataError:
+            pass
+        try:
+            candles = await self.live.chart_candles(instrument, since, until)
+        except UserError as exc:
+            raise RpcError(NOT_FOUND, str(exc)) from None
+        return [{"ts_ms": c.ts_ms, "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume}
+                for c in candles]
