@@ -2,7 +2,7 @@
 
 Errors meant for people (``tradebaas.errors.UserError`` and its subclasses) print as one line on stderr and exit
 with the error's ``exit_code``; a traceback only with ``--debug``. Subcommands owned by other modules (``sim``,
-``backtest``) are imported only when used, and their absence is reported as a one-line error.
+``backtest``, ...) are imported only when used, so `tradebaas engine status` starts fast.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import importlib
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +22,9 @@ from tradebaas._version import __version__
 from tradebaas.errors import UserError
 from tradebaas.home import ENV_VAR, Home, get_home
 
-#: Subcommands implemented elsewhere: name -> (module exposing add_arguments(parser) and run(args), help).
-EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
+#: Subcommands implemented in their own modules, imported only when used (a fast ``tradebaas engine status``):
+#: name -> (module exposing add_arguments(parser) and run(args), help).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("tradebaas.exchange.sim.cli", "run the Deribit-compatible simulator in the foreground"),
     "backtest": ("tradebaas.backtest.cli", "backtest a strategy over a candle file"),
     "report": ("tradebaas.reports.cli", "run a report notebook now / list report runs"),
@@ -44,28 +42,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # -- helpers -----------------------------------------------------------------------------------------------------
 def _home(args: argparse.Namespace) -> Home:
     return get_home(getattr(args, "home", None))
-
-
-def _import_external(name: str) -> Any | None:
-    """The module behind an external subcommand, or None if it is not (yet) part of this install."""
-    module_name = EXTERNAL_COMMANDS[name][0]
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None
-        raise
-
-
-def _free_port(preferred: int | None = None) -> int:
-    for candidate in ([preferred] if preferred else []) + [0]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise UserError("no free TCP port on 127.0.0.1")
 
 
 # -- engine ------------------------------------------------------------------------------------------------------
@@ -147,95 +123,14 @@ def _duration(seconds: float) -> str:
 
 
 # -- up / down ---------------------------------------------------------------------------------------------------
-def start_sim_detached(home: Home) -> str | None:
-    """HOOK for the simulator (``tradebaas.exchange.sim``): spawn ``tradebaas sim`` detached for ``up``.
-
-    Returns the simulator's ws:// URL, or None when the simulator module is not part of this install. Its output
-    goes to logs/sim.log and its pid to sim/sim.pid (read by ``down``); the simulator itself announces its URLs
-    in sim/sim.json once it listens, which is what we wait for. A simulator already running is reused.
-    """
-    if _import_external("sim") is None:
-        return None
-    home.ensure()
-    running = _sim_info(home)
-    if running is not None:
-        return str(running["ws_url"])
-    # Reuse the last port when it is free: an engine started with `--exchange sim` reconnects to the URL it
-    # resolved, so a restarted simulator should come back where it was.
-    try:
-        previous = int(json.loads((home.sim_dir / "sim.json").read_text()).get("port") or 0)
-    except (OSError, ValueError, TypeError):
-        previous = 0
-    port = _free_port(previous) if previous else 0
-    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", str(port)]
-    env = dict(os.environ)
-    env[ENV_VAR] = str(home.root)
-    with open(home.sim_log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, cwd=home.root,
-                                start_new_session=True, close_fds=True)
-    home.sim_pid_file.write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            home.sim_pid_file.unlink(missing_ok=True)
-            raise UserError(f"the simulator exited at start (code {proc.returncode}); see {home.sim_log}")
-        info = _sim_info(home)
-        if info is not None and int(info.get("pid", 0)) == proc.pid:
-            return str(info["ws_url"])
-        time.sleep(0.05)
-    raise UserError(f"the simulator did not start listening within 60s; see {home.sim_log}")
-
-
-def _sim_info(home: Home) -> dict[str, Any] | None:
-    """sim/sim.json of a live simulator (written by the simulator once it listens), else None."""
-    try:
-        info = json.loads((home.sim_dir / "sim.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) and info.get("ws_url") and _alive(int(info.get("pid", 0))) else None
-
-
-def stop_sim(home: Home, timeout_s: float = 15.0) -> str | None:
-    info = _sim_info(home)
-    pid = _read_pid(home.sim_pid_file) or (int(info["pid"]) if info else None)
-    if not pid:
-        return None
-    if _alive(pid):
-        os.kill(pid, signal.SIGTERM)  # the simulator saves its state on SIGTERM
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-    home.sim_pid_file.unlink(missing_ok=True)
-    return f"simulator stopped (pid {pid})"
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    from tradebaas.connection import pid_alive
-
-    return pid_alive(pid)
-
-
 def cmd_up(args: argparse.Namespace) -> int:
-    from tradebaas.engine.process import daemon
+    from tradebaas.engine.process import daemon, simulator
 
     home = _home(args).ensure()
     exchange = args.exchange
     if exchange is None:
-        sim_url = start_sim_detached(home)
-        if sim_url:
-            print(f"simulator: {sim_url} (log {home.sim_log})")
-            exchange = "sim"
-        else:
-            print("simulator: not available in this install; the engine starts without an exchange")
+        print(f"simulator: {simulator.start_detached(home)} (log {home.sim_log})")
+        exchange = "sim"
     state, info = daemon.engine_state(home)
     if state == "running" and info is not None:
         print(f"engine: already running (pid {info.pid}, {info.url})")
@@ -245,7 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.no_lab:
         return 0
     notebook_dir = Path(args.notebook_dir or (REPO_ROOT if (REPO_ROOT / "notebooks").is_dir() else Path.cwd()))
-    port = _free_port(8888)
+    port = simulator.free_port(8888)
     token = secrets.token_hex(24)
     path = "lab/tree/notebooks/control.ipynb" if (notebook_dir / "notebooks/control.ipynb").exists() else "lab"
     print(f"JupyterLab: http://127.0.0.1:{port}/{path}?token={token}")
@@ -263,11 +158,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from tradebaas.engine.process import daemon
+    from tradebaas.engine.process import daemon, simulator
 
     home = _home(args)
     print(daemon.stop(home))
-    sim = stop_sim(home)
+    sim = simulator.stop(home)
     if sim:
         print(sim)
     return 0
@@ -344,12 +239,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 # -- external subcommands ----------------------------------------------------------------------------------------
-def _external_runner(name: str) -> Callable[[argparse.Namespace], int]:
+def _subcommand_runner(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        module = _import_external(name)
-        if module is None:
-            raise UserError(f"`tradebaas {name}` is not available: {EXTERNAL_COMMANDS[name][0]} is not installed")
-        return int(module.run(args) or 0)
+        return int(importlib.import_module(SUBCOMMANDS[name][0]).run(args) or 0)
 
     return run
 
@@ -416,17 +308,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     logs.set_defaults(func=cmd_logs)
 
     invoked = next((a for a in argv if not a.startswith("-")), None)
-    for name, (_module, help_text) in EXTERNAL_COMMANDS.items():
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, parents=[common], help=help_text, add_help=name == invoked)
         if name == invoked:
-            module = _import_external(name)
-            if module is not None:
-                module.add_arguments(p)
-            else:
-                p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            importlib.import_module(module_name).add_arguments(p)
         else:
             p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=_external_runner(name))
+        p.set_defaults(func=_subcommand_runner(name))
     return parser
 
 
