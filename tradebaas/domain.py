@@ -139,6 +139,8 @@ class Order:
     average_price: float = 0.0
     reduce_only: bool = False
     ts_ms: int = 0
+    #: Why the exchange cancelled it (Deribit's ``cancel_reason``: ``user_request``, ``oco_other_closed``, ...).
+    cancel_reason: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -170,6 +172,7 @@ class PositionSnapshot:
     average_price: float = 0.0
     floating_pnl: float = 0.0
     realized_pnl: float = 0.0
+    mark_price: float = 0.0
 
 
 @dataclass(slots=True, frozen=True)

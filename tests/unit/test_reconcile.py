@@ -18,6 +18,7 @@ from tradebaas.domain import (
 )
 from tradebaas.engine.core.labels import make_label
 from tradebaas.engine.core.reconcile import (
+    DEFAULT_PROTECTIVE_STOP_PCT,
     ApplyFill,
     CancelOrder,
     CloseTrade,
@@ -25,10 +26,13 @@ from tradebaas.engine.core.reconcile import (
     MarkNeedsAttention,
     PlaceStop,
     PlaceTakeProfit,
+    ProtectPosition,
     RecordOrder,
     RecoverTrade,
     StrategyView,
     apply,
+    fill_signature,
+    keep_last_stops,
     plan,
     strategies_to_resume,
 )
@@ -163,7 +167,7 @@ def test_duplicate_stops_keep_the_journaled_one():
     t, orders = open_long()
     dup = order("a-dup", "t1", OrderRole.STOP_LOSS, Side.SELL, 0.002, trigger=49_750.0)
     s = snap([*orders, dup], [long_pos()])
-    assert plan(view(t), s) == [CancelOrder("a-dup", LIN.name, "duplicate sl order of trade t1 (keeping t1-sl)", "t1")]
+    assert plan(view(t), s) == [CancelOrder("a-dup", LIN.name, "duplicate sl order of trade t1 (keeping t1-sl)", "t1", Side.SELL)]
 
 
 def test_stop_placed_but_not_journaled_is_recorded_not_duplicated():
@@ -316,11 +320,15 @@ def test_needs_attention_message_is_not_repeated_once_marked():
     assert plan(view(strategies=[marked]), s) == []
 
 
-def test_missing_stop_without_any_known_price_asks_a_person():
-    t = new_trade("t1", S1, LIN, Direction.LONG, 0.002)  # no sl_pct, no stop price
+def test_missing_stop_without_a_price_of_its_own_gets_one_at_the_strategy_distance():
+    t = new_trade("t1", S1, LIN, Direction.LONG, 0.002)  # no sl_pct, no stop price (recovered from a label)
     t = apply_fill(t, fill("e", "t1", OrderRole.ENTRY, Side.BUY, 0.002, 50_000.0), LIN, OrderRole.ENTRY)
-    (mark,) = plan(view(t), snap([], [long_pos()]))
-    assert "no stop price is known" in mark.message
+    (stop,) = plan(view(t), snap([], [long_pos()]))
+    assert stop == PlaceStop("t1", S1, LIN.name, Side.SELL, 0.002, 49_750.0, make_label(S1, "t1", OrderRole.STOP_LOSS))
+    no_distance = StrategyView(S1, LIN.name, StrategyState.RUNNING, StrategyState.RUNNING)
+    (stop,) = plan(view(t, strategies=[no_distance]), snap([], [long_pos()]))
+    assert stop.trigger_price == 50_000.0 * (1 - DEFAULT_PROTECTIVE_STOP_PCT / 100)
+    assert_settled(view(t), snap([], [long_pos()]))
 
 
 def test_resume_only_strategies_the_user_left_running():
@@ -329,3 +337,84 @@ def test_resume_only_strategies_the_user_left_running():
     errored = StrategyView("s-err", LIN.name, StrategyState.RUNNING, StrategyState.ERROR)
     v = view(strategies=[RUNNING, stopped, attention, errored])
     assert strategies_to_resume(v) == (S1, "s-err")
+
+
+# -- protection first ------------------------------------------------------------------------------------------
+
+
+def test_the_last_stop_of_a_position_is_kept_even_when_the_journal_lost_its_trade():
+    """The journal closed (or never had) the trade, but the exchange still holds the position: its stop stays."""
+    stop = order("s-live", "forgotten", OrderRole.STOP_LOSS, Side.SELL, 0.002, trigger=49_000.0)
+    take = order("t-live", "forgotten", OrderRole.TAKE_PROFIT, Side.SELL, 0.002, price=51_000.0)
+    s = snap([stop, take], [long_pos()])
+    actions = plan(view(), s)
+    assert not [a for a in actions if isinstance(a, CancelOrder) and a.order_id == "s-live"]
+    assert [a.order_id for a in actions if isinstance(a, CancelOrder)] == ["t-live"]
+    (mark,) = [a for a in actions if isinstance(a, MarkNeedsAttention)]
+    assert "no tradebaas trade explains" in mark.message
+    v2, s2 = assert_settled(view(), s)
+    assert [o.order_id for o in s2.open_orders] == ["s-live"]
+
+
+def test_a_closed_trade_keeps_its_stop_while_the_exchange_still_holds_the_position():
+    t, orders = open_long()
+    t = apply_fill(t, fill("x", "t1", OrderRole.TAKE_PROFIT, Side.SELL, 0.002, 50_325.0), LIN, OrderRole.TAKE_PROFIT)
+    assert t.state is TradeState.CLOSED  # the journal believes a fill the exchange since forgot
+    actions = plan(view(t), snap(orders, [long_pos()]))
+    assert "t1-sl" not in [a.order_id for a in actions if isinstance(a, CancelOrder)]
+    assert_settled(view(t), snap(orders, [long_pos()]))
+
+
+def test_a_position_only_our_labels_know_gets_a_protective_stop_beyond_the_market():
+    """An entry filled under a reused id: the journal has no open trade, the fill's label says it is ours."""
+    lost = fill("f-new", "t7", OrderRole.ENTRY, Side.BUY, 0.002, 50_000.0)
+    old = fill("f-new", "t3", OrderRole.ENTRY, Side.BUY, 0.001, 48_000.0)  # what the journal holds under that id
+    v = JournalView(strategies=(RUNNING,), journaled_fill_ids=frozenset({"f-new"}),
+                    fill_signatures={"f-new": fill_signature(old)})
+    s = snap([], [PositionSnapshot(LIN.name, 0.002, 50_000.0, mark_price=48_500.0)], [lost])
+    actions = plan(v, s)
+    assert not [a for a in actions if isinstance(a, ApplyFill)]  # a reused id is never taken for the old fill
+    (protect,) = [a for a in actions if isinstance(a, ProtectPosition)]
+    assert protect.side is Side.SELL and protect.amount == pytest.approx(0.002)
+    assert protect.trigger_price == LIN.round_price(48_500.0 * (1 - 0.5 / 100))  # below the mark, not the entry
+    (mark,) = [a for a in actions if isinstance(a, MarkNeedsAttention)]
+    assert "under an id the journal holds for another fill" in mark.message
+    v2, s2 = assert_settled(v, s)
+    assert v2.strategy(S1).state is StrategyState.NEEDS_ATTENTION
+    assert [o.order_type for o in s2.open_orders] == [OrderType.STOP_MARKET]
+
+
+def test_a_position_nobody_here_opened_is_still_never_touched():
+    s = snap([order("m", "x", OrderRole.STOP_LOSS, Side.SELL, 1.0, trigger=1.0, label="manual")],
+             [PositionSnapshot(LIN.name, 0.003, 50_000.0, mark_price=50_000.0)])
+    actions = plan(view(), s)
+    assert [type(a) for a in actions] == [MarkNeedsAttention]
+
+
+def test_a_strategy_without_brackets_runs_without_a_stop_until_its_position_is_unexplained():
+    no_brackets = StrategyView(S1, LIN.name, StrategyState.RUNNING, StrategyState.RUNNING, uses_brackets=False)
+    t = new_trade("t1", S1, LIN, Direction.LONG, 0.002)
+    t = apply_fill(t, fill("e", "t1", OrderRole.ENTRY, Side.BUY, 0.002, 50_000.0), LIN, OrderRole.ENTRY)
+    assert plan(view(t, strategies=[no_brackets]), snap([], [long_pos()])) == []
+    bigger = snap([], [long_pos(0.005)])
+    actions = plan(view(t, strategies=[no_brackets]), bigger)
+    (protect,) = [a for a in actions if isinstance(a, ProtectPosition)]
+    assert protect.amount == pytest.approx(0.002) and protect.label == make_label(S1, "t1", OrderRole.STOP_LOSS)
+    assert isinstance(actions[-1], MarkNeedsAttention)
+    assert_settled(view(t, strategies=[no_brackets]), bigger)
+
+
+def test_a_cancel_of_a_replaced_stop_names_the_side_it_protects():
+    t, orders = open_long()
+    wrong = order("t1-sl", "t1", OrderRole.STOP_LOSS, Side.SELL, 0.001, trigger=49_750.0)
+    actions = plan(view(t), snap([wrong, orders[1]], [long_pos()]))
+    place, cancel = actions
+    assert isinstance(place, PlaceStop) and isinstance(cancel, CancelOrder)
+    assert cancel.protects is Side.SELL  # the executor keeps it if the replacement fails
+
+
+def test_keep_last_stops_holds_back_a_cancel_that_would_leave_a_position_naked():
+    t, orders = open_long()
+    bare = [CancelOrder("t1-sl", LIN.name, "x", "t1", Side.SELL), CancelOrder("t1-tp", LIN.name, "y", "t1")]
+    assert keep_last_stops(bare, snap(orders, [long_pos()]), {S1}) == bare[1:]
+    assert keep_last_stops(bare, snap(orders, []), {S1}) == bare

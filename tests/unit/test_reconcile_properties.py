@@ -2,8 +2,11 @@
 
 - idempotence: applying a plan and planning again yields nothing (also for the kill switch);
 - determinism: the order in which the exchange lists things does not change the plan;
-- after a plan: every trade of ours with a position has exactly one stop of the right size, no bracket of ours
-  outlives its position, no entry of ours is left open, nothing foreign was touched, no fill applied twice.
+- after a plan: every trade of ours with a position has exactly one stop of the right size, every position of ours
+  (the journal or our labels say so) has a stop on its exit side, no bracket of ours outlives its position (the
+  last stop of a position the exchange holds is never cancelled, whatever the journal thinks), no entry of ours is
+  left open, nothing foreign was touched, no fill applied twice -- also when the exchange reports fills the journal
+  never saw, fills twice, fills under ids the journal holds for other fills (reused ids), and orders of unknown trades.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tradebaas.engine.core.reconcile import (
     JournalView,
     StrategyView,
     apply,
+    fill_signature,
     plan,
     project_fills,
 )
@@ -70,8 +74,10 @@ def worlds(draw):
             draw(st.sampled_from([StrategyState.RUNNING, StrategyState.STOPPED])),
             draw(st.sampled_from(list(StrategyState))),
             sl_pct=draw(st.sampled_from([None, 0.0, 0.5, 1.0])), tp_pct=draw(st.sampled_from([None, 0.65])),
+            uses_brackets=draw(st.integers(0, 4)) > 0,
         ))
     trades, orders, fills = [], [], []
+    journaled_fills = {}
     for n in range(draw(st.integers(0, 4))):
         s = draw(st.sampled_from(strategies))
         inst = s.instrument if draw(st.booleans()) else draw(st.sampled_from(NAMES))
@@ -92,6 +98,7 @@ def worlds(draw):
                         t = apply_fill(t, f, INSTRUMENTS[inst], role)
                     except ValueError:
                         continue
+                    journaled_fills[f.trade_id] = f
                     if draw(st.booleans()):
                         fills.append(f)  # re-reported by the exchange
                 else:
@@ -132,7 +139,19 @@ def worlds(draw):
         orders.append(Order(f"o{next(ids)}", inst, Side.BUY, OrderType.LIMIT, INSTRUMENTS[inst].min_trade_amount, 0.0,
                             OrderState.OPEN, label=label, price=1.0))
         fills.append(_fill(f"f{next(ids)}", inst, Side.BUY, 1, 50_000, 10, label))
-    view = JournalView(strategies=tuple(strategies), trades=tuple(trades))
+    # Disagreements: a notification reported twice, and ids the exchange reused for other fills after a restart.
+    signatures = {}
+    for t in trades:
+        for fid in sorted(t.applied_fill_ids):
+            if draw(st.integers(0, 5)) == 0:
+                sid, inst = t.strategy_id, t.instrument
+                reused = _fill(fid, inst, draw(st.sampled_from(list(Side))), draw(st.integers(1, 3)), 55_555, 6_000,
+                               make_label(sid, draw(st.sampled_from([t.trade_id, "fresh"])), OrderRole.ENTRY))
+                fills.append(reused)
+                signatures[fid] = fill_signature(journaled_fills[fid])
+    if fills and draw(st.booleans()):
+        fills.append(draw(st.sampled_from(fills)))
+    view = JournalView(strategies=tuple(strategies), trades=tuple(trades), fill_signatures=signatures)
     # Positions: what our trades explain (after the new fills), sometimes off by a few lots.
     projected = project_fills(view, fills, INSTRUMENTS).trades
     positions = []
@@ -141,7 +160,7 @@ def worlds(draw):
         if draw(st.integers(0, 3)) == 0:
             size += draw(st.integers(-3, 3)) * INSTRUMENTS[inst].min_trade_amount
         if size or draw(st.booleans()):
-            positions.append(PositionSnapshot(inst, size, 50_000.0))
+            positions.append(PositionSnapshot(inst, size, 50_000.0, mark_price=float(draw(st.sampled_from([0, 45_000, 55_000])))))
     snapshot = ExchangeSnapshot(open_orders=tuple(orders), positions=tuple(positions), fills=tuple(fills), ts_ms=9_000)
     return view, snapshot
 
@@ -164,17 +183,32 @@ def test_the_plan_does_not_depend_on_listing_order(world, rnd):
         fills=tuple(rnd.sample(snapshot.fills, len(snapshot.fills))),
         ts_ms=snapshot.ts_ms,
     )
-    view2 = JournalView(view.strategies, tuple(rnd.sample(view.trades, len(view.trades))))
+    view2 = JournalView(view.strategies, tuple(rnd.sample(view.trades, len(view.trades))),
+                        fill_signatures=view.fill_signatures)
     assert plan(view2, shuffled) == plan(view, snapshot)
+
+
+def _ours_on(view, snapshot, instrument, sign):
+    """Does the journal or do our labels say that a position on ``instrument`` (long: sign > 0) is ours?"""
+    ours = {s.strategy_id for s in view.strategies}
+    projected = project_fills(view, snapshot.fills, INSTRUMENTS).trades
+    eps = amount_epsilon(INSTRUMENTS[instrument])
+    if any(t.instrument == instrument and not t.state.is_terminal and t.open_amount > eps and t.direction.sign == sign
+           for t in projected.values()):
+        return True
+    labelled = [*snapshot.open_orders, *snapshot.fills]
+    return any(x.instrument == instrument and (p := parse_label(x.label)) is not None and p.strategy_id in ours
+               and (not isinstance(x, Order) or x.state.is_live) for x in labelled)
 
 
 @PROPS
 @given(worlds())
-def test_after_reconciliation_every_position_of_ours_has_one_stop_and_no_bracket_outlives_its_position(world):
+def test_after_reconciliation_every_position_of_ours_has_a_stop_and_no_bracket_outlives_its_position(world):
     view, snapshot = world
     actions = plan(view, snapshot)
     v2, s2 = apply(view, snapshot, actions)
     ours = {s.strategy_id for s in view.strategies}
+    brackets = {s.strategy_id: s.uses_brackets for s in view.strategies}
     net = {p.instrument: p.size for p in s2.positions}
     live = [(o, parse_label(o.label)) for o in s2.open_orders if o.state.is_live]
     live_ours = [(o, p) for o, p in live if p is not None and p.strategy_id in ours]
@@ -182,19 +216,37 @@ def test_after_reconciliation_every_position_of_ours_has_one_stop_and_no_bracket
     trades = {t.trade_id: t for t in v2.trades}
     for o, p in live_ours:
         t = trades.get(p.trade_id)
-        assert t is not None and not t.state.is_terminal, o
-        eps = amount_epsilon(DEFAULT_INSTRUMENTS[t.instrument])
-        assert t.open_amount > eps and net.get(t.instrument, 0.0) * t.direction.sign > eps, o
-        assert o.instrument == t.instrument
+        eps = amount_epsilon(DEFAULT_INSTRUMENTS[o.instrument])
+        guards_a_position = o.order_type is OrderType.STOP_MARKET and net.get(o.instrument, 0.0) * -o.side.sign > eps
+        if t is None or t.state.is_terminal:
+            assert guards_a_position, o  # only the last stop of a position the exchange holds may stay
+            continue
+        bracket_of_its_position = o.instrument == t.instrument and t.open_amount > eps and net.get(
+            t.instrument, 0.0) * t.direction.sign > eps
+        assert bracket_of_its_position or guards_a_position, o
     for t in v2.trades:
         eps = amount_epsilon(DEFAULT_INSTRUMENTS[t.instrument])
         has_position = not t.state.is_terminal and t.open_amount > eps and net.get(t.instrument, 0.0) * t.direction.sign > eps
-        priced = t.stop_price is not None or (t.sl_pct is not None and t.entry_price > 0)
-        if has_position and priced:
+        if has_position and brackets[t.strategy_id]:
             stops = [o for o, p in live_ours if p.trade_id == t.trade_id and p.role is OrderRole.STOP_LOSS]
             assert len(stops) == 1
             assert abs(stops[0].amount - stops[0].filled_amount - t.open_amount) <= eps
             assert stops[0].order_id == t.stop_order_id
+    # Protection first: every position of ours has a stop of ours on its exit side (strategies without exchange
+    # brackets only once their position is not what the journal explains).
+    for name, size in net.items():
+        eps = amount_epsilon(INSTRUMENTS[name])
+        sign = 1 if size > 0 else -1
+        if abs(size) <= eps or not _ours_on(view, snapshot, name, sign):
+            continue
+        stops = [o for o, _ in live_ours if o.instrument == name and o.side.sign == -sign
+                 and o.order_type is OrderType.STOP_MARKET]
+        open_here = [t for t in v2.trades if t.instrument == name and not t.state.is_terminal and t.open_amount > eps
+                     and t.direction.sign == sign]
+        explained = abs(sum(t.signed_open_amount for t in v2.trades if t.instrument == name) - size) <= eps
+        if open_here and explained and not any(brackets[t.strategy_id] for t in open_here):
+            continue
+        assert stops, f"position {size} on {name} is ours and has no stop"
     # Nothing foreign touched, positions untouched, no fill applied twice or from the journal.
     assert {o.order_id for o in snapshot.open_orders if o.state.is_live and (parse_label(o.label) is None or parse_label(o.label).strategy_id not in ours)} <= {o.order_id for o in s2.open_orders}
     assert s2.positions == snapshot.positions

@@ -32,15 +32,28 @@ trade open, position on the trade's side, no live stop      ``PlaceStop`` (journ
 ... several live stops                                      keep the journaled one (else lowest id), cancel the rest
 ... live stop whose id the journal lacks                    ``RecordOrder`` (crash between placing and journaling)
 ... take-profit: same rules (only if a TP price is known)   ``PlaceTakeProfit`` / ``CancelOrder`` / ``RecordOrder``
-bracket or exit order of ours whose trade is closed,        ``CancelOrder`` ("no bracket outlives its position")
-failed, unknown, flat, or on the other side of the position
+bracket or exit order of ours whose trade is closed,        ``CancelOrder`` ("no bracket outlives its position") --
+failed, unknown, flat, or on the other side of the position  except the last stop of a position the exchange holds
 net position != sum of our open trades on that instrument   ``MarkNeedsAttention`` for every strategy on the instrument
 (foreign position, size mismatch, closed outside tradebaas)  (never adopted, never closed); stops are still placed
+a fill whose id the journal holds with other content        not applied; ``MarkNeedsAttention`` (a reused id is an
+                                                            anomaly, never silently taken for the old fill)
+position of ours (journal or labels say so) without any     ``ProtectPosition``: a reduce-only stop from the strategy's
+live stop of ours on its exit side                          distance (else ``DEFAULT_PROTECTIVE_STOP_PCT``) below/above
+                                                            both the average and the mark price; needs_attention
 ==========================================================  ============================================================
 
+Protection first: whatever the plan concludes, it never cancels the last stop of a position that is open on the
+exchange (``keep_last_stops``), and every position of ours ends the plan with a stop on its exit side, even while
+its strategy waits in ``needs_attention``. A strategy that declares it uses no exchange brackets
+(``StrategyView.uses_brackets``) gets no stop while its position is explained; once its position is not explained,
+it is protected like any other. A position nobody here opened (no open trade in the journal, no order or fill with
+our labels on its instrument) is never touched.
+
 Action order: fills, closes, order records, stops/takes (protection first), cancels (after the replacement was
-placed, so a position is never without a stop), needs_attention (one message per strategy, so re-planning after
-marking is a no-op).
+placed, so a position is never without a stop; a cancel carries ``protects`` so the executor skips it when the
+replacement on that instrument failed), needs_attention (one message per strategy, so re-planning after marking is
+a no-op).
 
 Known limit: Deribit nets positions per instrument. Strategies trading opposite directions on one instrument net
 out on the exchange; a reduce-only stop then cannot protect the smaller side. Run one direction (ideally one
@@ -103,6 +116,21 @@ class StrategyView:
     state_reason: str = ""
     sl_pct: float | None = None
     tp_pct: float | None = None
+    uses_brackets: bool = True
+
+
+#: What identifies a fill beyond its id: (order id, label, instrument, side, amount, price). A fill reported with a
+#: known id but another signature is an id the exchange reused: an anomaly, never the fill the journal holds.
+FillSignature = tuple[str, str, str, str, float, float]
+
+
+def fill_signature(f: Fill) -> FillSignature:
+    return (f.order_id, f.label, f.instrument, f.side.value, float(f.amount), float(f.price))
+
+
+#: Distance (percent) of a protective stop when neither the trade nor its strategy knows one: wide enough not to
+#: be hit by a minute's noise on BTC, close enough to cap a loss while a person looks.
+DEFAULT_PROTECTIVE_STOP_PCT = 2.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -119,6 +147,8 @@ class JournalView:
     trades: tuple[Trade, ...] = ()
     journaled_fill_ids: frozenset[str] = frozenset()
     last_fill_ts_ms: int = 0
+    #: Signatures of journaled fills (at least those whose ids the snapshot reports), to recognise a reused id.
+    fill_signatures: Mapping[str, FillSignature] = field(default_factory=dict)
 
     def strategy(self, strategy_id: str) -> StrategyView | None:
         return next((s for s in self.strategies if s.strategy_id == strategy_id), None)
@@ -202,13 +232,33 @@ class PlaceTakeProfit:
 
 
 @dataclass(slots=True, frozen=True)
+class ProtectPosition:
+    """Place a reduce-only ``stop_market`` (trigger ``mark_price``) for a position of ours that has no stop and no
+    journal trade to carry one (an anomaly: the strategy also goes to ``needs_attention``). ``trigger_price`` is
+    beyond both the average and the mark price, so the exchange accepts it whatever the market did."""
+
+    strategy_id: str
+    instrument: str
+    side: Side
+    amount: float
+    trigger_price: float
+    label: str
+    reason: str
+
+
+@dataclass(slots=True, frozen=True)
 class CancelOrder:
-    """Cancel one order by id (never by label: a replacement stop shares the label). Not found = done."""
+    """Cancel one order by id (never by label: a replacement stop shares the label). Not found = done.
+
+    ``protects``: the side this order would trade if it is a stop of ours; the executor skips the cancel when a
+    stop placement (or close) on the same instrument failed earlier in the same run, so a failed replacement never
+    leaves a position without its old stop."""
 
     order_id: str
     instrument: str
     reason: str
     trade_id: str = ""
+    protects: Side | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -247,6 +297,7 @@ Action = (
     | RecordOrder
     | PlaceStop
     | PlaceTakeProfit
+    | ProtectPosition
     | CancelOrder
     | ClosePosition
     | MarkNeedsAttention
@@ -263,6 +314,8 @@ class _Projection:
     trades: dict[str, Trade]
     actions: list[Action]
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: instrument -> strategies of ours whose labelled fills the snapshot shows there (applied or not)
+    labelled: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
 
 def _fill_key(f: Fill) -> tuple[int, int, str]:
@@ -277,13 +330,25 @@ def project_fills(view: JournalView, fills: Iterable[Fill], instruments: Mapping
     for t in view.trades:
         known |= t.applied_fill_ids
     proj = _Projection(trades=trades, actions=[])
+    signatures = dict(view.fill_signatures)
     for f in sorted(fills, key=_fill_key):
+        parsed = parse_label(f.label)
+        ours = parsed is not None and parsed.strategy_id in strategies
+        if ours:
+            proj.labelled[f.instrument].add(parsed.strategy_id)  # type: ignore[union-attr]
         if f.trade_id in known:
+            seen = signatures.get(f.trade_id)
+            if ours and seen is not None and seen != fill_signature(f):
+                proj.problems[parsed.strategy_id].append(  # type: ignore[union-attr]
+                    f"the exchange reports fill {f.trade_id} ({f.side.value} {f.amount:g} {f.instrument} @ {f.price:g}) "
+                    "under an id the journal holds for another fill (an id reused after an exchange restart?); "
+                    "not applied")
             continue
         known.add(f.trade_id)
-        parsed = parse_label(f.label)
-        if parsed is None or parsed.strategy_id not in strategies:
-            continue  # not ours
+        signatures[f.trade_id] = fill_signature(f)
+        if not ours:
+            continue
+        assert parsed is not None
         sid, tid, role = parsed.strategy_id, parsed.trade_id, parsed.role
         inst = instruments.get(f.instrument)
         if inst is None:
@@ -359,12 +424,22 @@ def _bracket_price(trade: Trade, inst: Instrument, role: OrderRole) -> float | N
 # ------------------------------------------------------------------------------------------------------- plan
 
 
+def _is_stop(order: Order) -> bool:
+    return order.order_type in (OrderType.STOP_MARKET, OrderType.STOP_LIMIT)
+
+
+def _stop_price(direction_sign: int, reference: float, pct: float, inst: Instrument | None) -> float:
+    price = reference * (1 - direction_sign * pct / 100.0)
+    return inst.round_price(price) if inst is not None else price
+
+
 def plan(
     view: JournalView, snapshot: ExchangeSnapshot, instruments: Mapping[str, Instrument] | None = None
 ) -> list[Action]:
     """The actions that make the journal and the exchange agree (see the module's decision table). Pure."""
     instruments = DEFAULT_INSTRUMENTS if instruments is None else instruments
     strategy_ids = {s.strategy_id for s in view.strategies}
+    strategies = {s.strategy_id: s for s in view.strategies}
     original = {t.trade_id: t for t in view.trades}
     proj = project_fills(view, snapshot.fills, instruments)
     trades, problems = proj.trades, proj.problems
@@ -375,7 +450,8 @@ def plan(
     cancels: dict[str, CancelOrder] = {}
 
     def cancel(order: Order, reason: str, trade_id: str) -> None:
-        cancels.setdefault(order.order_id, CancelOrder(order.order_id, order.instrument, reason, trade_id))
+        protects = order.side if _is_stop(order) else None
+        cancels.setdefault(order.order_id, CancelOrder(order.order_id, order.instrument, reason, trade_id, protects))
 
     for tid in sorted(trades):
         t = trades[tid]
@@ -422,6 +498,7 @@ def plan(
         for o, p in orders:
             if p.role is OrderRole.EXIT and o.instrument != t.instrument:
                 cancel(o, f"exit order of trade {tid} is on {o.instrument}, not {t.instrument}", tid)
+        strat = strategies[t.strategy_id]
         for role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
             mine = [o for o, p in orders if p.role is role]
             for o in mine:
@@ -438,18 +515,21 @@ def plan(
                     price = keep.trigger_price if role is OrderRole.STOP_LOSS else keep.price
                     records.append(RecordOrder(tid, role, keep.order_id, price))
                 continue
+            price = _bracket_price(t, inst, role)
+            if price is None and not (role is OrderRole.STOP_LOSS and strat.uses_brackets):
+                # no such bracket for this trade (a strategy without exchange brackets, or without a take-profit)
+                if keep is not None:
+                    cancel(keep, f"{role.value} order of trade {tid} covers {_remaining(keep):g}, the trade has "
+                                 f"{open_amount:g} open and no {role.value} price is known to replace it", tid)
+                continue
             if keep is not None:
                 cancel(keep, f"{role.value} order of trade {tid} covers {_remaining(keep):g}, the trade has {open_amount:g} open (replaced)", tid)
-            price = _bracket_price(t, inst, role)
             label = make_label(t.strategy_id, tid, role)
             side = t.direction.exit_side
             if role is OrderRole.STOP_LOSS:
-                if price is None:
-                    problems[t.strategy_id].append(
-                        f"trade {tid} has an open {_describe(instruments, t.instrument, t.signed_open_amount)} position "
-                        "on the exchange and no stop, and no stop price is known to place one; protect it on the exchange"
-                    )
-                    continue
+                if price is None:  # e.g. a trade recovered from its entry's label: the strategy's distance
+                    pct = strat.sl_pct if strat.sl_pct is not None else DEFAULT_PROTECTIVE_STOP_PCT
+                    price = _stop_price(t.direction.sign, t.entry_price, pct, inst)
                 places.append(PlaceStop(tid, t.strategy_id, t.instrument, side, open_amount, price, label))
             elif price is not None:
                 places.append(PlaceTakeProfit(tid, t.strategy_id, t.instrument, side, open_amount, price, label))
@@ -469,10 +549,13 @@ def plan(
             owners[t.instrument].add(t.strategy_id)
     for s in view.strategies:
         owners[s.instrument].add(s.strategy_id)
+    unexplained: set[str] = set()
+    flagged: set[tuple[str, str]] = set()  # (strategy, instrument) already told about the instrument's position
     for name in sorted(set(net) | set(expected)):
         have, want = net.get(name, 0.0), expected.get(name, 0.0)
         if abs(have - want) <= _eps(instruments, name) or not (owners[name] & strategy_ids):
             continue
+        unexplained.add(name)
         tids = sorted(t.trade_id for t in trades.values() if t.instrument == name and not t.state.is_terminal and t.open_amount > 0)
         if abs(want) <= _eps(instruments, name):
             msg = (
@@ -493,14 +576,138 @@ def plan(
             )
         for sid in sorted(owners[name] & strategy_ids):
             problems[sid].append(msg)
+            flagged.add((sid, name))
+
+    protect = _protect_positions(view, snapshot, trades, live, proj.labelled, net, expected, places, cancels,
+                                 unexplained, flagged, instruments)
+    for sid, msg in protect.problems:
+        problems[sid].append(msg)
 
     attention: list[Action] = []
     for sid in sorted(problems):
         message = "; ".join(dict.fromkeys(problems[sid]))
-        s = next(s for s in view.strategies if s.strategy_id == sid)
+        s = strategies[sid]
         if not (s.state is StrategyState.NEEDS_ATTENTION and s.state_reason == message):
             attention.append(MarkNeedsAttention(sid, message))
-    return [*fill_actions, *closes, *records, *places, *cancels.values(), *attention]
+    planned = [*fill_actions, *closes, *records, *places, *protect.actions, *cancels.values(), *attention]
+    return keep_last_stops(planned, snapshot, strategy_ids, instruments)
+
+
+@dataclass(slots=True)
+class _Protection:
+    actions: list[Action] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _protect_positions(
+    view: JournalView,
+    snapshot: ExchangeSnapshot,
+    trades: Mapping[str, Trade],
+    live: list[tuple[Order, ParsedLabel]],
+    labelled_fills: Mapping[str, set[str]],
+    net: Mapping[str, float],
+    expected: Mapping[str, float],
+    places: list[Action],
+    cancels: dict[str, CancelOrder],
+    unexplained: set[str],
+    flagged: set[tuple[str, str]],
+    instruments: Mapping[str, Instrument],
+) -> _Protection:
+    """Every position of ours ends the plan with a stop of ours on its exit side (protection first).
+
+    "Ours": an open trade of the journal on the instrument, or an order or fill with our labels there. A stop that
+    the plan was about to cancel is kept instead of placing a new one; otherwise a ``ProtectPosition`` is placed
+    for our share of the position (the whole position when the journal cannot say what our share is: a stop only
+    ever reduces it). Strategies without exchange brackets are left alone while their position is explained.
+    The strategy is told (needs_attention) unless the plan already told it about that instrument's position.
+    """
+    out = _Protection()
+
+    def tell(sid: str, why: str) -> None:
+        if (sid, name) not in flagged:
+            out.problems.append((sid, why))
+
+    strategies = {s.strategy_id: s for s in view.strategies}
+    marks = {p.instrument: p for p in snapshot.positions}
+    for name in sorted(net):
+        have = net[name]
+        eps = _eps(instruments, name)
+        if abs(have) <= eps:
+            continue
+        exit_side = Side.SELL if have > 0 else Side.BUY
+        sign = 1 if have > 0 else -1
+        open_trades = [t for t in trades.values() if t.instrument == name and not t.state.is_terminal
+                       and t.open_amount > eps and t.direction.sign == sign]
+        owners = {t.strategy_id for t in open_trades} | labelled_fills.get(name, set()) | {
+            p.strategy_id for o, p in live if o.instrument == name}
+        if not owners:
+            continue  # nobody here opened it: never touched
+        covered = any(isinstance(a, PlaceStop) and a.instrument == name and a.side is exit_side for a in places) or any(
+            o.instrument == name and o.side is exit_side and _is_stop(o) and o.order_id not in cancels for o, _ in live)
+        if covered:
+            continue
+        if open_trades and name not in unexplained and all(
+                not strategies[t.strategy_id].uses_brackets and t.sl_pct is None and t.stop_price is None
+                for t in open_trades):
+            continue  # strategies without exchange brackets, position explained: as they declared
+        owner = sorted(owners)[0]
+        # The same words whether the stop is placed now or kept later, so planning again changes nothing.
+        why = (f"the {_describe(instruments, name, have)} position on {name} is ours (journal or labels) but had no "
+               f"stop; a reduce-only stop of ours protects it — {_CHECK_AND_RESTART}")
+        kept = sorted((o for o, p in live if o.instrument == name and o.side is exit_side and _is_stop(o)
+                       and o.order_id in cancels), key=lambda o: (abs(_remaining(o) - abs(have)), o.order_id))
+        if kept:
+            del cancels[kept[0].order_id]  # the last stop of a position the exchange holds stays
+            tell(parse_label(kept[0].label).strategy_id, why)  # type: ignore[union-attr]
+            continue
+        pos = marks.get(name)
+        # (strategy, trade id, amount, percent): each open trade its own stop (they are all of strategies without
+        # exchange brackets here: a bracketed trade with a position got its PlaceStop above); else one for it all
+        wanted = [(t.strategy_id, t.trade_id, t.open_amount, t.entry_price, strategies[t.strategy_id].sl_pct)
+                  for t in sorted(open_trades, key=lambda t: t.trade_id)] or [
+            (owner, "protect-" + "".join(c for c in name.lower() if c.isalnum())[:12], abs(have), 0.0,
+             strategies[owner].sl_pct if owner in strategies else None)]
+        for sid, tid, amount, entry, strategy_pct in wanted:
+            refs = [x for x in (pos.average_price if pos else 0.0, pos.mark_price if pos else 0.0, entry) if x > 0]
+            if not refs:
+                out.problems.append((sid, f"a {_describe(instruments, name, have)} position of ours on {name} has no "
+                                          "stop and no price is known to place one; protect it on the exchange"))
+                continue
+            pct = strategy_pct if strategy_pct else DEFAULT_PROTECTIVE_STOP_PCT
+            price = _stop_price(sign, min(refs) if sign > 0 else max(refs), pct, instruments.get(name))
+            out.actions.append(ProtectPosition(sid, name, exit_side, amount, price,
+                                               make_label(sid, tid, OrderRole.STOP_LOSS),
+                                               f"protective stop at {price:g} ({pct:g}% away) for a position without one"))
+            tell(sid, why)
+    return out
+
+
+def keep_last_stops(actions: list[Action], snapshot: ExchangeSnapshot, ours: set[str],
+                    instruments: Mapping[str, Instrument] | None = None) -> list[Action]:
+    """Drop every ``CancelOrder`` that would leave a position the exchange holds without a stop of ours.
+
+    Whatever a plan concludes (a trade the journal thinks closed, an order whose trade it lost), the last stop on a
+    position's exit side stays, unless the same plan places another one there or closes that position. Pure.
+    """
+    instruments = DEFAULT_INSTRUMENTS if instruments is None else instruments
+    net = _net_positions(snapshot.positions)
+    for a in actions:
+        if isinstance(a, ClosePosition):
+            net[a.instrument] = net.get(a.instrument, 0.0) + a.side.sign * a.amount
+    cancelled = {a.order_id for a in actions if isinstance(a, CancelOrder)}
+    placed = {(a.instrument, a.side) for a in actions if isinstance(a, PlaceStop | ProtectPosition)}
+    dropped: set[str] = set()
+    for name, have in net.items():
+        if abs(have) <= _eps(instruments, name):
+            continue
+        side = Side.SELL if have > 0 else Side.BUY
+        if (name, side) in placed:
+            continue
+        stops = [o for o, _ in _ours(snapshot.open_orders, ours) if o.instrument == name and o.side is side and _is_stop(o)]
+        if stops and all(o.order_id in cancelled for o in stops):
+            best = min(stops, key=lambda o: (abs(_remaining(o) - abs(have)), o.order_id))
+            dropped.add(best.order_id)
+    return [a for a in actions if not (isinstance(a, CancelOrder) and a.order_id in dropped)]
 
 
 def strategies_to_resume(view: JournalView) -> tuple[str, ...]:
@@ -548,6 +755,7 @@ def apply(
     strategies = {s.strategy_id: s for s in view.strategies}
     trades = {t.trade_id: t for t in view.trades}
     journaled = set(view.journaled_fill_ids)
+    signatures = dict(view.fill_signatures)
     last_fill = view.last_fill_ts_ms
     orders = list(snapshot.open_orders)
     positions: dict[str, PositionSnapshot] = {}
@@ -565,6 +773,7 @@ def apply(
         elif isinstance(a, ApplyFill):
             trades[a.trade_id] = apply_fill(trades[a.trade_id], a.fill, instruments[a.fill.instrument], a.role)
             journaled.add(a.fill.trade_id)
+            signatures[a.fill.trade_id] = fill_signature(a.fill)
             last_fill = max(last_fill, a.fill.ts_ms)
         elif isinstance(a, CloseTrade):
             t = trades[a.trade_id]
@@ -574,10 +783,10 @@ def apply(
                 trades[a.trade_id] = replace(t, state=TradeState.CLOSED, exit_reason=t.exit_reason or a.reason)
         elif isinstance(a, RecordOrder):
             trades[a.trade_id] = with_order(trades[a.trade_id], a.role, a.order_id, a.price)
-        elif isinstance(a, PlaceStop | PlaceTakeProfit):
-            stop = isinstance(a, PlaceStop)
+        elif isinstance(a, PlaceStop | PlaceTakeProfit | ProtectPosition):
+            stop = isinstance(a, PlaceStop | ProtectPosition)
             oid = _sim_order_id(orders, a.label)
-            price = a.trigger_price if isinstance(a, PlaceStop) else a.price
+            price = a.trigger_price if isinstance(a, PlaceStop | ProtectPosition) else a.price
             orders.append(
                 Order(
                     order_id=oid,
@@ -595,8 +804,9 @@ def apply(
                 )
             )
             role = OrderRole.STOP_LOSS if stop else OrderRole.TAKE_PROFIT
-            if a.trade_id in trades:
-                trades[a.trade_id] = with_order(trades[a.trade_id], role, oid, price)
+            tid = a.trade_id if not isinstance(a, ProtectPosition) else parse_label(a.label).trade_id  # type: ignore[union-attr]
+            if tid in trades:
+                trades[tid] = with_order(trades[tid], role, oid, price)
         elif isinstance(a, CancelOrder):
             orders = [o for o in orders if o.order_id != a.order_id]
             for tid, t in list(trades.items()):
@@ -647,6 +857,7 @@ def apply(
         trades=tuple(trades[tid] for tid in sorted(trades)),
         journaled_fill_ids=frozenset(journaled),
         last_fill_ts_ms=last_fill,
+        fill_signatures=signatures,
     )
     new_snapshot = replace(
         snapshot,

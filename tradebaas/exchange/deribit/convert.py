@@ -45,6 +45,7 @@ def order_from_deribit(obj: dict[str, Any]) -> Order:
         average_price=_num(obj.get("average_price"), 0.0),
         reduce_only=_bool(obj.get("reduce_only")),
         ts_ms=int(_num(obj.get("last_update_timestamp") or obj.get("creation_timestamp"), 0)),
+        cancel_reason=str(obj.get("cancel_reason") or ""),
     )
 
 
@@ -102,6 +103,7 @@ def position_from_deribit(obj: dict[str, Any]) -> PositionSnapshot:
         size=size,
         average_price=_num(obj.get("average_price"), 0.0),
         floating_pnl=_num(obj.get("floating_profit_loss"), 0.0),
+        mark_price=_num(obj.get("mark_price"), 0.0),
         realized_pnl=_num(obj.get("realized_profit_loss"), 0.0),
     )
 
