@@ -143,7 +143,8 @@ def test_fills_accept_list_dict_with_trades_and_none() -> None:
 
 def test_long_position_keeps_positive_size() -> None:
     assert position_from_deribit(POSITION) == PositionSnapshot(
-        instrument="BTC-PERPETUAL", size=50.0, average_price=7440.18, floating_pnl=0.0, realized_pnl=-9e-09
+        instrument="BTC-PERPETUAL", size=50.0, average_price=7440.18, floating_pnl=0.0, realized_pnl=-9e-09,
+        mark_price=POSITION["mark_price"],
     )
 
 

@@ -70,7 +70,7 @@ def test_kill_flatten_closes_our_positions_then_cancels_their_brackets_never_for
         StopStrategy(S1, "kill"),
         CancelOrder("e-2", LIN.name, "kill: entry order of trade t2", "t2"),
         ClosePosition("t1", S1, LIN.name, Side.SELL, 0.002, make_label(S1, "t1", OrderRole.EXIT), "kill"),
-        CancelOrder("sl-1", LIN.name, "kill: sl order of trade t1", "t1"),
+        CancelOrder("sl-1", LIN.name, "kill: sl order of trade t1", "t1", Side.SELL),
     ]
     v2, s2 = apply(view, snap, actions)
     assert plan_kill(v2, s2, flatten=True) == []

@@ -209,6 +209,10 @@ class BaseStrategy:
     name: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     interval_ms: ClassVar[int] = 60_000
+    #: Whether its entries carry exchange brackets (a stop-loss at least). A strategy that exits by its own
+    #: signals (``ema_cross``) says False: reconciliation then leaves its explained positions without a stop, and
+    #: protects them only when something is wrong (docs/live-loop.md).
+    uses_brackets: ClassVar[bool] = True
     cooldown_ms: int = 0
     #: Whether decisions that skip scoring (position open, cooldown, ...) still carry every indicator value. The
     #: live runner journals them (True); a backtest that keeps no such decisions turns it off for speed. It never

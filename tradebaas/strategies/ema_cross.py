@@ -40,6 +40,7 @@ class EmaCross(BaseStrategy):
 
     name: ClassVar[str] = "ema_cross"
     params: ClassVar[tuple[Param, ...]] = PARAMS
+    uses_brackets: ClassVar[bool] = False  # exits by the opposite crossover
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -692,8 +692,9 @@ def keep_last_stops(actions: list[Action], snapshot: ExchangeSnapshot, ours: set
     instruments = DEFAULT_INSTRUMENTS if instruments is None else instruments
     net = _net_positions(snapshot.positions)
     for a in actions:
-        if isinstance(a, ClosePosition):
-            net[a.instrument] = net.get(a.instrument, 0.0) + a.side.sign * a.amount
+        have = net.get(a.instrument, 0.0) if isinstance(a, ClosePosition) else 0.0
+        if isinstance(a, ClosePosition) and have * a.side.sign < 0:  # reduce-only: towards flat, never beyond
+            net[a.instrument] = have + a.side.sign * min(a.amount, abs(have))
     cancelled = {a.order_id for a in actions if isinstance(a, CancelOrder)}
     placed = {(a.instrument, a.side) for a in actions if isinstance(a, PlaceStop | ProtectPosition)}
     dropped: set[str] = set()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from tradebaas.domain import ExchangeSnapshot, OrderRole, StrategyState
+from tradebaas.domain import ExchangeSnapshot, OrderRole, OrderType, StrategyState
 from tradebaas.engine.core.labels import make_label, parse_label
 from tradebaas.engine.core.reconcile import (
     Action,
@@ -22,6 +22,7 @@ from tradebaas.engine.core.reconcile import (
     ClosePosition,
     JournalView,
     StopStrategy,
+    keep_last_stops,
     project_fills,
 )
 from tradebaas.engine.core.tradebook import amount_epsilon
@@ -43,7 +44,8 @@ def plan_kill(
        amount, when the exchange position is on its side; then ``CancelOrder`` for every live sl/tp/exit order of
        ours (a pending exit is replaced by the market close; brackets go only after the closes were sent). Fills already on the exchange but not yet journaled are taken into account, so a kill
        right after a stop filled does not try to close twice.
-    Positions nobody here opened are never touched.
+    Positions nobody here opened are never touched, and no stop is cancelled that would leave a position the
+    exchange holds without one (``keep_last_stops``: e.g. a position on the other side of what the journal says).
     """
     instruments = DEFAULT_INSTRUMENTS if instruments is None else instruments
     actions: list[Action] = []
@@ -80,5 +82,7 @@ def plan_kill(
             )
     for o, p in live:
         if p.role is not OrderRole.ENTRY:
-            actions.append(CancelOrder(o.order_id, o.instrument, f"{reason}: {p.role.value} order of trade {p.trade_id}", p.trade_id))
-    return actions
+            protects = o.side if o.order_type in (OrderType.STOP_MARKET, OrderType.STOP_LIMIT) else None
+            actions.append(CancelOrder(o.order_id, o.instrument, f"{reason}: {p.role.value} order of trade {p.trade_id}",
+                                       p.trade_id, protects))
+    return keep_last_stops(actions, snapshot, ours, instruments)

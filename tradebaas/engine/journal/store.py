@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from tradebaas.domain import Fill, Order, StrategyState
 from tradebaas.engine.core.labels import parse_label
-from tradebaas.engine.core.reconcile import JournalView, StrategyView
+from tradebaas.engine.core.reconcile import FillSignature, JournalView, StrategyView, fill_signature
 from tradebaas.engine.core.tradebook import Trade, TradeState
 from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.strategies.base import PositionView, StrategyContext
@@ -236,6 +237,33 @@ class Store:
             )
         return True
 
+    def fill_signatures(self, fill_ids: Iterable[str]) -> dict[str, FillSignature]:
+        """What the journal holds under these exchange fill ids (to recognise an id the exchange reused)."""
+        ids = sorted(set(fill_ids))
+        out: dict[str, FillSignature] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for r in self.journal.query(
+                    "SELECT trade_id, order_id, label, instrument, side, amount, price FROM fills WHERE trade_id IN "
+                    f"({','.join('?' * len(chunk))})", chunk):
+                out[r["trade_id"]] = (r["order_id"], r["label"], r["instrument"], r["side"], float(r["amount"]),
+                                      float(r["price"]))
+        return out
+
+    def fill_conflict(self, fill: Fill) -> FillSignature | None:
+        """The journaled fill under ``fill``'s id when it is another fill (a reused id), else None."""
+        held = self.fill_signatures([fill.trade_id]).get(fill.trade_id)
+        return held if held is not None and held != fill_signature(fill) else None
+
+    def record_anomaly(self, kind: str, detail: dict[str, Any], strategy_id: str | None = None) -> None:
+        """Journal something the exchange did that cannot be right (a reused id, ...): never silently ignored."""
+        self.journal.append("anomaly", {"kind": kind, **detail}, now_ms(), strategy_id)
+
+    def last_fill_ts_by_instrument(self) -> dict[str, int]:
+        """The newest journaled fill of ours per instrument (where each instrument's fill query starts)."""
+        return {r["instrument"]: int(r["ts"]) for r in self.journal.query(
+            "SELECT instrument, max(ts_ms) AS ts FROM fills WHERE strategy_id IS NOT NULL GROUP BY instrument")}
+
     def journaled_fill_ids(self, since_ts_ms: int) -> frozenset[str]:
         return frozenset(r["trade_id"] for r in self.journal.query("SELECT trade_id FROM fills WHERE ts_ms >= ?", (since_ts_ms,)))
 
@@ -300,7 +328,11 @@ class Store:
         return int(row["n"]) if row else 0
 
     # -- reconciliation input ------------------------------------------------------------------------------
-    def journal_view(self, fills_since_ts_ms: int) -> JournalView:
+    def journal_view(self, fills_since_ts_ms: int, reported_fill_ids: Iterable[str] = (),
+                     uses_brackets: Callable[[StrategyRow], bool] | None = None) -> JournalView:
+        """What reconciliation needs of the journal. ``reported_fill_ids``: the fills the exchange reported, whose
+        journaled signatures let the plan recognise a reused id; ``uses_brackets(row)``: the strategy's
+        declaration (default: it uses exchange brackets)."""
         strategies = []
         for s in self.strategies():
             strategies.append(
@@ -308,13 +340,16 @@ class Store:
                     strategy_id=s.id, instrument=s.instrument, desired=s.desired_state, state=s.state,
                     state_reason=s.state_reason, sl_pct=_float_or_none(s.config.get("stopLossPercent")),
                     tp_pct=_float_or_none(s.config.get("takeProfitPercent")),
+                    uses_brackets=True if uses_brackets is None else uses_brackets(s),
                 )
             )
+        signatures = self.fill_signatures(reported_fill_ids)
         return JournalView(
             strategies=tuple(strategies),
             trades=tuple(self.open_trades()),
-            journaled_fill_ids=self.journaled_fill_ids(fills_since_ts_ms),
+            journaled_fill_ids=self.journaled_fill_ids(fills_since_ts_ms) | frozenset(signatures),
             last_fill_ts_ms=fills_since_ts_ms,
+            fill_signatures=signatures,
         )
 
     # -- answers -------------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ The invariants this module keeps (and the tests check):
   through it closes the position at market: a position never stays without a stop;
 - no bracket outlives its position: when a trade closes, whatever bracket is still live is cancelled;
 - fills are applied once (the exchange's fill id is unique in the journal), whether they arrive from
-  ``user.trades``, from the order's answer, or from reconciliation.
+  ``user.trades``, from the order's answer, or from reconciliation; a known id reported for *another* fill (an
+  exchange that reused ids after a crash) is journaled as an anomaly and never taken for the old fill;
+- brackets go only once the position is gone: a close whose exit did not fill keeps them, and a reconciliation
+  cancel of a stop waits for its replacement (skipped when the replacement failed).
 Exchange errors never escape into the event loop: a refused entry fails the trade (1 minute of cooldown); an
 unknown outcome (timeout, dropped connection) leaves the trade pending and asks for a reconciliation.
 """
@@ -30,6 +33,7 @@ from tradebaas.engine.core.labels import make_label, new_trade_id, parse_label
 from tradebaas.engine.core.tradebook import (
     Trade,
     TradeState,
+    amount_epsilon,
     apply_fill,
     fill_problem,
     mark_closing,
@@ -49,6 +53,8 @@ Publish = Callable[[str, Any], Any]
 
 #: Deribit's answers to a trigger price the market has already passed (trigger_price_too_high/low, invalid).
 TRIGGER_ALREADY_PASSED = frozenset({10034, 10035, 11036})
+#: Cancellations that are part of normal bracket life (the other leg of the OCO pair filled), not a surprise.
+EXPECTED_CANCELS = frozenset({"oco_other_closed"})
 
 
 class OrderManager:
@@ -120,7 +126,16 @@ class OrderManager:
         before = trade
         trade = with_order(trade, OrderRole.ENTRY, order.order_id)
         trade = self._record(trade, order, fills)
-        if trade.entry_filled <= 0 and not order.state.is_live:
+        if trade.entry_filled <= 0 and order.filled_amount > 0:
+            # The exchange says it filled, yet no fill could be applied (ids it reused for other fills): never call
+            # that a failed entry. Reconciliation protects the position and asks a person.
+            self.store.record_anomaly("entry filled without an applicable fill", {
+                "trade_id": trade.trade_id, "order_id": order.order_id, "filled_amount": order.filled_amount,
+                "fill_ids": [f.trade_id for f in fills]}, strategy_id)
+            log.error("%s: entry %s filled %s on the exchange but none of its fills could be applied; reconciling",
+                      strategy_id, order.order_id, order.filled_amount)
+            self.request_reconcile(f"entry of {trade.trade_id} filled without an applicable fill")
+        elif trade.entry_filled <= 0 and not order.state.is_live:
             trade = mark_failed(trade, f"entry order {order.order_id} ended {order.state.value} without a fill")
             self._save(trade, "trade.failed")
         await self.on_trade_event(trade, before)
@@ -215,6 +230,11 @@ class OrderManager:
                 log.error("%s: closing %s failed (%s); reconciling", trade.strategy_id, trade.trade_id, exc)
                 self.request_reconcile(f"exit of {trade.trade_id} failed")
                 return trade
+        if trade.open_amount > amount_epsilon(inst):
+            log.error("%s: the exit of %s left %g open; its brackets stay, reconciling", trade.strategy_id,
+                      trade.trade_id, trade.open_amount)
+            self.request_reconcile(f"exit of {trade.trade_id} did not close it")
+            return trade
         await self.cancel_brackets(trade)
         return trade
 
@@ -238,6 +258,7 @@ class OrderManager:
                     self.request_reconcile(f"a fill on {fill.instrument} that tradebaas did not send")
                 continue
             if self.store.has_fill(fill.trade_id):
+                self._check_reused(fill)
                 continue
             trade = self.store.trade(parsed.trade_id)
             if trade is None or fill_problem(trade, fill, parsed.role):
@@ -256,7 +277,8 @@ class OrderManager:
             return None
         with self.store.journal.transaction() as conn:
             row = self.store.save_order(order, conn, journal_event=True)
-        if parsed.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT) and order.state is OrderState.CANCELLED:
+        if parsed.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT) and order.state is OrderState.CANCELLED \
+                and order.cancel_reason not in EXPECTED_CANCELS:
             trade = self.store.trade(parsed.trade_id)
             if trade is not None and not trade.state.is_terminal and trade.state is not TradeState.CLOSING \
                     and order.order_id in (trade.stop_order_id, trade.take_order_id):
@@ -265,16 +287,30 @@ class OrderManager:
 
     # -- reconciliation actions ------------------------------------------------------------------------------
     async def execute(self, actions: list[rc.Action], set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> None:
-        """Carry out reconciliation / kill actions in order, journaling each one."""
+        """Carry out reconciliation / kill actions in order, journaling each one.
+
+        A stop placement or a close that fails marks its instrument: a later cancel of a stop there
+        (``CancelOrder.protects``) is skipped, so a failed replacement never leaves a position without its old
+        stop. The next reconciliation tries again."""
+        unprotected: set[str] = set()
         for action in actions:
+            if isinstance(action, rc.CancelOrder) and action.protects is not None and action.instrument in unprotected:
+                log.warning("keeping stop %s on %s: its replacement failed", action.order_id, action.instrument)
+                self.store.journal.append("reconcile.skipped", {"action": "CancelOrder", **_fields(action)}, _now())
+                continue
             self.store.journal.append("reconcile.action", {"action": type(action).__name__, **_fields(action)}, _now())
             try:
-                await self._execute_one(action, set_state)
+                done = await self._execute_one(action, set_state)
             except (DeribitError, OSError) as exc:
                 log.error("reconciliation action %s failed: %s", type(action).__name__, exc)
                 self.store.journal.append("reconcile.failed", {"action": type(action).__name__, "error": str(exc)}, _now())
+                done = False
+            if done is False and isinstance(action, rc.PlaceStop | rc.ProtectPosition | rc.ClosePosition):
+                unprotected.add(action.instrument)
 
-    async def _execute_one(self, action: rc.Action, set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> None:
+    async def _execute_one(self, action: rc.Action,
+                           set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> bool | None:
+        """One action; False when a stop or close it was to place did not get onto the exchange."""
         match action:
             case rc.RecoverTrade():
                 inst = self.instruments[action.instrument]
@@ -286,6 +322,8 @@ class OrderManager:
                 if trade is not None:
                     before = trade
                     trade = self._apply(trade, action.fill, action.role)
+                    if trade is before:
+                        self._check_reused(action.fill)
                     await self.on_trade_event(trade, before)
             case rc.CloseTrade():
                 trade = self.store.trade(action.trade_id)
@@ -309,15 +347,33 @@ class OrderManager:
                                                      action.label, trigger_price=action.trigger_price,
                                                      trigger="mark_price", reduce_only=True)
                 except DeribitApiError as exc:
-                    if trade is not None:
-                        log.error("restoring the stop of %s refused (%s): closing at market", action.trade_id, exc)
-                        await self.close(trade, "stop refused")
-                    return
+                    if trade is None:
+                        log.error("restoring the stop %s refused (%s)", action.label, exc)
+                        return False
+                    log.error("restoring the stop of %s refused (%s): closing at market", action.trade_id, exc)
+                    closed = await self.close(trade, "stop refused")
+                    return closed.open_amount <= amount_epsilon(self.instruments[trade.instrument])
                 if trade is not None:
                     trade = with_order(trade, OrderRole.STOP_LOSS, order.order_id, action.trigger_price)
                     trade = self._record(trade, order, fills)
                     self._save(trade, "trade.stop_restored")
                     await self.on_trade_event(trade, None)
+            case rc.ProtectPosition():
+                order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.STOP_MARKET,
+                                                 action.label, trigger_price=action.trigger_price,
+                                                 trigger="mark_price", reduce_only=True)
+                log.warning("%s: %s (%s %g %s)", action.strategy_id, action.reason, action.side.value, action.amount,
+                            action.instrument)
+                parsed = parse_label(action.label)
+                trade = self.store.trade(parsed.trade_id) if parsed else None
+                if trade is not None and not trade.state.is_terminal:
+                    trade = with_order(trade, OrderRole.STOP_LOSS, order.order_id, action.trigger_price)
+                    trade = self._record(trade, order, fills)
+                    self._save(trade, "trade.stop_restored")
+                    await self.on_trade_event(trade, None)
+                else:
+                    with self.store.journal.transaction() as conn:
+                        self.publish("orders", self.store.save_order(order, conn))
             case rc.PlaceTakeProfit():
                 trade = self.store.trade(action.trade_id)
                 order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.LIMIT,
@@ -337,11 +393,13 @@ class OrderManager:
             case rc.ClosePosition():
                 trade = self.store.trade(action.trade_id)
                 if trade is not None:
-                    await self.close(trade, action.reason)
+                    closed = await self.close(trade, action.reason)
+                    return closed.open_amount <= amount_epsilon(self.instruments[trade.instrument])
             case rc.MarkNeedsAttention():
                 await set_state(action.strategy_id, StrategyState.NEEDS_ATTENTION, action.message, False)
             case rc.StopStrategy():
                 await set_state(action.strategy_id, StrategyState.STOPPED, action.reason, True)
+        return None
 
     # -- helpers ---------------------------------------------------------------------------------------------
     async def _place(self, side: Side, instrument: str, amount: float, order_type: OrderType, label: str,
@@ -367,6 +425,21 @@ class OrderManager:
                 trade = apply_fill(trade, fill, self.instruments[trade.instrument], role)
                 self.store.save_trade(trade, conn, event="trade.closed" if trade.state is TradeState.CLOSED else "trade")
         return trade
+
+    def _check_reused(self, fill: Fill) -> None:
+        """A fill id the journal holds for another fill: journal the anomaly and let reconciliation protect."""
+        held = self.store.fill_conflict(fill)
+        if held is None:
+            return
+        parsed = parse_label(fill.label)
+        self.store.record_anomaly("reused fill id", {
+            "fill_id": fill.trade_id, "reported": {"order_id": fill.order_id, "label": fill.label,
+                                                   "amount": fill.amount, "price": fill.price},
+            "journaled": {"order_id": held[0], "label": held[1], "amount": held[4], "price": held[5]}},
+            parsed.strategy_id if parsed else None)
+        log.error("the exchange reported fill %s for another fill than the journal holds under that id; reconciling",
+                  fill.trade_id)
+        self.request_reconcile(f"fill id {fill.trade_id} reused")
 
     def _journal(self, write: Callable[[sqlite3.Connection], None] | None) -> None:
         if write is not None:

@@ -41,6 +41,7 @@ from tradebaas.exchange.deribit.endpoints import resolve
 from tradebaas.exchange.deribit.errors import DeribitError
 from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument
 from tradebaas.strategies.params import schema
+from tradebaas.strategies.registry import get_strategy
 
 log = logging.getLogger("tradebaas.engine.live.supervisor")
 
@@ -230,29 +231,43 @@ class Supervisor:
             self._reconcile_wanted.set()
 
     async def _snapshot(self) -> tuple[ExchangeSnapshot, int]:
+        """Open orders, positions, then fills: each instrument's fills from its own last journaled fill (a minute
+        earlier, for fills sharing its millisecond), so a missed fill on one instrument is never hidden behind a
+        newer fill on another. Returns the snapshot and the earliest fill query start."""
         assert self.client is not None
         instruments = {s.instrument for s in self.store.strategies()} | {t.instrument for t in self.store.open_trades()}
-        last_fill = self.store.last_fill_ts_ms()
-        since = max(0, last_fill - 60_000) if last_fill else 0
+        last_fills = self.store.last_fill_ts_by_instrument()
+        starts = {name: max(0, last_fills[name] - 60_000) if last_fills.get(name) else 0 for name in instruments}
         orders: list[Order] = []
         fills: list[Fill] = []
         for name in sorted(instruments):
             orders.extend(await self.client.get_open_orders(name))
         positions = await self.client.get_positions("any")
         for name in sorted(instruments):
-            fills.extend(await self.client.get_user_trades(name, since))
-        return ExchangeSnapshot(tuple(orders), tuple(positions), tuple(fills), now_ms()), since
+            fills.extend(await self.client.get_user_trades(name, starts[name]))
+        return ExchangeSnapshot(tuple(orders), tuple(positions), tuple(fills), now_ms()), min(starts.values(), default=0)
+
+    def _journal_view(self, snapshot: ExchangeSnapshot, since: int) -> rc.JournalView:
+        return self.store.journal_view(since, (f.trade_id for f in snapshot.fills), self._uses_brackets)
+
+    @staticmethod
+    def _uses_brackets(row: StrategyRow) -> bool:
+        """The strategy's declaration (``uses_brackets``); an unknown strategy is assumed to use them."""
+        try:
+            return bool(getattr(get_strategy(row.name), "uses_brackets", True))
+        except UserError:
+            return True
 
     async def _reconcile(self, reason: str) -> list[rc.Action]:
         """One reconciliation (caller holds the lock): snapshot, plan, execute, journal what changed."""
         assert self.orders is not None
         snapshot, since = await self._snapshot()
-        actions = rc.plan(self.store.journal_view(since), snapshot, self.instruments)
+        actions = rc.plan(self._journal_view(snapshot, since), snapshot, self.instruments)
         if any(isinstance(a, rc.MarkNeedsAttention) for a in actions):
             # A fill landing between the order/position fetches and the fill fetch looks like a size mismatch:
             # look again before stopping a strategy for a person.
             snapshot, since = await self._snapshot()
-            actions = rc.plan(self.store.journal_view(since), snapshot, self.instruments)
+            actions = rc.plan(self._journal_view(snapshot, since), snapshot, self.instruments)
         self.store.journal.append(
             "reconcile", {"reason": reason, "actions": [type(a).__name__ for a in actions],
                           "open_orders": len(snapshot.open_orders), "fills_seen": len(snapshot.fills)}, now_ms()
@@ -466,7 +481,7 @@ class Supervisor:
                                     "flattened; positions keep their stops on the exchange")
                 return {"stopped": [s.id for s in self.store.strategies()], "cancelled": 0, "flattened": []}
             snapshot, since = await self._snapshot()
-            actions = plan_kill(self.store.journal_view(since), snapshot, flatten, self.instruments, reason="kill")
+            actions = plan_kill(self._journal_view(snapshot, since), snapshot, flatten, self.instruments, reason="kill")
             await self.orders.execute(actions, self._set_state)
         return {
             "stopped": [a.strategy_id for a in actions if isinstance(a, rc.StopStrategy)],
