@@ -37,7 +37,7 @@ from tradebaas.exchange.deribit.errors import DeribitError
 from tradebaas.fillmodel import floating_pnl
 from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument, UnknownInstrumentError, get_instrument
 from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Param, RpcError
-from tradebaas.strategies.params import ConfigError, schema, validate_config
+from tradebaas.strategies.params import ConfigError, params_list, schema, validate_config
 from tradebaas.strategies.registry import available, get_strategy
 
 log = logging.getLogger("tradebaas.engine.live.supervisor")
@@ -45,14 +45,6 @@ log = logging.getLogger("tradebaas.engine.live.supervisor")
 USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
 #: Seconds between two safety-net reconciliations (wall clock); starts, reconnects and surprises reconcile at once.
 PERIODIC_RECONCILE_S = 60.0
-
-
-def params_list(strategy_cls: type) -> list[dict[str, Any]]:
-    """The strategy's declared parameters in docs/rpc.md's ``Param`` shape, in declaration order."""
-    props = schema(strategy_cls)["properties"]
-    return [{"name": name, "type": spec["type"], "default": spec["default"], "minimum": spec.get("minimum"),
-             "maximum": spec.get("maximum"), "help": spec.get("description", ""), "choices": spec.get("enum")}
-            for name, spec in props.items()]
 
 
 def create_service(engine: Any) -> Supervisor:
