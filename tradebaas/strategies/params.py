@@ -15,13 +15,20 @@ import difflib
 import inspect
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from tradebaas.errors import UserError
 from tradebaas.strategies.base import Param
 
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f"}
+
+
+class Declared(Protocol):
+    """What the functions here need of a strategy class: its name and its declared parameters."""
+
+    name: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
 
 
 class ConfigError(UserError):
@@ -99,7 +106,7 @@ def coerce(p: Param, value: Any, strategy: str = "") -> Any:
     return out
 
 
-def defaults(strategy_cls: type) -> dict[str, Any]:
+def defaults(strategy_cls: type[Declared]) -> dict[str, Any]:
     """The full default config of a strategy."""
     return {p.name: p.default for p in strategy_cls.params}
 
@@ -135,7 +142,7 @@ def check_config(params: Sequence[Param], config: Mapping[str, Any] | None,
     return out, errors
 
 
-def validate_config(strategy_cls: type, config: dict[str, Any] | None) -> dict[str, Any]:
+def validate_config(strategy_cls: type[Declared], config: dict[str, Any] | None) -> dict[str, Any]:
     """The complete, typed config: declared defaults overridden by ``config``.
 
     Raises ``ConfigError`` for an unknown key (with a did-you-mean hint), a value of the wrong type or out of
@@ -176,7 +183,7 @@ def param_schema(p: Param) -> dict[str, Any]:
     return s
 
 
-def schema(strategy_cls: type) -> dict[str, Any]:
+def schema(strategy_cls: type[Declared]) -> dict[str, Any]:
     """A JSON-schema-like description of the config (for the control-panel form and the docs).
 
     Properties keep their declaration order (the form's order); every key is optional (defaults apply) and
@@ -191,7 +198,7 @@ def schema(strategy_cls: type) -> dict[str, Any]:
     }
 
 
-def params_list(strategy_cls: type) -> list[dict[str, Any]]:
+def params_list(strategy_cls: type[Declared]) -> list[dict[str, Any]]:
     """The strategy's declared parameters in docs/rpc.md's ``Param`` shape, in declaration order.
 
     What ``strategy.available`` and ``strategy.get`` answer: ``{name, type, default, minimum, maximum, help,
@@ -225,7 +232,7 @@ def params_from_schema(items: Iterable[Mapping[str, Any]]) -> tuple[Param, ...]:
     return tuple(out)
 
 
-def docs_table(strategy_cls: type) -> str:
+def docs_table(strategy_cls: type[Declared]) -> str:
     """A Markdown table of the parameters (name, type, default, range, meaning) for the docs."""
     rows = ["| name | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for p in strategy_cls.params:
