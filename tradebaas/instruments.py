@@ -9,7 +9,9 @@ Linear (``BTC_USDC-PERPETUAL``): amount in BTC, PnL and fees in USDC. Inverse (`
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 PERPETUAL_EXPIRATION_MS = 32503708800000
 
@@ -92,20 +94,21 @@ class Instrument:
         }
 
     @classmethod
-    def from_deribit(cls, obj: dict[str, object]) -> Instrument:
+    def from_deribit(cls, obj: Mapping[str, Any]) -> Instrument:
+        """An instrument from one entry of ``public/get_instruments`` (decoded JSON: values of any type)."""
         return cls(
             name=str(obj["instrument_name"]),
             instrument_type=str(obj.get("instrument_type") or ("reversed" if obj.get("quote_currency") == "USD" else "linear")),
             base_currency=str(obj["base_currency"]),
             quote_currency=str(obj["quote_currency"]),
             settlement_currency=str(obj.get("settlement_currency") or obj["base_currency"]),
-            contract_size=float(obj["contract_size"]),  # type: ignore[arg-type]
-            min_trade_amount=float(obj["min_trade_amount"]),  # type: ignore[arg-type]
-            tick_size=float(obj["tick_size"]),  # type: ignore[arg-type]
-            maker_fee=float(obj.get("maker_commission", 0.0)),  # type: ignore[arg-type]
-            taker_fee=float(obj.get("taker_commission", 0.0)),  # type: ignore[arg-type]
-            max_leverage=float(obj.get("max_leverage", 50)),  # type: ignore[arg-type]
-            instrument_id=int(obj.get("instrument_id", 0)),  # type: ignore[arg-type]
+            contract_size=float(obj["contract_size"]),
+            min_trade_amount=float(obj["min_trade_amount"]),
+            tick_size=float(obj["tick_size"]),
+            maker_fee=float(obj.get("maker_commission", 0.0)),
+            taker_fee=float(obj.get("taker_commission", 0.0)),
+            max_leverage=float(obj.get("max_leverage", 50)),
+            instrument_id=int(obj.get("instrument_id", 0)),
             kind=str(obj.get("kind", "future")),
         )
 

@@ -63,7 +63,7 @@ def test_start_razor_from_the_panel_see_it_trade_and_stop_it(lab_page: LabPage, 
     # an invalid value is explained next to its field, and nothing is started
     field = form.locator(".tb-field-rsiOversold input")
     field.fill("lots")
-    expect(form.locator(".tb-error-rsiOversold")).to_contain_text("must be a number", timeout=10_000)
+    expect(form.locator(".tb-error-rsiOversold")).to_contain_text("not a number", timeout=10_000)
     form.locator(".widget-button", has_text="Start").click()
     expect(form.locator(".tb-form-message")).to_contain_text("invalid value", timeout=10_000)
     expect(panel.locator(".tb-strategy-row")).to_have_count(0)

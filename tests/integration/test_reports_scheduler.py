@@ -101,7 +101,7 @@ def test_a_scheduled_run_fires_when_the_clock_reaches_its_slot(tb_home: Home) ->
         service = report_service(engine, clock=clock)
         await service.start()
         try:
-            await asyncio.sleep(0)  # let the scheduler take its first look
+            await service.wait_for_tick(0, 10)  # the scheduler has taken its first look
             listed = await call(engine, "reports.list")
             assert listed["runs"] == []
             assert listed["reports"][0]["next_run_ts_ms"] == int(datetime(2030, 1, 2, 7, tzinfo=UTC).timestamp() * 1000)
@@ -120,9 +120,35 @@ def test_a_scheduled_run_fires_when_the_clock_reaches_its_slot(tb_home: Home) ->
             statuses = [d["status"] for ch, d in engine.published if ch == "reports"]
             assert statuses == ["queued", "running", "ok"]
 
+            seen = service.ticks
             service.poke()  # the same slot never fires twice
-            await asyncio.sleep(0)
+            await service.wait_for_tick(seen, 10)
             assert len(service._store().list()) == 1
+        finally:
+            await service.stop()
+            engine.journal.close()
+
+    asyncio.run(main())
+
+
+def test_wait_for_tick_waits_for_a_pass_that_starts_after_it_was_asked(tb_home: Home) -> None:
+    """The hook the "never twice" checks rely on: it returns only after a new scheduler pass, never at once."""
+    configure(tb_home, "0 7 * * *")
+    clock = Clock(datetime(2030, 1, 2, 6, 0, tzinfo=UTC))
+
+    async def main() -> None:
+        engine = engine_for(tb_home)
+        service = report_service(engine, clock=clock)
+        await service.start()
+        try:
+            first = await service.wait_for_tick(0, 10)
+            assert first >= 1
+            with pytest.raises(TimeoutError):  # the next slot is an hour away: no pass until poked
+                await service.wait_for_tick(first, 0.3)
+            assert service.ticks == first
+            service.poke()
+            assert await service.wait_for_tick(first, 10) == first + 1
+            assert service._store().list() == []
         finally:
             await service.stop()
             engine.journal.close()
@@ -144,8 +170,9 @@ def test_after_downtime_a_missed_slot_runs_once_on_start(tb_home: Home) -> None:
             runs = await wait_until(lambda: [r for r in service._store().list() if r.done], 120, "the catch-up run")
             assert [(r.trigger, r.status) for r in runs] == [("catch_up", "ok")], runs[0].error
             assert runs[0].slot_ts_ms == int(datetime(2030, 1, 2, 12, tzinfo=UTC).timestamp() * 1000)
-            service.poke()
-            await asyncio.sleep(0)
+            seen = service.ticks
+            service.poke()  # the missed slot ran once; it never runs again
+            await service.wait_for_tick(seen, 10)
             assert len(service._store().list()) == 1
         finally:
             await service.stop()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from tradebaas.notebook.panel import GLOBAL_CHANNELS, ControlPanel
+from tradebaas.rpc.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
 
-from .test_panel_fakes import FakeEngine, RpcError, strategy_row, wait_for
+from .test_panel_fakes import FakeEngine, strategy_row, wait_for
 
 
 @pytest.fixture
@@ -108,12 +110,25 @@ def test_start_from_the_form_calls_the_engine_with_the_changed_config(panel: Con
 
 def test_invalid_form_values_never_reach_the_engine(panel: ControlPanel, eng: FakeEngine) -> None:
     assert panel.start("razor", rsiOversold=400) is False
-    assert panel.form is not None and "must be &lt;= 100" in panel.form.errors["rsiOversold"].value
+    assert panel.form is not None
+    assert "out of range (allowed: a number in [0, 100])" in panel.form.errors["rsiOversold"].value
     assert eng.called("strategy.start") == []
 
 
+def test_the_form_refuses_exactly_what_the_engine_refuses(panel: ControlPanel, eng: FakeEngine) -> None:
+    """The same value, once through the form and once straight to the (fake, real-rules) engine: same words."""
+    assert panel.start("razor", maxDailyTrades="2.5") is False
+    assert panel.form is not None
+    shown = panel.form.errors["maxDailyTrades"].value
+    with pytest.raises(RpcError) as refused:
+        eng.call("strategy.start", name="razor", config={"maxDailyTrades": "2.5"})
+    assert refused.value.code == INVALID_PARAMS
+    assert html.escape(refused.value.message) in shown
+
+
 def test_the_engines_invalid_params_message_is_shown(panel: ControlPanel, eng: FakeEngine) -> None:
-    eng.errors["strategy.start"] = RpcError(-32602, "config razor.rsiOversold=45: must be below rsiOverbought")
+    eng.errors["strategy.start"] = RpcError(INVALID_PARAMS,
+                                                 "config razor.rsiOversold=45: must be below rsiOverbought")
     panel.start("razor", rsiOversold=45)
     assert panel.form is not None
     wait_for(lambda: "must be below rsiOverbought" in panel.form.message.value, what="engine message")
@@ -165,7 +180,7 @@ def test_engine_event_from_a_new_process_triggers_a_resync(panel: ControlPanel, 
 
 def test_missing_live_loop_methods_do_not_break_the_panel(eng: FakeEngine) -> None:
     for method in ("positions.list", "orders.list", "trades.list", "equity.history"):
-        eng.errors[method] = RpcError(-32601, f"method not found: {method}")
+        eng.errors[method] = RpcError(METHOD_NOT_FOUND, f"method not found: {method}")
     panel = ControlPanel(eng)
     try:
         wait_for(lambda: panel.state.connection == "connected", what="connected despite missing methods")

@@ -1,29 +1,50 @@
 """Support for the control-panel tests (no tests here): a fake engine client that answers the RPC methods of
-docs/rpc.md from a dict and pushes events from another thread, as the real client's callback thread would."""
+docs/rpc.md from a dict and pushes events from another thread, as the real client's callback thread would.
+
+What the fake answers is built from the real parts, so a test can only pass against what the engine really sends:
+``strategy.available`` comes from the registered strategies through ``params_list`` (the engine's function),
+after a JSON round trip; ``strategy.start`` validates the config with ``validate_config`` as the engine does; and
+an error reaches the caller as the sync client raises it: the server's error frame, parsed by the client into
+``tradebaas.rpc.protocol.RpcError``. A dead engine raises the client's ``EngineNotRunning``.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-RAZOR_PARAMS = [
-    {"name": "instrument", "type": "string", "default": "BTC_USDC-PERPETUAL", "minimum": None, "maximum": None,
-     "help": "Deribit instrument"},
-    {"name": "tradeSize", "type": "float", "default": 100.0, "minimum": 0, "maximum": 10_000_000,
-     "help": "USD notional per trade"},
-    {"name": "maxDailyTrades", "type": "int", "default": 150, "minimum": 0, "maximum": 100_000, "help": ""},
-    {"name": "rsiOversold", "type": "float", "default": 40.0, "minimum": 0, "maximum": 100, "help": "RSI below"},
-    {"name": "rsiOverbought", "type": "float", "default": 60.0, "minimum": 0, "maximum": 100, "help": "RSI above"},
-    {"name": "breakEvenEnabled", "type": "bool", "default": True, "minimum": None, "maximum": None, "help": ""},
-]
+from tradebaas.errors import EngineNotRunning, UserError
+from tradebaas.rpc.client import _result
+from tradebaas.rpc.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, encode, error_response
+from tradebaas.strategies.params import params_list, schema, validate_config
+from tradebaas.strategies.registry import available, get_strategy
 
 
-class RpcError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(f"{message} ({code})")
-        self.code, self.message, self.data = code, message, data
+def over_the_wire(value: Any) -> Any:
+    """``value`` as the client receives it: JSON-encoded by the server, decoded by the client."""
+    return json.loads(encode(value))
+
+
+def received_error(exc: RpcError) -> RpcError:
+    """The error the sync client raises when the engine answers ``exc``: the server's error frame
+    (``error_response``), sent as JSON, turned back into an exception by the client (``_result``)."""
+    try:
+        _result(over_the_wire(error_response(1, exc)))
+    except RpcError as received:
+        return received
+    raise AssertionError("the client returned a result for an error answer")
+
+
+def available_answer() -> list[dict[str, Any]]:
+    """``strategy.available`` as the engine answers it (``Supervisor.rpc_available``'s shape)."""
+    return over_the_wire([{"name": name, "description": schema(get_strategy(name))["description"],
+                           "params": params_list(get_strategy(name))} for name in available()])
+
+
+RAZOR_PARAMS: list[dict[str, Any]] = over_the_wire(params_list(get_strategy("razor")))
 
 
 def strategy_row(sid: str = "razor-1", state: str = "running", **extra: Any) -> dict[str, Any]:
@@ -47,7 +68,7 @@ class FakeEngine:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.subscribers: dict[str, list[Callable[[Any], None]]] = {}
         self.strategies = [strategy_row()]
-        self.errors: dict[str, Exception] = {}
+        self.errors: dict[str, RpcError] = {}  # method -> the error the engine answers to it
         self.lock = threading.Lock()
 
     def status(self) -> dict[str, Any]:
@@ -60,23 +81,34 @@ class FakeEngine:
         with self.lock:
             self.calls.append((method, params))
         if not self.up:
-            raise ConnectionError("engine unreachable")
+            raise EngineNotRunning("not connected to the engine (ws://x); still trying to reconnect")
         if method in self.errors:
-            raise self.errors[method]
+            raise received_error(self.errors[method])
+        return over_the_wire(self._answer(method, params))
+
+    def _answer(self, method: str, params: dict[str, Any]) -> Any:
         if method == "engine.ping":
             return "pong"
         if method == "engine.status":
             return self.status()
         if method == "strategy.available":
-            return [{"name": "razor", "description": "1m scalper", "params": RAZOR_PARAMS}]
+            return available_answer()
         if method == "strategy.list":
             return self.strategies
         if method == "strategy.get":
             return {**self.strategies[0], "last_decision": {
                 "ts_ms": 1_700_000_060_000, "signal": "none", "indicators": {"rsi": 51.2, "ema_fast": 60010.5},
                 "scores": {"long": 8, "short": 8, "strength": 8, "confidence": 10},
-                "reasons": ["volatility in band +8"], "skipped": ""}}
+                "reasons": ["volatility in band +8"], "skipped": ""}, "decisions": 1,
+                "params": params_list(get_strategy(self.strategies[0]["name"]))}
         if method == "strategy.start":
+            config = dict(params.get("config") or {})
+            if params.get("instrument"):
+                config["instrument"] = params["instrument"]
+            try:  # the engine's own check (Supervisor.rpc_start); its refusal is -32602 with the same text
+                validate_config(get_strategy(params["name"]), config)
+            except UserError as exc:
+                raise received_error(RpcError(INVALID_PARAMS, str(exc))) from None
             return strategy_row("razor-2", "running", config=params.get("config") or {})
         if method == "strategy.stop":
             return strategy_row(params["id"], "stopped")
@@ -95,7 +127,7 @@ class FakeEngine:
             return {"stopped": ["razor-1"], "cancelled": 2, "flattened": []}
         if method in ("subscribe", "unsubscribe"):
             return params.get("channels", [])
-        raise RpcError(-32601, f"method not found: {method}")
+        raise received_error(RpcError(METHOD_NOT_FOUND, f"method not found: {method}"))
 
     def subscribe(self, channel: str, callback: Callable[[Any], None]) -> None:
         with self.lock:

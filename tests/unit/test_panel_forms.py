@@ -1,54 +1,97 @@
-"""The start form: generated from the declared parameters, validated client-side, engine errors shown inline."""
+"""The start form: generated from the engine's parameter schema, checked with the engine's own rules and words,
+engine errors shown inline."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pytest
 
 from tradebaas.notebook.forms import StartForm, changed_only, error_key, parse_param, validate
+from tradebaas.strategies.base import Param
+from tradebaas.strategies.params import ConfigError, params_from_schema, validate_config
+from tradebaas.strategies.registry import get_strategy
 
-from .test_panel_fakes import RAZOR_PARAMS
+from .test_panel_fakes import RAZOR_PARAMS, available_answer
 
-FLOAT = {"name": "x", "type": "float", "default": 1.0, "minimum": 0, "maximum": 10}
-INT = {"name": "n", "type": "int", "default": 1, "minimum": 0, "maximum": 5}
+
+def one(**schema: Any) -> Param:
+    """A parameter as the form gets it: one entry of ``strategy.available``'s ``params``."""
+    return params_from_schema([{"minimum": None, "maximum": None, "help": "", "choices": None, **schema}])[0]
+
+
+FLOAT = one(name="x", type="number", default=1.0, minimum=0, maximum=10)
+INT = one(name="n", type="integer", default=1, minimum=0, maximum=5)
+BOOL = one(name="b", type="boolean", default=False)
+STR = one(name="s", type="string", default="a")
+CHOICE = one(name="c", type="string", default="a", choices=["a", "b"])
+RAZOR = params_from_schema(RAZOR_PARAMS)
 
 
 @pytest.mark.parametrize(("param", "raw", "value"), [
-    (FLOAT, "2.5", 2.5), (FLOAT, " 0 ", 0.0), (FLOAT, 3, 3), (INT, "4", 4), (INT, "3.0", 3),
-    ({"name": "b", "type": "bool", "default": False}, "true", True),
-    ({"name": "b", "type": "boolean", "default": False}, False, False),
-    ({"name": "s", "type": "string", "default": "a"}, " BTC ", "BTC"),
-    ({"name": "c", "type": "string", "default": "a", "choices": ["a", "b"]}, "b", "b"),
+    (FLOAT, "2.5", 2.5), (FLOAT, " 0 ", 0.0), (FLOAT, 3, 3.0), (INT, "4", 4), (INT, "3.0", 3),
+    (BOOL, "true", True), (BOOL, False, False), (BOOL, "y", True), (BOOL, "OFF", False),
+    (STR, " BTC ", "BTC"), (CHOICE, "b", "b"),
 ])
-def test_valid_values_parse(param: dict[str, Any], raw: Any, value: Any) -> None:
-    assert parse_param(param, raw) == (value, None)
+def test_valid_values_parse(param: Param, raw: Any, value: Any) -> None:
+    parsed, error = parse_param(param, raw)
+    assert error is None
+    assert parsed == value and type(parsed) is type(value)
 
 
 @pytest.mark.parametrize(("param", "raw", "message"), [
-    (FLOAT, "abc", "must be a number"), (FLOAT, "11", "must be <= 10"), (FLOAT, "-1", "must be >= 0"),
-    (FLOAT, "nan", "must be a finite number"), (INT, "2.5", "must be a whole number"),
-    (INT, "x", "must be a whole number"),
-    ({"name": "b", "type": "bool", "default": False}, "maybe", "must be true or false"),
-    ({"name": "c", "type": "string", "default": "a", "choices": ["a", "b"]}, "z", "must be one of a, b"),
+    (FLOAT, "abc", "config razor.x='abc': not a number (allowed: a number in [0, 10])"),
+    (FLOAT, "11", "config razor.x='11': out of range (allowed: a number in [0, 10])"),
+    (FLOAT, "-1", "config razor.x='-1': out of range (allowed: a number in [0, 10])"),
+    (FLOAT, "nan", "config razor.x='nan': not a finite number (allowed: a number in [0, 10])"),
+    (INT, "2.5", "config razor.n='2.5': not an integer (allowed: an integer in [0, 5])"),
+    (INT, "x", "config razor.n='x': not an integer (allowed: an integer in [0, 5])"),
+    (BOOL, "maybe", "config razor.b='maybe': not a boolean (allowed: true or false)"),
+    (STR, "  ", "config razor.s='  ': not a non-empty string (allowed: str in [-inf, inf])"),
+    (CHOICE, "z", "config razor.c='z': not an allowed value (allowed: one of 'a', 'b')"),
 ])
-def test_invalid_values_are_explained(param: dict[str, Any], raw: Any, message: str) -> None:
-    assert parse_param(param, raw) == (None, message)
+def test_invalid_values_are_explained_in_the_engines_words(param: Param, raw: Any, message: str) -> None:
+    assert parse_param(param, raw, "razor") == (None, message)
 
 
-def test_type_is_inferred_from_the_default_when_undeclared() -> None:
-    assert parse_param({"name": "n", "default": 3}, "2.5") == (None, "must be a whole number")
+RAW_VALUES = ["yes", "y", "t", "off", "No", "1", "0", "2", "3.0", "2.5", " 7 ", "-1", "101", "1e9", "abc", "",
+              "nan", "inf", True, False, 0, 1, 1.5, 150]
+
+
+@pytest.mark.parametrize("name", [p.name for p in RAZOR if p.name != "instrument"])
+def test_the_form_accepts_and_refuses_exactly_what_the_engine_does(name: str) -> None:
+    """The schema went through JSON as over RPC; the verdict and the words must still be the engine's."""
+    razor = get_strategy("razor")
+    for raw in RAW_VALUES:
+        config, errors = validate(RAZOR, {name: raw}, "razor")
+        try:
+            expected = validate_config(razor, {name: raw})
+        except ConfigError as exc:
+            assert errors == {name: str(exc)}, raw
+        else:
+            assert errors == {}, raw
+            assert config == expected and type(config[name]) is type(expected[name]), raw
+
+
+def test_unreadable_schema_is_refused_rather_than_guessed() -> None:
+    with pytest.raises(ConfigError, match="'n' has type 'int'"):
+        params_from_schema([{"name": "n", "type": "int", "default": 3}])
+    with pytest.raises(ConfigError, match="without a name"):
+        params_from_schema([{"type": "number", "default": 3.0}])
 
 
 def test_validate_fills_defaults_and_refuses_unknown_keys() -> None:
-    config, errors = validate(RAZOR_PARAMS, {"rsiOversold": "45", "bogus": 1})
+    config, errors = validate(RAZOR, {"rsiOversold": "45", "rsiOversol": 1}, "razor")
     assert config["rsiOversold"] == 45.0 and config["tradeSize"] == 100.0
-    assert errors == {"bogus": "unknown parameter"}
+    assert list(errors) == ["rsiOversol"]
+    assert errors["rsiOversol"].startswith("unknown config key 'rsiOversol' for strategy razor; "
+                                           "did you mean 'rsiOversold'?")
 
 
 def test_only_changed_values_are_sent() -> None:
-    config, _ = validate(RAZOR_PARAMS, {"rsiOversold": "45", "tradeSize": "100"})
-    assert changed_only(RAZOR_PARAMS, config) == {"rsiOversold": 45.0}
+    config, _ = validate(RAZOR, {"rsiOversold": "45", "tradeSize": "100"})
+    assert changed_only(RAZOR, config) == {"rsiOversold": 45.0}
 
 
 def test_engine_error_is_attached_to_the_field_it_names() -> None:
@@ -59,25 +102,27 @@ def test_engine_error_is_attached_to_the_field_it_names() -> None:
     assert error_key("unknown config key 'foo'", None, names) is None
 
 
-def _form(submitted: list[tuple[str, str, dict[str, Any]]]) -> StartForm:
-    return StartForm([{"name": "razor", "description": "scalper", "params": RAZOR_PARAMS}],
-                     lambda *args: submitted.append(args))
+def _form(submitted: list[tuple[str, str, dict[str, Any]]], strategies: Any = None) -> StartForm:
+    return StartForm(available_answer() if strategies is None else strategies, lambda *args: submitted.append(args))
 
 
 def test_form_shows_defaults_and_has_a_start_button() -> None:
     form = _form([])
-    assert form.start_button.description == "Start"
+    assert form.choice.value == "razor"
+    assert form.start_button.description == "Start" and not form.start_button.disabled
     assert form.fields["rsiOversold"].value == "40.0"
+    assert form.fields["maxDailyTrades"].value == "150"
     assert form.fields["breakEvenEnabled"].value is True
     assert form.instrument.value == "BTC_USDC-PERPETUAL"
     assert "instrument" not in form.fields  # sent as strategy.start's own argument
+    assert form.params == get_strategy("razor").params
 
 
 def test_form_explains_an_invalid_value_inline_and_does_not_submit() -> None:
     submitted: list[Any] = []
     form = _form(submitted)
     form.fields["rsiOversold"].value = "lots"
-    assert "must be a number" in form.errors["rsiOversold"].value  # as the user types
+    assert html.escape("config razor.rsiOversold='lots': not a number") in form.errors["rsiOversold"].value
     assert form.submit() is False
     assert submitted == []
     assert "rsiOversold" in form.message.value
@@ -91,6 +136,28 @@ def test_form_submits_changed_values_only() -> None:
     form.set_values({"rsiOversold": 48, "breakEvenEnabled": False, "instrument": "BTC-PERPETUAL"})
     assert form.submit() is True
     assert submitted == [("razor", "BTC-PERPETUAL", {"rsiOversold": 48.0, "breakEvenEnabled": False})]
+
+
+def test_switching_strategy_rebuilds_the_fields_with_its_rules() -> None:
+    submitted: list[Any] = []
+    form = _form(submitted)
+    form.choice.value = "ema_cross"
+    assert set(form.fields) == {"fast", "slow", "tradeSize"}
+    form.fields["fast"].value = "9.5"
+    assert "not an integer" in form.errors["fast"].value
+    form.set_values({"fast": 5})
+    assert form.submit() is True
+    assert submitted == [("ema_cross", "BTC_USDC-PERPETUAL", {"fast": 5})]
+
+
+def test_a_schema_the_form_cannot_read_disables_start_and_says_why() -> None:
+    submitted: list[Any] = []
+    form = _form(submitted, [{"name": "odd", "description": "", "params": [
+        {"name": "n", "type": "int", "default": 3}]}])
+    assert form.start_button.disabled and form.fields == {}
+    assert "cannot build the form for odd" in form.message.value and "&#x27;int&#x27;" in form.message.value
+    assert form.submit() is False  # a script pressing Start cannot send what the form could not check
+    assert submitted == []
 
 
 def test_form_shows_the_engines_refusal_next_to_the_field() -> None:

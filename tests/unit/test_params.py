@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tradebaas.errors import UserError
-from tradebaas.strategies.params import ConfigError, parse_set_options, schema, validate_config
+from tradebaas.strategies.base import Param
+from tradebaas.strategies.params import (
+    ConfigError,
+    check_config,
+    params_from_schema,
+    params_list,
+    parse_set_options,
+    schema,
+    validate_config,
+)
 from tradebaas.strategies.razor import Razor
+from tradebaas.strategies.registry import available, get_strategy
 
 
 def test_cli_strings_are_coerced_to_the_declared_types():
@@ -76,3 +88,39 @@ def test_schema_describes_every_parameter_for_the_form():
     assert sl == {"type": "number", "default": 0.5, "minimum": 0, "maximum": 50, "description": sl["description"]}
     assert s["properties"]["breakEvenEnabled"]["type"] == "boolean"
     assert s["properties"]["maxDailyTrades"]["type"] == "integer"
+
+
+def test_params_list_is_the_rpc_param_shape():
+    first, *_ = params_list(Razor)
+    assert first == {"name": "instrument", "type": "string", "default": "BTC_USDC-PERPETUAL", "minimum": None,
+                     "maximum": None, "help": first["help"], "choices": None}
+    assert [p["name"] for p in params_list(Razor)] == [p.name for p in Razor.params]
+
+
+@pytest.mark.parametrize("name", available())
+def test_params_survive_the_rpc_round_trip(name):
+    """What the form rebuilds from ``strategy.available`` (after JSON) is the strategy's own declaration."""
+    cls = get_strategy(name)
+    assert params_from_schema(json.loads(json.dumps(params_list(cls)))) == cls.params
+
+
+def test_choices_survive_the_round_trip():
+    class Picky:
+        name = "picky"
+        params = (Param("mode", str, "fast", help="how", choices=("fast", "slow")),
+                  Param("level", int, 2, 1, 3))
+
+    rebuilt = params_from_schema(json.loads(json.dumps(params_list(Picky))))
+    assert rebuilt == Picky.params
+    with pytest.raises(ConfigError, match="not an allowed value"):
+        validate_config(Picky, {"mode": "medium"})
+
+
+def test_check_config_reports_every_refusal_and_validate_config_raises_the_first():
+    config, errors = check_config(Razor.params, {"tradeSize": "lots", "maxDailyTrades": "7", "rsiOversol": 1,
+                                                 "rsiOverbought": 101}, "razor")
+    assert list(errors) == ["tradeSize", "rsiOversol", "rsiOverbought"]
+    assert config["maxDailyTrades"] == 7 and config["tradeSize"] == 100.0  # refused values keep the default
+    with pytest.raises(ConfigError) as first:
+        validate_config(Razor, {"tradeSize": "lots", "rsiOversol": 1})
+    assert str(first.value) == str(errors["tradeSize"])

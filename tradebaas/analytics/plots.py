@@ -130,7 +130,7 @@ def plot_trades(
     if set(_OHLC) <= set(frame.columns) and 0 < len(frame) <= max_candles:
         width = float(np.median(np.diff(x))) * 0.7 if len(x) > 1 else 1.0 / 1440
         up = (frame["close"] >= frame["open"]).to_numpy()
-        colors = np.where(up, COLORS["win"], COLORS["loss"])
+        colors = [COLORS["win"] if u else COLORS["loss"] for u in up]
         ax.vlines(x, frame["low"], frame["high"], colors=colors, linewidth=0.8)
         body_low = np.minimum(frame["open"], frame["close"]).to_numpy()
         body = np.abs(frame["close"] - frame["open"]).to_numpy()
@@ -145,7 +145,8 @@ def plot_trades(
         entry_y, exit_y = closed["entry_price"].to_numpy(), closed["exit_price"].to_numpy()
         net = closed["net_pnl"].to_numpy()
         outcome = np.where(net > 0, "win", np.where(net < 0, "loss", "flat"))
-        segments = np.stack([np.column_stack([entry_x, entry_y]), np.column_stack([exit_x, exit_y])], axis=1)
+        # one (2, 2) array per trade: [[entry x, entry y], [exit x, exit y]]
+        segments = list(np.stack([np.column_stack([entry_x, entry_y]), np.column_stack([exit_x, exit_y])], axis=1))
         ax.add_collection(
             LineCollection(segments, colors=[COLORS[o] for o in outcome], linewidths=0.8, linestyles="dotted")
         )
@@ -203,7 +204,7 @@ def plot_pnl_distribution(
     if len(net) == 0:
         _no_data(ax, "no trades")
         return fig
-    edges = np.histogram_bin_edges(net, bins=bins)
+    edges: list[float] = np.histogram_bin_edges(net, bins=bins).tolist()  # every class shares these edges
     for kind, mask in (("win", net > 0), ("loss", net < 0), ("flat", net == 0)):
         if mask.any():
             ax.hist(net[mask], bins=edges, color=COLORS[kind], alpha=0.8, label=f"{kind} ({int(mask.sum())})")

@@ -201,5 +201,5 @@ def load_recorded_trades(home: str | Path | None = None, instrument: str = "BTC_
 def _utc(t: object) -> pd.Timestamp | None:
     if t is None:
         return None
-    ts = pd.Timestamp(t)  # type: ignore[arg-type]
+    ts = pd.Timestamp(t)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tradebaas.engine.journal.event_query import EVENTS_MAX_LIMIT, check_kinds
-from tradebaas.engine.live.supervisor import Supervisor, params_list
+from tradebaas.engine.live.supervisor import Supervisor
 from tradebaas.engine.process.app import Engine
 from tradebaas.errors import UserError
 from tradebaas.instruments import UnknownInstrumentError, get_instrument
 from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Access, Param, Registry, RpcError
-from tradebaas.strategies.params import ConfigError, schema, validate_config
+from tradebaas.strategies.params import ConfigError, params_list, schema, validate_config
 from tradebaas.strategies.registry import available, get_strategy
 
 READ, TRADE = Access.READ, Access.TRADE

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -106,7 +107,8 @@ class RunStore:
 
     def list(self, name: str | None = None, limit: int = 50, status: str | None = None) -> list[RunRecord]:
         """Newest first."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if name is not None:
             where.append("name = ?")
             params.append(name)
@@ -125,7 +127,7 @@ class RunStore:
         )
         return {r["name"]: int(r["slot"]) for r in rows}
 
-    def abandon_unfinished(self, reason: str) -> list[RunRecord]:
+    def abandon_unfinished(self, reason: str) -> builtins.list[RunRecord]:  # ``list`` is the method above
         """Mark runs left queued/running by a previous engine (it crashed or stopped mid-run) as failed."""
         out = []
         for rec in self.list(limit=1000, status="queued") + self.list(limit=1000, status="running"):
@@ -151,13 +153,14 @@ def notebook_parameters(path: Path) -> dict[str, str]:
             out: dict[str, str] = {}
             for node in tree.body:
                 targets: list[ast.expr] = []
+                value: ast.expr | None = None
                 if isinstance(node, ast.Assign):
-                    targets = list(node.targets)
+                    targets, value = list(node.targets), node.value
                 elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                    targets = [node.target]
+                    targets, value = [node.target], node.value
                 for t in targets:
-                    if isinstance(t, ast.Name):
-                        out[t.id] = ast.get_source_segment(source, node.value) or ""  # type: ignore[arg-type]
+                    if isinstance(t, ast.Name) and value is not None:
+                        out[t.id] = ast.get_source_segment(source, value) or ""
             return out
     return {}
 

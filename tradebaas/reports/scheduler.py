@@ -63,6 +63,9 @@ class ReportService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runs: dict[str, asyncio.Task[RunRecord]] = {}
         self._wake = asyncio.Event()
+        #: Scheduler passes completed (``_tick`` returned); ``wait_for_tick`` lets a test see one happen.
+        self.ticks = 0
+        self._ticked = asyncio.Event()
         self._scheduler_task: asyncio.Task[None] | None = None
 
     # -- RPC ---------------------------------------------------------------------------------------------------
@@ -172,6 +175,19 @@ class ReportService:
         """Make the scheduler look at the clock now (tests with an injected clock; config reloads)."""
         self._wake.set()
 
+    async def wait_for_tick(self, after: int, timeout: float) -> int:
+        """Wait until the scheduler has completed a pass numbered above ``after``; returns ``ticks``.
+
+        For tests: read ``ticks``, change the clock and ``poke()``, then wait for ``ticks`` to pass the value read:
+        that pass started after the poke, so whatever it would fire has been submitted. Raises ``TimeoutError``
+        when no pass completes in time (no scheduled report, or a pass that keeps failing).
+        """
+        async with asyncio.timeout(timeout):
+            while self.ticks <= after:
+                self._ticked.clear()
+                await self._ticked.wait()
+        return self.ticks
+
     # -- the scheduler -----------------------------------------------------------------------------------------
     def _specs(self) -> dict[str, Spec]:
         return {n: Spec(r.cron, r.catch_up, r.tz) for n, r in self.config.reports.items() if r.cron}
@@ -199,6 +215,9 @@ class ReportService:
                 self._tick(specs)
             except Exception:  # a bug here must not end the scheduler (or the engine)
                 log.exception("report scheduler tick failed")
+            else:
+                self.ticks += 1
+                self._ticked.set()
             now = self.clock()
             nxt = next_due(specs, self.marks, now)
             wait_s = MAX_TICK_S if nxt is None else min(MAX_TICK_S, max(0.05, (nxt - now).total_seconds()))

@@ -159,7 +159,7 @@ class Decision:
 
 def intent_as_dict(intent: Intent) -> dict[str, Any]:
     out: dict[str, Any] = {"type": type(intent).__name__}
-    for name in intent.__slots__:  # type: ignore[union-attr]
+    for name in intent.__slots__:
         value = getattr(intent, name)
         out[name] = str(value) if isinstance(value, Direction) else value
     return out
@@ -187,6 +187,8 @@ class Strategy(Protocol):
     name: ClassVar[str]
     params: ClassVar[tuple[Param, ...]]
     cooldown_ms: int
+    #: The validated config it was made with (the live runner re-creates the strategy from it on a restart).
+    config: dict[str, Any]
 
     def __init__(self, config: dict[str, Any]) -> None: ...
 

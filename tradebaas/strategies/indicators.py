@@ -225,8 +225,9 @@ class ATRPercent:
     def value(self) -> float | None:
         if self._dirty:
             self._dirty = False
-            if len(self._trs) == self.period:
-                self._value = sum(self._trs) / self.period / self._prev * 100.0  # type: ignore[operator]
+            prev = self._prev  # never None once a true range exists: the first candle only sets it
+            if len(self._trs) == self.period and prev is not None:
+                self._value = sum(self._trs) / self.period / prev * 100.0
         return self._value
 
 
@@ -273,15 +274,16 @@ class Compression:
     """The last candle's range ``h-l`` is below ``ratio`` times the mean range of the last ``window`` candles;
     ready at ``window`` candles."""
 
-    __slots__ = ("ratio", "_ranges")
+    __slots__ = ("window", "ratio", "_ranges")
 
     def __init__(self, window: int = 12, ratio: float = 0.6) -> None:
+        self.window = window
         self.ratio = ratio
         self._ranges: deque[float] = deque(maxlen=window)
 
     @property
     def ready(self) -> bool:
-        return len(self._ranges) == self._ranges.maxlen
+        return len(self._ranges) == self.window
 
     def update(self, high: float, low: float) -> None:
         self._ranges.append(high - low)
@@ -289,6 +291,6 @@ class Compression:
     @property
     def value(self) -> bool:
         rs = self._ranges
-        if len(rs) < rs.maxlen:  # type: ignore[operator]
+        if len(rs) < self.window:
             return False
         return rs[-1] < self.ratio * (sum(rs) / len(rs))

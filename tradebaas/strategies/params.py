@@ -1,7 +1,9 @@
 """Strategy configuration: validation and a JSON-schema-like description, both from the declared ``Param``s.
 
 One source of truth: a strategy declares its parameters at the top of its file; the CLI (``--set key=value``),
-the RPC (``strategy.start``), the control-panel form and the docs all go through here. Values are coerced
+the RPC (``strategy.start``), the control-panel form and the docs all go through here. The form sees only the
+RPC's description of the parameters (``params_list``), so ``params_from_schema`` rebuilds the same ``Param``s
+from it: the form then checks a field with the engine's own ``coerce``, rules and words. Values are coerced
 sensibly (``"0.5"`` -> 0.5, ``"true"`` -> True, ``3.0`` -> 3 for an int), ranges are inclusive, 0 is a valid
 value wherever the range contains it, and unknown keys are an error (a typo must never silently fall back to a
 default on a live account).
@@ -12,7 +14,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
 
 from tradebaas.errors import UserError
 from tradebaas.strategies.base import Param
@@ -21,11 +24,19 @@ _TRUE = {"true", "1", "yes", "on", "y", "t"}
 _FALSE = {"false", "0", "no", "off", "n", "f"}
 
 
+class Declared(Protocol):
+    """What the functions here need of a strategy class: its name and its declared parameters."""
+
+    name: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+
+
 class ConfigError(UserError):
     """A strategy config value is unknown, of the wrong type or out of range; the message names the key."""
 
 
-def _range_text(p: Param) -> str:
+def allowed_text(p: Param) -> str:
+    """What ``p`` accepts, in the words of the error messages: "a number in [0, 100]", "true or false"."""
     if p.choices is not None:
         return "one of " + ", ".join(repr(c) for c in p.choices)
     if p.type is bool:
@@ -45,7 +56,7 @@ def coerce(p: Param, value: Any, strategy: str = "") -> Any:
     where = f"{strategy}." if strategy else ""
 
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"config {where}{p.name}={value!r}: {why} (allowed: {_range_text(p)})")
+        return ConfigError(f"config {where}{p.name}={value!r}: {why} (allowed: {allowed_text(p)})")
 
     if p.type is bool:
         if isinstance(value, bool):
@@ -95,28 +106,52 @@ def coerce(p: Param, value: Any, strategy: str = "") -> Any:
     return out
 
 
-def defaults(strategy_cls: type) -> dict[str, Any]:
+def defaults(strategy_cls: type[Declared]) -> dict[str, Any]:
     """The full default config of a strategy."""
     return {p.name: p.default for p in strategy_cls.params}
 
 
-def validate_config(strategy_cls: type, config: dict[str, Any] | None) -> dict[str, Any]:
-    """The complete, typed config: declared defaults overridden by ``config``.
+def unknown_key_error(key: Any, declared: Iterable[str], strategy: str = "") -> ConfigError:
+    """The refusal of a key no parameter declares, with a did-you-mean hint and the known keys."""
+    names = list(declared)
+    close = difflib.get_close_matches(str(key), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(names) or "none"
+    return ConfigError(f"unknown config key {key!r} for strategy {strategy}{hint} (known: {known})")
 
-    Raises ``ConfigError`` for an unknown key (with a did-you-mean hint), a value of the wrong type or out of
-    range. Idempotent: validating a validated config returns it unchanged.
+
+def check_config(params: Sequence[Param], config: Mapping[str, Any] | None,
+                 strategy: str = "") -> tuple[dict[str, Any], dict[str, ConfigError]]:
+    """Every refusal at once: ``(typed config, errors by key)``, errors in the order of ``config``'s keys.
+
+    The config holds the declared defaults overridden by the valid values of ``config``. ``validate_config``
+    raises the first error; the control-panel form shows each one next to its field.
     """
-    name = getattr(strategy_cls, "name", "") or strategy_cls.__name__
-    declared = {p.name: p for p in strategy_cls.params}
-    out = defaults(strategy_cls)
+    declared = {p.name: p for p in params}
+    out = {p.name: p.default for p in params}
+    errors: dict[str, ConfigError] = {}
     for key, value in (config or {}).items():
         p = declared.get(key)
         if p is None:
-            close = difflib.get_close_matches(str(key), list(declared), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            known = ", ".join(declared) or "none"
-            raise ConfigError(f"unknown config key {key!r} for strategy {name}{hint} (known: {known})")
-        out[key] = coerce(p, value, name)
+            errors[str(key)] = unknown_key_error(key, declared, strategy)
+            continue
+        try:
+            out[key] = coerce(p, value, strategy)
+        except ConfigError as exc:
+            errors[str(key)] = exc
+    return out, errors
+
+
+def validate_config(strategy_cls: type[Declared], config: dict[str, Any] | None) -> dict[str, Any]:
+    """The complete, typed config: declared defaults overridden by ``config``.
+
+    Raises ``ConfigError`` for an unknown key (with a did-you-mean hint), a value of the wrong type or out of
+    range (the first such key of ``config``). Idempotent: validating a validated config returns it unchanged.
+    """
+    name = getattr(strategy_cls, "name", "") or strategy_cls.__name__
+    out, errors = check_config(strategy_cls.params, config, name)
+    if errors:
+        raise next(iter(errors.values()))
     return out
 
 
@@ -132,10 +167,12 @@ def parse_set_options(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+_JSON_TYPES: dict[type, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
+_PY_TYPES: dict[str, type] = {name: cls for cls, name in _JSON_TYPES.items()}
 
 
 def param_schema(p: Param) -> dict[str, Any]:
+    """One parameter as a JSON-schema property (``type``, ``default``, ``description``, bounds, ``enum``)."""
     s: dict[str, Any] = {"type": _JSON_TYPES.get(p.type, "string"), "default": p.default, "description": p.help}
     if p.minimum is not None:
         s["minimum"] = p.minimum
@@ -146,7 +183,7 @@ def param_schema(p: Param) -> dict[str, Any]:
     return s
 
 
-def schema(strategy_cls: type) -> dict[str, Any]:
+def schema(strategy_cls: type[Declared]) -> dict[str, Any]:
     """A JSON-schema-like description of the config (for the control-panel form and the docs).
 
     Properties keep their declaration order (the form's order); every key is optional (defaults apply) and
@@ -161,9 +198,43 @@ def schema(strategy_cls: type) -> dict[str, Any]:
     }
 
 
-def docs_table(strategy_cls: type) -> str:
+def params_list(strategy_cls: type[Declared]) -> list[dict[str, Any]]:
+    """The strategy's declared parameters in docs/rpc.md's ``Param`` shape, in declaration order.
+
+    What ``strategy.available`` and ``strategy.get`` answer: ``{name, type, default, minimum, maximum, help,
+    choices}`` with ``type`` one of "number", "integer", "boolean", "string". ``params_from_schema`` reverses it.
+    """
+    props = schema(strategy_cls)["properties"]
+    return [{"name": name, "type": spec["type"], "default": spec["default"], "minimum": spec.get("minimum"),
+             "maximum": spec.get("maximum"), "help": spec.get("description", ""), "choices": spec.get("enum")}
+            for name, spec in props.items()]
+
+
+def params_from_schema(items: Iterable[Mapping[str, Any]]) -> tuple[Param, ...]:
+    """The ``Param``s that ``params_list`` described (after a JSON round trip): same rules, same messages.
+
+    Strict on purpose: a parameter without a name or with a type the engine never sends raises ``ConfigError``
+    rather than guessing a type, since a guess could accept what the engine refuses.
+    """
+    out = []
+    for item in items:
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a strategy parameter without a name: {dict(item)!r}")
+        kind = _PY_TYPES.get(str(item.get("type")))
+        if kind is None:
+            raise ConfigError(f"parameter {name!r} has type {item.get('type')!r}; expected one of "
+                              + ", ".join(_PY_TYPES))
+        choices = item.get("choices")
+        out.append(Param(name, kind, item.get("default"), minimum=item.get("minimum"), maximum=item.get("maximum"),
+                         help=str(item.get("help") or ""),
+                         choices=tuple(choices) if choices is not None else None))
+    return tuple(out)
+
+
+def docs_table(strategy_cls: type[Declared]) -> str:
     """A Markdown table of the parameters (name, type, default, range, meaning) for the docs."""
     rows = ["| name | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for p in strategy_cls.params:
-        rows.append(f"| {p.name} | {p.type.__name__} | {p.default!r} | {_range_text(p)} | {p.help} |")
+        rows.append(f"| {p.name} | {p.type.__name__} | {p.default!r} | {allowed_text(p)} | {p.help} |")
     return "\n".join(rows)

@@ -6,8 +6,12 @@ Modules are imported lazily, so that importing the registry (the engine, the CLI
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from tradebaas.errors import UserError
+
+if TYPE_CHECKING:
+    from tradebaas.strategies.base import Strategy
 
 _STRATEGIES: dict[str, str] = {
     "razor": "tradebaas.strategies.razor:Razor",
@@ -24,7 +28,7 @@ def available() -> list[str]:
     return sorted(_STRATEGIES)
 
 
-def get_strategy(name: str) -> type:
+def get_strategy(name: str) -> type[Strategy]:
     """The strategy class registered under ``name`` (case-insensitive, ``-`` treated as ``_``)."""
     key = str(name).strip().lower().replace("-", "_")
     target = _STRATEGIES.get(key)
@@ -34,6 +38,6 @@ def get_strategy(name: str) -> type:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def resolve(strategy: str | type) -> type:
+def resolve(strategy: str | type[Strategy]) -> type[Strategy]:
     """A strategy given by name or as a class -> the class."""
     return get_strategy(strategy) if isinstance(strategy, str) else strategy

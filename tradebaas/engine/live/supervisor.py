@@ -40,7 +40,6 @@ from tradebaas.exchange.deribit.client import DeribitClient
 from tradebaas.exchange.deribit.endpoints import resolve
 from tradebaas.exchange.deribit.errors import DeribitError
 from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument
-from tradebaas.strategies.params import schema
 from tradebaas.strategies.registry import get_strategy
 
 log = logging.getLogger("tradebaas.engine.live.supervisor")
@@ -48,14 +47,6 @@ log = logging.getLogger("tradebaas.engine.live.supervisor")
 USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
 #: Seconds between two safety-net reconciliations (wall clock); starts, reconnects and surprises reconcile at once.
 PERIODIC_RECONCILE_S = 60.0
-
-
-def params_list(strategy_cls: type) -> list[dict[str, Any]]:
-    """The strategy's declared parameters in docs/rpc.md's ``Param`` shape, in declaration order."""
-    props = schema(strategy_cls)["properties"]
-    return [{"name": name, "type": spec["type"], "default": spec["default"], "minimum": spec.get("minimum"),
-             "maximum": spec.get("maximum"), "help": spec.get("description", ""), "choices": spec.get("enum")}
-            for name, spec in props.items()]
 
 
 class Supervisor:
