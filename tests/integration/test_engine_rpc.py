@@ -185,3 +185,20 @@ def test_connect_by_url_and_token_like_through_a_tunnel(engine_proc, make_home) 
     elsewhere = make_home("laptop")  # no engine.json there
     with tradebaas.connect(elsewhere, url=eng.url, token=eng.token) as c:
         assert c.status()["pid"] == eng.pid
+
+
+def test_notes_over_rpc_cannot_forge_log_lines(engine_proc, tb_home: Home) -> None:
+    eng = engine_proc()
+    forged = "note\n2025-01-01 00:00:00,000 CRITICAL tradebaas.engine: kill switch engaged\x00\x1b[2J"
+    got: list[dict[str, Any]] = []
+    with eng.client() as c:
+        c.subscribe("log", got.append)
+        c.call("engine.log", message=forged)
+        rec = wait_for(lambda: next((r for r in got if r["message"].startswith("note")), None), timeout=5,
+                       what="the note on the log channel")
+    escaped = "note\\n2025-01-01 00:00:00,000 CRITICAL tradebaas.engine: kill switch engaged\\x00\\x1b[2J"
+    assert rec["message"] == escaped
+    lines = wait_for(lambda: [ln for ln in tb_home.engine_log.read_text().splitlines() if "tradebaas.user" in ln],
+                     timeout=5, what="the note in engine.log")
+    assert lines[-1].endswith("tradebaas.user: " + escaped)
+    assert not any(ln.startswith("2025-01-01") for ln in tb_home.engine_log.read_text().splitlines())

@@ -14,6 +14,7 @@ from tradebaas.rpc.protocol import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
+    MAX_NESTING,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     CallContext,
@@ -21,6 +22,7 @@ from tradebaas.rpc.protocol import (
     Registry,
     RpcError,
     channel_matches,
+    nested_deeper_than,
     valid_channel,
 )
 
@@ -187,3 +189,88 @@ def test_channel_names_and_patterns() -> None:
     assert not valid_channel("a b") and not valid_channel(5)
     assert channel_matches("strategy.*", "strategy.x1") and not channel_matches("strategy.*", "strategies")
     assert channel_matches("log", "log") and not channel_matches("log", "logs")
+
+
+# -- hostile frames: every one gets an answer, none raises ---------------------------------------------------
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "NaN", "Infinity", "-Infinity"])
+def test_ids_that_cannot_be_sent_back_are_parse_errors(literal: str) -> None:
+    answer = dispatch(make_registry(), f'{{"jsonrpc": "2.0", "id": {literal}, "method": "math.add"}}')
+    assert error_code(answer) == PARSE_ERROR and answer["id"] is None
+
+
+@pytest.mark.parametrize("literal", ["1e999", "NaN", "-Infinity"])
+def test_non_finite_numbers_anywhere_are_parse_errors(literal: str) -> None:
+    frame = f'{{"jsonrpc": "2.0", "id": 7, "method": "slow.echo", "params": {{"value": [1, {literal}]}}}}'
+    assert error_code(dispatch(make_registry(), frame)) == PARSE_ERROR
+
+
+def test_tiny_and_large_but_finite_numbers_are_fine() -> None:
+    reg = make_registry()
+    assert dispatch(reg, req("slow.echo", {"value": [1e-999, 1.7e308]}, id=1e300)) == {
+        "jsonrpc": "2.0", "id": 1e300, "result": [0.0, 1.7e308]}
+    assert dispatch(reg, req("slow.echo", {"value": 10**300}))["result"] == 10**300
+    assert error_code(dispatch(reg, '{"jsonrpc": "2.0", "id": ' + "9" * 5000 + ', "method": "x"}')) == PARSE_ERROR
+
+
+def test_a_decoded_message_with_a_non_finite_id_is_refused_too() -> None:
+    answer = asyncio.run(make_registry().handle({"jsonrpc": "2.0", "id": float("inf"), "method": "x"}, CallContext()))
+    assert answer is not None and error_code(answer) == INVALID_REQUEST and answer["id"] is None
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("frame", [
+    nested(5_000),                                                                  # beyond the JSON decoder
+    nested(100_000),
+    '{"jsonrpc": "2.0", "id": 3, "method": "slow.echo", "params": {"value": ' + nested(5_000) + "}}",
+    "[" + nested(5_000) + "]",                                                      # inside a batch
+])
+def test_nesting_too_deep_for_the_decoder_is_invalid_request(frame: str) -> None:
+    answer = dispatch(make_registry(), frame)
+    assert error_code(answer) == INVALID_REQUEST and answer["id"] is None and "nested deeper" in \
+        answer["error"]["message"]
+
+
+def test_nesting_deeper_than_the_limit_is_refused_with_the_request_id() -> None:
+    reg = make_registry()
+    too_deep = '{"jsonrpc": "2.0", "id": 3, "method": "slow.echo", "params": {"value": ' + nested(200) + "}}"
+    answer = dispatch(reg, too_deep)
+    assert error_code(answer) == INVALID_REQUEST and answer["id"] == 3
+    limit_ok = nested(MAX_NESTING - 2)  # request object + params object + these arrays = the limit
+    ok = dispatch(reg, '{"jsonrpc": "2.0", "id": 4, "method": "slow.echo", "params": {"value": ' + limit_ok + "}}")
+    assert ok["result"] == json.loads(limit_ok)
+    just_over = '{"jsonrpc": "2.0", "id": 5, "method": "slow.echo", "params": {"value": ' + nested(MAX_NESTING - 1)
+    assert error_code(dispatch(reg, just_over + "}}")) == INVALID_REQUEST
+    note = '{"jsonrpc": "2.0", "method": "slow.echo", "params": {"value": ' + nested(200) + "}}"
+    assert error_code(dispatch(reg, note)) == INVALID_REQUEST  # an invalid notification is still answered
+
+
+def test_a_batch_answers_its_too_deep_member_and_the_others() -> None:
+    deep = '{"jsonrpc": "2.0", "id": 2, "method": "slow.echo", "params": {"value": ' + nested(200) + "}}"
+    answers = dispatch(make_registry(), f"[{req('math.add', {'a': 1}, id=1)}, {deep}]")
+    assert answers[0]["result"] == 1 and error_code(answers[1]) == INVALID_REQUEST and answers[1]["id"] == 2
+
+
+def test_results_that_cannot_be_encoded_answer_an_internal_error_for_the_same_id() -> None:
+    reg = Registry()
+    reg.add("nan", lambda: {"equity": float("nan")})
+    deep: list[Any] = []
+    for _ in range(20_000):
+        deep = [deep]
+    reg.add("deep", lambda: deep)
+    for method in ("nan", "deep"):
+        answer = dispatch(reg, req(method, id=f"{method}-1"))
+        assert error_code(answer) == INTERNAL_ERROR and answer["id"] == f"{method}-1"
+    batch = dispatch(reg, json.dumps([json.loads(req("nan", id=1)), json.loads(req("deep", id=2))]))
+    assert [(a["id"], error_code(a)) for a in batch] == [(1, INTERNAL_ERROR), (2, INTERNAL_ERROR)]
+
+
+def test_nested_deeper_than_is_iterative_and_exact() -> None:
+    assert not nested_deeper_than(1, 0) and not nested_deeper_than({"a": [1]}, 2)
+    assert nested_deeper_than({"a": [1]}, 1) and nested_deeper_than([[[]]], 2)
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert nested_deeper_than(deep, MAX_NESTING) and not nested_deeper_than(deep, 100_001)

@@ -1,9 +1,10 @@
 """The asyncio engine client behind ``tradebaas.connect_async()``, for code that already lives in a loop.
 
-Same behaviour as the synchronous client (``tradebaas.rpc.client``): one reader task owns the socket and resolves
-request ids; events go through a queue to one dispatcher task (callbacks may be plain functions or coroutines);
-the connection re-reads ``engine.json``, reconnects and re-subscribes when the engine restarts. Use it from one
-event loop only.
+Same behaviour as the synchronous client (``tradebaas.rpc.client``), on the same sans-I/O core
+(``tradebaas.rpc.session.ClientSession``): one reader task owns the socket; events go through a queue to one
+dispatcher task (callbacks may be plain functions or coroutines); when the connection drops, the reader re-reads
+``engine.json``, reconnects with back-off, re-subscribes and runs the ``on_reconnect`` callbacks, retrying every
+failure until ``close()``. Use it from one event loop only.
 """
 
 from __future__ import annotations
@@ -11,36 +12,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
-from tradebaas.errors import EngineNotRunning, UserError
+from tradebaas.errors import EngineNotRunning
 from tradebaas.home import Home
 from tradebaas.rpc.client import (
+    CONNECT_ERRORS,
     DEFAULT_TIMEOUT_S,
-    ConnectionLost,
-    _arity,
-    _result,
+    RECONNECT_OPEN_TIMEOUT_S,
     connect_error,
     resolve_target,
     socket_options,
 )
-from tradebaas.rpc.protocol import channel_matches, valid_channel
+from tradebaas.rpc.session import (
+    ClientSession,
+    ConnectionLost,
+    Deliver,
+    Event,
+    Ignored,
+    Reply,
+    State,
+    answer_result,
+)
 
 log = logging.getLogger("tradebaas.rpc.aclient")
 
+Answer = asyncio.Future[dict[str, Any]]
+
 
 async def open_socket(url: str, token: str, timeout_s: float) -> ClientConnection:
+    """One authenticated WebSocket, or a readable error."""
     try:
         return await ws_connect(url, **socket_options(token, timeout_s))
-    except (InvalidStatus, OSError, TimeoutError) as exc:
+    except CONNECT_ERRORS as exc:
         raise connect_error(url, exc) from exc
 
 
@@ -52,18 +62,12 @@ class AsyncEngineClient:
         self._home = home
         self._explicit = (url, token) if url is not None else None
         self.timeout = timeout
-        self.reconnect = reconnect
         self.url = ""
-        self.reconnects = 0
+        self._session: ClientSession[Answer] = ClientSession(reconnect=reconnect)
         self._ws: ClientConnection | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = itertools.count(1)
-        self._subs: dict[str, list[tuple[Callable[..., Any], int]]] = {}
-        self._reconnect_callbacks: list[Callable[[], Any]] = []
         self._events: asyncio.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = asyncio.Queue()
         self._connected = asyncio.Event()
-        self._closing = False
-        self._dead = False
+        self._closed = asyncio.Event()  # wakes the reconnect back-off when close() is called
         self._tasks: list[asyncio.Task[None]] = []
 
     def _target(self) -> tuple[str, str]:
@@ -74,6 +78,7 @@ class AsyncEngineClient:
     async def _open(self) -> None:
         self.url, token = self._target()
         self._ws = await open_socket(self.url, token, self.timeout)
+        self._session.connection_made()  # nothing to resend on the first connection
         self._connected.set()
         self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._dispatch_loop())]
 
@@ -82,32 +87,42 @@ class AsyncEngineClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def reconnect(self) -> bool:
+        """Whether a dropped connection is re-established (True unless built with ``reconnect=False``)."""
+        return self._session.reconnect
+
+    @reconnect.setter
+    def reconnect(self, value: bool) -> None:
+        self._session.reconnect = value
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the client reconnected since it was created."""
+        return self._session.reconnects
+
     async def call(self, method: str, /, params: dict[str, Any] | None = None, *, timeout: float | None = None,
                    **kwargs: Any) -> Any:
         wait_s = self.timeout if timeout is None else timeout
-        if self._closing:
-            raise UserError("this engine client is closed")
-        if self._dead:
-            raise ConnectionLost(f"connection to the engine ({self.url}) was lost")
+        self._session.check_call(self.url)
         try:
             await asyncio.wait_for(self._connected.wait(), wait_s)
         except TimeoutError:
+            self._session.check_call(self.url)  # closed meanwhile, or gave up (reconnect=False)
             raise EngineNotRunning(f"not connected to the engine ({self.url}); still trying to reconnect") from None
-        req_id = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
-        frame = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": {**(params or {}), **kwargs}}
+        fut: Answer = asyncio.get_running_loop().create_future()
+        out = self._session.request(method, {**(params or {}), **kwargs}, fut)
         try:
             assert self._ws is not None
-            await self._ws.send(json.dumps(frame))
+            await self._ws.send(out.text)
             answer = await asyncio.wait_for(fut, wait_s)
         except ConnectionClosed as exc:
             raise ConnectionLost(f"connection to the engine lost while sending {method}") from exc
         except TimeoutError:
             raise TimeoutError(f"the engine did not answer {method} within {wait_s:g}s") from None
         finally:
-            self._pending.pop(req_id, None)
-        return _result(answer)
+            self._session.forget(out.id)
+        return answer_result(answer)
 
     async def ping(self) -> str:
         return await self.call("engine.ping")
@@ -117,39 +132,32 @@ class AsyncEngineClient:
 
     async def subscribe(self, channel: str, callback: Callable[..., Any]) -> None:
         """``callback(data)`` or ``callback(channel, data)``, sync or async, for every event on ``channel``."""
-        if not valid_channel(channel):
-            raise UserError(f"bad channel name {channel!r}")
-        new = channel not in self._subs
-        self._subs.setdefault(channel, []).append((callback, _arity(callback)))
-        if new:
+        if self._session.add_callback(channel, callback):
             try:
                 await self.call("subscribe", channels=[channel])
             except BaseException:
-                self._subs.pop(channel, None)
+                self._session.drop_channel(channel)
                 raise
 
     async def unsubscribe(self, channel: str, callback: Callable[..., Any] | None = None) -> None:
-        callbacks = self._subs.get(channel, [])
-        remaining = [] if callback is None else [(c, a) for c, a in callbacks if c is not callback]
-        if remaining:
-            self._subs[channel] = remaining
-            return
-        self._subs.pop(channel, None)
-        with contextlib.suppress(EngineNotRunning, TimeoutError):
-            await self.call("unsubscribe", channels=[channel])
+        if self._session.remove_callback(channel, callback):
+            with contextlib.suppress(EngineNotRunning, TimeoutError):
+                await self.call("unsubscribe", channels=[channel])
 
     def on_reconnect(self, callback: Callable[[], Any]) -> None:
-        self._reconnect_callbacks.append(callback)
+        """Run ``callback()`` (plain or coroutine function, on the dispatcher task) after every reconnection."""
+        self._session.on_reconnect(callback)
 
     async def close(self) -> None:
-        if self._closing:
+        if self._session.state is State.CLOSED:
             return
-        self._closing = True
+        waiters = self._session.close()
+        self._closed.set()
         self._connected.clear()
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
-        self._fail_pending(ConnectionLost("the client was closed"))
+        _fail(waiters, ConnectionLost("the client was closed"))
         self._events.put_nowait(None)
         for task in self._tasks:
             if task is not asyncio.current_task():
@@ -165,69 +173,59 @@ class AsyncEngineClient:
 
     # -- tasks ---------------------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
-        while not self._closing:
-            ws = self._ws
-            assert ws is not None
+        ws = self._ws
+        while ws is not None:
             try:
                 async for frame in ws:
-                    self._on_frame(frame)
+                    self._apply(self._session.receive(frame))
             except ConnectionClosed:
                 pass
+            except Exception:
+                log.exception("engine client reader failed")
             self._connected.clear()
-            self._fail_pending(ConnectionLost("connection to the engine lost"))
-            if self._closing or not self.reconnect or not await self._reconnect():
-                break
-        self._dead = True
+            _fail(self._session.connection_lost(), ConnectionLost("connection to the engine lost"))
+            ws = await self._reconnect()
 
-    def _on_frame(self, frame: str | bytes) -> None:
-        try:
-            msg = json.loads(frame)
-        except ValueError:
-            return
-        if not isinstance(msg, dict):
-            return
-        if msg.get("method") == "event":
-            params = msg.get("params") or {}
-            channel, data = params.get("channel", ""), params.get("data")
-            for pattern, cbs in list(self._subs.items()):
-                if channel_matches(pattern, channel):
-                    for cb, arity in cbs:
-                        self._events.put_nowait((cb, (channel, data) if arity == 2 else (data,)))
-            return
-        fut = self._pending.get(msg.get("id"))  # type: ignore[arg-type]
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+    def _apply(self, events: list[Event[Answer]]) -> None:
+        for event in events:
+            if isinstance(event, Reply):
+                if not event.waiter.done():
+                    event.waiter.set_result(event.answer)
+            elif isinstance(event, Deliver):
+                self._events.put_nowait((event.callback, event.args))
+            elif isinstance(event, Ignored):
+                log.log(logging.WARNING if event.warn else logging.DEBUG, "%s; ignored", event.reason)
 
-    def _fail_pending(self, exc: Exception) -> None:
-        pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
-
-    async def _reconnect(self) -> bool:
-        delay = 0.05
-        while not self._closing:
+    async def _reconnect(self) -> ClientConnection | None:
+        """A new, re-subscribed connection, retrying every failure with back-off; None once the client is
+        closed (or was built with ``reconnect=False``)."""
+        while self._session.wants_connection:
+            ws: ClientConnection | None = None
             try:
                 self.url, token = self._target()
-                ws = await open_socket(self.url, token, min(self.timeout, 5.0))
-            except UserError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                ws = await open_socket(self.url, token, min(self.timeout, RECONNECT_OPEN_TIMEOUT_S))
+                if self._session.state is State.CLOSED:
+                    await ws.close()
+                    return None
+                opened = self._session.connection_made()
+                self._ws = ws
+                for out in opened.frames:  # the resubscribe; its answer is read by the reader's next loop
+                    await ws.send(out.text)
+            except Exception as exc:  # every failure is retried until close()
+                if ws is not None:
+                    self._session.connection_lost()
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+                delay = self._session.backoff.next_delay()
+                log.debug("reconnect failed (%s); next attempt in %.2fs", exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), delay)
                 continue
-            self._ws = ws
-            self.reconnects += 1
-            if self._subs:
-                frame = {"jsonrpc": "2.0", "id": next(self._ids), "method": "subscribe",
-                         "params": {"channels": sorted(self._subs)}}
-                try:
-                    await ws.send(json.dumps(frame))
-                except ConnectionClosed:
-                    continue
             self._connected.set()
-            for cb in list(self._reconnect_callbacks):
-                self._events.put_nowait((cb, ()))
-            return True
-        return False
+            log.info("reconnected to the engine at %s", self.url)
+            self._apply(list(opened.deliveries))
+            return ws
+        return None
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -241,6 +239,12 @@ class AsyncEngineClient:
                     await result
             except Exception:
                 log.exception("subscription callback %r failed", callback)
+
+
+def _fail(waiters: list[Answer], exc: Exception) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 async def connect_async(

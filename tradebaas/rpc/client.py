@@ -1,22 +1,26 @@
 """The synchronous engine client behind ``tradebaas.connect()``: safe in Jupyter kernels and widget callbacks.
 
 Why threads and not asyncio: a Jupyter kernel already runs an event loop, so a client that needs its own loop
-forces nest-asyncio hacks. Here ONE reader thread owns the socket: it resolves request ids to futures and hands
-pushed events to ONE callback thread. Callers block only on their own future, so ``call()`` works from any
-thread, including ipywidgets callbacks and subscription callbacks (which may call back into the engine), and a
-slow callback delays only other callbacks, never replies.
+forces nest-asyncio hacks. Here ONE reader thread owns the socket and hands pushed events to ONE callback thread.
+Callers block only on their own future, so ``call()`` works from any thread, including ipywidgets callbacks and
+subscription callbacks (which may call back into the engine), and a slow callback delays only other callbacks,
+never replies.
 
-Auto-reconnect: when the connection drops (the engine restarted, stopped, crashed), the reader thread re-reads
-``engine.json`` (the port and token change on restart), reconnects with a capped back-off, re-subscribes every
-channel, then runs the ``on_reconnect`` callbacks (the control panel reloads its state there). Calls made while
-disconnected wait for the reconnection up to their timeout, then raise ``EngineNotRunning``.
+The rules of the conversation (framing, request ids, subscriptions, what to resend after a reconnect, the back-off)
+live in the sans-I/O ``tradebaas.rpc.session.ClientSession``, shared with the async client; this module only moves
+frames between it and a socket, and wakes threads.
+
+The client always reconnects: when the connection drops (the engine restarted, stopped, crashed, a proxy reset
+it), the reader thread re-reads ``engine.json`` (the port and token change on restart), reconnects with a capped
+back-off, re-subscribes every channel, then runs the ``on_reconnect`` callbacks (the control panel reloads its
+state there). Every failure on the way (refused, reset during the handshake, wrong token, the resubscribe frame
+failing) is retried until ``close()``. Calls made while disconnected wait for the reconnection up to their
+timeout, then raise ``EngineNotRunning``; calls in flight when it dropped raise ``ConnectionLost``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
-import itertools
 import json
 import logging
 import queue
@@ -27,7 +31,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
@@ -35,19 +39,25 @@ from tradebaas.connection import pid_alive, read_connection_file
 from tradebaas.errors import EngineNotRunning, UserError
 from tradebaas.home import Home, get_home
 from tradebaas.rpc.facade import EngineFacade
-from tradebaas.rpc.protocol import RpcError, channel_matches, valid_channel
+from tradebaas.rpc.session import (
+    Callback,
+    ClientSession,
+    ConnectionLost,
+    Deliver,
+    Event,
+    Ignored,
+    Reply,
+    State,
+    answer_result,
+)
+
+__all__ = ["ConnectionLost", "EngineClient", "Subscription", "connect", "ping_once", "wait_for_engine"]
 
 log = logging.getLogger("tradebaas.rpc.client")
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_FRAME_BYTES = 64 << 20  # answers such as trades.list can be large
-
-
-class ConnectionLost(EngineNotRunning):
-    """The connection dropped while a call was waiting for its answer (the call may or may not have run)."""
-
-
-Callback = Callable[..., Any]
+RECONNECT_OPEN_TIMEOUT_S = 5.0
 
 
 def resolve_target(home: Home | str | None, url: str | None, token: str | None) -> tuple[str, str]:
@@ -86,21 +96,26 @@ def socket_options(token: str, timeout_s: float) -> dict[str, Any]:
     }
 
 
-def connect_error(url: str, exc: Exception) -> UserError:
+#: What opening a socket may raise besides a refusal: the peer reset or closed it during the handshake
+#: (``InvalidMessage``, ``EOFError``, ``ConnectionResetError``), timeouts, anything else websockets reports.
+CONNECT_ERRORS = (WebSocketException, OSError, TimeoutError, EOFError)
+
+
+def connect_error(url: str, exc: BaseException) -> UserError:
     """A failed connection as the readable error both clients raise."""
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         if status in (401, 403):
             return UserError(f"the engine at {url} refused the connection (HTTP {status}: wrong token?)")
         return EngineNotRunning(f"the engine at {url} answered HTTP {status}")
-    return EngineNotRunning(f"cannot reach the engine at {url} ({exc})")
+    return EngineNotRunning(f"cannot reach the engine at {url} ({exc or type(exc).__name__})")
 
 
 def open_socket(url: str, token: str, timeout_s: float) -> ClientConnection:
     """One authenticated WebSocket, or a readable error."""
     try:
         return ws_connect(url, **socket_options(token, timeout_s), legacy=True)
-    except (InvalidStatus, OSError, TimeoutError) as exc:
+    except CONNECT_ERRORS as exc:
         raise connect_error(url, exc) from exc
 
 
@@ -120,21 +135,6 @@ def ping_once(url: str, token: str, timeout_s: float = 2.0) -> bool:
             ws.close()
 
 
-def _arity(callback: Callback) -> int:
-    """1 -> callback(data); 2 -> callback(channel, data)."""
-    try:
-        params = [
-            p for p in inspect.signature(callback).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        ]
-    except (TypeError, ValueError):
-        return 1
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return 2
-    required = [p for p in params if p.default is p.empty]
-    return 2 if len(required) >= 2 else 1
-
-
 class Subscription:
     """Handle returned by ``subscribe``; ``cancel()`` removes the callback."""
 
@@ -143,6 +143,9 @@ class Subscription:
 
     def cancel(self) -> None:
         self.client.unsubscribe(self.channel, self.callback)
+
+
+Answer = Future[dict[str, Any]]
 
 
 class EngineClient(EngineFacade):
@@ -161,21 +164,15 @@ class EngineClient(EngineFacade):
         self._home = home
         self._explicit = (url, token) if url is not None else None
         self.timeout = timeout
-        self.reconnect = reconnect
-        self._pending: dict[int, Future[dict[str, Any]]] = {}
-        self._pending_lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._session: ClientSession[Answer] = ClientSession(reconnect=reconnect)
+        self._lock = threading.Lock()  # guards the session (used by callers, the reader thread and close())
         self._send_lock = threading.Lock()
-        self._subs: dict[str, list[tuple[Callback, int]]] = {}
-        self._subs_lock = threading.Lock()
-        self._reconnect_callbacks: list[Callable[[], Any]] = []
         self._events: queue.Queue[tuple[Callback, tuple[Any, ...]] | None] = queue.Queue()
         self._connected = threading.Event()
         self._closing = threading.Event()
-        self.reconnects = 0
-        self._dead = False  # the reader gave up (reconnect=False and the connection dropped)
         self.url, token = self._target()
         self._ws = open_socket(self.url, token, timeout)
+        self._session.connection_made()  # nothing to resend on the first connection
         self._connected.set()
         self._reader = threading.Thread(target=self._read_loop, name="tradebaas-rpc-reader", daemon=True)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="tradebaas-rpc-callbacks", daemon=True)
@@ -192,51 +189,59 @@ class EngineClient(EngineFacade):
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def call(self, method: str, /, params: dict[str, Any] | None = None, *, timeout: float | None = None,
-             **kwargs: Any) -> Any:
+    @property
+    def reconnect(self) -> bool:
+        """Whether a dropped connection is re-established (True unless built with ``reconnect=False``)."""
+        return self._session.reconnect
+
+    @reconnect.setter
+    def reconnect(self, value: bool) -> None:
+        with self._lock:
+            self._session.reconnect = value
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the client reconnected since it was created."""
+        return self._session.reconnects
+
+    def call(  # type: ignore[override]  # adds a positional params dict and the client-side timeout
+        self, method: str, /, params: dict[str, Any] | None = None, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
         """Call ``method`` with ``params``/keyword params; returns its result or raises ``RpcError``."""
-        fut = self.call_future(method, {**(params or {}), **kwargs}, timeout=timeout)
         wait_s = self.timeout if timeout is None else timeout
+        req_id, fut = self._send(method, {**(params or {}), **kwargs}, wait_s)
         try:
             answer = fut.result(wait_s)
         except FutureTimeout:
+            with self._lock:
+                self._session.forget(req_id)
             raise TimeoutError(f"the engine did not answer {method} within {wait_s:g}s") from None
-        return _result(answer)
+        return answer_result(answer)
 
     def call_future(self, method: str, params: dict[str, Any] | None = None, *,
-                    timeout: float | None = None) -> Future[dict[str, Any]]:
+                    timeout: float | None = None) -> Answer:
         """Send a request without waiting: the future resolves to the raw answer object."""
-        wait_s = self.timeout if timeout is None else timeout
-        if self._closing.is_set():
-            raise UserError("this engine client is closed")
-        if self._dead:
-            raise ConnectionLost(f"connection to the engine ({self.url}) was lost")
+        return self._send(method, params, self.timeout if timeout is None else timeout)[1]
+
+    def _send(self, method: str, params: dict[str, Any] | None, wait_s: float) -> tuple[int, Answer]:
+        """Register and write one request (waiting up to ``wait_s`` for a connection); its id and future."""
+        with self._lock:
+            self._session.check_call(self.url)
         if not self._connected.wait(wait_s):
+            with self._lock:
+                self._session.check_call(self.url)  # closed meanwhile, or gave up (reconnect=False)
             raise EngineNotRunning(f"not connected to the engine ({self.url}); still trying to reconnect")
-        fut: Future[dict[str, Any]] = Future()
-        req_id = next(self._ids)
-        frame = json.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params or {}})
-        with self._pending_lock:
-            self._pending[req_id] = fut
+        fut: Answer = Future()
+        with self._lock:
+            out = self._session.request(method, params, fut)
         try:
             with self._send_lock:
-                self._ws.send(frame)
+                self._ws.send(out.text)
         except (ConnectionClosed, OSError) as exc:
-            with self._pending_lock:
-                self._pending.pop(req_id, None)
+            with self._lock:
+                self._session.forget(out.id)
             raise ConnectionLost(f"connection to the engine lost while sending {method}") from exc
-        fut.add_done_callback(lambda _f: self._forget(req_id))
-        return fut
-
-    def _forget(self, req_id: int) -> None:
-        with self._pending_lock:
-            self._pending.pop(req_id, None)
-
-    def ping(self) -> str:
-        return self.call("engine.ping")
-
-    def status(self) -> dict[str, Any]:
-        return self.call("engine.status")
+        return out.id, fut
 
     def subscribe(self, channel: str, callback: Callback) -> Subscription:
         """Call ``callback(data)`` (or ``callback(channel, data)``) for every event on ``channel``.
@@ -244,47 +249,43 @@ class EngineClient(EngineFacade):
         ``channel`` may end in ``.*`` (``strategy.*``). Callbacks run on the client's callback thread, one at a
         time, in arrival order; they may call the engine. Subscriptions survive reconnects.
         """
-        if not valid_channel(channel):
-            raise UserError(f"bad channel name {channel!r}")
-        with self._subs_lock:
-            new = channel not in self._subs
-            self._subs.setdefault(channel, []).append((callback, _arity(callback)))
+        with self._lock:
+            new = self._session.add_callback(channel, callback)
         if new:
             try:
                 self.call("subscribe", channels=[channel])
             except BaseException:
-                with self._subs_lock:
-                    self._subs.pop(channel, None)
+                with self._lock:
+                    self._session.drop_channel(channel)
                 raise
         return Subscription(self, channel, callback)
 
     def unsubscribe(self, channel: str, callback: Callback | None = None) -> None:
         """Remove ``callback`` (or every callback) from ``channel``; the engine stops sending when none remain."""
-        with self._subs_lock:
-            callbacks = self._subs.get(channel, [])
-            remaining = [] if callback is None else [(c, a) for c, a in callbacks if c is not callback]
-            if remaining:
-                self._subs[channel] = remaining
-                return
-            self._subs.pop(channel, None)
-        with contextlib.suppress(EngineNotRunning, TimeoutError):
-            self.call("unsubscribe", channels=[channel])
+        with self._lock:
+            last = self._session.remove_callback(channel, callback)
+        if last:
+            with contextlib.suppress(EngineNotRunning, TimeoutError):
+                self.call("unsubscribe", channels=[channel])
 
     def on_reconnect(self, callback: Callable[[], Any]) -> None:
         """Run ``callback()`` (on the callback thread) after every successful reconnection."""
-        self._reconnect_callbacks.append(callback)
+        with self._lock:
+            self._session.on_reconnect(callback)
 
     def close(self) -> None:
         if self._closing.is_set():
             return
         self._closing.set()
         self._connected.clear()
+        with self._lock:
+            waiters = self._session.close()
         with contextlib.suppress(Exception):
             self._ws.close()
-        self._fail_pending(ConnectionLost("the client was closed"))
+        _fail(waiters, ConnectionLost("the client was closed"))
         self._events.put(None)
         if threading.current_thread() not in (self._reader, self._dispatcher):
-            self._reader.join(timeout=5)
+            self._reader.join(timeout=RECONNECT_OPEN_TIMEOUT_S + 2)
             self._dispatcher.join(timeout=5)
 
     def __enter__(self) -> EngineClient:
@@ -299,8 +300,8 @@ class EngineClient(EngineFacade):
 
     # -- reader thread -------------------------------------------------------------------------------------
     def _read_loop(self) -> None:
-        while not self._closing.is_set():
-            ws = self._ws
+        ws: ClientConnection | None = self._ws
+        while ws is not None:
             try:
                 for frame in ws:
                     self._on_frame(frame)
@@ -309,71 +310,61 @@ class EngineClient(EngineFacade):
             except Exception:
                 log.exception("engine client reader failed")
             self._connected.clear()
-            self._fail_pending(ConnectionLost("connection to the engine lost"))
-            if self._closing.is_set() or not self.reconnect:
-                break
-            if not self._reconnect():
-                break
-        self._dead = True
+            with self._lock:
+                waiters = self._session.connection_lost()
+            _fail(waiters, ConnectionLost("connection to the engine lost"))
+            ws = self._reconnect()
 
     def _on_frame(self, frame: str | bytes) -> None:
-        try:
-            msg = json.loads(frame)
-        except ValueError:
-            log.warning("engine sent a frame that is not JSON; ignored")
-            return
-        if not isinstance(msg, dict):
-            return
-        if msg.get("method") == "event":
-            params = msg.get("params") or {}
-            channel, data = params.get("channel", ""), params.get("data")
-            with self._subs_lock:
-                targets = [cb for pattern, cbs in self._subs.items() if channel_matches(pattern, channel) for cb in cbs]
-            for callback, arity in targets:
-                self._events.put((callback, (channel, data) if arity == 2 else (data,)))
-            return
-        req_id = msg.get("id")
-        with self._pending_lock:
-            fut = self._pending.get(req_id) if isinstance(req_id, int) else None
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
+        with self._lock:
+            events = self._session.receive(frame)
+        self._apply(events)
 
-    def _fail_pending(self, exc: Exception) -> None:
-        with self._pending_lock:
-            pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
+    def _apply(self, events: list[Event[Answer]]) -> None:
+        for event in events:
+            if isinstance(event, Reply):
+                if not event.waiter.done():
+                    event.waiter.set_result(event.answer)
+            elif isinstance(event, Deliver):
+                self._events.put((event.callback, event.args))
+            elif isinstance(event, Ignored):
+                log.log(logging.WARNING if event.warn else logging.DEBUG, "%s; ignored", event.reason)
 
-    def _reconnect(self) -> bool:
-        """Reconnect until it works or the client is closed; re-subscribe; then notify. False = give up."""
-        delay = 0.05
-        while not self._closing.is_set():
+    def _reconnect(self) -> ClientConnection | None:
+        """A new, re-subscribed connection, retrying every failure with back-off; None once the client is
+        closed (or was built with ``reconnect=False``)."""
+        while True:
+            with self._lock:
+                if not self._session.wants_connection or self._closing.is_set():
+                    return None
+            ws: ClientConnection | None = None
             try:
                 self.url, token = self._target()
-                ws = open_socket(self.url, token, min(self.timeout, 5.0))
-            except UserError as exc:
-                log.debug("reconnect failed: %s", exc)
+                ws = open_socket(self.url, token, min(self.timeout, RECONNECT_OPEN_TIMEOUT_S))
+                with self._lock:
+                    if self._session.state is State.CLOSED:
+                        ws.close()
+                        return None
+                    opened = self._session.connection_made()
+                    self._ws = ws
+                for out in opened.frames:  # the resubscribe; its answer is read by this thread's next loop
+                    with self._send_lock:
+                        ws.send(out.text)
+            except Exception as exc:  # every failure is retried until close()
+                if ws is not None:
+                    with self._lock:
+                        self._session.connection_lost()
+                    with contextlib.suppress(Exception):
+                        ws.close()
+                with self._lock:
+                    delay = self._session.backoff.next_delay()
+                log.debug("reconnect failed (%s); next attempt in %.2fs", exc, delay)
                 self._closing.wait(delay)
-                delay = min(delay * 2, 2.0)
                 continue
-            self._ws = ws
-            self.reconnects += 1
-            with self._subs_lock:
-                channels = sorted(self._subs)
-            if channels:
-                req_id = next(self._ids)
-                frame = {"jsonrpc": "2.0", "id": req_id, "method": "subscribe", "params": {"channels": channels}}
-                try:
-                    ws.send(json.dumps(frame))  # its answer is read by this thread's next loop; nobody waits
-                except ConnectionClosed:
-                    continue
             self._connected.set()
             log.info("reconnected to the engine at %s", self.url)
-            for callback in list(self._reconnect_callbacks):
-                self._events.put((callback, ()))
-            return True
-        return False
+            self._apply(list(opened.deliveries))
+            return ws
 
     # -- callback thread -----------------------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -388,11 +379,10 @@ class EngineClient(EngineFacade):
                 log.exception("subscription callback %r failed", callback)
 
 
-def _result(answer: dict[str, Any]) -> Any:
-    if "error" in answer:
-        err = answer["error"] or {}
-        raise RpcError(int(err.get("code", -32603)), str(err.get("message", "unknown error")), err.get("data"))
-    return answer.get("result")
+def _fail(waiters: list[Answer], exc: Exception) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 def connect(

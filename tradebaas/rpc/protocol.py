@@ -24,6 +24,7 @@ import enum
 import inspect
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,19 +195,27 @@ class Registry:
 
     # -- dispatch ------------------------------------------------------------------------------------------
     async def dispatch(self, frame: str | bytes, ctx: CallContext | None = None) -> str | None:
-        """Answer one incoming frame (a request, a notification or a batch). None = nothing to send back."""
+        """Answer one incoming frame (a request, a notification or a batch). None = nothing to send back.
+
+        Promise: every frame gets exactly one answer, except a valid notification (or a batch of only valid
+        notifications), which gets none, as JSON-RPC 2.0 says. Hostile frames included: non-JSON bytes,
+        ``NaN``/``Infinity``/out-of-range numbers (parse error), nesting deeper than ``MAX_NESTING`` (invalid
+        request), and answers that cannot be encoded (internal error) are all answered, never raised.
+        """
         ctx = ctx or CallContext()
         try:
-            message = json.loads(frame)
-        except (ValueError, UnicodeDecodeError) as exc:
+            message = decode(frame)
+        except RecursionError:
+            return encode(error_response(None, RpcError(INVALID_REQUEST, TOO_DEEP)))
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError
             return encode(error_response(None, RpcError(PARSE_ERROR, f"parse error: {exc}")))
         if isinstance(message, list):
             if not message:
                 return encode(error_response(None, RpcError(INVALID_REQUEST, "invalid request: empty batch")))
             answers = [a for a in [await self.handle(m, ctx) for m in message] if a is not None]
-            return encode(answers) if answers else None
+            return "[" + ",".join(encode_answer(a) for a in answers) + "]" if answers else None
         answer = await self.handle(message, ctx)
-        return None if answer is None else encode(answer)
+        return None if answer is None else encode_answer(answer)
 
     async def handle(self, message: Any, ctx: CallContext) -> dict[str, Any] | None:
         """Answer one decoded request object."""
@@ -216,6 +225,8 @@ class Registry:
         is_notification = "id" not in message
         if not _valid_id(req_id):
             return error_response(None, RpcError(INVALID_REQUEST, "invalid request: bad id"))
+        if nested_deeper_than(message, MAX_NESTING):
+            return error_response(req_id, RpcError(INVALID_REQUEST, TOO_DEEP))
         if message.get("jsonrpc") != "2.0":
             return error_response(req_id, RpcError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"'))
         name = message.get("method")
@@ -281,7 +292,52 @@ def bind_params(method: Method, raw: dict[str, Any] | list[Any]) -> dict[str, An
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or (isinstance(value, str | int) and not isinstance(value, bool))
+
+
+# -- frames ------------------------------------------------------------------------------------------------
+#: How deep a request may nest (objects and arrays, the request object itself being level 1). Real requests
+#: use a handful of levels; the limit keeps every later step (validation, handlers, encoding) far from Python's
+#: recursion limit. A batch adds one level of its own.
+MAX_NESTING = 64
+TOO_DEEP = f"invalid request: nested deeper than {MAX_NESTING} levels"
+
+
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def decode(frame: str | bytes) -> Any:
+    """Strict JSON: ``NaN``/``Infinity`` and numbers beyond a double's range are ``ValueError`` (the answer could
+    not carry them back, and no handler wants them). Deep nesting may raise ``RecursionError``."""
+    return json.loads(frame, parse_constant=_not_json_constant, parse_float=_finite_float)
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True when ``value`` (a decoded JSON value) nests objects/arrays more than ``limit`` levels; iterative, so
+    it cannot itself hit the recursion limit, and it stops at the first path that is too deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def error_response(req_id: Any, exc: RpcError) -> dict[str, Any]:
@@ -312,6 +368,18 @@ def to_jsonable(value: Any) -> Any:
 
 def encode(message: Any) -> str:
     return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+def encode_answer(answer: dict[str, Any]) -> str:
+    """``encode(answer)``, or, when the answer cannot be encoded (a result holding NaN, too deep...), an
+    internal-error answer for the same id: the caller gets an answer, never a timeout."""
+    try:
+        return encode(answer)
+    except (ValueError, TypeError, RecursionError) as exc:
+        log.warning("RPC answer to id %r could not be encoded (%s)", answer.get("id"), type(exc).__name__)
+        req_id = answer.get("id")
+        failure = RpcError(INTERNAL_ERROR, "internal error: the answer could not be encoded as JSON")
+        return encode(error_response(req_id if _valid_id(req_id) else None, failure))
 
 
 # -- channels ----------------------------------------------------------------------------------------------

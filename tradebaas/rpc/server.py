@@ -9,6 +9,8 @@ Each connection is a ``Session``: its subscriptions, and one outgoing queue drai
 answers and pushed events never interleave mid-frame and a slow client never blocks the engine. A client that
 falls ``MAX_QUEUE`` frames behind is disconnected (it reconnects and re-reads state) rather than silently
 missing events. Requests on one connection run concurrently (bounded), so a slow method does not delay a ping.
+Every frame gets exactly one answer (none for a valid notification), hostile ones included: ``Registry.dispatch``
+promises it, and ``_answer`` backs it with an internal error should dispatch ever fail.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tradebaas.rpc.protocol import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     Access,
     CallContext,
@@ -35,6 +38,7 @@ from tradebaas.rpc.protocol import (
     RpcError,
     channel_matches,
     encode,
+    error_response,
     notification,
     to_jsonable,
     valid_channel,
@@ -205,14 +209,17 @@ class RpcServer:
         await session.writer()
 
     async def _answer(self, session: Session, frame: str | bytes) -> None:
+        """Answer one frame. ``dispatch`` answers every frame itself; should it ever raise anyway (a bug), the
+        client still gets an internal error rather than waiting for its timeout."""
         try:
             answer = await self.registry.dispatch(frame, CallContext(session=session))
-            if answer is not None:
-                session.push(answer)
-        except Exception:  # dispatch turns handler errors into answers; this is a bug guard
+        except Exception:
             log.exception("RPC dispatch failed")
+            answer = encode(error_response(None, RpcError(INTERNAL_ERROR, "internal error while answering")))
         finally:
             session.inflight.release()
+        if answer is not None:
+            session.push(answer)
 
     # -- built-in methods ----------------------------------------------------------------------------------
     def _install_builtin_methods(self) -> None:

@@ -3,6 +3,11 @@
 Why a redacting filter instead of "be careful": tokens and API secrets pass through libraries (URLs with
 ``?token=``, auth payloads) that we do not control; the filter masks the engine's own token, any registered
 secret, and ``token=``/``secret=``-looking key/value pairs in every record before any handler formats it.
+
+Every log record is one line: text from outside (an ``engine.log`` note, a strategy id, an exchange error message)
+can carry newlines, NUL or terminal escapes, and a message that starts a new line could forge a record ("...
+CRITICAL tradebaas.engine: kill switch"). ``OneLineFilter`` escapes control characters in the message after
+redaction; a traceback from ``log.exception`` still follows on its own lines, as Python prints it.
 """
 
 from __future__ import annotations
@@ -59,6 +64,48 @@ class RedactFilter(logging.Filter):
 
 REDACT = RedactFilter()
 
+#: C0 and C1 control characters, DEL, and the Unicode line and paragraph separators (``str.splitlines`` breaks on
+#: all of them, and so may a log viewer).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x00``, ``\\u2028``): one line,
+    nothing for a terminal to interpret. Printable text, including non-ASCII and backslashes, is kept as is."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+class OneLineFilter(logging.Filter):
+    """Escapes control characters in a record's message (add it after ``RedactFilter``: it redacts the raw text).
+
+    Idempotent: an escaped message has no control characters left, so a record passing several handlers that
+    each carry this filter is escaped once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not kill logging
+            message = str(record.msg)
+        escaped = escape_control(message)
+        if escaped != message or record.args:
+            record.msg, record.args = escaped, None
+        return True
+
+
+ONE_LINE = OneLineFilter()
+
+
+def add_filters(handler: logging.Handler) -> None:
+    """The filters every engine log handler carries, in order: redact secrets, then make the message one line."""
+    handler.addFilter(REDACT)
+    handler.addFilter(ONE_LINE)
+
 
 class CallbackHandler(logging.Handler):
     """Hands each record, as the ``log`` channel's data ``{ts_ms, level, logger, message}``, to a callback.
@@ -70,7 +117,7 @@ class CallbackHandler(logging.Handler):
     def __init__(self, callback: Callable[[dict[str, Any]], None], level: int = logging.INFO) -> None:
         super().__init__(level)
         self.callback = callback
-        self.addFilter(REDACT)
+        add_filters(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.startswith(("websockets", "tradebaas.rpc", "asyncio")):
@@ -99,12 +146,12 @@ def setup_logging(log_file: Path, *, to_stderr: bool = False, level: int = loggi
         log_file, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"
     )
     file_handler.setFormatter(formatter)
-    file_handler.addFilter(REDACT)
+    add_filters(file_handler)
     root.addHandler(file_handler)
     if to_stderr:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
-        stream.addFilter(REDACT)
+        add_filters(stream)
         root.addHandler(stream)
     root.setLevel(level)
     logging.getLogger("websockets").setLevel(logging.WARNING)
