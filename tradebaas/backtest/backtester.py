@@ -221,7 +221,7 @@ def backtest(
 
 
 def _warm_up(strat: Any, warm: pd.DataFrame, inst: Instrument) -> None:
-    """Feed history with ``warming_up`` set, as ``engine.runner.StrategyRunner.warm_up`` does (decisions ignored)."""
+    """Feed history with ``warming_up`` set, as ``engine.live.strategy_runner.StrategyRunner.warm_up`` does (decisions ignored)."""
     ctx = StrategyContext(inst, warming_up=True)
     ts = warm.index.as_unit("ms").asi8.tolist()
     for t, o, h, lo, c, v in zip(ts, *(warm[k].tolist() for k in ("open", "high", "low", "close", "volume")),

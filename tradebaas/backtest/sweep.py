@@ -54,7 +54,7 @@ def _cache_for(token: str, data: pd.DataFrame) -> Any:
 
 def _run_one(strategy: Any, data: pd.DataFrame, config: dict[str, Any], kwargs: dict[str, Any],
              cache: Any = None) -> dict[str, Any]:
-    from .runner import backtest
+    from .backtester import backtest
 
     result = backtest(strategy, data, config=config, decisions="none", cache=cache, **kwargs)
     return {k: v for k, v in result.stats.items()}
