@@ -141,8 +141,10 @@ def candle_exit(direction: Direction, stop_price: float | None, take_price: floa
     both, the stop counts (the simulator fires triggers before it matches resting limits). Inside the candle:
 
     - ``intrabar="path"`` (default): the price moves along ``candle_path``; whichever bracket the path reaches
-      first exits (with a long, a leg going down can only reach the stop, one going up only the take-profit).
-      This is what the simulator's replay of the candle does, so paper trading and its backtest agree.
+      first exits. Each leg moves one way, so with the open between the brackets, the first leg (to the nearer
+      extreme) reaches the bracket on its side if the candle reaches it at all: when both lie within the candle,
+      the one beside the nearer extreme exits. This is what the simulator's replay of the candle does, so paper
+      trading and its backtest agree (tests/unit/test_stop_fill.py holds the two to it).
     - ``intrabar="pessimistic"``: the stop counts whenever the candle reaches it, even if the take-profit lies
       within the candle too and the path reaches it first (the old rule, a conservative bound).
 
@@ -159,11 +161,13 @@ def candle_exit(direction: Direction, stop_price: float | None, take_price: floa
         return CandleExit("sl", stop_fill_price(stop_price, o, False), Liquidity.TAKER, True)
     if take_price is not None and limit_crosses(exit_side, take_price, o):
         return CandleExit("tp", take_price, Liquidity.MAKER, True)
-    for price in candle_path(candle)[1:]:  # each leg's end is its extreme: a level inside the leg is reached by it
-        if stop_price is not None and trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, price):
-            return CandleExit("sl", stop_fill_price(stop_price, price, True), Liquidity.TAKER)
-        if take_price is not None and limit_crosses(exit_side, take_price, price):
-            return CandleExit("tp", take_price, Liquidity.MAKER)
+    stop_side, take_side = (candle.low, candle.high) if direction is Direction.LONG else (candle.high, candle.low)
+    take_in = take_price is not None and limit_crosses(exit_side, take_price, take_side)
+    if stop_price is not None and trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, stop_side):
+        if not take_in or candle_path(candle)[1] == stop_side:  # both inside: the first leg's side decides
+            return CandleExit("sl", stop_fill_price(stop_price, stop_side, True), Liquidity.TAKER)
+    if take_price is not None and take_in:
+        return CandleExit("tp", take_price, Liquidity.MAKER)
     return None
 
 
