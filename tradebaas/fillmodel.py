@@ -1,9 +1,10 @@
 """The one fill model, shared by the simulator's matching engine and the backtester.
 
-Pure functions only: fees, PnL for linear and inverse contracts, trigger conditions, and how a bracketed
-position exits inside one candle. The simulator calls the tick-level functions (``trigger_fires``, ``fee``,
-``realized_pnl``); the backtester calls the same functions through ``candle_exit``. A change here changes both,
-which is the point: a backtest that disagrees with paper trading is worse than none.
+Pure functions only: fees, PnL for linear and inverse contracts, trigger conditions, the price path inside a
+candle, and how a bracketed position exits inside one candle. The simulator calls the tick-level functions
+(``trigger_fires``, ``fee``, ``realized_pnl``) and replays each candle along ``candle_path``; the backtester calls
+the same functions through ``candle_exit``, which walks that same path. A change here changes both, which is the
+point: a backtest that disagrees with paper trading is worse than none.
 
 ``fee``, ``realized_pnl`` and ``apply_slippage`` are also called on numpy arrays (``backtest/vectorized.py``, the
 ema_cross fast path): keep them to arithmetic operators and ``abs`` (no ``math.*``, no ``if`` on a value) so
@@ -91,6 +92,34 @@ def bracket_prices(instrument: Instrument, direction: Direction, fill_price: flo
     return sl, tp
 
 
+#: ``candle_exit`` modes. ``"path"`` (the default): brackets meet the price along ``candle_path``, as the simulator
+#: replays the candle, so a backtest agrees with paper trading. ``"pessimistic"``: the stop counts whenever it lies
+#: within the candle, even if the path reaches the take-profit first (a conservative bound for research).
+INTRABAR_PATH = "path"
+INTRABAR_PESSIMISTIC = "pessimistic"
+INTRABAR_MODES = (INTRABAR_PATH, INTRABAR_PESSIMISTIC)
+
+
+def candle_path(candle: Candle) -> tuple[float, float, float, float]:
+    """The price path inside a candle: open, the extreme nearer the open, the other extreme, close.
+
+    Between these waypoints the price moves monotonically through every price in between, so the path visits the
+    whole [low, high] range; the simulator replays a candle as ticks along it and ``candle_exit`` walks it.
+    Going to the nearer extreme first is the plausible path (the shorter detour).
+
+    "Nearer" compares the float differences ``open - low`` and ``high - open``: the low comes first when
+    ``open - low < high - open``, the high first when it is greater. On a tie (equal distances, which includes a
+    candle with open == high == low) the close decides: a candle closing at or above its open (rising or flat)
+    dips first, ``(open, low, high, close)``; one closing below its open rallies first, ``(open, high, low,
+    close)``. The same candle always gives the same path.
+    """
+    o, h, lo = candle.open, candle.high, candle.low
+    down, up = o - lo, h - o
+    if down < up or (down == up and candle.close >= o):
+        return (o, lo, h, candle.close)
+    return (o, h, lo, candle.close)
+
+
 @dataclass(slots=True, frozen=True)
 class CandleExit:
     """How a bracketed position left the market inside one candle."""
@@ -103,12 +132,48 @@ class CandleExit:
     at_open: bool = False
 
 
-def candle_exit(direction: Direction, stop_price: float | None, take_price: float | None, candle: Candle) -> CandleExit | None:
-    """Bracket exit within one candle, per the backtest semantics of the Razor spec.
+def candle_exit(direction: Direction, stop_price: float | None, take_price: float | None, candle: Candle,
+                intrabar: str = INTRABAR_PATH) -> CandleExit | None:
+    """Bracket exit within one candle, per the backtest semantics of the Razor spec; ``None`` if neither is reached.
 
-    The stop is checked first (if both lie within the candle, the stop counts); it fills at its trigger, or at
-    the open when the candle gaps through it (taker). The take-profit limit fills at its price (maker).
+    The open is a jump (the market arrives there from the last close without trading in between): a stop it
+    passed fills at the open, a take-profit it passed at its limit price, flagged ``at_open``; if the open passed
+    both, the stop counts (the simulator fires triggers before it matches resting limits). Inside the candle:
+
+    - ``intrabar="path"`` (default): the price moves along ``candle_path``; whichever bracket the path reaches
+      first exits. Each leg moves one way, so with the open between the brackets, the first leg (to the nearer
+      extreme) reaches the bracket on its side if the candle reaches it at all: when both lie within the candle,
+      the one beside the nearer extreme exits. This is what the simulator's replay of the candle does, so paper
+      trading and its backtest agree (tests/unit/test_stop_fill.py holds the two to it).
+    - ``intrabar="pessimistic"``: the stop counts whenever the candle reaches it, even if the take-profit lies
+      within the candle too and the path reaches it first (the old rule, a conservative bound).
+
+    A stop reached inside the candle fills at its trigger (taker); the take-profit limit at its price (maker).
+    ``ValueError`` for an unknown ``intrabar`` (callers validate user input first).
     """
+    if intrabar == INTRABAR_PESSIMISTIC:
+        return _pessimistic_exit(direction, stop_price, take_price, candle)
+    if intrabar != INTRABAR_PATH:
+        raise ValueError(f"intrabar must be one of {', '.join(INTRABAR_MODES)}, not {intrabar!r}")
+    exit_side = direction.exit_side
+    o = candle.open
+    if stop_price is not None and trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, o):
+        return CandleExit("sl", stop_fill_price(stop_price, o, False), Liquidity.TAKER, True)
+    if take_price is not None and limit_crosses(exit_side, take_price, o):
+        return CandleExit("tp", take_price, Liquidity.MAKER, True)
+    stop_side, take_side = (candle.low, candle.high) if direction is Direction.LONG else (candle.high, candle.low)
+    take_in = take_price is not None and limit_crosses(exit_side, take_price, take_side)
+    if stop_price is not None and trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, stop_side):
+        if not take_in or candle_path(candle)[1] == stop_side:  # both inside: the first leg's side decides
+            return CandleExit("sl", stop_fill_price(stop_price, stop_side, True), Liquidity.TAKER)
+    if take_price is not None and take_in:
+        return CandleExit("tp", take_price, Liquidity.MAKER)
+    return None
+
+
+def _pessimistic_exit(direction: Direction, stop_price: float | None, take_price: float | None,
+                      candle: Candle) -> CandleExit | None:
+    """``candle_exit`` with ``intrabar="pessimistic"``: the stop is checked over the whole candle first."""
     exit_side = direction.exit_side
     if stop_price is not None:
         if trigger_fires(OrderType.STOP_MARKET, exit_side, stop_price, candle.open):  # gapped through at the open

@@ -21,6 +21,12 @@ the engine as its own process over a WebSocket, the journal.
 Compared per trade: entry minute and direction equal; entry/exit prices within one tick; the exit reason equal;
 fees equal within what one tick of price can change them (fees are recomputed from the journal's fill prices with
 ``fillmodel.fee`` and must match those exactly).
+
+The real slice rarely puts both brackets of a position inside one candle, so a second test makes it happen: the
+first Razor entry after ``START``, its entry candle widened so that the stop and the take-profit both lie inside,
+once with the open nearer the take-profit's extreme and once nearer the stop's. The simulator follows its path
+(the nearer extreme first); the backtest's default ``intrabar="path"`` must exit the same way, at the same price
+and fee (and ``intrabar="pessimistic"`` must not, where the take-profit comes first).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +208,16 @@ class Journal:
             "SELECT * FROM fills WHERE strategy_trade_id = ? ORDER BY ts_ms, trade_seq", (trade_id,))]
 
 
+@contextmanager
+def simulating(home: Home, candles: pd.DataFrame, start_ms: int) -> Iterator[InProcessSim]:
+    """The in-process simulator replaying ``candles`` from ``start_ms``, stopped on the way out."""
+    sim = start_sim(home, candles, start_ms)
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
 @pytest.fixture
 def replay(tmp_path: Path) -> Iterator[tuple[Home, InProcessSim, pd.DataFrame, int]]:
     home = get_home(tmp_path / "home").ensure()
@@ -208,15 +225,23 @@ def replay(tmp_path: Path) -> Iterator[tuple[Home, InProcessSim, pd.DataFrame, i
     start_ms = int(START.value // 1_000_000)
     end = START + pd.Timedelta(days=DAYS)
     slice_ = data[(data.index >= START - pd.Timedelta(minutes=WARMUP_MINUTES + 60)) & (data.index < end)]
-    sim = start_sim(home, slice_, start_ms)
-    try:
+    with simulating(home, slice_, start_ms) as sim:
         yield home, sim, slice_, start_ms
-    finally:
-        sim.stop()
 
 
-def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd.DataFrame, int]) -> None:
-    home, sim, recorded, start_ms = replay
+@dataclass
+class PaperRun:
+    """What the engine did over a lockstep replay: its journaled decisions, trades and their fills."""
+
+    decisions: list[dict[str, Any]]
+    trades: list[dict[str, Any]]
+    fills: dict[str, list[dict[str, Any]]]
+    seconds: float
+
+
+def trade_razor_in_lockstep(home: Home, sim: InProcessSim, recorded: pd.DataFrame, start_ms: int) -> PaperRun:
+    """Start the engine on the simulator, run Razor, and replay every minute from ``start_ms`` to the last candle
+    in lockstep (the open, the engine's decision carried out, then the rest of the minute)."""
     t0 = time.monotonic()
     engine = start_engine_process(home, exchange="sim", timeout=60)
     client = EngineClient(home=home)
@@ -237,14 +262,16 @@ def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd
             wait_for(lambda d=d, m=minute: journal.settled(d, m), timeout=30,
                      what=f"the engine to carry out its decision on the candle at {minute - MINUTE}")
         replay_s = time.monotonic() - t0
-        decisions = journal.decisions()
         live = journal.trades()
-        fills = {t["trade_id"]: journal.fills(t["trade_id"]) for t in live}
+        return PaperRun(journal.decisions(), live, {t["trade_id"]: journal.fills(t["trade_id"]) for t in live},
+                        replay_s)
     finally:
         client.close()
         engine.stop()
 
-    # 1. the candles: what the engine decided on is what was recorded
+
+def decided_candles(decisions: list[dict[str, Any]], recorded: pd.DataFrame) -> pd.DataFrame:
+    """The candles the engine decided on (its journal's ``decision`` events), checked equal to the replayed ones."""
     candles = pd.DataFrame([d["candle"] for d in decisions])
     candles.index = pd.DatetimeIndex(pd.to_datetime(candles.pop("ts_ms"), unit="ms", utc=True), name="time").as_unit("ms")
     assert candles.index.is_monotonic_increasing and not candles.index.has_duplicates
@@ -253,21 +280,42 @@ def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd
     pd.testing.assert_frame_equal(candles[["open", "high", "low", "close"]], rec[["open", "high", "low", "close"]],
                                   check_exact=True, check_freq=False)
     np.testing.assert_allclose(candles["volume"], rec["volume"], rtol=1e-9, atol=1e-12)
+    return candles
+
+
+def backtest_like_the_engine(recorded: pd.DataFrame, candles: pd.DataFrame, start_ms: int,
+                             **kwargs: Any) -> Any:
+    """Razor backtested over exactly the engine's decision candles, warmed up on the same history as the engine."""
+    warm = recorded[(recorded.index >= pd.Timestamp(start_ms - WARMUP_MINUTES * MINUTE, unit="ms", tz="UTC"))
+                    & (recorded.index < candles.index[0])]
+    return backtest("razor", pd.concat([warm, candles]), config={"instrument": INSTRUMENT}, start=candles.index[0],
+                    decisions="all", **kwargs)
+
+
+def decision_mismatches(decisions: list[dict[str, Any]], bt: Any) -> list[tuple[Any, Any]]:
+    """(live, backtest) pairs of (candle, signal, intents) that differ."""
+    live_dec = [(d["ts_ms"], d["signal"], tuple(i["type"] for i in d["intents"])) for d in decisions]
+    bt_dec = [(d.ts_ms, d.signal, tuple(type(i).__name__ for i in d.intents)) for d in bt.decisions]
+    return [(a, b) for a, b in zip(live_dec, bt_dec, strict=True) if a != b]
+
+
+def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd.DataFrame, int]) -> None:
+    home, sim, recorded, start_ms = replay
+    run = trade_razor_in_lockstep(home, sim, recorded, start_ms)
+    decisions, live, fills, replay_s = run.decisions, run.trades, run.fills, run.seconds
+
+    # 1. the candles: what the engine decided on is what was recorded
+    candles = decided_candles(decisions, recorded)
 
     # ... and what the engine recorded to TRADEBAAS_HOME/data (tradebaas.engine.live.recorder) loads back as those candles
     own = load_recorded(home, INSTRUMENT)
     pd.testing.assert_frame_equal(own, candles[own.columns], check_freq=False)
 
     # 2. the backtest over exactly those candles, warmed up on the same history as the engine
-    warm = recorded[(recorded.index >= pd.Timestamp(start_ms - WARMUP_MINUTES * MINUTE, unit="ms", tz="UTC"))
-                    & (recorded.index < candles.index[0])]
-    bt = backtest("razor", pd.concat([warm, candles]), config={"instrument": INSTRUMENT}, start=candles.index[0],
-                  decisions="all")
+    bt = backtest_like_the_engine(recorded, candles, start_ms)
 
     # 3. the same decisions (signal and intents per candle)
-    live_dec = [(d["ts_ms"], d["signal"], tuple(i["type"] for i in d["intents"])) for d in decisions]
-    bt_dec = [(d.ts_ms, d.signal, tuple(type(i).__name__ for i in d.intents)) for d in bt.decisions]
-    mismatch = [(a, b) for a, b in zip(live_dec, bt_dec, strict=True) if a != b]
+    mismatch = decision_mismatches(decisions, bt)
     table = _side_by_side(live, bt.trades)
     assert not mismatch, f"{len(mismatch)} decisions differ, first: {mismatch[:3]}\n{table}"
 
@@ -310,6 +358,68 @@ def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd
           f"{len(edges)} spread edge case(s)" + "".join(f"\n  {e}" for e in edges))
     assert len(edges) <= max(1, len(closed) // 10), f"too many spread edge cases: {edges}"
     assert not problems, "\n".join(problems) + "\n" + table
+
+
+def _both_brackets_inside(first_path: str) -> tuple[pd.DataFrame, pd.Timestamp, str]:
+    """The replay slice around Razor's first entry after ``START``, its entry candle widened to hold both brackets.
+
+    The open (the entry's fill) stays; the extreme on the side of ``first_path`` ("tp" or "sl") moves 1 % away
+    from it and the other 1.5 %, both beyond Razor's default SL (0.5 %) and TP (0.65 %), so the path reaches that
+    bracket first. The close sits on the side that makes the simulator's open tick print at the open (a short
+    sells at the bid, a long buys at the ask), so the engine's entry and brackets are the backtest's exactly.
+    The slice ends three minutes after the entry candle. Returns (slice, entry candle time, direction).
+    """
+    data = load_default()
+    history = data[data.index >= START - pd.Timedelta(minutes=WARMUP_MINUTES + 60)]
+    warm_and_six_hours = data[(data.index >= START - pd.Timedelta(minutes=WARMUP_MINUTES))
+                              & (data.index < START + pd.Timedelta(hours=6))]  # the engine's warm-up, as below
+    probe = backtest("razor", warm_and_six_hours, config={"instrument": INSTRUMENT}, start=START, decisions="none")
+    assert len(probe.trades), "no Razor entry in the six hours after START"
+    first = probe.trades.iloc[0]
+    at, d = first.entry_time, Direction(first.direction)
+    slice_ = history[history.index <= at + pd.Timedelta(minutes=3)].copy()
+    o = float(slice_.at[at, "open"])
+    assert o == first.entry_price
+    tp_side, sl_side = (1, -1) if d is Direction.LONG else (-1, 1)  # +1: above the open
+    near, far = (tp_side, sl_side) if first_path == "tp" else (sl_side, tp_side)
+    ext = {near: round(o * (1 + near * 0.010)), far: round(o * (1 + far * 0.015))}
+    slice_.loc[at, ["high", "low", "close"]] = [ext[1], ext[-1], round(o * (1 + d.sign * 0.002))]
+    return slice_, at, d.value
+
+
+@pytest.mark.parametrize("first_path", ["tp", "sl"])
+def test_both_brackets_inside_one_candle_exit_like_the_backtest(tmp_path: Path, first_path: str) -> None:
+    recorded, at, direction = _both_brackets_inside(first_path)
+    home = get_home(tmp_path / "home").ensure()
+    start_ms = int(START.value // 1_000_000)
+    with simulating(home, recorded, start_ms) as sim:
+        run = trade_razor_in_lockstep(home, sim, recorded, start_ms)
+    candles = decided_candles(run.decisions, recorded)
+    assert at in candles.index, "the engine did not replay the widened candle"
+    bt = backtest_like_the_engine(recorded, candles, start_ms)
+    mismatch = decision_mismatches(run.decisions, bt)
+    table = _side_by_side(run.trades, bt.trades)
+    assert not mismatch, f"{len(mismatch)} decisions differ, first: {mismatch[:3]}\n{table}"
+
+    inst = DEFAULT_INSTRUMENTS[INSTRUMENT]
+    at_ms = at.value // 1_000_000
+    [paper] = [t for t in run.trades if t["entry_ts_ms"] // MINUTE * MINUTE == at_ms]
+    [b] = [b for b in bt.trades.itertuples() if b.entry_time == at]
+    assert paper["state"] == "closed" and paper["direction"] == b.direction == direction, table
+    # the path: the extreme nearer the open first; the backtest agrees on the reason, the price and the fee
+    assert paper["exit_reason"] == b.exit_reason == first_path, table
+    assert paper["exit_ts_ms"] // MINUTE * MINUTE == at_ms and b.exit_time == at, table
+    assert paper["entry_price"] == b.entry_price and paper["exit_price"] == b.exit_price, table
+    assert paper["fees"] == pytest.approx(b.fees, rel=1e-12, abs=1e-12), table
+    fills = run.fills[paper["trade_id"]]
+    [exit_fill] = [f for f in fills if f["ts_ms"] > paper["entry_ts_ms"]]
+    assert exit_fill["liquidity"] == (Liquidity.MAKER if first_path == "tp" else Liquidity.TAKER).value
+    own = sum(fillmodel.fee(inst, f["amount"], f["price"], Liquidity(f["liquidity"])) for f in fills)
+    assert own == pytest.approx(paper["fees"], rel=1e-12, abs=1e-12)  # the journal's fees are the fill model's
+    # ... where the stop-first bound would not have
+    old = backtest_like_the_engine(recorded, candles, start_ms, intrabar="pessimistic")
+    [o] = [o for o in old.trades.itertuples() if o.entry_time == at]
+    assert o.exit_reason == "sl"
 
 
 def _bracket_edge(lt: dict[str, Any], b: pd.Series, candles: pd.DataFrame, inst: Any) -> str:

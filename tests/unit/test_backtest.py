@@ -1,4 +1,5 @@
-"""Backtest semantics (reference/razor.md): next-open fills, SL-first brackets, fees, break-even, bookkeeping."""
+"""Backtest semantics (reference/razor.md): next-open fills, brackets along the candle path (or SL-first), fees,
+break-even, bookkeeping."""
 
 from __future__ import annotations
 
@@ -71,11 +72,24 @@ def test_tp_fills_at_its_limit_price_with_maker_fee():
     assert t.pnl == pytest.approx(0.65)
 
 
-def test_sl_counts_first_when_both_in_one_candle():
+@pytest.mark.parametrize("intrabar", ["path", "pessimistic"])
+def test_sl_counts_first_when_both_in_one_candle_and_the_low_is_nearer(intrabar):
     rows = [FLAT, FLAT, (100_000.0, 100_700.0, 99_400.0, 100_000.0)]
-    (t,) = backtest(Script({0: long_()}), frame(rows)).trades.itertuples()
+    (t,) = backtest(Script({0: long_()}), frame(rows), intrabar=intrabar).trades.itertuples()
     assert t.exit_reason == "sl" and t.exit_price == 99_500.0
     assert t.fees == pytest.approx((100_000 + 99_500) * 0.001 * TAKER)
+
+
+def test_tp_counts_first_on_the_path_when_the_high_is_nearer_and_sl_when_pessimistic():
+    rows = [FLAT, FLAT, (100_000.0, 100_700.0, 99_200.0, 100_000.0)]  # SL 99,500 and TP 100,650 both inside
+    (t,) = backtest(Script({0: long_()}), frame(rows)).trades.itertuples()
+    assert t.exit_reason == "tp" and t.exit_price == 100_650.0
+    assert t.fees == pytest.approx(100_000 * 0.001 * TAKER)  # maker exit: fee 0
+    (p,) = backtest(Script({0: long_()}), frame(rows), intrabar="pessimistic").trades.itertuples()
+    assert p.exit_reason == "sl" and p.exit_price == 99_500.0
+    # a short's brackets (SL 100,500, TP 99,350) in the same candle: the path reaches the SL first
+    (s,) = backtest(Script({0: short_()}), frame(rows)).trades.itertuples()
+    assert s.exit_reason == "sl" and s.exit_price == 100_500.0
 
 
 def test_stop_gapped_through_fills_at_the_open():
@@ -184,3 +198,5 @@ def test_bad_arguments_are_user_errors():
         backtest("razor", frame([FLAT]), slippage=2)
     with pytest.raises(BacktestError):
         backtest("razor", frame([FLAT]), fees={"maker": 0, "bogus": 1})
+    with pytest.raises(BacktestError, match=r"intrabar must be 'path' or 'pessimistic' \(default 'path'\), got 'worst'"):
+        backtest("razor", frame([FLAT]), intrabar="worst")

@@ -42,6 +42,25 @@ def test_table_output_lists_the_stats(small_csv, capsys):
     assert "ema_cross on BTC_USDC-PERPETUAL" in text and "win_rate" in text
 
 
+def test_intrabar_chooses_how_brackets_meet_the_price(small_csv, capsys):
+    tight = ("--set", "stopLossPercent=0.1", "--set", "takeProfitPercent=0.1", "--json")
+    runs = {}
+    for extra in ((), ("--intrabar", "path"), ("--intrabar", "pessimistic")):
+        assert cli.run(parse("razor", "--data", str(small_csv), *tight, *extra)) == 0
+        runs[extra[1:]] = json.loads(capsys.readouterr().out)["trades"]
+    assert runs[()] == runs[("path",)]  # the default
+    path = [t["exit_reason"] for t in runs[("path",)]]
+    pessimistic = [t["exit_reason"] for t in runs[("pessimistic",)]]
+    assert len(path) == len(pessimistic) and path != pessimistic
+    assert all(p == "sl" for p, q in zip(pessimistic, path, strict=True) if p != q)  # pessimistic only adds stops
+
+
+def test_unknown_intrabar_mode_is_refused_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        parse("razor", "--intrabar", "optimistic")
+    assert "invalid choice: 'optimistic' (choose from 'path', 'pessimistic')" in capsys.readouterr().err
+
+
 def test_bad_set_value_is_a_user_error(small_csv):
     with pytest.raises(UserError, match="stopLossPercent"):
         cli.run(parse("razor", "--data", str(small_csv), "--set", "stopLossPercent=abc"))

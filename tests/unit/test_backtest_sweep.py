@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tradebaas.backtest.backtester import backtest
+from tradebaas.backtest.backtester import BacktestError, backtest
 from tradebaas.backtest.data import load_default
 from tradebaas.backtest.sweep import grid_points, sweep
 from tradebaas.strategies.params import ConfigError
@@ -47,3 +47,20 @@ def test_dask_client_gives_identical_results(data):
 def test_a_bad_grid_value_fails_before_any_work(data):
     with pytest.raises(ConfigError, match="fast"):
         sweep("ema_cross", data, {"fast": [5, -1]}, progress=False)
+
+
+def test_a_bad_intrabar_mode_fails_before_any_work(data):
+    with pytest.raises(BacktestError, match="intrabar must be 'path' or 'pessimistic'"):
+        sweep("ema_cross", data, GRID, progress=False, intrabar="optimistic")
+
+
+def test_intrabar_reaches_every_backtest_of_a_sweep(data):
+    grid = {"stopLossPercent": [0.1], "takeProfitPercent": [0.1, 0.12]}
+    for mode in ("path", "pessimistic"):
+        out = sweep("razor", data, grid, processes=1, progress=False, intrabar=mode)
+        single = backtest("razor", data, config={"stopLossPercent": 0.1, "takeProfitPercent": 0.12},
+                          intrabar=mode).stats
+        assert out.iloc[1]["net_pnl"] == single["net_pnl"] and out.iloc[1]["trades"] == single["trades"]
+    path = sweep("razor", data, grid, processes=1, progress=False)
+    pessimistic = sweep("razor", data, grid, processes=1, progress=False, intrabar="pessimistic")
+    assert (path["net_pnl"] != pessimistic["net_pnl"]).all()  # the data has candles where both lie inside

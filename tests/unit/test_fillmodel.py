@@ -76,9 +76,60 @@ def test_a_candle_that_opens_through_the_stop_fills_at_the_open() -> None:
     assert exit_ == fm.CandleExit("sl", 103.0, Liquidity.TAKER, True)
 
 
-def test_stop_counts_first_when_both_brackets_lie_in_one_candle() -> None:
-    exit_ = fm.candle_exit(Direction.LONG, 99.0, 101.0, Candle(0, 100.0, 102.0, 98.0, 100.0))
-    assert exit_ is not None and exit_.kind == "sl"
+@pytest.mark.parametrize("intrabar", ["path", "pessimistic"])
+def test_stop_counts_first_when_both_brackets_lie_in_one_candle_and_the_path_dips_first(intrabar: str) -> None:
+    # equal distances to both extremes and a flat close: the path dips first, so both modes agree
+    exit_ = fm.candle_exit(Direction.LONG, 99.0, 101.0, Candle(0, 100.0, 102.0, 98.0, 100.0), intrabar)
+    assert exit_ == fm.CandleExit("sl", 99.0, Liquidity.TAKER, False)
+
+
+@pytest.mark.parametrize(
+    ("candle", "path"),
+    [
+        (Candle(0, 100.0, 101.0, 97.0, 98.0), (100.0, 101.0, 97.0, 98.0)),  # high nearer the open
+        (Candle(0, 100.0, 103.0, 99.0, 102.0), (100.0, 99.0, 103.0, 102.0)),  # low nearer the open
+        (Candle(0, 100.0, 102.0, 98.0, 101.0), (100.0, 98.0, 102.0, 101.0)),  # tie, rising close: dips first
+        (Candle(0, 100.0, 102.0, 98.0, 100.0), (100.0, 98.0, 102.0, 100.0)),  # tie, flat close: dips first
+        (Candle(0, 100.0, 102.0, 98.0, 99.0), (100.0, 102.0, 98.0, 99.0)),  # tie, falling close: rallies first
+        (Candle(0, 100.0, 100.0, 100.0, 100.0), (100.0, 100.0, 100.0, 100.0)),  # no range
+        (Candle(0, 100.0, 100.0, 95.0, 96.0), (100.0, 100.0, 95.0, 96.0)),  # opens at the high: it is nearer
+    ],
+)
+def test_candle_path_visits_the_extreme_nearer_the_open_first(candle: Candle, path: tuple[float, ...]) -> None:
+    assert fm.candle_path(candle) == path
+
+
+# long 100, SL 99, TP 101; both lie inside each candle below
+NEAR_HIGH = Candle(0, 100.0, 101.5, 97.0, 100.0)  # the path goes up first: TP
+NEAR_LOW = Candle(0, 100.0, 103.0, 98.5, 100.0)  # the path goes down first: SL
+
+
+def test_on_the_path_the_bracket_reached_first_exits() -> None:
+    assert fm.candle_exit(Direction.LONG, 99.0, 101.0, NEAR_HIGH) == fm.CandleExit("tp", 101.0, Liquidity.MAKER)
+    assert fm.candle_exit(Direction.LONG, 99.0, 101.0, NEAR_LOW) == fm.CandleExit("sl", 99.0, Liquidity.TAKER)
+    # a short (SL 101, TP 99) meets them the other way round
+    assert fm.candle_exit(Direction.SHORT, 101.0, 99.0, NEAR_HIGH) == fm.CandleExit("sl", 101.0, Liquidity.TAKER)
+    assert fm.candle_exit(Direction.SHORT, 101.0, 99.0, NEAR_LOW) == fm.CandleExit("tp", 99.0, Liquidity.MAKER)
+
+
+def test_pessimistic_counts_the_stop_whenever_both_lie_in_the_candle() -> None:
+    for candle in (NEAR_HIGH, NEAR_LOW):
+        assert fm.candle_exit(Direction.LONG, 99.0, 101.0, candle, "pessimistic") == fm.CandleExit(
+            "sl", 99.0, Liquidity.TAKER)
+        assert fm.candle_exit(Direction.SHORT, 101.0, 99.0, candle, "pessimistic") == fm.CandleExit(
+            "sl", 101.0, Liquidity.TAKER)
+
+
+def test_gaps_at_the_open_fill_at_the_open_on_the_path_too() -> None:
+    stop_gap = fm.candle_exit(Direction.LONG, 99.0, 101.0, Candle(0, 98.0, 102.0, 97.0, 101.5))
+    assert stop_gap == fm.CandleExit("sl", 98.0, Liquidity.TAKER, True)
+    take_gap = fm.candle_exit(Direction.LONG, 97.0, 101.0, Candle(0, 102.0, 102.5, 96.0, 96.5))
+    assert take_gap == fm.CandleExit("tp", 101.0, Liquidity.MAKER, True)
+
+
+def test_unknown_intrabar_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="intrabar must be one of path, pessimistic"):
+        fm.candle_exit(Direction.LONG, 99.0, 101.0, NEAR_HIGH, "optimistic")
 
 
 def test_take_profit_fills_at_its_limit_as_maker() -> None:

@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tradebaas.backtest import data as candle_data
+from tradebaas.domain import Candle
+from tradebaas.errors import UserError
 from tradebaas.exchange.sim import marketdata as md
+from tradebaas.fillmodel import candle_path
 from tradebaas.instruments import BTC_PERPETUAL, BTC_USDC_PERPETUAL
 
 DATA = Path(__file__).resolve().parents[2] / "tradebaas" / "data"
@@ -20,7 +24,7 @@ def bitstamp() -> md.MarketData:
 
 
 def test_same_data_gives_the_same_ticks(bitstamp: md.MarketData) -> None:
-    again = md.load(DATA / md.DEFAULT_DATA)
+    again = md.load(DATA / candle_data.DEFAULT_FILE)
     start = bitstamp.default_start_ms()
     assert list(islice(bitstamp.ticks_from(start), 2000)) == list(islice(again.ticks_from(start), 2000))
 
@@ -36,6 +40,15 @@ def test_every_tick_lies_inside_its_candle_and_visits_open_extremes_close(bitsta
         assert max(prices) == h and min(prices) == lo
         assert all(t <= x.ts_ms < t + md.MINUTE_MS for x in ticks)
         assert sum(x.amount_btc for x in ticks) == pytest.approx(v)
+
+
+def test_ticks_follow_the_fill_models_candle_path(bitstamp: md.MarketData) -> None:
+    """The waypoints (0, 15, 40, 55 s) are ticks, at exactly the prices of ``fillmodel.candle_path``."""
+    c = bitstamp.candles
+    for i in range(0, 5000, 7):
+        t, o, h, lo, cl, v = c.row(i)
+        at = {x.ts_ms - t: x.price for x in md.candle_ticks(t, o, h, lo, cl, v, 0)}
+        assert tuple(at[ms] for ms in (0, 15_000, 40_000, 55_000)) == candle_path(Candle(t, o, h, lo, cl, v))
 
 
 def test_ticks_are_time_ordered_with_increasing_sequence(bitstamp: md.MarketData) -> None:
@@ -85,6 +98,33 @@ def test_parquet_candles_load_like_csv(tmp_path: Path, bitstamp: md.MarketData) 
     df.to_parquet(tmp_path / "c.parquet")
     loaded = md.load(tmp_path / "c.parquet")
     assert list(islice(loaded.ticks_from(0), 100)) == list(islice(bitstamp.ticks_from(0), 100))
+
+
+def test_candle_files_load_as_the_backtest_loads_them(tmp_path: Path) -> None:
+    """One reader: ISO times, unsorted rows and a repeated bar come out as ``backtest.data.load_candles`` has them."""
+    import pandas as pd
+
+    path = tmp_path / "c.csv"
+    pd.DataFrame({
+        "time": ["2025-01-10T00:02:00Z", "2025-01-10T00:00:00Z", "2025-01-10T00:01:00Z", "2025-01-10T00:02:00Z"],
+        "open": [102.0, 100.0, 101.0, 103.0], "high": [104.0, 101.0, 102.0, 105.0],
+        "low": [101.0, 99.0, 100.0, 102.0], "close": [103.0, 101.0, 102.0, 104.0],
+    }).to_csv(path, index=False)
+    frame = candle_data.load_candles(path)
+    c = md.load(path).candles
+    assert c.ts_ms.tolist() == (frame.index.as_unit("ms").asi8).tolist()
+    assert c.ts_ms.tolist() == [1736467200000, 1736467260000, 1736467320000]
+    for k in ("open", "high", "low", "close", "volume"):
+        assert getattr(c, k).tolist() == frame[k].tolist()
+    assert c.open.tolist() == [100.0, 101.0, 103.0]  # the repeated bar: the last row wins, as in a backtest
+
+
+def test_an_unusable_candle_file_is_the_backtests_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("timestamp,open,high,close\n1736467200,1,2,1\n")
+    with pytest.raises(candle_data.DataError, match="missing column.*low") as err:
+        md.load(path)
+    assert isinstance(err.value, UserError)
 
 
 def test_chart_history_stops_at_now_and_aggregates(bitstamp: md.MarketData) -> None:

@@ -2,16 +2,19 @@
 
 A stop crossed by a continuous move (inside a candle; between the ticks of a replayed candle after its open) fills
 at its trigger; one the market jumped over (a candle's open, a recorded tick) fills at the market. Also: an exit
-at a candle's open is booked at the open's instant in a backtest (cooldowns start there, as live).
+at a candle's open is booked at the open's instant in a backtest (cooldowns start there, as live), and the
+backtest's ``candle_exit`` meets brackets in the order the simulator's ticks of the candle do.
 """
 
 from __future__ import annotations
 
 import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tradebaas import fillmodel
 from tradebaas.backtest.backtester import backtest
-from tradebaas.domain import Candle, Direction, Liquidity
+from tradebaas.domain import Candle, Direction, Liquidity, OrderType
 from tradebaas.exchange.sim.marketdata import candle_ticks
 from tradebaas.exchange.sim.matching import MarketTick, SimExchange
 from tradebaas.instruments import DEFAULT_INSTRUMENTS
@@ -60,6 +63,55 @@ def test_candle_exit_uses_the_same_rule() -> None:
     assert gap == fillmodel.CandleExit("sl", 98.5, Liquidity.TAKER, True)
     tp_gap = fillmodel.candle_exit(long, 90.0, 102.0, Candle(0, 103.0, 104.0, 101.0, 103.0, 0.0))
     assert tp_gap is not None and tp_gap.at_open and tp_gap.price == 102.0
+
+
+def _sim_exit(direction: Direction, stop: float | None, take: float | None,
+              candle: Candle) -> fillmodel.CandleExit | None:
+    """What the simulator does with the brackets over its ticks of ``candle``: on each tick, triggers fire first
+    (a stop fills at its trigger after a continuous move, else at the tick), then resting limits fill at their
+    price (the order of ``SimExchange.on_market``)."""
+    side = direction.exit_side
+    ticks = candle_ticks(candle.ts_ms, candle.open, candle.high, candle.low, candle.close, 1.0, 1)
+    for tick in ticks:
+        at_open = not tick.continuous
+        if stop is not None and fillmodel.trigger_fires(OrderType.STOP_MARKET, side, stop, tick.price):
+            return fillmodel.CandleExit("sl", fillmodel.stop_fill_price(stop, tick.price, tick.continuous),
+                                        Liquidity.TAKER, at_open)
+        if take is not None and fillmodel.limit_crosses(side, take, tick.price):
+            return fillmodel.CandleExit("tp", take, Liquidity.MAKER, at_open)
+    return None
+
+
+@st.composite
+def _bracketed_candles(draw: st.DrawFn) -> tuple[Direction, float | None, float | None, Candle]:
+    """A candle on a coarse grid (so ties between the distances to its extremes are common) and brackets around,
+    inside or beyond it, in either direction, each possibly absent."""
+    o, c = draw(st.integers(90, 110)), draw(st.integers(90, 110))
+    lo = min(o, c) - draw(st.integers(0, 8))
+    h = max(o, c) + draw(st.integers(0, 8))
+    direction = draw(st.sampled_from([Direction.LONG, Direction.SHORT]))
+    below, above = draw(st.integers(lo - 3, o + 8)), draw(st.integers(o - 8, h + 3))
+    stop, take = (min(below, above), max(below, above) + 1)
+    if direction is Direction.SHORT:
+        stop, take = take, stop
+    stop_or_none = draw(st.sampled_from([float(stop), None]))
+    take_or_none = draw(st.sampled_from([float(take), None]))
+    return direction, stop_or_none, take_or_none, Candle(0, float(o), float(h), float(lo), float(c), 1.0)
+
+
+@given(_bracketed_candles())
+def test_candle_exit_on_the_path_is_what_the_simulators_ticks_do(case: tuple) -> None:
+    direction, stop, take, candle = case
+    assert fillmodel.candle_exit(direction, stop, take, candle) == _sim_exit(direction, stop, take, candle)
+
+
+def test_the_simulators_ticks_reach_the_nearer_extreme_first_unlike_the_pessimistic_rule() -> None:
+    # long 100, SL 99, TP 101; the candle opens nearer its high
+    candle = Candle(0, 100.0, 101.5, 97.0, 100.0)
+    sim = _sim_exit(Direction.LONG, 99.0, 101.0, candle)
+    assert sim == fillmodel.CandleExit("tp", 101.0, Liquidity.MAKER)
+    assert fillmodel.candle_exit(Direction.LONG, 99.0, 101.0, candle) == sim
+    assert fillmodel.candle_exit(Direction.LONG, 99.0, 101.0, candle, "pessimistic").kind == "sl"
 
 
 class _Probe:

@@ -6,10 +6,12 @@ Semantics (reference/razor.md, "Backtest semantics"), candle by candle:
    ``slippage`` (a fraction, against the taker) and the taker fee. ``Enter`` is sized with
    ``Instrument.amount_for_notional`` at the signal candle's close (the price known when the order is sent);
    its brackets are placed from the actual fill with ``fillmodel.bracket_prices`` (``None`` = no bracket).
-2. An open position's brackets are checked on this candle with ``fillmodel.candle_exit``: the stop first (if
-   both lie within the candle the stop counts; a gap through it fills at the open), taker; the take-profit
-   limit at its price, maker. The entry candle itself is checked too (its open was the fill). An exit is booked at
-   the candle's last millisecond, or at its open when the candle opened through the order (as the live fill).
+2. An open position's brackets are checked on this candle with ``fillmodel.candle_exit``: along the candle's
+   price path (``fillmodel.candle_path``: open, nearer extreme, other extreme, close, the path the simulator
+   replays), the first bracket reached exits; with ``intrabar="pessimistic"`` the stop counts whenever both lie
+   within the candle. A stop fills at its trigger (a gap through it at the open), taker; the take-profit limit at
+   its price, maker. The entry candle itself is checked too (its open was the fill). An exit is booked at the
+   candle's last millisecond, or at its open when the candle opened through the order (as the live fill).
 3. The strategy sees the closed candle (``on_candle``). A ``MoveStop`` (break-even) takes effect from the next
    candle on; ``Enter``/``Exit`` wait for the next open.
 
@@ -112,7 +114,15 @@ def compute_stats(result: BacktestResult) -> pd.Series:
 
 
 class BacktestError(UserError):
-    """A backtest cannot run as asked (bad strategy argument, fees, slippage)."""
+    """A backtest cannot run as asked (bad strategy argument, fees, slippage, intrabar mode)."""
+
+
+def check_intrabar(intrabar: object) -> str:
+    """``intrabar`` if it names a ``fillmodel.candle_exit`` mode, else a ``BacktestError`` listing the modes."""
+    if intrabar not in fillmodel.INTRABAR_MODES:
+        modes = " or ".join(repr(m) for m in fillmodel.INTRABAR_MODES)
+        raise BacktestError(f"intrabar must be {modes} (default {fillmodel.INTRABAR_PATH!r}), got {intrabar!r}")
+    return str(intrabar)
 
 
 def _instrument(instrument: str | Instrument | None, config: dict[str, Any], fees: Any) -> Instrument:
@@ -164,6 +174,7 @@ def backtest(
     start: Any = None,
     vectorized: bool = True,
     cache: Any = None,
+    intrabar: str = fillmodel.INTRABAR_PATH,
 ) -> BacktestResult:
     """Run ``strategy`` (name, class or instance) over ``data`` (candle file or DataFrame).
 
@@ -184,7 +195,13 @@ def backtest(
     loop's business) or ``vectorized=False``. Same trades, equity and kept decisions, 5-50x faster (tests hold it
     to trade-for-trade equality). ``cache``: a ``vectorized.ArrayCache`` of this exact ``data`` (warm-up
     included), so a sweep computes each indicator once per data set.
+
+    ``intrabar``: how brackets meet the price inside a candle (``fillmodel.candle_exit``). ``"path"`` (default):
+    along the path the simulator replays (open, the nearer extreme, the other extreme, close), so the backtest
+    agrees with paper trading; ``"pessimistic"``: the stop counts whenever both brackets lie within one candle.
+    (The array fast path places no brackets, so the mode cannot change its result.)
     """
+    intrabar = check_intrabar(intrabar)
     if decisions not in ("actions", "all", "none"):
         raise BacktestError("decisions must be 'actions', 'all' or 'none'")
     if not (0 <= slippage < 1):
@@ -211,7 +228,7 @@ def backtest(
     else:
         if len(warm):
             _warm_up(strat, warm, inst)
-        trades, kept, open_pos = _run(strat, df, inst, float(slippage), strategy_id or name, decisions)
+        trades, kept, open_pos = _run(strat, df, inst, float(slippage), strategy_id or name, decisions, intrabar)
     elapsed = time.perf_counter() - started
     from tradebaas.analytics.frames import equity_curve, trades_frame
 
@@ -221,7 +238,7 @@ def backtest(
 
 
 def _warm_up(strat: Any, warm: pd.DataFrame, inst: Instrument) -> None:
-    """Feed history with ``warming_up`` set, as ``engine.runner.StrategyRunner.warm_up`` does (decisions ignored)."""
+    """Feed history with ``warming_up`` set, as ``engine.live.strategy_runner.StrategyRunner.warm_up`` does (decisions ignored)."""
     ctx = StrategyContext(inst, warming_up=True)
     ts = warm.index.as_unit("ms").asi8.tolist()
     for t, o, h, lo, c, v in zip(ts, *(warm[k].tolist() for k in ("open", "high", "low", "close", "volume")),
@@ -230,7 +247,7 @@ def _warm_up(strat: Any, warm: pd.DataFrame, inst: Instrument) -> None:
 
 
 def _run(strat: Any, df: pd.DataFrame, inst: Instrument, slip: float, strategy_id: str,
-         keep: str) -> tuple[list[dict[str, Any]], list[Decision], PositionView | None]:
+         keep: str, intrabar: str) -> tuple[list[dict[str, Any]], list[Decision], PositionView | None]:
     """The inner loop: plain Python over lists (no pandas per candle)."""
     step = interval_ms(df)
     idx = df.index
@@ -292,7 +309,7 @@ def _run(strat: Any, df: pd.DataFrame, inst: Instrument, slip: float, strategy_i
             pending = ()
         pos = ctx.position
         if pos is not None and (pos.stop_price is not None or pos.take_price is not None):
-            ex = candle_exit(pos.direction, pos.stop_price, pos.take_price, candle)
+            ex = candle_exit(pos.direction, pos.stop_price, pos.take_price, candle, intrabar)
             if ex is not None:
                 # a gap through the order fills at the open's instant (live: the first tick); otherwise the exit is
                 # booked at the candle's last millisecond, which gives cooldowns the effect of any moment inside it

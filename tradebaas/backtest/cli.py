@@ -1,4 +1,4 @@
-"""``tradebaas backtest NAME --data FILE [--set key=value ...] [--json]``: a backtest from the shell.
+"""``tradebaas backtest NAME --data FILE [--set key=value ...] [--intrabar MODE] [--json]``: a backtest from the shell.
 
 Prints the stats table (or, with ``--json``, ``{"stats": {...}, "trades": [...]}`` on stdout, nothing else).
 Bad names, files and config values are ``UserError``s: one line on stderr, non-zero exit (cli.py prints them).
@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from tradebaas.errors import UserError
+from tradebaas.fillmodel import INTRABAR_MODES, INTRABAR_PATH
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--taker-fee", type=float, default=None, help="override the instrument's taker fee rate")
     parser.add_argument("--capital", type=float, default=10_000.0, help="starting capital, settlement currency")
     parser.add_argument("--resample", default=None, metavar="RULE", help="resample candles first, e.g. 5min")
+    parser.add_argument("--intrabar", default=INTRABAR_PATH, choices=INTRABAR_MODES,
+                        help="how SL/TP meet the price inside a candle: 'path' (default) along the simulator's "
+                             "path, open -> nearer extreme -> other extreme -> close; 'pessimistic' counts the "
+                             "stop first when both lie in one candle")
     parser.add_argument("--json", action="store_true", help="print {stats, trades} as JSON")
 
 
@@ -70,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.maker_fee is not None or args.taker_fee is not None:
         fees = {k: v for k, v in (("maker", args.maker_fee), ("taker", args.taker_fee)) if v is not None}
     result = backtest(cls, data, config=config, instrument=args.instrument, fees=fees, slippage=args.slippage,
-                      capital=args.capital)
+                      capital=args.capital, intrabar=args.intrabar)
     if args.json:
         json.dump(result_to_json(result), sys.stdout, default=str)
         sys.stdout.write("\n")

@@ -91,9 +91,14 @@ def sweep(
 
     Returns one row per point, in grid order: the swept parameters, then the stats columns
     (``tradebaas.analytics.stats.STAT_NAMES``). ``base_config`` holds fixed settings; ``backtest_kwargs`` go to
-    ``backtest`` (``instrument``, ``fees``, ``slippage``, ``capital``). ``processes`` caps the local pool
-    (default: all CPUs); ignored with a Dask ``client``.
+    ``backtest`` (``instrument``, ``fees``, ``slippage``, ``capital``, ``intrabar``: ``"path"`` by default, or
+    ``"pessimistic"``, see ``backtest``). ``processes`` caps the local pool (default: all CPUs); ignored with a
+    Dask ``client``.
     """
+    from .backtester import check_intrabar
+
+    if "intrabar" in backtest_kwargs:
+        check_intrabar(backtest_kwargs["intrabar"])  # here, not once per worker
     cls = resolve(strategy)
     target = strategy if isinstance(strategy, str) else cls
     points = grid_points(grid)

@@ -1,9 +1,13 @@
 """Pure market data for the simulator: recorded candles replayed as ticks, the tick sample, a synthetic walk.
 
 Why a tick stream from 1-minute candles: triggers, limits and tickers need prices between candle closes, and a
-backtest over the same candles must see the same extremes. Every tick of a candle lies inside its OHLC, the path
-visits open, both extremes and close, and the same candle always gives the same ticks (no randomness), so a replay
-is reproducible. Nothing here touches a socket, a clock or the file system except the explicit loaders.
+backtest over the same candles must see the same extremes *in the same order*. The ticks follow
+``fillmodel.candle_path`` (open, the nearer extreme, the other extreme, close), the path the backtester's
+``candle_exit`` walks, so both meet a position's brackets in the same order. Every tick of a candle lies inside its
+OHLC, and the same candle always gives the same ticks (no randomness), so a replay is reproducible. Candle files
+load through ``tradebaas.backtest.data`` (one reader, one normalisation for both); the tick sample and the
+synthetic walk are the simulator's own. Nothing here touches a socket, a clock or the file system except the
+explicit loaders.
 
 Units: ``ts_ms`` Unix milliseconds of the *simulated* clock, prices in USD per BTC, ``amount_btc`` in BTC.
 """
@@ -18,19 +22,23 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tradebaas.domain import Candle
+from tradebaas.fillmodel import candle_path
 from tradebaas.instruments import Instrument
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MINUTE_MS = 60_000
 TICKS_PER_MINUTE = 12
 TICK_STEP_MS = MINUTE_MS // TICKS_PER_MINUTE
 # Waypoints of the path inside a minute: open at 0 s, first extreme at 15 s, second at 40 s, close at 55 s.
 _WAYPOINTS_MS = (0, 15_000, 40_000, 55_000)
-DEFAULT_DATA = "bitstamp_btcusd_1min_20250107-20250203.csv.gz"
 TICK_SAMPLE = "binance_usdm_btcusdt_20240808_raw_feed.gz"
 WARMUP_MINUTES = 300
 RESOLUTIONS_MIN: dict[str, int] = {
@@ -98,24 +106,15 @@ class Candles:
                 float(self.close[i]), float(self.volume[i]))
 
 
-def candle_path(o: float, h: float, lo: float, c: float) -> tuple[float, float, float, float]:
-    """The four waypoints of a candle: open, the extreme nearer to the open, the other extreme, close.
-
-    Going to the nearer extreme first is the plausible path (the shorter detour); on a tie a rising candle dips
-    first and a falling one rallies first.
-    """
-    low_first = (o - lo) < (h - o) or ((o - lo) == (h - o) and c >= o)
-    return (o, lo, h, c) if low_first else (o, h, lo, c)
-
-
 def candle_ticks(ts_ms: int, o: float, h: float, lo: float, c: float, volume_btc: float,
                  seq0: int) -> list[PriceTick]:
     """``TICKS_PER_MINUTE`` deterministic ticks inside one candle, at fixed 5 s offsets from its start.
 
-    Every price is within [low, high]; the first is the open, the last the close; the candle's volume is spread
-    evenly over the ticks.
+    The ticks follow ``fillmodel.candle_path`` with its waypoints at 0, 15, 40 and 55 s (each waypoint is a tick,
+    so both extremes are visited exactly), linear in between. Every price is within [low, high]; the first is the
+    open, the last the close; the candle's volume is spread evenly over the ticks.
     """
-    points = candle_path(o, h, lo, c)
+    points = candle_path(Candle(ts_ms, o, h, lo, c, volume_btc))
     amount = volume_btc / TICKS_PER_MINUTE
     out: list[PriceTick] = []
     prev = o
@@ -264,30 +263,22 @@ def synthetic(seed: int, minutes: int = 30 * 1440, start_ms: int = 1_735_689_600
     return MarketData(Candles(ts, o, h, lo, c, v), name=f"synthetic:{seed}")
 
 
-def load_candles(path: Path) -> MarketData:
-    """Candle CSV (optionally gzipped) or Parquet with ``timestamp`` (s or ms), open, high, low, close, volume."""
-    import pandas as pd
+def candles_from_frame(df: pd.DataFrame) -> Candles:
+    """A normalised candle frame (``tradebaas.backtest.data``: UTC index of bar starts, OHLCV) -> ``Candles``."""
+    idx = df.index
+    ts_ms = (idx.as_unit("ms").asi8 if idx.unit != "ms" else idx.asi8).astype(np.int64)
+    return Candles(ts_ms, *(df[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close", "volume")))
 
-    if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
-    else:
-        df = pd.read_csv(path)
-    if "timestamp" not in df.columns and df.index.name in ("timestamp", "time", "ts"):
-        df = df.reset_index()
-    missing = {"timestamp", "open", "high", "low", "close"} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: candle data needs columns timestamp,open,high,low,close(,volume); missing {sorted(missing)}")
-    ts = df["timestamp"]
-    if pd.api.types.is_datetime64_any_dtype(ts):
-        ts_ms = ts.astype("int64").to_numpy() // 1_000_000
-    else:
-        ts_ms = ts.to_numpy(dtype=np.int64)
-        if len(ts_ms) and ts_ms.max() < 10**11:  # seconds
-            ts_ms = ts_ms * 1000
-    vol = df["volume"].to_numpy(dtype=float) if "volume" in df.columns else np.zeros(len(df))
-    return MarketData(Candles(ts_ms, df["open"].to_numpy(dtype=float), df["high"].to_numpy(dtype=float),
-                              df["low"].to_numpy(dtype=float), df["close"].to_numpy(dtype=float), vol),
-                      name=str(path))
+
+def load_candles(path: Path) -> MarketData:
+    """A candle CSV (optionally gzipped) or Parquet file, read by ``backtest.data.load_candles``.
+
+    The same reader as a backtest's: the same column and timestamp rules (Unix s or ms, ISO times, a datetime
+    index), duplicates and order resolved the same way, and ``DataError`` (a ``UserError``) for what cannot be used.
+    """
+    from tradebaas.backtest.data import load_candles as read_candle_file  # pandas: only when a file is loaded
+
+    return MarketData(candles_from_frame(read_candle_file(path)), name=str(path))
 
 
 def load_tick_sample(path: Path) -> MarketData:
@@ -341,9 +332,9 @@ def _candles_from_ticks(ticks: list[PriceTick]) -> Candles:
 def load(path: str | Path | None) -> MarketData:
     """Load ``--data``: a candle CSV/Parquet or the tick-sample feed; ``None`` = the bundled Bitstamp candles."""
     if path is None:
-        ref = resources.files("tradebaas") / "data" / DEFAULT_DATA
-        with resources.as_file(ref) as p:
-            return load_candles(Path(p))
+        from tradebaas.backtest.data import default_path
+
+        return load_candles(default_path())
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"market data file not found: {p}")
