@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tradebaas.errors import EngineNotRunning, UserError
-from tradebaas.rpc.client import _result
 from tradebaas.rpc.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, encode, error_response
+from tradebaas.rpc.session import answer_result
 from tradebaas.strategies.params import params_list, schema, validate_config
 from tradebaas.strategies.registry import available, get_strategy
 
@@ -30,9 +30,9 @@ def over_the_wire(value: Any) -> Any:
 
 def received_error(exc: RpcError) -> RpcError:
     """The error the sync client raises when the engine answers ``exc``: the server's error frame
-    (``error_response``), sent as JSON, turned back into an exception by the client (``_result``)."""
+    (``error_response``), sent as JSON, turned back into an exception by the client (``session.answer_result``)."""
     try:
-        _result(over_the_wire(error_response(1, exc)))
+        answer_result(over_the_wire(error_response(1, exc)))
     except RpcError as received:
         return received
     raise AssertionError("the client returned a result for an error answer")
