@@ -39,10 +39,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from tradebaas.domain import Candle, Fill, Order, OrderType, PositionSnapshot, Ticker
-from tradebaas.exchange.deribit import convert
+from tradebaas.exchange.deribit import codes, convert
 from tradebaas.exchange.deribit.errors import (
     AUTH_ERROR_CODES,
-    METHOD_NOT_FOUND,
     AuthenticationError,
     ClientClosed,
     ConnectionLost,
@@ -649,13 +648,13 @@ class DeribitClient:
         try:
             return Instrument.from_deribit(await self.call("public/get_instrument", {"instrument_name": name}))
         except DeribitApiError as exc:
-            if exc.code != METHOD_NOT_FOUND:
+            if exc.code != codes.METHOD_NOT_FOUND:
                 raise
         for inst in await self.get_instruments("any"):
             if inst.name == name:
                 return inst
-        raise DeribitApiError(10020, "invalid_or_unsupported_instrument", {"instrument_name": name},
-                              "public/get_instruments")
+        code = codes.INVALID_OR_UNSUPPORTED_INSTRUMENT
+        raise DeribitApiError(code, codes.message(code), {"instrument_name": name}, "public/get_instruments")
 
     async def ticker(self, instrument: str) -> Ticker:
         return convert.ticker_from_deribit(await self.call("public/ticker", {"instrument_name": instrument}))

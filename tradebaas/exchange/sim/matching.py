@@ -55,11 +55,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradebaas.domain import Liquidity, OrderType, Side
+from tradebaas.exchange.deribit import codes as E
 from tradebaas.fillmodel import fee as fill_fee
 from tradebaas.fillmodel import limit_crosses, stop_fill_price, trigger_fires
 from tradebaas.instruments import Instrument
 
-from . import errors as E
 from .accounts import (
     MAINTENANCE_FRACTION,
     SimAccount,
@@ -69,7 +69,7 @@ from .accounts import (
     position_object,
     weighted_average,
 )
-from .errors import DeribitError, coded, invalid_params
+from .errors import SimRefusal, coded, invalid_params
 from .orders import (
     FILL_CONDITIONS,
     LIMIT_LIKE_TYPES,
@@ -333,13 +333,13 @@ class SimExchange:
                                                created_ms=now_ms)
 
     def handle(self, account_id: str, method: str, params: dict[str, Any] | None, now_ms: int) -> tuple[Any, list[SimEvent]]:
-        """Answer one ``private/<method>`` call; raises ``DeribitError`` with Deribit's code when refused.
+        """Answer one ``private/<method>`` call; raises ``SimRefusal`` with Deribit's code when refused.
 
         A refused call changes nothing (validation happens before any state changes).
         """
         fn = self._methods.get(method.removeprefix("private/"))
         if fn is None:
-            raise DeribitError(E.METHOD_NOT_FOUND, "Method not found")
+            raise SimRefusal(E.METHOD_NOT_FOUND, "Method not found")
         account = self.accounts.get(account_id)
         if account is None:
             raise coded(E.UNAUTHORIZED, "unknown account")

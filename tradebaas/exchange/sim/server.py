@@ -22,10 +22,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tradebaas.exchange.deribit import codes
 from tradebaas.exchange.sim import state as state_mod
 from tradebaas.exchange.sim.auth import AuthStore
 from tradebaas.exchange.sim.clock import SimClock
-from tradebaas.exchange.sim.errors import DeribitError
+from tradebaas.exchange.sim.errors import SimRefusal, invalid_params
 from tradebaas.exchange.sim.faults import Faults
 from tradebaas.exchange.sim.marketdata import (
     ChartBook,
@@ -72,7 +73,9 @@ SAVE_DEBOUNCE_S = 0.1
 #: Periodic ``user.portfolio``: on market moves, at most once per simulated second and 10 times per real second.
 PORTFOLIO_INTERVAL_MS = 1000
 PORTFOLIO_MIN_REAL_S = 0.1
-AUTH_ERRORS = frozenset({10000, 13004, 13009, 13021, 13778})
+#: Refusals an HTTP client gets with status 401 (the rest are 400).
+AUTH_ERRORS = frozenset({codes.AUTHORIZATION_REQUIRED, codes.INVALID_CREDENTIALS, codes.UNAUTHORIZED, codes.FORBIDDEN,
+                         codes.RAW_SUBSCRIPTIONS_NOT_AVAILABLE_FOR_UNAUTHORIZED})
 NUMERIC_PARAMS = frozenset({
     "amount", "contracts", "price", "trigger_price", "trigger_offset", "max_show", "valid_until", "start_timestamp",
     "end_timestamp", "count", "depth", "start_seq", "end_seq", "interval", "timestamp", "offset", "trigger_fill_amount",
@@ -589,34 +592,34 @@ class SimServer:
 
     async def call(self, method: str, params: dict[str, Any], conn: Conn | None, account_id: str | None,
                    rl_key: str) -> Any:
-        """Run one request (after transport decoding); raises DeribitError. ``account_id`` from HTTP auth."""
+        """Run one request (after transport decoding); raises SimRefusal. ``account_id`` from HTTP auth."""
         params = coerce_params(params)
         if method.startswith("admin/"):
             return await self._admin(method[6:], params)
         rule = self.faults.error_for(method)
         if rule is not None:
-            raise DeribitError(rule.code, rule.message)
+            raise SimRefusal(rule.code, rule.message)
         token = params.pop("access_token", None)
         if token is not None:
             account_id = self.auth.account_for_token(str(token))
         if account_id is None and conn is not None:
             account_id = conn.account_id
         if not self.limiter.allow(account_id or rl_key, method, time.monotonic()):
-            raise DeribitError(10028, "too_many_requests")
+            raise SimRefusal(codes.TOO_MANY_REQUESTS)
         scope, _, name = method.partition("/")
         if scope == "public":
             return self._public(name, params, conn)
         if scope == "private":
             if account_id is None:
-                raise DeribitError(13009, "unauthorized")
+                raise SimRefusal(codes.UNAUTHORIZED)
             return self._private(name, params, conn, account_id)
-        raise DeribitError(-32601, "Method not found")
+        raise SimRefusal(codes.METHOD_NOT_FOUND)
 
     def _public(self, name: str, p: dict[str, Any], conn: Conn | None) -> Any:
         now = self.clock.now_ms()
         if name == "test":
             if p.get("expected_result") == "exception":
-                raise DeribitError(11094, "internal_server_error", "exception")
+                raise SimRefusal(codes.INTERNAL_SERVER_ERROR, data="exception")
             return {"version": API_VERSION}
         if name == "hello":
             return {"version": API_VERSION}
@@ -660,7 +663,7 @@ class SimServer:
             return self._subscription(name, p, conn, private=False)
         if name == "get_funding_rate_value":
             return 0.0
-        raise DeribitError(-32601, "Method not found")
+        raise SimRefusal(codes.METHOD_NOT_FOUND)
 
     def _private(self, name: str, p: dict[str, Any], conn: Conn | None, account_id: str) -> Any:
         if name in SERVER_PRIVATE:
@@ -681,7 +684,7 @@ class SimServer:
                 return "ok"
             return {"scope": "connection", "enabled": bool(conn and conn.cancel_on_disconnect)}
         if self.exchange is None:
-            raise DeribitError(10033, "not_implemented")
+            raise SimRefusal(codes.NOT_IMPLEMENTED)
         result, events = self.exchange.handle(account_id, name, p, self.clock.now_ms())
         if events:
             self._route_events(events)
@@ -697,7 +700,7 @@ class SimServer:
             try:
                 action = self.faults.apply(p, now_s)
             except (ValueError, TypeError) as exc:
-                raise DeribitError(-32602, "Invalid params", {"reason": str(exc), "param": "action"}) from None
+                raise invalid_params("action", str(exc)) from None
             if action == "drop":
                 asyncio.get_running_loop().call_soon(self.drop_all)
             return self.faults.describe(now_s)
@@ -709,7 +712,7 @@ class SimServer:
                     "data_start_ms": self.data.start_ms, "data_end_ms": self.data.end_ms,
                     "finished": self.clock.finished, "connections": len(self.conns), "ticks": self.ticks_emitted,
                     "saves": self.saves, "unsaved": self._dirty}
-        raise DeribitError(-32601, "Method not found")
+        raise SimRefusal(codes.METHOD_NOT_FOUND)
 
     def drop_all(self) -> None:
         """Abort every WebSocket connection at the transport (clients see an abnormal close, no close frame)."""
@@ -724,10 +727,10 @@ class SimServer:
     def _market(self, p: dict[str, Any]) -> InstrumentMarket:
         name = p.get("instrument_name")
         if name is None:
-            raise DeribitError(-32602, "Invalid params", {"reason": "instrument_name required", "param": "instrument_name"})
+            raise invalid_params("instrument_name", "instrument_name required")
         m = self.markets.get(str(name))
         if m is None:
-            raise DeribitError(-32602, "Invalid params", {"reason": "wrong format", "param": "instrument_name"})
+            raise invalid_params("instrument_name", "wrong format")
         return m
 
     def _instruments(self, p: dict[str, Any]) -> list[dict[str, Any]]:
@@ -758,10 +761,10 @@ class SimServer:
         try:
             res = parse_resolution(p.get("resolution", "1"))
         except ValueError:
-            raise DeribitError(-32602, "Invalid params", {"reason": "wrong format", "param": "resolution"}) from None
+            raise invalid_params("resolution", "wrong format") from None
         for k in ("start_timestamp", "end_timestamp"):
             if not isinstance(p.get(k), int | float):
-                raise DeribitError(-32602, "Invalid params", {"reason": "required", "param": k})
+                raise invalid_params(k, "required")
         start, end = int(p["start_timestamp"]), int(p["end_timestamp"])
         bars = self.chart.bars(start, end, res, now)[-5000:]
         if not bars:
@@ -789,7 +792,7 @@ class SimServer:
     def _index_price(self, p: dict[str, Any]) -> dict[str, Any]:
         name = str(p.get("index_name", "btc_usd")).lower()
         if name not in ("btc_usd", "btc_usdc"):
-            raise DeribitError(-32602, "Invalid params", {"reason": "wrong format", "param": "index_name"})
+            raise invalid_params("index_name", "wrong format")
         m = next(iter(self.markets.values()))
         px = m.ticker.get("index_price", 0.0)
         return {"index_price": px, "estimated_delivery_price": px}
@@ -810,14 +813,14 @@ class SimServer:
     def _subscription(self, name: str, p: dict[str, Any], conn: Conn | None, private: bool,
                       account_id: str | None = None) -> Any:
         if conn is None:
-            raise DeribitError(-32601, "Method not found", {"reason": "subscriptions need a WebSocket"})
+            raise SimRefusal(codes.METHOD_NOT_FOUND, data={"reason": "subscriptions need a WebSocket"})
         if name == "unsubscribe_all":
             for ch in list(conn.channels):
                 self._unsub(conn, ch)
             return "ok"
         chans = p.get("channels")
         if not isinstance(chans, list) or not all(isinstance(c, str) for c in chans):
-            raise DeribitError(-32602, "Invalid params", {"reason": "must be an array of strings", "param": "channels"})
+            raise invalid_params("channels", "must be an array of strings")
         if name == "unsubscribe":
             removed = [ch for ch in chans if ch in conn.channels]
             for ch in removed:
@@ -856,7 +859,7 @@ class SimServer:
             if parts[1] not in self.instruments or parts[2] not in ("raw", "100ms", "agg2"):
                 return False
             if parts[2] == "raw" and conn.account_id is None and account_id is None:
-                raise DeribitError(13778, "raw_subscriptions_not_available_for_unauthorized")
+                raise SimRefusal(codes.RAW_SUBSCRIPTIONS_NOT_AVAILABLE_FOR_UNAUTHORIZED)
             return True
         return False
 
@@ -916,12 +919,11 @@ class SimServer:
         try:
             interval = float(p.get("interval"))  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise DeribitError(-32602, "Invalid params", {"reason": "required", "param": "interval"}) from None
+            raise invalid_params("interval", "required") from None
         if interval < self.config.min_heartbeat_s:
-            raise DeribitError(-32602, "Invalid params", {"reason": f"interval must be >= {self.config.min_heartbeat_s:g}",
-                                                         "param": "interval"})
+            raise invalid_params("interval", f"interval must be >= {self.config.min_heartbeat_s:g}")
         if conn is None:
-            raise DeribitError(-32601, "Method not found", {"reason": "heartbeats need a WebSocket"})
+            raise SimRefusal(codes.METHOD_NOT_FOUND, data={"reason": "heartbeats need a WebSocket"})
         if conn.hb_task is not None:
             conn.hb_task.cancel()
         conn.hb_answered = True
@@ -946,7 +948,7 @@ class SimServer:
 
     # ---- transports -----------------------------------------------------------------------------------------------
 
-    def _envelope(self, rid: Any, us_in: int, result: Any = None, error: DeribitError | None = None) -> str:
+    def _envelope(self, rid: Any, us_in: int, result: Any = None, error: SimRefusal | None = None) -> str:
         us_out = int(time.time() * 1_000_000)
         env: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
         if error is not None:
@@ -978,31 +980,31 @@ class SimServer:
         try:
             req = loads(text)
         except ValueError:
-            conn.send(self._envelope(None, us_in, error=DeribitError(-32700, "Parse error")))
+            conn.send(self._envelope(None, us_in, error=SimRefusal(codes.PARSE_ERROR)))
             return
         if not isinstance(req, dict):
-            conn.send(self._envelope(None, us_in, error=DeribitError(-32600, "Invalid Request")))
+            conn.send(self._envelope(None, us_in, error=SimRefusal(codes.INVALID_REQUEST)))
             return
         rid = req.get("id")
         method = req.get("method")
         if rid is None or not isinstance(method, str):
-            err = DeribitError(-32602, "Invalid params", {"reason": "id and method are required", "param": "id"})
+            err = invalid_params("id", "id and method are required")
             conn.send(self._envelope(rid, us_in, error=err))
             return
         if method == "public/test":
             conn.hb_answered = True
         params = req.get("params") or {}
         if not isinstance(params, dict):
-            conn.send(self._envelope(rid, us_in, error=DeribitError(-32602, "Invalid params", {"reason": "params must be an object", "param": "params"})))
+            conn.send(self._envelope(rid, us_in, error=invalid_params("params", "params must be an object")))
             return
         try:
             result = await self.call(method, params, conn, None, f"conn:{conn.id}")
             out = self._envelope(rid, us_in, result=result)
-        except DeribitError as exc:
+        except SimRefusal as exc:
             out = self._envelope(rid, us_in, error=exc)
         except Exception as exc:  # noqa: BLE001 - every request gets an answer
             log.exception("request %s failed", method)
-            out = self._envelope(rid, us_in, error=DeribitError(11094, "internal_server_error", str(exc)))
+            out = self._envelope(rid, us_in, error=SimRefusal(codes.INTERNAL_SERVER_ERROR, data=str(exc)))
         if self.faults.delay_ms and not method.startswith("admin/"):
             await asyncio.sleep(self.faults.delay_ms / 1000)
         if self.faults.stalled(time.monotonic()) and not method.startswith("admin/"):
@@ -1018,7 +1020,7 @@ class SimServer:
             self._unsub(conn, ch)
         self.limiter.forget(f"conn:{conn.id}")
         if conn.cancel_on_disconnect and conn.account_id and self.exchange is not None:
-            with contextlib.suppress(DeribitError):
+            with contextlib.suppress(SimRefusal):
                 _, events = self.exchange.handle(conn.account_id, "cancel_all", {}, self.clock.now_ms())
                 self._route_events(events)
                 self.mark_dirty()
@@ -1046,15 +1048,15 @@ class SimServer:
                 try:
                     req = loads(body) if body else {}
                 except ValueError:
-                    raise DeribitError(-32700, "Parse error") from None
+                    raise SimRefusal(codes.PARSE_ERROR) from None
                 if not isinstance(req, dict):
-                    raise DeribitError(-32600, "Invalid Request")
+                    raise SimRefusal(codes.INVALID_REQUEST)
                 rid = req.get("id")
                 if rid is None:
-                    raise DeribitError(-32602, "Invalid params", {"reason": "id is required", "param": "id"})
+                    raise invalid_params("id", "id is required")
                 params = req.get("params") or {}
                 if not isinstance(params, dict):
-                    raise DeribitError(-32602, "Invalid params", {"reason": "params must be an object", "param": "params"})
+                    raise invalid_params("params", "params must be an object")
             else:
                 raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
             account_id = None
@@ -1064,14 +1066,14 @@ class SimServer:
             peer = request.remote or "?"
             result = await self.call(method, params, None, account_id, f"ip:{peer}")
             status, text = 200, self._envelope(rid, us_in, result=result)
-        except DeribitError as exc:
+        except SimRefusal as exc:
             status = 401 if exc.code in AUTH_ERRORS else 400
             text = self._envelope(rid, us_in, error=exc)
         except web.HTTPException:
             raise
         except Exception as exc:  # noqa: BLE001
             log.exception("request %s failed", method)
-            status, text = 500, self._envelope(rid, us_in, error=DeribitError(11094, "internal_server_error", str(exc)))
+            status, text = 500, self._envelope(rid, us_in, error=SimRefusal(codes.INTERNAL_SERVER_ERROR, data=str(exc)))
         if self.faults.delay_ms and scope != "admin":
             await asyncio.sleep(self.faults.delay_ms / 1000)
         return web.Response(status=status, text=text, content_type="application/json")
