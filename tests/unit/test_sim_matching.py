@@ -548,7 +548,8 @@ def test_placing_and_cancelling_forever_does_not_grow_the_order_indexes(ex):
         (stop, _) = call(ex, "sell", instrument_name=LIN, amount=0.01, type="stop_market", trigger_price=20_000,
                          trigger="mark_price", reduce_only=False)
         call(ex, "cancel", order_id=stop["order"]["order_id"])
-    assert len(ex._bids[LIN]) < 200
-    assert all(len(h) < 200 for h in ex._down.values()) and all(len(h) < 200 for h in ex._up.values())
+    index = ex.core.index
+    assert len(index.bids[LIN]) < 200
+    assert all(len(h) < 200 for h in index.down.values()) and all(len(h) < 200 for h in index.up.values())
     tick(ex, LIN, 39_990, 20, bid=39_989, ask=39_991)  # the live order still fills after the compactions
     assert call(ex, "get_order_state", order_id=keep["order"]["order_id"])[0]["order_state"] == "filled"
