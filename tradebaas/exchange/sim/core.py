@@ -3,7 +3,7 @@
 Sans-I/O like ``websockets``' protocol class: no sockets, no clock, no threads, no randomness. ``SimExchange``
 (``matching.py``) decodes and validates Deribit's requests and calls ``place``, ``place_linked``, ``amend`` and
 ``cancel*`` here; the market feed's ticks arrive through ``on_tick``. Every change is recorded in the call's
-``Batch`` (``events.py``), which the exchange turns into notifications. Fees and PnL come from
+``EventBatch`` (``events.py``), which the exchange turns into notifications. Fees and PnL come from
 ``tradebaas.fillmodel`` so the backtester and the simulator agree. The core never refuses: what reaches it passed
 ``validation``.
 
@@ -46,7 +46,7 @@ from tradebaas.fillmodel import stop_fill_price
 from tradebaas.instruments import Instrument
 
 from .accounts import SimAccount, initial_margin, weighted_average
-from .events import Batch
+from .events import EventBatch
 from .index import OrderIndex
 from .market import MarketState, MarketTick, fires
 from .orders import EPS, LIMIT_LIKE_TYPES, MARKET_LIKE_TRIGGER_TYPES, SimOrder, q
@@ -100,14 +100,14 @@ class MatchingCore:
 
     # ------------------------------------------------------------------------------------------- requests
 
-    def place(self, account: SimAccount, spec: OrderSpec, now_ms: int, batch: Batch) -> SimOrder:
+    def place(self, account: SimAccount, spec: OrderSpec, now_ms: int, batch: EventBatch) -> SimOrder:
         """Create the order and put it to work (it may fill, rest, wait for its trigger, or end at once)."""
         order = self._new_order(account, spec, now_ms)
         self._activate(order, now_ms, batch)
         return order
 
     def place_linked(self, account: SimAccount, spec: OrderSpec, secondaries: list[OrderSpec], linked: str,
-                     condition: str | None, now_ms: int, batch: Batch) -> SimOrder:
+                     condition: str | None, now_ms: int, batch: EventBatch) -> SimOrder:
         """An OCO group (``one_cancels_other``) or an OTO/OTOCO primary with its waiting secondaries; returns the
         primary."""
         primary = self._new_order(account, spec, now_ms)
@@ -139,7 +139,7 @@ class MatchingCore:
         return primary
 
     def amend(self, order: SimOrder, amount: float, price: float | None, trigger_price: float | None,
-              post_only: bool, reject_post_only: bool, reduce_only: bool, now_ms: int, batch: Batch) -> None:
+              post_only: bool, reject_post_only: bool, reduce_only: bool, now_ms: int, batch: EventBatch) -> None:
         """Change a live order (validated by the caller): it keeps its id, loses its priority (re-indexed), and a
         resting limit that now crosses executes."""
         order.amount, order.price, order.post_only, order.reject_post_only = amount, price, post_only, reject_post_only
@@ -163,11 +163,11 @@ class MatchingCore:
             if order.is_live:
                 self._execute_limit(order, now_ms, batch)
 
-    def cancel(self, order: SimOrder, now_ms: int, batch: Batch, reason: str = "user_request") -> None:
+    def cancel(self, order: SimOrder, now_ms: int, batch: EventBatch, reason: str = "user_request") -> None:
         """End a live order as cancelled (with its waiting OTO secondaries)."""
         self._close(order, "cancelled", now_ms, batch, reason=reason)
 
-    def cancel_where(self, account: SimAccount, keep: Callable[[SimOrder], bool], now_ms: int, batch: Batch) -> int:
+    def cancel_where(self, account: SimAccount, keep: Callable[[SimOrder], bool], now_ms: int, batch: EventBatch) -> int:
         """Cancel the account's live orders that match; count every order cancelled (cascades included)."""
         live = sorted((o for (acct, _), by in self.live_by.items() if acct == account.account_id
                        for o in by.values() if keep(o)), key=lambda o: o.seq)
@@ -176,7 +176,7 @@ class MatchingCore:
             self._close(order, "cancelled", now_ms, batch, reason="user_request")
         return batch.cancelled - before
 
-    def order_result(self, order: SimOrder, batch: Batch) -> dict[str, Any]:
+    def order_result(self, order: SimOrder, batch: EventBatch) -> dict[str, Any]:
         """Deribit's ``{order, trades}`` answer: the order now and its fills in this call."""
         inst = self.instruments[order.instrument]
         trades = [t for t in batch.trades.get((order.account_id, order.instrument), ()) if t["order_id"] == order.order_id]
@@ -184,7 +184,7 @@ class MatchingCore:
 
     # ------------------------------------------------------------------------------------------- market
 
-    def on_tick(self, tick: MarketTick, now_ms: int, batch: Batch) -> None:
+    def on_tick(self, tick: MarketTick, now_ms: int, batch: EventBatch) -> None:
         """A market move: expire, fire triggers on their source price, then fill resting limits the market reached."""
         m = self.markets[tick.instrument]
         m.apply(tick)
@@ -204,7 +204,7 @@ class MatchingCore:
     def expiry_due(self, now_ms: int) -> bool:
         return self.index.has_due(now_ms)
 
-    def expire(self, now_ms: int, batch: Batch) -> None:
+    def expire(self, now_ms: int, batch: EventBatch) -> None:
         """good_til_day orders end with the session (08:00 UTC)."""
         while self.index.has_due(now_ms):
             order = self.live.get(self.index.pop_due())
@@ -243,7 +243,7 @@ class MatchingCore:
         elif key in self._reduce_only:
             self._reduce_only[key].pop(order.order_id, None)
 
-    def _activate(self, order: SimOrder, now_ms: int, batch: Batch) -> None:
+    def _activate(self, order: SimOrder, now_ms: int, batch: EventBatch) -> None:
         """Put a live order to work: wait for its trigger, execute it, or rest it (maybe filling first)."""
         self.index.add_expiry(order)
         if order.is_trigger and not order.triggered:
@@ -261,7 +261,7 @@ class MatchingCore:
             return
         self._execute_limit(order, now_ms, batch)
 
-    def _execute_market(self, order: SimOrder, now_ms: int, batch: Batch, price: float | None = None) -> None:
+    def _execute_market(self, order: SimOrder, now_ms: int, batch: EventBatch, price: float | None = None) -> None:
         m = self.markets[order.instrument]
         price = price or m.taker_price(order.direction)
         if not price:
@@ -273,7 +273,7 @@ class MatchingCore:
         if order.is_live:
             self._close(order, "cancelled", now_ms, batch, reason="user_request")
 
-    def _execute_limit(self, order: SimOrder, now_ms: int, batch: Batch) -> None:
+    def _execute_limit(self, order: SimOrder, now_ms: int, batch: EventBatch) -> None:
         """A (possibly just triggered) limit: reprice post-only, take what crosses, rest or cancel the rest."""
         assert order.price is not None
         m = self.markets[order.instrument]
@@ -302,19 +302,19 @@ class MatchingCore:
             return inst.round_price(max(inst.tick_size, (m.best_ask or 0.0) - inst.tick_size))
         return inst.round_price((m.best_bid or 0.0) + inst.tick_size)
 
-    def _take(self, order: SimOrder, price: float, now_ms: int, batch: Batch) -> None:
+    def _take(self, order: SimOrder, price: float, now_ms: int, batch: EventBatch) -> None:
         amount = self._fillable(order, now_ms, batch)
         if amount > 0:
             self._fill(order, amount, price, Liquidity.TAKER, now_ms, batch)
 
-    def _make(self, order: SimOrder, now_ms: int, batch: Batch) -> None:
+    def _make(self, order: SimOrder, now_ms: int, batch: EventBatch) -> None:
         if not order.is_live or order.price is None:
             return
         amount = self._fillable(order, now_ms, batch)
         if amount > 0:
             self._fill(order, amount, order.price, Liquidity.MAKER, now_ms, batch)
 
-    def _fillable(self, order: SimOrder, now_ms: int, batch: Batch) -> float:
+    def _fillable(self, order: SimOrder, now_ms: int, batch: EventBatch) -> float:
         """How much may fill now; a reduce-only order is cut to the opposite position (or cancelled if none)."""
         remaining = order.remaining
         if not order.reduce_only:
@@ -328,7 +328,7 @@ class MatchingCore:
             return abs(size)
         return remaining
 
-    def _fill(self, order: SimOrder, amount: float, price: float, liquidity: Liquidity, now_ms: int, batch: Batch) -> None:
+    def _fill(self, order: SimOrder, amount: float, price: float, liquidity: Liquidity, now_ms: int, batch: EventBatch) -> None:
         """One fill: position, balance (+ realized PnL - fee), order progress, user trade, then linked orders."""
         inst = self.instruments[order.instrument]
         account = self.accounts[order.account_id]
@@ -380,7 +380,7 @@ class MatchingCore:
             "post_only": order.post_only, "profit_loss": pnl, "api": True, "mmp": False, "risk_reducing": False,
         }
 
-    def _fire(self, order: SimOrder, now_ms: int, batch: Batch, continuous: bool = False) -> None:
+    def _fire(self, order: SimOrder, now_ms: int, batch: EventBatch, continuous: bool = False) -> None:
         """A trigger reached: the order keeps its id and type, ``triggered`` becomes true and it executes.
 
         ``continuous``: a market move through the trigger (not a jump, not an order placed beyond it): a market-like
@@ -396,7 +396,7 @@ class MatchingCore:
         else:
             self._execute_limit(order, now_ms, batch)
 
-    def _close(self, order: SimOrder, state: str, now_ms: int, batch: Batch, reason: str | None = None) -> None:
+    def _close(self, order: SimOrder, state: str, now_ms: int, batch: EventBatch, reason: str | None = None) -> None:
         """End a live order (cancelled/rejected); cancels the OTO secondaries its fill would have released."""
         if not order.is_live:
             return
@@ -452,7 +452,7 @@ class MatchingCore:
                 if not group:
                     del self.oco[old.oco_ref]
 
-    def touch(self, order: SimOrder, batch: Batch) -> None:
+    def touch(self, order: SimOrder, batch: EventBatch) -> None:
         """Record a change of ``order``: keep open-order margin current and snapshot it for ``user.orders``."""
         inst = self.instruments[order.instrument]
         key = (order.account_id, inst.settlement_currency)
@@ -473,7 +473,7 @@ class MatchingCore:
 
     # ------------------------------------------------------------------------------------------- linked orders
 
-    def _after_fill(self, order: SimOrder, now_ms: int, batch: Batch) -> None:
+    def _after_fill(self, order: SimOrder, now_ms: int, batch: EventBatch) -> None:
         """OTO: release secondaries per ``trigger_fill_condition``; OCO: a fill closes the other legs."""
         condition = order.trigger_fill_condition or "first_hit"
         if order.oto_order_ids:
@@ -486,7 +486,7 @@ class MatchingCore:
                 if other is not None and other is not order:
                     self._close(other, "cancelled", now_ms, batch, reason="oco_other_closed")
 
-    def _release_secondaries(self, primary: SimOrder, condition: str, now_ms: int, batch: Batch) -> None:
+    def _release_secondaries(self, primary: SimOrder, condition: str, now_ms: int, batch: EventBatch) -> None:
         if condition == "complete_fill" and primary.state != "filled":
             return
         inst = self.instruments[primary.instrument]
@@ -508,7 +508,7 @@ class MatchingCore:
                 sec.update_ms = now_ms
                 self.touch(sec, batch)
 
-    def _sweep_reduce_only(self, account: SimAccount, instrument: str, now_ms: int, batch: Batch) -> None:
+    def _sweep_reduce_only(self, account: SimAccount, instrument: str, now_ms: int, batch: EventBatch) -> None:
         """Resting reduce-only orders follow the position: cut to its size, cancelled when it is gone or flipped."""
         by = self._reduce_only.get((account.account_id, instrument))
         if not by:

@@ -1,4 +1,4 @@
-"""What the matching core tells the server: ``SimEvent`` notifications, collected per call in a ``Batch``.
+"""What the matching core tells the server: ``SimEvent`` notifications, collected per call in a ``EventBatch``.
 
 Why a batch: one call (a request or a market tick) may change many orders, trades and balances; the core records
 each change as it happens and turns the lot into Deribit's ``user.*`` notifications once, at the end of the call,
@@ -24,7 +24,7 @@ class SimEvent:
     data: Any
 
 
-class Batch:
+class EventBatch:
     """What one call changed, turned into ``SimEvent``s at its end (order snapshots in change order)."""
 
     __slots__ = ("orders", "trades", "changes", "portfolio", "cancelled")

@@ -31,7 +31,7 @@ from . import validation as v
 from .accounts import SimAccount
 from .core import DEFAULT_HISTORY, MatchingCore
 from .errors import SimRefusal, coded, invalid_params
-from .events import Batch, SimEvent
+from .events import EventBatch, SimEvent
 from .market import MarketState, MarketTick
 from .orders import EPS, FILL_CONDITIONS, LIMIT_LIKE_TYPES, LINKED_TYPES, SimOrder
 from .queries import Queries, in_currency, type_matches
@@ -39,7 +39,7 @@ from .queries import Queries, in_currency, type_matches
 __all__ = ["DEFAULT_HISTORY", "MarketTick", "SimEvent", "SimExchange"]
 
 #: A trading method: (account, params, now_ms, batch) -> Deribit's result.
-Trader = Callable[[SimAccount, dict[str, Any], int, Batch], Any]
+Trader = Callable[[SimAccount, dict[str, Any], int, EventBatch], Any]
 
 
 class SimExchange:
@@ -109,11 +109,11 @@ class SimExchange:
         account = self.accounts.get(account_id)
         if account is None:
             raise coded(codes.UNAUTHORIZED, "unknown account")
-        batch = Batch()
+        batch = EventBatch()
         if self.core.expiry_due(now_ms):
             self.core.expire(now_ms, batch)
             self._pending += self._events(batch)
-            batch = Batch()
+            batch = EventBatch()
         if trade is not None:
             result = trade(account, params or {}, now_ms, batch)
         else:
@@ -125,7 +125,7 @@ class SimExchange:
         """A market move: fire triggers on their source price, then fill resting limits the market reached."""
         if tick.instrument not in self.markets:
             return []
-        batch = Batch()
+        batch = EventBatch()
         self.core.on_tick(tick, now_ms, batch)
         return self._take_pending() + self._events(batch)
 
@@ -178,7 +178,7 @@ class SimExchange:
 
     # ------------------------------------------------------------------------------------------- trading methods
 
-    def _buy_sell(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch,
+    def _buy_sell(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch,
                   direction: str) -> dict[str, Any]:
         spec = self._spec(params, direction)
         linked = v.string(params, "linked_order_type", choices=LINKED_TYPES)
@@ -209,10 +209,10 @@ class SimExchange:
                              default=primary.direction if same_side else opposite) or opposite
         return self._spec(item, direction, primary.instrument)
 
-    def _edit(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> dict[str, Any]:
+    def _edit(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> dict[str, Any]:
         return self._edit_order(v.find_order(account, params), params, now_ms, batch)
 
-    def _edit_by_label(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> dict[str, Any]:
+    def _edit_by_label(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> dict[str, Any]:
         label = v.string(params, "label", required=True)
         inst = v.instrument(params, self.instruments)
         by = self.core.live_by.get((account.account_id, inst.name), {})
@@ -221,7 +221,7 @@ class SimExchange:
             raise coded(codes.NON_UNIQUE_ORDER_LABEL, f"{len(matches)} open orders with this label", "label")
         return self._edit_order(matches[0], params, now_ms, batch)
 
-    def _edit_order(self, order: SimOrder, params: dict[str, Any], now_ms: int, batch: Batch) -> dict[str, Any]:
+    def _edit_order(self, order: SimOrder, params: dict[str, Any], now_ms: int, batch: EventBatch) -> dict[str, Any]:
         """Change amount/price/trigger of a live order; it keeps id and priority is lost (re-indexed)."""
         if not order.is_live:
             raise coded(codes.NOT_OPEN_ORDER, f"order is {order.state}", "order_id")
@@ -253,29 +253,29 @@ class SimExchange:
         self.core.amend(order, amount, price, trigger_price, post_only, reject, reduce_only, now_ms, batch)
         return self.core.order_result(order, batch)
 
-    def _cancel(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> dict[str, Any]:
+    def _cancel(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> dict[str, Any]:
         order = v.find_order(account, params)
         if not order.is_live:
             raise coded(codes.NOT_OPEN_ORDER, f"order is {order.state}", "order_id")
         self.core.cancel(order, now_ms, batch)
         return order.to_deribit(self.instruments[order.instrument].contract_size)
 
-    def _cancel_all(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> int:
+    def _cancel_all(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> int:
         return self.core.cancel_where(account, lambda o: True, now_ms, batch)
 
-    def _cancel_all_by_instrument(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> int:
+    def _cancel_all_by_instrument(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> int:
         inst = v.instrument(params, self.instruments)
         type_filter = v.string(params, "type", default="all")
         return self.core.cancel_where(account, lambda o: o.instrument == inst.name and type_matches(o, type_filter),
                                       now_ms, batch)
 
-    def _cancel_all_by_currency(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> int:
+    def _cancel_all_by_currency(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> int:
         currency = (v.string(params, "currency", required=True) or "").upper()
         type_filter = v.string(params, "type", default="all")
         return self.core.cancel_where(account, lambda o: self._in_currency(o, currency)
                                       and type_matches(o, type_filter), now_ms, batch)
 
-    def _cancel_by_label(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> int:
+    def _cancel_by_label(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> int:
         label = v.string(params, "label", required=True)
         currency = (v.string(params, "currency") or "").upper()
         return self.core.cancel_where(account, lambda o: o.label == label and (
@@ -284,7 +284,7 @@ class SimExchange:
     def _in_currency(self, order: SimOrder, currency: str) -> bool:
         return in_currency(self.instruments[order.instrument], currency)
 
-    def _close_position(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: Batch) -> dict[str, Any]:
+    def _close_position(self, account: SimAccount, params: dict[str, Any], now_ms: int, batch: EventBatch) -> dict[str, Any]:
         inst = v.instrument(params, self.instruments)
         order_type = v.string(params, "type", required=True, choices=("limit", "market"))
         size = account.size(inst.name)
@@ -299,8 +299,8 @@ class SimExchange:
 
     # ------------------------------------------------------------------------------------------- events
 
-    def _events(self, batch: Batch) -> list[SimEvent]:
-        """Batch -> notifications: each order change, trades per instrument, changes, then portfolio."""
+    def _events(self, batch: EventBatch) -> list[SimEvent]:
+        """EventBatch -> notifications: each order change, trades per instrument, changes, then portfolio."""
         events = [SimEvent("user.orders", acct, inst, obj) for acct, inst, obj in batch.orders]
         for (acct, inst), trades in batch.trades.items():
             events.append(SimEvent("user.trades", acct, inst, [dict(t) for t in trades]))
