@@ -1,5 +1,9 @@
 """Async Deribit client: one WebSocket connection kept alive, around the pure ``DeribitProtocol``.
 
+Over 600 lines because the connection's whole life (connect, authenticate, heartbeats, token refresh,
+timeouts, reconnect and resubscribe, rate-limit back-off) is one state machine around one socket; the typed calls
+are thin wrappers on ``call``, and the message rules (``protocol.py``) and JSON conversion (``convert.py``) are apart.
+
 This module owns everything with a socket, a clock or a task: connecting, authenticating, answering heartbeats,
 refreshing the token, timing requests out, reconnecting, resubscribing and backing off. All message rules live in
 ``protocol.py`` (tested without a network); JSON <-> domain conversion lives in ``convert.py``.
