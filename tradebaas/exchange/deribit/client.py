@@ -42,8 +42,9 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+import tradebaas.exchange.deribit.codes as codes
 from tradebaas.domain import Candle, Fill, Order, OrderType, PositionSnapshot, Ticker
-from tradebaas.exchange.deribit import codes, convert
+from tradebaas.exchange.deribit import convert
 from tradebaas.exchange.deribit.errors import (
     AUTH_ERROR_CODES,
     AuthenticationError,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tradebaas.exchange.deribit import codes
+import tradebaas.exchange.deribit.codes as codes
 
 #: Codes that mean "these credentials (or this session) are refused": the client logs in again once, then raises
 #: ``AuthenticationError``.
