@@ -1,5 +1,8 @@
 """Crash-only recovery as a pure function: ``plan(journal view, exchange snapshot) -> actions``.
 
+Over 600 lines because the decision table below, the planner that implements it row by row (``plan``) and
+the model executor the planner is tested against (``apply``) are one specification, read together.
+
 The engine runs this on every start and every reconnect: it fetches the exchange's open orders, positions and
 fills since the last journaled fill (positions and orders first, fills last), builds a ``JournalView`` from the
 journal, calls ``plan``, and executes the actions in order, journaling each. ``plan`` does no I/O and reads no

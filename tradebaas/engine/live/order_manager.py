@@ -42,6 +42,7 @@ from tradebaas.engine.core.tradebook import (
     with_order,
 )
 from tradebaas.engine.journal.store import Store
+from tradebaas.exchange.deribit import codes
 from tradebaas.exchange.deribit.errors import ConnectionLost, DeribitApiError, DeribitError, RequestTimeout
 from tradebaas.fillmodel import bracket_prices
 from tradebaas.instruments import Instrument
@@ -52,7 +53,7 @@ log = logging.getLogger("tradebaas.engine.orders")
 Publish = Callable[[str, Any], Any]
 
 #: Deribit's answers to a trigger price the market has already passed (trigger_price_too_high/low, invalid).
-TRIGGER_ALREADY_PASSED = frozenset({10034, 10035, 11036})
+TRIGGER_ALREADY_PASSED = frozenset({codes.TRIGGER_PRICE_TOO_HIGH, codes.TRIGGER_PRICE_TOO_LOW, codes.INVALID_TRIGGER_PRICE})
 #: Cancellations that are part of normal bracket life (the other leg of the OCO pair filled), not a surprise.
 EXPECTED_CANCELS = frozenset({"oco_other_closed"})
 
@@ -388,7 +389,7 @@ class OrderManager:
                     order = await self.client.cancel(action.order_id)
                     self.on_order(order)
                 except DeribitApiError as exc:
-                    if exc.code not in (10004, 11044):  # not found / not open: already gone, which is the goal
+                    if exc.code not in (codes.ORDER_NOT_FOUND, codes.NOT_OPEN_ORDER):  # not found / not open: already gone, which is the goal
                         raise
             case rc.ClosePosition():
                 trade = self.store.trade(action.trade_id)

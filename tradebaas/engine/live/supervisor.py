@@ -1,5 +1,8 @@
 """The live loop inside the engine: exchange link, strategy runners, reconciliation, and the operations on them.
 
+Over 600 lines because everything that changes trading state (exchange notifications, reconciliation, the
+strategy and trade RPC methods) runs in this one class under its one lock (see below).
+
 Life of the service (crash-only: the same path serves a first start, a restart after SIGKILL and a reconnect):
 1. ``start()`` starts ``_run`` in the background, so the engine's RPC answers even while the exchange is
    unreachable (``engine.status`` then says why).
