@@ -223,8 +223,9 @@ class OrderManager:
             return trade
         inst = self.instruments[trade.instrument]
         sl, tp = bracket_prices(inst, trade.direction, trade.entry_price, sl_pct or 0.0, tp_pct or 0.0)
+        # as if entered under the new config: a break-even move may happen again (as in the backtest's Swap)
         trade = replace(trade, sl_pct=sl_pct if sl_pct is not None else trade.sl_pct,
-                        tp_pct=tp_pct if tp_pct is not None else trade.tp_pct)
+                        tp_pct=tp_pct if tp_pct is not None else trade.tp_pct, break_even_done=False)
         if sl_pct is not None and trade.stop_order_id and sl != trade.stop_price:
             trade = await self.move_stop(trade, MoveStop(sl, "config changed (apply to open)"))
             if trade.state.is_terminal or trade.state is TradeState.CLOSING:

@@ -84,8 +84,7 @@ class StrategyRunner:
     context is maintained either way (a stopped strategy's bracketed position can still close on the exchange)."""
 
     def __init__(self, row: StrategyRow, instrument: Instrument, store: Store, orders: OrderManager, cls: type, *,
-                 warmup_candles: int = WARMUP_CANDLES, threaded: bool = False, budgets: Budgets | None = None,
-                 on_brackets: Callable[[Trade, dict[str, Any]], Any] | None = None) -> None:
+                 warmup_candles: int = WARMUP_CANDLES, threaded: bool = False, budgets: Budgets | None = None) -> None:
         self.id = row.id
         self.name = row.name
         self.instrument = instrument
@@ -109,9 +108,7 @@ class StrategyRunner:
         self.last_price: float | None = None
         self.last_decision: dict[str, Any] | None = store.last_decision(self.id)
         self.pending: Swap | None = None
-        self.brackets_due = False
         self.budgets = budgets or Budgets()
-        self.on_brackets = on_brackets
         self._executor: concurrent.futures.ThreadPoolExecutor | None = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"strategy-{row.id}") if threaded else None)
 
@@ -149,6 +146,15 @@ class StrategyRunner:
             self.warmup_candles = warmup_candles
             self.history = deque(self.history, maxlen=warmup_candles)
 
+    def due_swap(self, candle: Candle) -> Swap | None:
+        """The pending swap that takes effect on ``candle`` (the supervisor moves an open position's brackets for
+        one with ``apply_to_open`` before the new version decides, as the backtest does)."""
+        swap = self.pending
+        return swap if swap is not None and candle.ts_ms >= swap.from_ts_ms else None
+
+    def open_trade(self) -> Trade | None:
+        return self._open_trade()
+
     def request_swap(self, swap: Swap) -> None:
         """Take ``swap``'s code and config from its candle on (a later request replaces an earlier pending one:
         only the newest config counts, as in the journal's segments)."""
@@ -162,7 +168,6 @@ class StrategyRunner:
             self.cls, self.config = swap.cls, dict(swap.config)
             self.code_version, self.config_version = swap.code_version, swap.config_version
             self._fresh_instance(list(self.history), context)
-            self.brackets_due = swap.apply_to_open
             log.info("%s now decides with code %s, config version %d", self.id, swap.code_version[:12],
                      swap.config_version)
         return self.strategy.on_candle(candle, context)
@@ -241,11 +246,6 @@ class StrategyRunner:
     async def execute(self, candle: Candle, decision: Decision, publish: Any, closed_at: float | None = None) -> None:
         """Journal ``decision`` and carry out its intents (caller holds the supervisor's lock)."""
         close_ts = candle.ts_ms + self.interval_ms
-        if self.brackets_due:  # a swap with apply_to_open: the open position's brackets follow the new config
-            self.brackets_due = False
-            trade = self._open_trade()
-            if trade is not None and self.on_brackets is not None:
-                await self.on_brackets(trade, self.config)
         # context.position is kept current by on_trade_event (every change of a trade of ours goes through it),
         # so the hot path reads no journal before deciding.
         record = decision.as_dict()

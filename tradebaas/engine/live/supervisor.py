@@ -309,7 +309,7 @@ class Supervisor:
                 row = self.store.strategy(row.id) or row
             runner = StrategyRunner(row, self.instruments[row.instrument], self.store, self.orders, loaded.cls,
                                     warmup_candles=loaded.warmup_candles, threaded=loaded.threaded,
-                                    budgets=self.budgets, on_brackets=self._apply_brackets)
+                                    budgets=self.budgets)
             self.runners[row.id] = runner
             if runner.threaded:
                 self._tasks.append(asyncio.create_task(self._decide_in_turn(runner), name=f"strategy-{row.id}"))
@@ -423,6 +423,7 @@ class Supervisor:
                 self._queues.setdefault(runner.id, asyncio.Queue()).put_nowait((candle, arrived))
             else:
                 try:
+                    await self._brackets_for_swap(runner, candle)
                     await runner.on_candle(candle, self.engine.publish, arrived)
                 except StrategyFault as fault:
                     await self._fault(runner.id, fault)
@@ -437,6 +438,9 @@ class Supervisor:
             if not runner.active or not runner.warm:
                 continue
             try:
+                if (swap := runner.due_swap(candle)) is not None and swap.apply_to_open:
+                    async with self.lock:
+                        await self._brackets_for_swap(runner, candle)
                 decision = await runner.decide(candle)
                 async with self.lock:
                     if runner.active:
@@ -584,20 +588,24 @@ class Supervisor:
                      if apply_to_open else "")
             self._publish_strategy(strategy_id)
 
-    async def _apply_brackets(self, trade: Trade, config: dict[str, Any]) -> None:
-        """``apply_to_open``: the open trade's brackets from the new config's distances (the strategy class names
-        the keys in ``bracket_params``: stop-loss percent, take-profit percent)."""
+    async def _brackets_for_swap(self, runner: StrategyRunner, candle: Candle) -> None:
+        """A swap with ``apply_to_open`` due on ``candle`` (caller holds the lock): before the new version decides,
+        the open position's brackets are re-placed from its entry price with the new config's distances (the keys
+        the class names in ``bracket_params``), as the backtest does (``backtest.backtester.Swap``)."""
+        swap = runner.due_swap(candle)
+        trade = runner.open_trade() if swap is not None and swap.apply_to_open else None
+        if swap is None or trade is None:
+            return
         if self.orders is None or not self.connected:
             log.warning("%s: brackets of %s not changed: the exchange is not connected", trade.strategy_id,
                         trade.trade_id)
             return
-        runner = self.runners.get(trade.strategy_id)
-        keys = tuple(getattr(runner.cls if runner else object, "bracket_params", ()) or ())
+        keys = tuple(getattr(swap.cls, "bracket_params", ()) or ())
         if len(keys) != 2:
             log.warning("%s: its strategy names no bracket parameters; the open position keeps its brackets",
                         trade.strategy_id)
             return
-        sl_pct, tp_pct = (float(config[k]) if config.get(k) is not None else None for k in keys)
+        sl_pct, tp_pct = (float(swap.config[k]) if swap.config.get(k) is not None else None for k in keys)
         await self.orders.change_brackets(trade, sl_pct, tp_pct)
 
     async def reconcile_now(self) -> list[rc.Action]:
