@@ -211,9 +211,10 @@ def test_the_read_only_token_reads_but_never_trades(engine_proc, tb_home: Home) 
     with raw(eng.url, additional_headers={"Authorization": f"Bearer {readonly}"}) as ws:
         assert rpc(ws, '{"jsonrpc":"2.0","id":1,"method":"engine.status"}')["result"]["pid"] == eng.pid
         assert rpc(ws, '{"jsonrpc":"2.0","id":2,"method":"strategy.list"}')["result"] == []
-        for i, call in enumerate(('"strategy.start","params":{"name":"razor"}', '"risk.kill"',
-                                  '"reports.run","params":{"name":"daily"}', '"engine.shutdown"')):
-            answer = rpc(ws, '{"jsonrpc":"2.0","id":%d,"method":%s}' % (10 + i, call))
+        for i, (method, params) in enumerate((("strategy.start", {"name": "razor"}), ("risk.kill", {}),
+                                              ("reports.run", {"name": "daily"}), ("engine.shutdown", {}))):
+            frame = json.dumps({"jsonrpc": "2.0", "id": 10 + i, "method": method, "params": params})
+            answer = rpc(ws, frame)
             assert answer["error"]["code"] == -32003, answer
     with eng.client() as c:
         assert c.call("strategy.list") == []  # the full token still does everything
