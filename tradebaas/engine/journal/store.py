@@ -20,6 +20,8 @@ from tradebaas.engine.core.tradebook import Trade, TradeState
 from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.strategies.base import PositionView, StrategyContext
 
+#: The name of a strategy known only from the exchange's labels (``create_orphan``).
+ORPHAN = "orphan"
 OPEN_TRADE_STATES = (TradeState.PENDING_ENTRY.value, TradeState.OPEN.value, TradeState.CLOSING.value)
 
 
@@ -111,6 +113,22 @@ class Store:
                                      "code_version": code_version, "config_version": 1}, ts_ms, strategy_id, conn
             )
             self._add_segment(conn, strategy_id, code_version, 1, config, False, from_ts_ms)
+
+    def is_fresh(self) -> bool:
+        """True for a journal that never had a strategy or a trade (new, emptied, or replaced)."""
+        return self.journal.query_one("SELECT 1 FROM strategies LIMIT 1") is None and \
+            self.journal.query_one("SELECT 1 FROM trades LIMIT 1") is None
+
+    def create_orphan(self, strategy_id: str, instrument: str, note: str, ts_ms: int) -> None:
+        """A strategy id the exchange's labels name but this journal does not know: kept stopped and waiting for a
+        person (``needs_attention``, ``note`` says how to fix it), so reconciliation treats its orders and positions
+        as ours (its positions stay protected) without ever trading for it."""
+        with self.journal.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO strategies (id, name, instrument, config, desired_state, state, state_reason,"
+                " created_ts_ms, updated_ts_ms) VALUES (?, ?, ?, ?, 'stopped', 'needs_attention', ?, ?, ?)",
+                (strategy_id, ORPHAN, instrument, json.dumps({"note": note}), note, ts_ms, ts_ms))
+            self.journal.append("strategy.orphan", {"instrument": instrument, "note": note}, ts_ms, strategy_id, conn)
 
     def change_strategy(self, strategy_id: str, *, code_version: str, config: dict[str, Any], config_version: int,
                         apply_to_open: bool, from_ts_ms: int, ts_ms: int) -> None:
@@ -453,6 +471,7 @@ class Store:
                     state_reason=s.state_reason, sl_pct=_float_or_none(s.config.get("stopLossPercent")),
                     tp_pct=_float_or_none(s.config.get("takeProfitPercent")),
                     uses_brackets=True if uses_brackets is None else uses_brackets(s),
+                    note=str(s.config.get("note", "")) if s.name == ORPHAN else "",
                 )
             )
         signatures = self.fill_signatures(reported_fill_ids)

@@ -29,7 +29,7 @@ from typing import Any
 
 from tradebaas.domain import Candle, ExchangeSnapshot, Fill, Order, StrategyState, Ticker
 from tradebaas.engine.core import reconcile as rc
-from tradebaas.engine.core.labels import new_strategy_id
+from tradebaas.engine.core.labels import new_strategy_id, parse_label
 from tradebaas.engine.core.risk import plan_kill
 from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
 from tradebaas.engine.journal.database import now_ms
@@ -159,12 +159,42 @@ class Supervisor:
             log.warning("could not load instruments (%s); using the built-in specifications", exc)
         await self.client.subscribe(USER_CHANNELS)
         async with self.lock:
+            if self.store.is_fresh():
+                await self._claim_orphans()
             await self._reconcile("start")
             for runner in self.runners.values():
                 runner.active = False  # re-warm on the new link (subscriptions and history are per connection)
             await self._resume_all()
         if self.exchange_name == "sim":
             self._tasks.append(asyncio.create_task(self._follow_local_sim(), name="follow-sim"))
+
+    async def _claim_orphans(self) -> None:
+        """No silent fresh start: a journal without any strategy, while the exchange holds orders or positions whose
+        labels say tradebaas made them (``tb:<strategy>:...``), is a journal that was lost or replaced. Every such
+        strategy id becomes an orphan waiting for a person (its positions protected by reconciliation), with the fix
+        in its message; a truly fresh account (nothing of ours there) starts as usual."""
+        assert self.client is not None
+        perpetuals = sorted(name for name in self.instruments if name.endswith("PERPETUAL"))
+        found: dict[str, set[str]] = {}
+        for name in perpetuals:
+            for order in await self.client.get_open_orders(name):
+                if (parsed := parse_label(order.label)) is not None:
+                    found.setdefault(parsed.strategy_id, set()).add(name)
+        day_ago = int(await self.client.call("public/get_time")) - 86_400_000
+        for pos in await self.client.get_positions("any"):
+            if pos.size and pos.instrument in self.instruments:
+                for fill in await self.client.get_user_trades(pos.instrument, day_ago):
+                    if (parsed := parse_label(fill.label)) is not None:
+                        found.setdefault(parsed.strategy_id, set()).add(pos.instrument)
+        path = self.store.journal.path
+        for sid, names in sorted(found.items()):
+            note = (f"the exchange holds tradebaas orders or positions of strategy {sid} ({', '.join(sorted(names))}) "
+                    f"that this journal ({path}) does not know: it is new, empty or was replaced. If you have the "
+                    f"journal this engine used before, stop the engine, put it back at {path} and start again; "
+                    "otherwise its position keeps (or was given) a stop on the exchange: close or manage it there, "
+                    f"then `tradebaas strategy stop {sid}`")
+            self.store.create_orphan(sid, sorted(names)[0], note, now_ms())
+            log.error("orphan strategy %s: %s", sid, note)
 
     async def _follow_local_sim(self) -> None:
         """A local simulator restarted on another port leaves the client retrying a dead URL: follow it."""

@@ -13,7 +13,7 @@ from typing import Any
 from tradebaas.domain import StrategyState, Ticker
 from tradebaas.engine.core.tradebook import Trade
 from tradebaas.engine.journal.database import now_ms
-from tradebaas.engine.journal.store import Store, position_view
+from tradebaas.engine.journal.store import ORPHAN, Store, position_view
 from tradebaas.fillmodel import floating_pnl
 from tradebaas.instruments import Instrument
 from tradebaas.strategies.registry import available as builtin_names
@@ -50,7 +50,8 @@ def strategy_info(store: Store, strategy_id: str, instruments: Mapping[str, Inst
     stored = store.version(row.code_version) if row.code_version else None
     return {
         "version": row.code_version, "config_version": row.config_version,
-        "source": stored.source_kind if stored else ("builtin" if row.name in builtin_names() else "entry_point"),
+        "source": stored.source_kind if stored else (
+            "builtin" if row.name in builtin_names() else ORPHAN if row.name == ORPHAN else "entry_point"),
         "error": row.error,
         "id": row.id, "name": row.name, "instrument": row.instrument, "state": row.state.value,
         "desired_state": row.desired_state.value, "state_reason": row.state_reason, "config": row.config,
