@@ -121,6 +121,13 @@ class BacktestResult:
     #: With ``swaps``: trade id (``.trades.trade_id``, ``open_position.trade_id``) -> the strategy generation whose
     #: decision entered it (0: the initial strategy, k: the one swapped in by the k-th swap). Empty without swaps.
     trade_segments: dict[str, int] = field(default_factory=dict)
+    #: ``replay.replay_live``: the (code_version, config_version) of each generation (index: ``trade_segments``'s
+    #: values). Empty for a plain backtest.
+    versions: list[tuple[str, int]] = field(default_factory=list)
+
+    def versions_of(self, trade_id: str) -> tuple[str, int] | None:
+        """(code_version, config_version) of the strategy that entered ``trade_id`` (None: not a replay)."""
+        return self.versions[self.trade_segments.get(trade_id, 0)] if self.versions else None
 
     @property
     def candles_per_second(self) -> float:
