@@ -190,9 +190,22 @@ def test_a_later_entry_is_an_entry_minute_difference(bt: BacktestResult) -> None
     i = closed(live)
     live[i]["entry_ts_ms"] += 2 * M
     c = run(bt, live)
-    assert ("entry_minute", False) in kinds(c)
-    d = next(d for d in c.all_differences if d.kind == "entry_minute")
+    assert kinds(c) == [("entry_minute", False)]  # no entry_price: entries on other candles differ by the market
+    d = c.all_differences[0]
     assert d.backtest - d.live == -2 * M and c.summary["matched"] == len(live)
+
+
+def test_a_later_entry_because_live_was_not_running_is_explained_and_so_is_the_exit_that_follows(
+        bt: BacktestResult) -> None:
+    live = live_like(bt)
+    i = closed(live)
+    back = live[i]["entry_ts_ms"]
+    live[i].update(entry_ts_ms=back + M, exit_ts_ms=live[i]["exit_ts_ms"] + 2 * M, exit_reason="exit")
+    live[i]["fees"] = model_fee(live[i])
+    c = run(bt, live, not_running=[(back - 3 * M, back + 30_000, "engine down")])
+    assert [k for k, _ in kinds(c)][:3] == ["entry_minute", "exit_minute", "exit_reason"]
+    assert all(e for _, e in kinds(c)), format_summary(c)
+    assert "not running" in c.all_differences[0].explanation
 
 
 def test_another_exit_is_unexplained_unless_live_was_not_running_during_the_trade(bt: BacktestResult) -> None:

@@ -275,7 +275,7 @@ def backtest_rows(result: BacktestResult) -> list[dict[str, Any]]:
     inst = result.instrument
     rows: list[dict[str, Any]] = []
     for r in result.trades.to_dict("records"):
-        versions = result.versions_of(str(r["trade_id"])) if hasattr(result, "versions_of") else None
+        versions = result.versions_of(str(r["trade_id"]))
         rows.append({
             "trade_id": str(r["trade_id"]), "instrument": r.get("instrument"), "direction": r["direction"],
             "state": "closed", "amount": float(r["amount"]), "entry_price": float(r["entry_price"]),
@@ -287,7 +287,7 @@ def backtest_rows(result: BacktestResult) -> list[dict[str, Any]]:
         })
     pos = result.open_position
     if pos is not None:
-        versions = result.versions_of(pos.trade_id) if hasattr(result, "versions_of") else None
+        versions = result.versions_of(pos.trade_id)
         rows.append({
             "trade_id": pos.trade_id, "instrument": inst.name, "direction": str(pos.direction), "state": "open",
             "amount": pos.amount, "entry_price": pos.entry_price, "exit_price": None,
@@ -323,7 +323,7 @@ class _Comparer:
         self.live = sorted((_live_row(r) for r in live_trades if _entered(r)), key=lambda r: r["entry_ts_ms"])
         self.live = [r for r in self.live if self.lo <= r["entry_ts_ms"] < self.hi]
         self.back = backtest_rows(bt)
-        self.live_dec = {}
+        self.live_dec: dict[int, tuple[str, tuple[str, ...]]] = {}
         for e in live_decisions:
             p = e["payload"] if isinstance(e.get("payload"), Mapping) else e
             raw_ts = p.get("ts_ms", e.get("ts_ms"))
@@ -397,12 +397,14 @@ class _Comparer:
             return [Difference("direction", lr["direction"], br["direction"], False,
                                f"at {_hm(lm)} live went {lr['direction']}, the backtest {br['direction']}: the "
                                "strategy decided differently on the same candle", tid, lm)]
-        if lm != bm:
+        entry = None
+        if lm != bm:  # entered on other candles: their prices differ by the market's move, not a fill's
             out.append(self._shifted_entry(p, lm, bm, tid))
-        entry = self._price("entry_price", lr, br, tid, min(lm, bm))
-        if entry is not None:
-            out.append(entry)
-        out += self._exit_differences(p, entry, tid)
+        else:
+            entry = self._price("entry_price", lr, br, tid, lm)
+            if entry is not None:
+                out.append(entry)
+        out += self._exit_differences(p, entry, tid, out)
         exits = [r["exit_ts_ms"] for r in (lr, br) if r.get("exit_ts_ms") is not None]
         fee = self._fee(p, out, tid, self._floor(max(exits)) if exits else min(lm, bm))  # fees are final at the exit
         if fee is not None:
@@ -419,7 +421,8 @@ class _Comparer:
         return Difference(kind, a, b, False, f"{ticks:.1f} ticks apart ({self.tick:g} a tick): more than the spread",
                           tid, at)
 
-    def _exit_differences(self, p: TradePair, entry: Difference | None, tid: str) -> list[Difference]:
+    def _exit_differences(self, p: TradePair, entry: Difference | None, tid: str,
+                          before: list[Difference]) -> list[Difference]:
         lr, br = p.live, p.backtest
         assert lr is not None and br is not None
         le, be = lr.get("exit_ts_ms"), br.get("exit_ts_ms")
@@ -444,10 +447,11 @@ class _Comparer:
                 raw.append(("exit_price", price.live, price.backtest))
         if not raw:
             return []
-        explained, why = self._why_exit_differs(p, entry, at)
+        explained, why = self._why_exit_differs(p, entry, at, before)
         return [Difference(kind, a, b, explained, why, tid, at) for kind, a, b in raw]
 
-    def _why_exit_differs(self, p: TradePair, entry: Difference | None, at: int) -> tuple[bool, str]:
+    def _why_exit_differs(self, p: TradePair, entry: Difference | None, at: int,
+                          before: list[Difference]) -> tuple[bool, str]:
         lr, br = p.live, p.backtest
         assert lr is not None and br is not None
         start = min(lr["entry_ts_ms"], br["entry_ts_ms"])
@@ -457,6 +461,9 @@ class _Comparer:
         if stopped is not None:
             return True, (f"the live strategy was not running from {_hm(stopped[0])} ({stopped[2]}) while this trade "
                           "was open: it could not move its stop or exit as the backtest did")
+        shifted = next((d for d in before if d.kind == "entry_minute"), None)
+        if shifted is not None:
+            return shifted.explained, f"follows from the entry at another minute: {shifted.explanation}"
         if entry is not None and entry.explained:
             moves = [t for t in self.differing if start <= t + self.step <= min(ends or [_INF])
                      and _only_stop_moves_differ(self.live_dec[t], self.bt_dec[t])]
