@@ -70,6 +70,16 @@ def test_the_open_position_at_the_end_has_its_versions(candles: pd.DataFrame) ->
     pytest.fail("no cut with an open position")
 
 
+def test_apply_to_open_for_a_class_without_bracket_params_changes_nothing_as_live(candles: pd.DataFrame) -> None:
+    from tradebaas.strategies.ema_cross import EmaCross
+
+    since, change, until = ms(candles, 1440), ms(candles, 1440 + 300), ms(candles, 1440 + 600)
+    segs = [Segment(since, EmaCross, {}, V1, 1), Segment(change, EmaCross, {}, V1, 2, apply_to_open=True)]
+    r = replay_live(candles, segs, INSTRUMENT, since_ms=since, until_ms=until, warmup_candles=240)
+    plain = replay_live(candles, segs[:1], INSTRUMENT, since_ms=since, until_ms=until, warmup_candles=240)
+    pd.testing.assert_frame_equal(r.trades.drop(columns="config_version"), plain.trades.drop(columns="config_version"))
+
+
 @pytest.mark.parametrize("segments, since, until, message", [
     ([], 1440, 2000, "at least one segment"),
     ([Segment(5, Razor, CFG, V1, 1), Segment(4, Razor, CFG, V1, 2)], 1440, 2000, "time order"),

@@ -80,9 +80,10 @@ class Swap:
     3. the new instance is made (``strategy``: a registered name or a class, built with ``config`` and
        validated, before the run starts; or an instance, which must be fresh and takes no ``config``);
     4. ``apply_to_open`` with an open position: its stop-loss and take-profit are re-placed from its entry price
-       with the new config's distances (the keys named by the class's ``bracket_params``, via
-       ``fillmodel.bracket_prices``; a key whose value is ``None`` leaves no such bracket) and
-       ``break_even_done`` is cleared: the position is protected as if it had been entered under the new config.
+       with the new config's distances (the two keys named by the class's ``bracket_params``, stop-loss then
+       take-profit, via ``fillmodel.bracket_prices``; a key whose value is ``None`` keeps that bracket, as the
+       live order manager does) and ``break_even_done`` is cleared: the position is protected as if it had been
+       entered under the new config.
        The new brackets are checked from the next candle on (this candle was checked in step 1). Without
        ``apply_to_open`` the position keeps its brackets, a moved (break-even) stop included;
     5. the new instance is warmed up on the last ``warmup_candles`` closed candles before this candle (fewer
@@ -245,9 +246,10 @@ def _prepare_swaps(swaps: Sequence[Swap], warmup_candles: int | None) -> list[_P
         if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
             raise BacktestError(f"swaps[{i}]: warmup_candles must be an int >= 0, got {warm!r}")
         strat = _make_strategy(swap.strategy, swap.config)
-        if swap.apply_to_open and not getattr(type(strat), "bracket_params", ()):
-            raise BacktestError(f"swaps[{i}]: apply_to_open needs the strategy class to name its bracket "
-                                f"parameters (bracket_params); {type(strat).__name__} names none")
+        if swap.apply_to_open and len(tuple(getattr(type(strat), "bracket_params", ()) or ())) != 2:
+            raise BacktestError(f"swaps[{i}]: apply_to_open needs the strategy class to name its two bracket "
+                                f"parameters (bracket_params = (stop-loss key, take-profit key)); "
+                                f"{type(strat).__name__} does not")
         out.append(_Pending(swap.ts_ms, strat, bool(swap.apply_to_open), warm))
     return out
 
@@ -400,13 +402,14 @@ class _Swapper:
 
 def _replace_brackets(pos: PositionView, strat: Any, inst: Instrument) -> None:
     """``Swap`` step 4: the position's brackets as if it had been entered under ``strat``'s config."""
-    keys = tuple(type(strat).bracket_params)
-    sl_pct = strat.config.get(keys[0])
-    tp_pct = strat.config.get(keys[1]) if len(keys) > 1 else None
+    sl_key, tp_key = type(strat).bracket_params
+    sl_pct, tp_pct = strat.config.get(sl_key), strat.config.get(tp_key)
     sl, tp = fillmodel.bracket_prices(inst, pos.direction, pos.entry_price, float(sl_pct or 0.0),
                                       float(tp_pct or 0.0))
-    pos.stop_price = sl if sl_pct is not None else None
-    pos.take_price = tp if tp_pct is not None else None
+    if sl_pct is not None:
+        pos.stop_price = sl
+    if tp_pct is not None:
+        pos.take_price = tp
     pos.break_even_done = False
 
 

@@ -88,7 +88,9 @@ def replay_live(
         raise BacktestError(f"no candles between {_iso(since_ms)} and {_iso(until_ms)} to replay")
     first = max([i for i, s in enumerate(segments) if s.from_ts_ms <= since_ms], default=0)
     start, later = segments[first], segments[first + 1:]
-    swaps = [Swap(s.from_ts_ms, s.strategy_cls, s.config, apply_to_open=s.apply_to_open,
+    # the live supervisor leaves the brackets alone for a class that does not name two bracket parameters
+    swaps = [Swap(s.from_ts_ms, s.strategy_cls, s.config,
+                  apply_to_open=s.apply_to_open and len(tuple(getattr(s.strategy_cls, "bracket_params", ()) or ())) == 2,
                   warmup_candles=s.warmup_candles) for s in later]
     result = backtest(start.strategy_cls, df, config=start.config, instrument=instrument, fees=fees,
                       start=live.index[0], decisions="all", vectorized=False, swaps=swaps,
