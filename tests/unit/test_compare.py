@@ -363,6 +363,7 @@ def test_views_json_and_text(bt: BacktestResult) -> None:
     ([], "expected an object"),
     ({"strategy_id": "s1"}, "missing trades, decisions, differences"),
     ({"strategy_id": "s1", "trades": [], "decisions": {}, "differences": [{"kind": "fee"}]}, "not a Difference"),
+    ({"strategy_id": "s1", "trades": {}, "decisions": [], "differences": []}, "decisions must be an object"),
 ])
 def test_a_malformed_answer_is_one_clear_error(bad: Any, message: str) -> None:
     with pytest.raises(ComparisonError, match=message):

@@ -177,6 +177,8 @@ class Comparison:
                            [Difference.from_json(d) for d in t.get("differences") or []])
                  for t in data["trades"]]
         dec = data["decisions"]
+        if not isinstance(dec, Mapping) or not isinstance(data["trades"], list):
+            raise ComparisonError("not a Comparison: decisions must be an object and trades a list")
         everything = [Difference.from_json(d) for d in data["differences"]]  # checks every entry's shape
         decision_diffs = [d for d in everything if d.kind == "decision"]
         return cls(str(data["strategy_id"]), str(data.get("name") or ""), data.get("since"), data.get("until"),
