@@ -309,7 +309,13 @@ def test_engine_paper_trades_equal_backtest(replay: tuple[Home, InProcessSim, pd
 
     # ... and what the engine recorded to TRADEBAAS_HOME/data (tradebaas.engine.live.recorder) loads back as those candles
     own = load_recorded(home, INSTRUMENT)
-    pd.testing.assert_frame_equal(own, candles[own.columns], check_freq=False)
+    decided = own[own.index >= candles.index[0]]
+    pd.testing.assert_frame_equal(decided, candles[own.columns], check_freq=False)
+    # ... and the history the engine warmed up on is recorded too (a replay of the period must warm up on it)
+    warm = own[own.index < candles.index[0]]
+    assert len(warm) >= WARMUP_MINUTES - 3, len(warm)
+    pd.testing.assert_frame_equal(warm[["open", "high", "low", "close"]],
+                                  recorded.loc[warm.index, ["open", "high", "low", "close"]], check_freq=False)
 
     # 2. the backtest over exactly those candles, warmed up on the same history as the engine
     bt = backtest_like_the_engine(recorded, candles, start_ms)

@@ -249,3 +249,29 @@ def test_plugins_from_the_home_folder_and_an_installed_entry_point_appear_and_ru
     assert c.call("strategy.get", id=by_file)["source"] == "file"
     with pytest.raises(RpcError, match="broken"):
         c.call("strategy.start", name="broken")
+
+
+def test_compare_on_a_paper_session_reports_no_unexplained_difference(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    """Razor trades a replayed paper session, its parameters change half-way (a swap the backtest must mirror), and
+    ``strategy.compare`` backtests the engine's own recordings with the journaled versions: nothing unexplained."""
+    from tests.integration.test_live_loop import RAZOR_FAST
+
+    sim_proc(speed=300)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    sid = start(c, "razor", RAZOR_FAST)
+    wait_for(lambda: len(closed_trades(c, sid)) >= 2, timeout=150, what="two razor trades")
+    c.call("strategy.set", id=sid, config={"takeProfitPercent": 0.08})
+    wait_for(lambda: [t for t in closed_trades(c, sid) if t["config_version"] == 2], timeout=150,
+             what="a trade under the new config")
+    c.call("strategy.stop", id=sid)
+    answer = c.call("strategy.compare", id=sid, timeout=120)
+    summary = answer["summary"]
+    assert summary["trades_live"] >= 3 and summary["matched"] >= summary["trades_live"] - 1, summary
+    assert summary["unexplained"] == 0, [d for d in answer["differences"] if not d["explained"]]
+    assert [s["config_version"] for s in answer["segments"]][-1] == 2
+    from tradebaas.analytics.compare import Comparison, format_summary
+
+    assert "unexplained 0" in format_summary(Comparison.from_json(answer)).replace(":", "")

@@ -424,3 +424,23 @@ def test_tb_compare_asks_the_engine_and_wraps_its_answer(engine_answering: Any) 
         compare(eng, "s1", since="not a time")
     with pytest.raises(ComparisonError, match="strategy id"):
         compare(eng, "")
+
+
+def test_a_live_exit_after_the_compared_candles_is_explained_and_one_inside_them_is_not() -> None:
+    df = load_default().iloc[: 2 * 1440]
+    since = int(df.index[1440].value // 1_000_000)
+    full = replay_live(df, [Segment(since, Razor, {"instrument": INSTRUMENT}, V1, 1)], INSTRUMENT, since_ms=since,
+                       until_ms=since + 1440 * M, warmup_candles=240)
+    last = backtest_rows(full)[-2] if full.open_position is None else backtest_rows(full)[-1]
+    cut = last["entry_ts_ms"] + 2 * M  # the compared candles end while that trade is open in the backtest
+    short = replay_live(df, [Segment(since, Razor, {"instrument": INSTRUMENT}, V1, 1)], INSTRUMENT, since_ms=since,
+                        until_ms=cut, warmup_candles=240)
+    assert short.open_position is not None
+    rows = [r for r in live_like(full) if r["entry_ts_ms"] < cut]
+    rows[-1].update(exit_ts_ms=cut, exit_price=rows[-1]["entry_price"], exit_reason="sl", state="closed")
+    after = compare_runs(rows, [e["payload"] for e in decisions_of(short)], short, instrument=INSTRUMENT)
+    exits = [d for d in after.all_differences if d.kind == "exit_minute"]
+    assert exits and all(d.explained and "end of the compared candles" in d.explanation for d in exits)
+    rows[-1].update(exit_ts_ms=cut - M)  # inside the compared candles: the backtest saw that candle and stayed open
+    inside = compare_runs(rows, [e["payload"] for e in decisions_of(short)], short, instrument=INSTRUMENT)
+    assert [d for d in inside.all_differences if d.kind == "exit_minute" and not d.explained]

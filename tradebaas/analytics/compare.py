@@ -284,6 +284,9 @@ class _Comparer:
                           before: list[Difference]) -> tuple[bool, str]:
         lr, br = p.live, p.backtest
         assert lr is not None and br is not None
+        if br.get("exit_ts_ms") is None and lr.get("exit_ts_ms") is not None and lr["exit_ts_ms"] >= self.hi:
+            return True, (f"the live exit ({_hm(self._floor(lr['exit_ts_ms']))}) came at or after the end of the "
+                          f"compared candles ({_hm(self.hi)}): the backtest has no candle to see it on")
         start = min(lr["entry_ts_ms"], br["entry_ts_ms"])
         ends = [x for x in (lr.get("exit_ts_ms"), br.get("exit_ts_ms")) if x is not None]
         end = max(ends) if len(ends) == 2 else _INF

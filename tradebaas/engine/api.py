@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tradebaas.engine.journal.event_query import EVENTS_MAX_LIMIT, check_kinds
+from tradebaas.engine.journal.event_query import EVENTS_MAX_LIMIT, check_kinds, query_events
 from tradebaas.engine.live.catalog import FILE, Refused
+from tradebaas.engine.live.strategy_runner import WARMUP_CANDLES
 from tradebaas.engine.live.supervisor import Supervisor
 from tradebaas.engine.process.app import Engine
 from tradebaas.errors import UserError
@@ -33,6 +34,25 @@ READ, TRADE = Access.READ, Access.TRADE
 Handler = Callable[..., Any]
 
 _LEVELS = ("debug", "info", "warning", "error")
+
+
+def not_running(decisions: list[dict[str, Any]], candle_ts: Any, since: int, until: int,
+                interval_ms: int = 60_000) -> list[tuple[int, int | None, str]]:
+    """Periods of [since, until) (exchange time) with recorded candles but no live decision: the strategy was not
+    running then (stopped, waiting for a person, the engine down or re-warming). Derived from the decisions
+    themselves, so they are in the candles' own clock whatever the machine's clock says."""
+    decided = {int(d["ts_ms"]) for d in decisions}
+    periods: list[tuple[int, int | None, str]] = []
+    start: int | None = None
+    for t in (int(x) for x in candle_ts if since <= int(x) < until):
+        if t not in decided and start is None:
+            start = t
+        elif t in decided and start is not None:
+            periods.append((start, t, "the strategy was not running (no live decision on these candles)"))
+            start = None
+    if start is not None:
+        periods.append((start, None, "the strategy was not running (no live decision on these candles)"))
+    return periods
 
 
 def _positive(value: float) -> str | None:
@@ -79,6 +99,8 @@ METHODS: tuple[MethodSpec, ...] = (
                                        "apply_to_open": Param(bool, default=False)},
                "change a running strategy's parameters from its next candle (a new config version)"),
     MethodSpec("strategy.source", READ, {"name": Param(str), "version": _opt_str}, "the source of a version"),
+    MethodSpec("strategy.compare", READ, {"id": Param(str), "since": _opt_int, "until": _opt_int},
+               "live vs a backtest of the engine's own candles with the same code and config versions"),
     MethodSpec("strategy.stop", TRADE, {"id": Param(str), "flatten": Param(bool, default=False)}, "stop"),
     MethodSpec("strategy.resume", TRADE, {"id": Param(str)}, "run a stopped or needs_attention strategy again"),
     MethodSpec("trades.list", READ, {"strategy": _opt_str, "since": _opt_int, "until": _opt_int}, "trades"),
@@ -152,7 +174,7 @@ class EngineApi:
             "strategy.available": self.available, "strategy.list": self.strategies, "strategy.get": self.strategy,
             "strategy.start": self.start, "strategy.stop": self.stop, "strategy.resume": self.resume,
             "strategy.deploy": self.deploy, "strategy.upgrade": self.upgrade, "strategy.set": self.set_config,
-            "strategy.source": self.source,
+            "strategy.source": self.source, "strategy.compare": self.compare,
             "trades.list": self.trades, "trades.mark_closed": self.mark_closed, "positions.list": self.positions,
             "orders.list": self.orders, "equity.history": self.equity, "risk.kill": self.kill,
             "market.candles": self.candles,
@@ -285,6 +307,59 @@ class EngineApi:
         self._info(id)
         await self.live.resume_strategy(id)
         return self._info(id)
+
+    async def compare(self, id: str, since: int | None = None, until: int | None = None) -> dict[str, Any]:
+        """Backtest the engine's own recorded candles over [since, until) with the strategy's journaled code and
+        config versions (its segments), and set the result beside what it did live: every difference named and,
+        where the cause is known, explained (``tradebaas.analytics.compare``)."""
+        from tradebaas.analytics.compare import compare_runs
+        from tradebaas.backtest.backtester import BacktestError
+        from tradebaas.backtest.data import DataError, load_recorded
+        from tradebaas.backtest.replay import Segment, replay_live
+
+        info = self._info(id)
+        segments = self.store.segments(id)
+        if not segments:
+            raise RpcError(NOT_FOUND, f"strategy {id} has no recorded versions to replay")
+        try:
+            candles = await asyncio.to_thread(load_recorded, self.engine.home, info["instrument"])
+        except DataError as exc:
+            raise RpcError(NOT_FOUND, f"no recorded candles of {info['instrument']} to replay: {exc}") from None
+        ts = candles.index.as_unit("ms").asi8
+        first_decided = next((seg.from_ts_ms for seg in segments if seg.from_ts_ms > 0), int(ts[0]))
+        since = int(since if since is not None else first_decided)
+        until = int(until if until is not None else int(ts[-1]) + 60_000)
+        try:
+            replay_segments = []
+            for seg in segments:
+                loaded = self.live.catalog.load(info["name"], seg.code_version)
+                replay_segments.append(Segment(seg.from_ts_ms, loaded.cls, seg.config, seg.code_version,
+                                               seg.config_version, seg.apply_to_open,
+                                               max(WARMUP_CANDLES, loaded.warmup_candles)))
+        except UserError as exc:
+            raise RpcError(NOT_FOUND, f"the code of a version of {info['name']} cannot be loaded: {exc}") from None
+        instrument = self.live.instruments[info["instrument"]]
+        decisions = [e["payload"] for e in self.engine_events("decision", id, since, until)]
+        try:
+            result = await asyncio.to_thread(replay_live, candles, replay_segments, instrument, since_ms=since,
+                                             until_ms=until, warmup_candles=replay_segments[0].warmup_candles)
+        except BacktestError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        comparison = compare_runs(self.store.trade_rows(id, since, until), decisions, result, instrument=instrument,
+                                  not_running=not_running(decisions, ts, since, until), strategy_id=id,
+                                  name=info["name"], since=since, until=until, segments=replay_segments)
+        return comparison.to_json()
+
+    def engine_events(self, kind: str, strategy_id: str, since: int, until: int) -> list[dict[str, Any]]:
+        """Every journal event of ``kind`` of the strategy with ``ts_ms`` in [since, until), oldest first."""
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            page = query_events(self.engine.journal, [kind], since, until, strategy_id, after, EVENTS_MAX_LIMIT)
+            out.extend(page)
+            if len(page) < EVENTS_MAX_LIMIT:
+                return out
+            after = page[-1]["id"]
 
     # -- trades, positions, orders ---------------------------------------------------------------------------
     def trades(self, strategy: str | None = None, since: int | None = None, until: int | None = None

@@ -151,6 +151,16 @@ class Store:
                      (strategy_id, seq, code_version, config_version, json.dumps(config), int(apply_to_open),
                       from_ts_ms, now_ms()))
 
+    def restart_segment(self, strategy_id: str, from_ts_ms: int) -> None:
+        """The strategy was (re)started and warmed up afresh from the candle at ``from_ts_ms`` on, with its current
+        versions: a segment of its own, because a backtest must re-warm there too to decide the same."""
+        row = self.strategy(strategy_id)
+        last = self.segments(strategy_id)
+        if row is None or (last and last[-1].from_ts_ms >= from_ts_ms):
+            return
+        with self.journal.transaction() as conn:
+            self._add_segment(conn, strategy_id, row.code_version, row.config_version, row.config, False, from_ts_ms)
+
     def segments(self, strategy_id: str) -> list[Segment]:
         """What the strategy decided with, in order (docs/strategies.md "Versions")."""
         return [Segment(int(r["seq"]), r["code_version"], int(r["config_version"]), json.loads(r["config"]),

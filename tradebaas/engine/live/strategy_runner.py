@@ -193,9 +193,10 @@ class StrategyRunner:
             self.last_price = price
         return self.builder.on_event(ts_ms)
 
-    def forming_candle_start(self, now_ts_ms: int) -> int:
-        """Start of the candle now forming: the next candle this strategy decides on (where a swap begins)."""
-        return now_ts_ms - now_ts_ms % self.interval_ms
+    def next_candle_start(self) -> int:
+        """Start of the next candle this strategy decides on (where a swap begins): the one after the last closed
+        candle it saw, by exchange time."""
+        return self.history[-1].ts_ms + self.interval_ms if self.history else 0
 
     async def decide(self, candle: Candle) -> Decision:
         """The strategy's decision on one closed candle (after a due swap). Raises ``StrategyFault``."""

@@ -346,9 +346,10 @@ class Supervisor:
         return runner
 
     def _forming_candle(self, row: StrategyRow) -> int:
-        """Start of the candle now forming on ``row``'s instrument, by exchange time: where a change begins."""
-        now = self._exchange_now()
-        return now - now % 60_000
+        """Start of the candle now forming on ``row``'s instrument, by exchange time: where a change begins (0 when
+        the engine has not seen the exchange's time yet: then the strategy's next (re)start marks it)."""
+        now = self._exchange_now(row.instrument)
+        return now - now % 60_000 if now else 0
 
     async def _activate(self, strategy_id: str) -> None:
         """Warm up and run a strategy (caller holds the lock; the exchange is connected)."""
@@ -363,7 +364,11 @@ class Supervisor:
                 row.instrument, end - (runner.warmup_candles + 2) * runner.interval_ms, end, 1
             )
             aligned_now = end - end % runner.interval_ms
-            await runner.warm_up([c for c in candles if c.ts_ms < aligned_now])
+            history = [c for c in candles if c.ts_ms < aligned_now]
+            await runner.warm_up(history)
+            for candle in history:  # recorded too: a replay of this period must warm up on the same candles
+                self._publish_candle(row.instrument, candle)
+            self.store.restart_segment(strategy_id, aligned_now)
         except StrategyFault as fault:
             await self._fault(strategy_id, fault)
             return
@@ -410,14 +415,17 @@ class Supervisor:
     async def _on_trade_event(self, trade: Trade, before: Trade | None) -> None:
         runner = self.runners.get(trade.strategy_id)
         if runner is not None:
-            runner.on_trade_event(trade, before, self._exchange_now())
+            runner.on_trade_event(trade, before, self._exchange_now() or now_ms())
         self.engine.publish("trades", trade_to_row(trade))
         position = self.position_row(trade)
         self.engine.publish("positions", position or {**trade_to_row(trade), "amount": 0.0})
         self._publish_strategy(trade.strategy_id)
 
-    def _exchange_now(self) -> int:
-        return max((t.ts_ms for t in self.tickers.values()), default=now_ms())
+    def _exchange_now(self, instrument: str | None = None) -> int:
+        """Exchange time (ms) as last seen in a ticker (of ``instrument`` when given), else 0: never the machine's
+        clock, which a replaying simulator does not share."""
+        tickers = [t for t in self.tickers.values() if instrument is None or t.instrument == instrument]
+        return max((t.ts_ms for t in tickers), default=0)
 
     # -- exchange notifications ------------------------------------------------------------------------------
     async def _on_notification(self, channel: str, payload: Any) -> None:
@@ -518,9 +526,9 @@ class Supervisor:
         """Journal a new strategy (``config`` already validated, ``code_version`` what it runs) and start it; it
         trades from the next closed candle and after every restart. Returns its id."""
         sid = new_strategy_id(name)
-        now = self._exchange_now()
+        now = self._exchange_now(instrument)
         self.store.create_strategy(sid, name, instrument, config, now_ms(), code_version=code_version,
-                                   from_ts_ms=now - now % 60_000)
+                                   from_ts_ms=now - now % 60_000 if now else 0)
         log.info("strategy %s (%s %s on %s) created", sid, name, code_version[:12], instrument)
         async with self.lock:
             if self.connected:
@@ -556,7 +564,7 @@ class Supervisor:
         its brackets are cancelled."""
         async with self.lock:
             closed = mark_closed_externally(trade, self.instruments[trade.instrument], exit_price,
-                                            self._exchange_now(), reason)
+                                            self._exchange_now() or now_ms(), reason)
             with self.store.journal.transaction() as conn:
                 self.store.save_trade(closed, conn, event="trade.closed_externally")
             log.warning("trade %s marked closed outside tradebaas at %s (%s)", trade.trade_id, exit_price, reason)
@@ -604,8 +612,7 @@ class Supervisor:
         config_version = row.config_version + (1 if changes else 0)
         async with self.lock:
             runner = self.runners.get(strategy_id)
-            now = self._exchange_now()
-            from_ts = runner.forming_candle_start(now) if runner else now - now % 60_000
+            from_ts = runner.next_candle_start() if runner else self._forming_candle(row)
             self.store.change_strategy(strategy_id, code_version=loaded.code_version, config=config,
                                        config_version=config_version, apply_to_open=apply_to_open,
                                        from_ts_ms=from_ts, ts_ms=now_ms())

@@ -2,8 +2,9 @@
 the subscribers, instrument by instrument.
 
 Why apart from the transport: the feed is the one place that decides when a tick happens (the simulated clock),
-in which order its consequences are applied (view, then core and its user events, then public publications, per
-instrument) and what a restart replays (``prime``). The transport only serves requests and connections.
+in which order its consequences are applied (view, core, then the tick's public publications and after them the
+user events it caused, per instrument: a client sees the price move before the fill it triggered, so a candle that
+the tick closes is closed before the fill that belongs to the next one) and what a restart replays (``prime``). The transport only serves requests and connections.
 """
 
 from __future__ import annotations
@@ -119,14 +120,16 @@ class MarketFeed:
         for name, m in self.views.markets.items():
             q = quote_for(tick, m.inst)
             trade, changes = self.views.instrument_tick(m, tick, q, send and channels.has_prefix(f"book.{name}."))
+            events = []
             if self.exchange is not None and to_exchange:
                 mt = MarketTick(name, ts, q.last_price, q.mark_price, q.index_price, q.best_bid, q.best_ask,
                                 trade["amount"] if trade else 0.0, tick.continuous)
                 events = self.exchange.on_market(mt, ts)
                 if events:
-                    channels.route_events(events)
                     self.on_change()
             if not send:
+                if events:
+                    channels.route_events(events)
                 continue
             channels.publish_prefix(f"ticker.{name}.", m.ticker)
             if trade is not None:
@@ -145,6 +148,8 @@ class MarketFeed:
                     continue
                 if bar is not None:
                     channels.publish(ch, bar.to_deribit())
+            if events:  # what the tick caused (fills, triggered orders) after the tick itself, as on an exchange
+                channels.route_events(events)
         if send and self.exchange is not None and ts - self._portfolio_ms >= PORTFOLIO_INTERVAL_MS:
             self._push_portfolios(ts)
 
