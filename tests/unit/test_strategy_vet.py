@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 
 import tradebaas.strategies.razor
+from tests.conftest import wait_for
 from tradebaas.backtest.data import load_default
 from tradebaas.strategies.loader import source_version
 from tradebaas.strategies.vet import VetReport, vet_in_subprocess, vet_request, vet_source
@@ -252,12 +255,47 @@ def test_the_subprocess_answers_the_report_even_when_the_strategy_prints(tmp_pat
     assert report["data"].startswith("file ")
 
 
-def test_a_strategy_that_hangs_at_import_is_killed_at_the_timeout_and_refused_as_over_budget() -> None:
-    hang = "import sys, time\nprint('loading forever', file=sys.stderr, flush=True)\nwhile True:\n    time.sleep(1)\n"
-    report = asyncio.run(vet_in_subprocess({"source": hang, "data": {"kind": "bundled"}}, timeout_s=4))
+def test_a_strategy_that_hangs_at_import_is_killed_with_its_process_group_at_the_timeout(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    hang = textwrap.dedent(f'''
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        print("loading forever", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(1)
+    ''')
+    report = asyncio.run(vet_in_subprocess(
+        {"source": hang, "data": {"kind": "file", "path": _write_candles(tmp_path, 600)}}, timeout_s=8))
     assert report["refused"] == "budget" and report["ok"] is False
-    assert "vetting took longer than 4 s" in report["error"] and "loading forever" in report["error"]
+    assert "vetting took longer than 8 s" in report["error"] and "loading forever" in report["error"]
     assert report["version"] == source_version(hang)
+    grandchild = int(pid_file.read_text())
+
+    def gone() -> bool:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{grandchild}/stat").read_text().split(")")[-1].split()[0] == "Z"  # killed, not reaped
+
+    wait_for(gone, timeout=10, what="the strategy's own child process to be killed with the group")
+
+
+def test_a_process_the_strategy_leaves_running_outside_the_group_does_not_hold_up_the_report(tmp_path: Path) -> None:
+    pid_file = tmp_path / "escaped.pid"
+    escaping = textwrap.dedent(f'''
+        import subprocess, sys
+        _child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+        open({str(pid_file)!r}, "a").write(f"{{_child.pid}}\\n")  # vetting loads the source more than once
+    ''') + SMA_CROSS
+    try:
+        report = asyncio.run(vet_in_subprocess(
+            {"source": escaping, "data": {"kind": "file", "path": _write_candles(tmp_path, 1200)}}, timeout_s=60))
+        assert report["ok"] is True, report
+    finally:
+        for pid in pid_file.read_text().split():
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_a_child_that_dies_is_refused_as_raising_with_the_tail_of_its_stderr() -> None:

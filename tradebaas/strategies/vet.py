@@ -31,7 +31,7 @@ import linecache
 import os
 import signal
 import sys
-from collections import deque
+import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +66,10 @@ WARMUP_STARTS = 12
 MIN_RECORDED_CANDLES = 500
 MAX_ERROR_CHARS = 20_000
 STDERR_TAIL_BYTES = 8_000
+MAX_REPORT_BYTES = 1_000_000
+#: Files the child writes (its stderr among them) stop growing here: a strategy printing without end fails
+#: with "File too large" instead of filling the disk.
+CHILD_MAX_FILE_BYTES = 64 * 1024 * 1024
 BUNDLED_LABEL = "bundled Bitstamp BTC/USD 1-minute candles"
 
 
@@ -129,7 +133,7 @@ def vet_source(source: str, candles: pd.DataFrame, *, name: str | None = None,
         return report.refuse("import", str(exc), exc.details)
     except StrategyApiError as exc:
         return report.refuse("api", str(exc), exc.details)
-    report.name, report.class_name = cls.name, cls.__name__
+    report.name, report.class_name = str(getattr(cls, "name", "")), cls.__name__
     try:
         # the look-ahead reference runs on a second, untouched load of the source (see check_lookahead)
         reference = load_class(source, f"tb_vet_{version[:16]}_ref", filename, name)
@@ -253,7 +257,12 @@ def vet_request(request: Any) -> VetReport:
 def main() -> int:
     """``python -m tradebaas.strategies.vet``: a request on stdin, the report on stdout (exit 0 whatever the
     verdict; exit 2 with one line on stderr for a malformed request). Whatever the strategy prints, even from C
-    code writing to file descriptor 1, goes to stderr, so stdout holds nothing but the report."""
+    code writing to file descriptor 1, goes to stderr, so stdout holds nothing but the report; no file it
+    writes grows past ``CHILD_MAX_FILE_BYTES``."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit raises OSError instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (CHILD_MAX_FILE_BYTES, CHILD_MAX_FILE_BYTES))
     report_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -286,73 +295,62 @@ async def vet_in_subprocess(request: dict[str, Any], timeout_s: float) -> dict[s
     dies or answers no report gives refused "raises" with the tail of its stderr. Never raises, except
     ``asyncio.CancelledError`` (the child's group is killed first). Unless the request sets ``work_s``, the
     look-ahead and warm-up runs get half of ``timeout_s``; the backtest itself needs up to ``budget_ms`` per
-    candle, so ``timeout_s`` should exceed ``budget_ms * max_candles`` by a margin."""
+    candle, so ``timeout_s`` should exceed ``budget_ms * max_candles`` by a margin.
+
+    The child's stdout and stderr go to temporary files, not pipes: a process the strategy started (and left
+    running outside the group) may hold them open, and waiting for a pipe's end would then never finish.
+    """
     try:
         if isinstance(request, dict) and "work_s" not in request:
             request = {**request, "work_s": max(timeout_s / 2, 0.001)}
         payload = json.dumps(request).encode("utf-8")
     except (TypeError, ValueError) as exc:
         return failed_report(request, "raises", f"the vetting request cannot be sent: {exc}")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tradebaas.strategies.vet", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        return failed_report(request, "raises", f"cannot start the vetting process: {exc}")
-    stderr_tail: deque[bytes] = deque()
-    try:
-        stdout = await asyncio.wait_for(_exchange(proc, payload, stderr_tail), timeout_s)
-    except TimeoutError:
-        await _kill(proc)
-        return failed_report(request, "budget", f"vetting took longer than {timeout_s:g} s (loading the source, "
-                                                f"the backtest and the look-ahead and warm-up runs); the process "
-                                                f"was killed{_tail(stderr_tail)}")
-    except asyncio.CancelledError:
-        await asyncio.shield(_kill(proc))
-        raise
-    except Exception as exc:  # noqa: BLE001 - pipes broke: the child is gone or going; report, never raise
-        await _kill(proc)
-        return failed_report(request, "raises", f"talking to the vetting process failed: {exc}{_tail(stderr_tail)}")
-    _kill_group(proc.pid)  # whatever the strategy left running in its group
-    if proc.returncode == 0:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            answer = json.loads(stdout)
-        except ValueError:
-            answer = None
-        if isinstance(answer, dict) and "ok" in answer:
-            return answer
-    rc = proc.returncode
-    how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with status {rc}"
-    return failed_report(request, "raises", f"the vetting process {how} without a report{_tail(stderr_tail)}")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tradebaas.strategies.vet", stdin=asyncio.subprocess.PIPE, stdout=out,
+                stderr=err, start_new_session=True)
+        except OSError as exc:
+            return failed_report(request, "raises", f"cannot start the vetting process: {exc}")
+        try:
+            await asyncio.wait_for(_send_and_wait(proc, payload), timeout_s)
+        except TimeoutError:
+            await _kill(proc)
+            return failed_report(request, "budget", f"vetting took longer than {timeout_s:g} s (loading the source, "
+                                                    f"the backtest and the look-ahead and warm-up runs); the "
+                                                    f"process was killed{_tail(err)}")
+        except asyncio.CancelledError:
+            await asyncio.shield(_kill(proc))
+            raise
+        _kill_group(proc.pid)  # whatever the strategy left running in its group
+        if proc.returncode == 0:
+            out.seek(0)
+            try:
+                answer = json.loads(out.read(MAX_REPORT_BYTES))
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict) and "ok" in answer:
+                return answer
+        rc = proc.returncode
+        how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with status {rc}"
+        return failed_report(request, "raises", f"the vetting process {how} without a report{_tail(err)}")
 
 
-async def _exchange(proc: asyncio.subprocess.Process, payload: bytes, stderr_tail: deque[bytes]) -> bytes:
-    """Send the request, read stdout whole and keep the last ``STDERR_TAIL_BYTES`` of stderr; wait for exit."""
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-
-    async def send() -> None:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            proc.stdin.write(payload)
-            await proc.stdin.drain()
-        proc.stdin.close()
-
-    async def drain_stderr() -> None:
-        assert proc.stderr is not None
-        kept = 0
-        while chunk := await proc.stderr.read(65_536):
-            stderr_tail.append(chunk)
-            kept += len(chunk)
-            while kept - len(stderr_tail[0]) >= STDERR_TAIL_BYTES:
-                kept -= len(stderr_tail.popleft())
-
-    out, _, _ = await asyncio.gather(proc.stdout.read(), send(), drain_stderr())
+async def _send_and_wait(proc: asyncio.subprocess.Process, payload: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        proc.stdin.write(payload)
+        await proc.stdin.drain()
+    proc.stdin.close()
     await proc.wait()
-    return out
 
 
-def _tail(chunks: deque[bytes]) -> str:
-    text = b"".join(chunks)[-STDERR_TAIL_BYTES:].decode("utf-8", "replace").strip()
+def _tail(err: Any) -> str:
+    """``"; its stderr ends with: ..."`` from the child's stderr file (the last ``STDERR_TAIL_BYTES``)."""
+    size = err.seek(0, os.SEEK_END)
+    err.seek(max(size - STDERR_TAIL_BYTES, 0))
+    text = err.read().decode("utf-8", "replace").strip()
     return f"; its stderr ends with:\n{text}" if text else ""
 
 
@@ -362,9 +360,12 @@ def _kill_group(pid: int) -> None:
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill the child's group and reap the child (its stdin closed, so nothing else is waited for)."""
     _kill_group(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+    if proc.stdin is not None:
+        proc.stdin.close()
     await proc.wait()
 
 
