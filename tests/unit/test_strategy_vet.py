@@ -177,6 +177,19 @@ def test_a_strategy_slower_than_the_budget_is_refused_saying_by_how_much(candles
             "above the hard limit of 100 ms per call by", "(candle 50 of")
 
 
+def test_a_slow_strategy_gets_look_ahead_and_warm_up_on_fewer_candles_and_the_report_says_so(
+        candles: pd.DataFrame) -> None:
+    slowish = strategy('''
+        def on_candle(self, candle, context):
+            import time
+            time.sleep(0.0002)
+            return Decision(candle.ts_ms, "none", {}, {}, ())
+    ''')
+    report = vet_source(slowish, candles.iloc[-1000:], work_s=0.3)
+    assert report.ok and report.candles == 1000, report.error
+    assert any(note.startswith("look-ahead and warm-up checked on the last 500 candles only") for note in report.notes)
+
+
 def test_a_strategy_that_reads_the_next_close_from_the_data_file_is_refused_as_looking_ahead(
         candles: pd.DataFrame) -> None:
     cheat = strategy('''
