@@ -137,6 +137,8 @@ def test_a_strategy_that_raises_on_its_100th_candle_is_refused_naming_the_candle
 
 @pytest.mark.parametrize(("body", "words"), [
     ("class Probe:\n    name = 'probe'\n    params = ()\n", ("expected one strategy class",)),
+    ("class Probe:\n    name = 'probe'\n    params = ()\n    def __init__(self, config):\n        self.config = config\n"
+     "    def on_candle(self, candle, context):\n        return None\n", ("`on_start(context)` is missing",)),
     (strategy("def on_candle(self, candle, context):\n    return None\n", params="('x',)"), ("tuple of",)),
     (strategy("def on_candle(self, candle, context):\n    return 'long'\n"),
      ("on_candle returned str, not a tradebaas.strategies.base.Decision", "(candle 1 of")),

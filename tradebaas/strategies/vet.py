@@ -158,7 +158,7 @@ def _run_checks(cls: type, reference: type, frame: pd.DataFrame, report: VetRepo
     def make_reference() -> Any:
         return reference(validate_config(reference, {}))
 
-    if not callable(getattr(make(), "on_start", None)):
+    if not callable(getattr(call("constructing the strategy", make), "on_start", None)):
         raise Refusal("api", f"strategy class {cls.__name__}: `on_start(context)` is missing (subclass "
                              "tradebaas.strategies.base.BaseStrategy for the no-op hooks)")
     candles = candle_list(frame)
