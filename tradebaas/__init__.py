@@ -2,7 +2,7 @@
 
 The public Python API (see INTERFACE in the docs): ``connect``, ``ControlPanel``, ``backtest``, ``sweep``,
 ``stats``. Heavy modules are imported lazily so that ``import tradebaas`` stays cheap in the engine and in
-kernels.
+kernels. ``%load_ext tradebaas`` registers the ``%%tradebaas_strategy`` cell magic (docs/notebooks.md).
 """
 
 from __future__ import annotations
@@ -21,6 +21,14 @@ _LAZY = {
     "sweep": ("tradebaas.backtest.sweep", "sweep"),
     "stats": ("tradebaas.analytics.stats", "stats"),
 }
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext tradebaas``: register the ``%%tradebaas_strategy`` cell magic (``tb.connect()`` and
+    ``tb.ControlPanel`` also do it when they run inside IPython)."""
+    from tradebaas.notebook.magic import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name: str) -> Any:
