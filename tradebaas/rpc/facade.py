@@ -21,7 +21,7 @@ from tradebaas.errors import UserError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["EngineFacade", "Rows", "equity_series", "strategy_source", "short_version"]
+__all__ = ["EngineFacade", "Rows", "equity_series", "error_summary", "short_version", "strategy_source"]
 
 #: How long ``deploy`` waits for the engine: it backtests a new version before it accepts it.
 DEPLOY_TIMEOUT_S = 300.0
@@ -48,9 +48,13 @@ def short_version(version: Any) -> Any:
     return version[:SHORT_VERSION] if isinstance(version, str) else version
 
 
-def _first_line(text: Any) -> str:
-    lines = str(text or "").strip().splitlines()
-    return lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
+def error_summary(text: Any) -> str:
+    """The one line that says what went wrong in an engine error text: the exception line of a traceback (its
+    last line), else the first line; "" for no error."""
+    lines = [line for line in str(text or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return lines[-1].strip() if lines[0].startswith("Traceback") else lines[0].strip()
 
 
 class Rows(list):  # type: ignore[type-arg]  # a list of the engine's dicts
@@ -93,7 +97,7 @@ STRATEGY_COLUMNS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "trades": lambda s: s.get("trades"),
     "net_pnl": lambda s: (s.get("pnl") or {}).get("net"),
     "currency": lambda s: (s.get("pnl") or {}).get("currency"),
-    "why": lambda s: _first_line(s.get("error")) or s.get("state_reason") or "",
+    "why": lambda s: error_summary(s.get("error")) or s.get("state_reason") or "",
 }
 AVAILABLE_COLUMNS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "name": lambda a: a.get("name"),
@@ -101,7 +105,7 @@ AVAILABLE_COLUMNS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "code_version": lambda a: short_version(a.get("version")),
     "versions": lambda a: len(a.get("versions") or ()) or None,
     "params": lambda a: ", ".join(str(p.get("name")) for p in a.get("params") or ()),
-    "error": lambda a: _first_line(a.get("error")),
+    "error": lambda a: error_summary(a.get("error")),
 }
 VERSION_COLUMNS = ("strategy_name", "code_version", "config_version")
 
