@@ -260,3 +260,22 @@ def test_the_edit_form_shows_the_engines_refusal_next_to_the_field() -> None:
     form.show_engine_error("config razor.rsiOversold=45: must be below rsiOverbought")
     assert "engine: config razor.rsiOversold=45" in form.message.value
     assert "must be below" in form.errors["rsiOversold"].value
+
+
+def test_a_new_strategy_list_keeps_the_choice_and_what_was_typed() -> None:
+    form = _form([])
+    form.set_values({"rsiOversold": 33})
+    newer = available_answer() + [broken_file_entry("broken")]
+    assert form.update_strategies(newer) is True
+    assert form.choice.value == "razor" and form.fields["rsiOversold"].value == "33"
+    assert "broken" in [value for _label, value in form.choice.options]
+    assert form.update_strategies(newer) is False
+
+
+def test_a_new_version_of_the_chosen_strategy_rebuilds_its_fields() -> None:
+    form = _form([])
+    form.set_values({"rsiOversold": 33})
+    changed = [dict(a, version="ef" * 32) if a["name"] == "razor" else a for a in available_answer()]
+    form.update_strategies(changed)
+    assert form.choice.value == "razor" and form.fields["rsiOversold"].value == "40.0"
+    assert dict((v, k) for k, v in form.choice.options)["razor"].endswith("efefefefefef")

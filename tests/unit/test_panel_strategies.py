@@ -188,3 +188,27 @@ def test_the_fakes_strategy_set_merges_validates_and_bumps_the_version(eng: Fake
     with pytest.raises(RpcError, match="unknown config key 'rsiOversol'"):
         eng.call("strategy.set", id="razor-1", config={"rsiOversol": 1})
     assert eng.call("strategy.get", id="razor-1")["config_version"] == 2
+
+
+def options_of(panel: ControlPanel) -> list[str]:
+    return [value for _label, value in panel.form.choice.options] if panel.form is not None else []
+
+
+def test_a_strategy_deployed_after_the_panel_opened_appears_in_the_start_form(panel: ControlPanel,
+                                                                              eng: FakeEngine) -> None:
+    assert "mine" not in options_of(panel)
+    eng.facade().deploy(
+        "from tradebaas.strategies.base import BaseStrategy, Decision, Param\n"
+        "class Mine(BaseStrategy):\n    name = 'mine'\n    params = (Param('n', int, 3, 1, 10, 'n'),)\n"
+        "    def on_candle(self, candle, context):\n        return Decision(candle.ts_ms, 'none', {}, {}, ())\n")
+    eng.push("strategies", {"type": "state", "strategy": strategy_row("mine-1", name="mine", config={"n": 3})})
+    wait_for(lambda: "mine" in options_of(panel), what="the deployed strategy in the dropdown")
+
+
+def test_the_refresh_button_fetches_the_strategy_list_again(panel: ControlPanel, eng: FakeEngine) -> None:
+    eng.available.append(broken_file_entry("later"))
+    assert panel.form is not None
+    before = len(eng.called("strategy.available"))
+    panel.form.refresh_button.click()
+    wait_for(lambda: "later" in options_of(panel), what="the new file in the dropdown")
+    assert len(eng.called("strategy.available")) == before + 1

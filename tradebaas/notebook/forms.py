@@ -224,7 +224,9 @@ class StartForm(w.VBox):
     is listed but cannot be started: choosing it shows the error, its traceback behind "details". ``on_submit(name,
     instrument, config)`` is called with a config that passed the engine's per-field rules and holds only the
     values that differ from the defaults; it returns nothing and reports engine errors through
-    :meth:`show_engine_error`.
+    :meth:`show_engine_error`. ``on_refresh`` (optional) is what the ↻ button beside the dropdown calls to have
+    the list fetched again (a strategy deployed or a file added since); the new list comes back through
+    :meth:`update_strategies`.
     """
 
     def __init__(
@@ -232,20 +234,24 @@ class StartForm(w.VBox):
         strategies: Sequence[Mapping[str, Any]],
         on_submit: Callable[[str, str, dict[str, Any]], None],
         default_instrument: str = "BTC_USDC-PERPETUAL",
+        on_refresh: Callable[[], None] | None = None,
     ) -> None:
-        self._strategies = {str(s["name"]): s for s in strategies}
+        self._strategies = {str(s["name"]): dict(s) for s in strategies}
         self._on_submit = on_submit
         self._params: tuple[Param, ...] = ()
         self._schema_error: str | None = None  # set when the chosen strategy cannot be started from the form
+        self._updating = False  # while the dropdown's options are replaced: its value changes are not choices
         self.param_fields = ParamFields(())
-        names = list(self._strategies)
-        startable = [n for n in names if not self._strategies[n].get("error")]
-        first: str | None = "razor" if "razor" in startable else next(iter(startable or names), None)
-        options = [(strategy_label(self._strategies[n]), n) for n in names]
-        self.choice = w.Dropdown(options=options, value=first, description="strategy",
+        self.choice = w.Dropdown(options=self._options(), value=self._default_choice(), description="strategy",
                                  style={"description_width": LABEL_WIDTH},
-                                 layout=w.Layout(width="100%", max_width="560px"))
+                                 layout=w.Layout(flex="1 1 auto", width="auto", max_width="560px"))
         self.choice.add_class("tb-strategy-choice")
+        self.refresh_button = w.Button(icon="refresh", tooltip="fetch the list of strategies again",
+                                       layout=w.Layout(width="36px", flex="0 0 36px",
+                                                       display="" if on_refresh else "none"))
+        self.refresh_button.add_class("tb-strategies-refresh")
+        if on_refresh is not None:
+            self.refresh_button.on_click(lambda _b: on_refresh())
         self.instrument = w.Text(value=default_instrument, description="instrument",
                                  style={"description_width": LABEL_WIDTH}, layout=w.Layout(width="400px"))
         self.instrument.add_class("tb-field-instrument")
@@ -256,16 +262,44 @@ class StartForm(w.VBox):
         self.message = w.HTML("")
         self.message.add_class("tb-form-message")
         self.start_button.on_click(lambda _b: self.submit())
-        self.choice.observe(lambda _c: self._build_fields(), names="value")
-        super().__init__([self.choice, self.instrument, self.fields_box,
+        self.choice.observe(lambda _c: None if self._updating else self._build_fields(), names="value")
+        super().__init__([w.HBox([self.choice, self.refresh_button], layout=w.Layout(width="100%")),
+                          self.instrument, self.fields_box,
                           w.HBox([self.start_button, self.message], layout=w.Layout(flex_flow="row wrap"))])
         self.add_class("tb-start-form")
         self._build_fields()
+
+    def _options(self) -> list[tuple[str, str]]:
+        return [(strategy_label(entry), name) for name, entry in self._strategies.items()]
+
+    def _default_choice(self) -> str | None:
+        startable = [n for n, entry in self._strategies.items() if not entry.get("error")]
+        return "razor" if "razor" in startable else next(iter(startable or self._strategies), None)  # flagship
 
     @property
     def strategy(self) -> str:
         """The chosen strategy's name ("" when the engine offers none)."""
         return str(self.choice.value or "")
+
+    def update_strategies(self, strategies: Sequence[Mapping[str, Any]]) -> bool:
+        """Take a new ``strategy.available`` answer; True when it differs. The chosen strategy stays chosen, and
+        what was typed into its fields stays, unless that strategy itself changed (new version, new parameters,
+        an error) or is gone."""
+        new = {str(s["name"]): dict(s) for s in strategies}
+        if new == self._strategies:
+            return False
+        before = self.strategy
+        unchanged = before in new and new[before] == self._strategies.get(before)
+        self._updating = True
+        try:
+            self._strategies = new
+            self.choice.options = self._options()
+            self.choice.value = before if before in new else self._default_choice()
+        finally:
+            self._updating = False
+        if not unchanged:
+            self._build_fields()
+        return True
 
     @property
     def params(self) -> tuple[Param, ...]:

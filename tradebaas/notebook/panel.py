@@ -239,6 +239,7 @@ class ControlPanel(w.VBox):
         self.strategy_rows.add_class("tb-strategies")
         self._rows: dict[str, StrategyRowWidgets] = {}
         self.edit_form: EditForm | None = None  # the open edit form (one at a time)
+        self._asked_available_for: set[str] = set()  # strategy names seen when strategy.available was last fetched
         self._editing: str | None = None
         self.no_strategies = self._html("tb-no-strategies", '<span style="color:#888">no strategies yet</span>')
         self.positions_html = self._html("tb-positions-box", render.positions_html([]))
@@ -404,10 +405,8 @@ class ControlPanel(w.VBox):
         restarted = state.set_status(status, now)
         for channel in GLOBAL_CHANNELS:  # before the snapshot, so nothing between the two is lost
             self._subscribe(channel)
-        if not state.available:
-            state.available = self._optional("strategy.available", [])
-            self._build_form()
         state.set_strategies(self._optional("strategy.list", []), now)
+        self._refresh_available()
         for sid, row in list(state.strategies.items()):
             if row.get("state") in ACTIVE_STATES or sid not in state.decisions:
                 detail = self._optional("strategy.get", None, id=sid)
@@ -449,6 +448,11 @@ class ControlPanel(w.VBox):
             for topic in ("positions", "orders", "trades", "reports"):
                 for data in batch.get(topic).values():
                     self.state.apply_event(topic, data, now)
+            if "available" in batch.flags or self._unknown_strategy_names():
+                try:
+                    self._refresh_available()
+                except Exception as exc:
+                    self._record_error(exc)
             if restarted:
                 self._pump.flag("resync")
             elif "equity" in batch.flags:
@@ -551,11 +555,32 @@ class ControlPanel(w.VBox):
             self.strategy_rows.children = children
         self._set(self.no_strategies.layout, "display", "none" if children else "")
 
+    def _refresh_available(self) -> None:
+        """Fetch ``strategy.available`` (at every resync, from the form's ↻ button, and when a strategy row names
+        a strategy the list does not have: one deployed since) and update the start form without losing what was
+        typed into it."""
+        available = self._optional("strategy.available", [])
+        self._asked_available_for |= {str(s.get("name")) for s in self.state.strategies.values()}
+        if available == self.state.available and self.form is not None:
+            return
+        self.state.available = available
+        if self.form is None:
+            self._build_form()
+        elif available:
+            self.form.update_strategies(available)
+
+    def _unknown_strategy_names(self) -> bool:
+        """Whether a strategy row names a strategy the start form does not list, and the list was not fetched
+        since that name first appeared (so a name the engine never lists costs one fetch, not one per event)."""
+        known = {str(a.get("name")) for a in self.state.available} | self._asked_available_for
+        return any(str(s.get("name")) not in known for s in self.state.strategies.values())
+
     def _build_form(self) -> None:
         if not self.state.available:
             self.form_box.children = [w.HTML('<span style="color:#888">the engine offers no strategies</span>')]
             return
-        self.form = StartForm(self.state.available, self._start_from_form)
+        self.form = StartForm(self.state.available, self._start_from_form,
+                              on_refresh=lambda: self._pump.flag("available"))
         self.form_box.children = [self.form]
 
     # -- actions (kernel thread -> worker thread) -------------------------------------------------------------
