@@ -1,8 +1,9 @@
 """tradebaas: a Jupyter-centric research and live-trading environment for Deribit perpetuals.
 
 The public Python API (see INTERFACE in the docs): ``connect``, ``ControlPanel``, ``backtest``, ``sweep``,
-``stats``. Heavy modules are imported lazily so that ``import tradebaas`` stays cheap in the engine and in
-kernels. ``%load_ext tradebaas`` registers the ``%%tradebaas_strategy`` cell magic (docs/notebooks.md).
+``stats``, ``compare`` (live vs backtest). Heavy modules are imported lazily so that ``import tradebaas`` stays cheap
+in the engine and in kernels. ``%load_ext tradebaas`` registers the ``%%tradebaas_strategy`` cell magic
+(docs/notebooks.md).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from tradebaas._version import __version__
 
-__all__ = ["__version__", "connect", "connect_async", "ControlPanel", "backtest", "sweep", "stats"]
+__all__ = ["__version__", "connect", "connect_async", "ControlPanel", "backtest", "sweep", "stats", "compare"]
 
 _LAZY = {
     "connect": ("tradebaas.rpc.client", "connect"),
@@ -20,6 +21,7 @@ _LAZY = {
     "backtest": ("tradebaas.backtest.backtester", "backtest"),
     "sweep": ("tradebaas.backtest.sweep", "sweep"),
     "stats": ("tradebaas.analytics.stats", "stats"),
+    "compare": ("tradebaas.analytics.compare", "compare"),
 }
 
 

@@ -82,6 +82,18 @@ def cmd_engine_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engine_token(args: argparse.Namespace) -> int:
+    """The token a remote client (``tb.connect(url=..., token=...)``) needs; ``--read-only`` for dashboards and
+    reports: with it, only read methods answer (docs/rpc.md)."""
+    from tradebaas.engine.process import daemon
+
+    state, info = daemon.engine_state(_home(args))
+    if state != "running" or info is None:
+        raise UserError(f"no engine running for {_home(args).root}: start one with `tradebaas engine start`")
+    print(info.readonly_token if args.read_only else info.token)
+    return 0
+
+
 def cmd_engine_status(args: argparse.Namespace) -> int:
     from tradebaas.engine.process import daemon
 
@@ -291,6 +303,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     st = esub.add_parser("status", parents=[common], help="health, uptime, exchange link, strategies")
     st.add_argument("--json", action="store_true", help="machine-readable (what a remote client needs)")
     st.set_defaults(func=cmd_engine_status)
+    tok = esub.add_parser("token", parents=[common], help="print the engine's RPC token (for a tunnel or a dashboard)")
+    tok.add_argument("--read-only", action="store_true", help="the token that may only call read methods")
+    tok.set_defaults(func=cmd_engine_token)
 
     kernel = sub.add_parser("kernel", parents=[common], help="the project's Jupyter kernel spec")
     ksub = kernel.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)

@@ -31,6 +31,8 @@ class ConnectionInfo:
     version: str
     started_ts_ms: int
     host: str = "127.0.0.1"
+    #: For reports and dashboards: a connection made with it may call only read methods (docs/rpc.md).
+    readonly_token: str = ""
 
     @property
     def url(self) -> str:
@@ -41,12 +43,14 @@ class ConnectionInfo:
         return cls(
             pid=int(d["pid"]), port=int(d["port"]), token=str(d["token"]), version=str(d.get("version", "")),
             started_ts_ms=int(d.get("started_ts_ms", 0)), host=str(d.get("host", "127.0.0.1")),
+            readonly_token=str(d.get("readonly_token", "")),
         )
 
     def public(self) -> dict[str, Any]:
-        """Without the token (for status output and logs)."""
+        """Without the tokens (for status output and logs)."""
         d = asdict(self)
         d.pop("token")
+        d.pop("readonly_token")
         return d
 
 

@@ -202,3 +202,58 @@ def test_notes_over_rpc_cannot_forge_log_lines(engine_proc, tb_home: Home) -> No
                      timeout=5, what="the note in engine.log")
     assert lines[-1].endswith("tradebaas.user: " + escaped)
     assert not any(ln.startswith("2025-01-01") for ln in tb_home.engine_log.read_text().splitlines())
+
+
+def test_the_read_only_token_reads_but_never_trades(engine_proc, tb_home: Home) -> None:
+    eng = engine_proc()
+    readonly = eng.info.readonly_token
+    assert readonly and readonly != eng.token
+    with raw(eng.url, additional_headers={"Authorization": f"Bearer {readonly}"}) as ws:
+        assert rpc(ws, '{"jsonrpc":"2.0","id":1,"method":"engine.status"}')["result"]["pid"] == eng.pid
+        assert rpc(ws, '{"jsonrpc":"2.0","id":2,"method":"strategy.list"}')["result"] == []
+        for i, (method, params) in enumerate((("strategy.start", {"name": "razor"}), ("risk.kill", {}),
+                                              ("reports.run", {"name": "daily"}), ("engine.shutdown", {}))):
+            frame = json.dumps({"jsonrpc": "2.0", "id": 10 + i, "method": method, "params": params})
+            answer = rpc(ws, frame)
+            assert answer["error"]["code"] == -32003, answer
+    with eng.client() as c:
+        assert c.call("strategy.list") == []  # the full token still does everything
+        assert eng.alive()
+
+
+def test_reports_run_never_runs_a_notebook_path(engine_proc, tb_home: Home) -> None:
+    (tb_home.root / "evil.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    eng = engine_proc()
+    with eng.client() as c:
+        for name in (str(tb_home.root / "evil.ipynb"), "evil.ipynb", "../evil"):
+            with pytest.raises(tradebaas.rpc.protocol.RpcError, match="not a notebook path"):
+                c.call("reports.run", name=name)
+        assert c.call("reports.list")["runs"] == []
+
+
+def test_a_report_notebook_reads_the_engine_with_the_read_only_token(engine_proc, tb_home: Home) -> None:
+    import nbformat
+
+    from tradebaas.reports.execute import installed_kernels
+
+    assert "tradebaas" in installed_kernels(), "run `tradebaas kernel install --sys-prefix` (make test does)"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent("""
+        import tradebaas as tb
+        from tradebaas.rpc.protocol import RpcError
+        eng = tb.connect()
+        assert eng.status()["health"] == "ok"
+        try:
+            eng.call("risk.kill")
+        except RpcError as exc:
+            assert exc.code == -32003, exc
+        else:
+            raise AssertionError("a report could use the kill switch")
+    """))]
+    nbformat.write(nb, tb_home.root / "peek.ipynb")
+    tb_home.config_file.write_text('[reports.peek]\nnotebook = "peek.ipynb"\ntimeout_s = 120\n')
+    eng = engine_proc()
+    with eng.client() as c:
+        run = c.call("reports.run", {"name": "peek", "wait": True, "timeout": 150}, timeout=180)
+        assert run["status"] == "ok", run["error"]
+        assert [s for s in c.call("strategy.list")] == []

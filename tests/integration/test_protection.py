@@ -101,3 +101,45 @@ def test_the_end_of_an_oco_pair_is_not_taken_for_a_surprise(
     assert not [o for o in sim.open_orders(INSTRUMENT) if o["label"].startswith(f"tb:{sid}:")
                 and o["label"].endswith((":sl", ":tp"))
                 and not any(t["trade_id"] in o["label"] and t["state"] == "open" for t in trades_of(c, sid))]
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_a_lost_journal_is_no_silent_fresh_start(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home, how: str
+) -> None:
+    sim = sim_proc(speed=60)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    sid = start_razor(c, RAZOR_HOLD)["id"]
+    pos = position_opened(c, sim, sid)
+    stop = orders_by_label(sim)[f"tb:{sid}:{pos['trade_id']}:sl"]
+    size = sim.position_size()
+
+    eng.kill()
+    journal = tb_home.root / "journal.sqlite"
+    for extra in ("-wal", "-shm"):
+        (tb_home.root / f"journal.sqlite{extra}").unlink(missing_ok=True)
+    if how == "deleted":
+        journal.unlink()
+    else:
+        journal.write_bytes(b"")
+    eng2 = engine_proc(exchange="sim")
+    c2 = eng2.client()
+    orphan = wait_for(lambda: next((s for s in c2.call("strategy.list") if s["id"] == sid), None), timeout=30,
+                      what="the strategy found on the exchange listed as an orphan")
+    assert orphan["state"] == "needs_attention" and orphan["desired_state"] == "stopped"
+    assert "does not know" in orphan["state_reason"] and "put it back" in orphan["state_reason"]
+    assert orders_by_label(sim)[f"tb:{sid}:{pos['trade_id']}:sl"]["order_id"] == stop["order_id"]
+    assert sim.position_size() == pytest.approx(size)  # never adopted, never closed
+    c2.call("engine.reconcile")
+    assert c2.call("strategy.get", id=sid)["state"] == "needs_attention"
+
+
+def test_a_fresh_journal_on_an_account_with_nothing_of_ours_starts_as_usual(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim_proc(speed=60)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    wait_for(lambda: status(c)["reconciliations"] >= 1, timeout=30, what="the first reconciliation")
+    assert c.call("strategy.list") == []

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tradebaas.exchange.sim import auth
-from tradebaas.exchange.sim.errors import DeribitError
+from tradebaas.exchange.sim.errors import SimRefusal
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_client_credentials_login_and_token(store: auth.AuthStore) -> None:
 
 
 def test_wrong_secret_is_invalid_credentials(store: auth.AuthStore) -> None:
-    with pytest.raises(DeribitError) as e:
+    with pytest.raises(SimRefusal) as e:
         store.login({"grant_type": "client_credentials", "client_id": "key1", "client_secret": "nope"})
     assert e.value.code == 13004
 
@@ -50,7 +50,7 @@ def test_client_signature_login(store: auth.AuthStore) -> None:
     acc, _ = store.login({"grant_type": "client_signature", "client_id": "key1", "timestamp": ts, "signature": sig,
                           "nonce": "n1", "data": ""})
     assert acc == "acc1"
-    with pytest.raises(DeribitError) as e:
+    with pytest.raises(SimRefusal) as e:
         store.login({"grant_type": "client_signature", "client_id": "key1", "timestamp": ts, "signature": "00" * 32,
                      "nonce": "n1"})
     assert e.value.code == 13009
@@ -59,7 +59,7 @@ def test_client_signature_login(store: auth.AuthStore) -> None:
 def test_stale_signature_is_refused(store: auth.AuthStore) -> None:
     ts = int(time.time() * 1000) - auth.SIGNATURE_WINDOW_MS - 1000
     sig = auth.client_signature("secret1", ts, "n", "")
-    with pytest.raises(DeribitError):
+    with pytest.raises(SimRefusal):
         store.login({"grant_type": "client_signature", "client_id": "key1", "timestamp": ts, "signature": sig, "nonce": "n"})
 
 
@@ -67,13 +67,13 @@ def test_refresh_token_is_single_use(store: auth.AuthStore) -> None:
     _, res = store.login({"grant_type": "client_credentials", "client_id": "key1", "client_secret": "secret1"})
     acc, res2 = store.login({"grant_type": "refresh_token", "refresh_token": res["refresh_token"]})
     assert acc == "acc1" and res2["access_token"] != res["access_token"]
-    with pytest.raises(DeribitError):
+    with pytest.raises(SimRefusal):
         store.login({"grant_type": "refresh_token", "refresh_token": res["refresh_token"]})
 
 
 def test_expired_token_is_unauthorized(store: auth.AuthStore) -> None:
     _, res = store.login({"grant_type": "client_credentials", "client_id": "key1", "client_secret": "secret1"})
-    with pytest.raises(DeribitError) as e:
+    with pytest.raises(SimRefusal) as e:
         store.account_for_token(str(res["access_token"]), time.time() + auth.TOKEN_TTL_S + 1)
     assert e.value.code == 13009
 
@@ -84,7 +84,7 @@ def test_http_hmac_header(store: auth.AuthStore) -> None:
     sig = auth.http_signature("secret1", ts, ts, "GET", uri)
     header = f"deri-hmac-sha256 id=key1,ts={ts},sig={sig},nonce={ts}"
     assert store.account_for_http(header, "GET", uri, "") == "acc1"
-    with pytest.raises(DeribitError):
+    with pytest.raises(SimRefusal):
         store.account_for_http(header, "GET", uri + "&x=1", "")
 
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_sim_properties import World, actions
-from tradebaas.exchange.sim import errors as E
-from tradebaas.exchange.sim.errors import DeribitError
+from tradebaas.exchange.deribit import codes as E
+from tradebaas.exchange.sim.errors import SimRefusal
 from tradebaas.exchange.sim.matching import DEFAULT_HISTORY, MarketTick, SimExchange
 from tradebaas.instruments import DEFAULT_INSTRUMENTS
 
@@ -54,7 +54,7 @@ def test_closed_orders_and_trades_beyond_the_window_are_forgotten_open_orders_ne
     assert len(account.trades[LIN]) == 5
     assert [t["order_id"] for t in account.trades[LIN]] == ids[-5:]
     assert set(account.orders) == {resting, stop, *ids[-5:]}
-    with pytest.raises(DeribitError) as info:
+    with pytest.raises(SimRefusal) as info:
         call(ex, "get_order_state", 50, order_id=ids[0])
     assert info.value.code == E.ORDER_NOT_FOUND
     assert call(ex, "get_order_state", 50, order_id=ids[-1])["order_state"] == "filled"

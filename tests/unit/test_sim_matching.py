@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tradebaas.exchange.sim import errors as E
-from tradebaas.exchange.sim.errors import DeribitError
+from tradebaas.exchange.deribit import codes as E
+from tradebaas.exchange.sim.errors import SimRefusal, invalid_params
 from tradebaas.exchange.sim.matching import MarketTick, SimExchange
 from tradebaas.instruments import DEFAULT_INSTRUMENTS
 
@@ -36,8 +36,8 @@ def call(ex: SimExchange, method: str, now: int = 10, account: str = "a", **para
     return ex.handle(account, method, params, now)
 
 
-def err(ex: SimExchange, method: str, **params) -> DeribitError:
-    with pytest.raises(DeribitError) as info:
+def err(ex: SimExchange, method: str, **params) -> SimRefusal:
+    with pytest.raises(SimRefusal) as info:
         call(ex, method, **params)
     return info.value
 
@@ -67,7 +67,7 @@ def test_market_buy_fills_whole_amount_at_best_ask_as_taker(ex):
 def test_market_order_without_market_data_is_refused_as_book_closed():
     ex = SimExchange(DEFAULT_INSTRUMENTS)
     ex.create_account("a", {"USDC": 1000.0})
-    with pytest.raises(DeribitError) as info:
+    with pytest.raises(SimRefusal) as info:
         ex.handle("a", "buy", {"instrument_name": LIN, "amount": 0.001, "type": "market"}, 1)
     assert info.value.code == E.BOOK_CLOSED
 
@@ -161,8 +161,8 @@ def test_buy_is_refused_with_deribit_codes_and_changes_nothing(ex, params, code,
 
 
 def test_error_json_has_deribit_shape():
-    assert DeribitError(E.ORDER_NOT_FOUND).to_json() == {"code": 10004, "message": "order_not_found"}
-    assert E.invalid_params("amount", "must be present").to_json() == {
+    assert SimRefusal(E.ORDER_NOT_FOUND).to_json() == {"code": 10004, "message": "order_not_found"}
+    assert invalid_params("amount", "must be present").to_json() == {
         "code": -32602, "message": "Invalid params", "data": {"reason": "must be present", "param": "amount"}}
 
 
@@ -179,7 +179,7 @@ def test_orders_of_another_account_are_not_found(ex):
 
 
 def err_b(ex, method, **params):
-    with pytest.raises(DeribitError) as info:
+    with pytest.raises(SimRefusal) as info:
         ex.handle("b", method, params, 10)
     return info.value
 
@@ -503,7 +503,7 @@ def test_expiry_before_a_refused_call_is_reported_with_the_next_events(ex):
     day = 1_700_000_000_000 // 86_400_000 * 86_400_000
     oid = call(ex, "buy", now=day, instrument_name=LIN, amount=0.01, price=49_000,
                time_in_force="good_til_day")[0]["order"]["order_id"]
-    with pytest.raises(DeribitError):
+    with pytest.raises(SimRefusal):
         ex.handle("a", "cancel", {"order_id": "nope"}, day + 9 * 3_600_000)
     _, events = ex.handle("a", "get_open_orders", {}, day + 9 * 3_600_000)
     assert [(e.data["order_id"], e.data["order_state"]) for e in events if e.kind == "user.orders"] == [(oid, "cancelled")]
@@ -548,7 +548,8 @@ def test_placing_and_cancelling_forever_does_not_grow_the_order_indexes(ex):
         (stop, _) = call(ex, "sell", instrument_name=LIN, amount=0.01, type="stop_market", trigger_price=20_000,
                          trigger="mark_price", reduce_only=False)
         call(ex, "cancel", order_id=stop["order"]["order_id"])
-    assert len(ex._bids[LIN]) < 200
-    assert all(len(h) < 200 for h in ex._down.values()) and all(len(h) < 200 for h in ex._up.values())
+    index = ex.core.index
+    assert len(index.bids[LIN]) < 200
+    assert all(len(h) < 200 for h in index.down.values()) and all(len(h) < 200 for h in index.up.values())
     tick(ex, LIN, 39_990, 20, bid=39_989, ask=39_991)  # the live order still fills after the compactions
     assert call(ex, "get_order_state", order_id=keep["order"]["order_id"])[0]["order_state"] == "filled"

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tradebaas.exchange.sim.errors import DeribitError
+from tradebaas.exchange.sim.errors import SimRefusal
 from tradebaas.exchange.sim.matching import MarketTick, SimExchange
 from tradebaas.instruments import DEFAULT_INSTRUMENTS
 
@@ -61,7 +61,7 @@ class World:
         before = self.ex.to_state()
         try:
             self.ex.handle("a", method, {"instrument_name": self.inst.name, **params}, self.now)
-        except DeribitError:
+        except SimRefusal:
             assert self.ex.to_state() == before, f"refused {method} changed the state"
 
     def amount(self, n: int) -> float:

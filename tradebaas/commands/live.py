@@ -36,6 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         get.add_argument("id")
         resume = sub.add_parser("resume", help="run a stopped strategy again, or one in needs_attention once fixed")
         resume.add_argument("id")
+        avail = sub.add_parser("available", help="every strategy the engine can start, with its parameters")
+        avail.add_argument("--json", action="store_true")
+        deploy = sub.add_parser("deploy", help="vet a strategy file and store it in the engine as a new version")
+        deploy.add_argument("file", help="a .py file defining one strategy class")
+        deploy.add_argument("--name", help="the name to deploy it under (default: the class's `name`)")
+        deploy.add_argument("--json", action="store_true")
+        upgrade = sub.add_parser("upgrade", help="switch a running strategy to another version from its next candle")
+        upgrade.add_argument("id")
+        upgrade.add_argument("version", help="a stored version (at least 7 hex characters)")
+        setp = sub.add_parser("set", help="change a running strategy's parameters from its next candle")
+        setp.add_argument("id")
+        setp.add_argument("values", nargs="+", metavar="KEY=VALUE")
+        setp.add_argument("--apply-to-open", action="store_true", help="also move the open position's brackets")
+        compare = sub.add_parser("compare", help="live trading vs a backtest of the engine's own candles")
+        compare.add_argument("id")
+        compare.add_argument("--since", help="ISO time or Unix ms")
+        compare.add_argument("--until", help="ISO time or Unix ms")
+        compare.add_argument("--json", action="store_true")
     elif name == "trades":
         parser.add_argument("--mark-closed", metavar="TRADE_ID",
                             help="record that this open trade was closed outside tradebaas (needs --price)")
@@ -77,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             rows = eng.call("trades.list", strategy=args.strategy, since=_parse_time(args.since))
             return _print_rows(rows, args, ("trade_id", "strategy_id", "direction", "state", "amount", "entry_price",
-                                            "exit_price", "net_pnl", "fees", "exit_reason", "currency"))
+                                            "exit_price", "net_pnl", "fees", "exit_reason", "currency",
+                                            "code_version", "config_version"))
         if command == "positions":
             return _print_rows(eng.call("positions.list"), args, ("strategy_id", "trade_id", "instrument", "direction",
                                                                   "amount", "entry_price", "stop_price", "take_price",
@@ -115,11 +134,56 @@ def _strategy(eng: Any, args: argparse.Namespace) -> int:
     if action == "get":
         print(json.dumps(eng.call("strategy.get", id=args.id), indent=2, default=str))
         return 0
+    if action == "available":
+        entries = eng.call("strategy.available")
+        if args.json:
+            print(json.dumps(entries, indent=2))
+            return 0
+        for e in entries:
+            status = f"error: {(e['error'] or '').strip().splitlines()[-1]}" if e.get("error") else \
+                ", ".join(f"{p['name']}={_fmt(p['default'])}" for p in e["params"])
+            print(f"{e['name']:<16} {e['source']:<11} {(e['version'] or '')[:12]:<12}  {status}")
+        return 0
+    if action == "deploy":
+        from pathlib import Path
+
+        path = Path(args.file)
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {path}: {exc}") from None
+        answer = eng.call("strategy.deploy", source=source, name=args.name)
+        if args.json:
+            print(json.dumps(answer, indent=2))
+        else:
+            v = answer["vetting"]
+            print(f"{answer['name']} {answer['version'][:12]} accepted: {v.get('candles')} candles, "
+                  f"{v.get('entries')} entries, {(v.get('per_candle_ms') or {}).get('mean', 0):.3f} ms per candle, "
+                  f"warm-up {answer['warmup_candles']} candles")
+        return 0
+    if action == "upgrade":
+        info = eng.call("strategy.upgrade", id=args.id, version=args.version)
+        print(f"{info['id']}: version {info['version'][:12]} from its next candle")
+        return 0
+    if action == "set":
+        from tradebaas.strategies.params import parse_set_options
+
+        info = eng.call("strategy.set", id=args.id, config=parse_set_options(args.values),
+                        apply_to_open=args.apply_to_open)
+        print(f"{info['id']}: config version {info['config_version']} from its next candle")
+        return 0
+    if action == "compare":
+        from tradebaas.analytics.compare import Comparison, format_summary
+
+        answer = eng.call("strategy.compare", id=args.id, since=_parse_time(args.since), until=_parse_time(args.until))
+        print(json.dumps(answer, indent=2) if args.json else format_summary(Comparison.from_json(answer)))
+        return 0
     rows = eng.call("strategy.list")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    flat = [{"id": r["id"], "name": r["name"], "instrument": r["instrument"], "state": r["state"],
+    flat = [{"id": r["id"], "name": r["name"], "version": (r.get("version") or "")[:12],
+             "config": r.get("config_version"), "instrument": r["instrument"], "state": r["state"],
              "trades": r["trades"], "net_pnl": r["pnl"]["net"], "floating": r["pnl"]["floating"],
              "currency": r["pnl"]["currency"], "reason": r["state_reason"]} for r in rows]
     return _print_rows(flat, argparse.Namespace(json=False), tuple(flat[0]) if flat else ("id",))
@@ -149,7 +213,7 @@ def _print_rows(rows: list[dict[str, Any]], args: argparse.Namespace, columns: t
     if not rows:
         print("(none)")
         return 0
-    table = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    table = [[_fmt(r.get(c))[:12] if c == "code_version" else _fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in table:

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tradebaas.engine.journal.event_query import EVENTS_MAX_LIMIT, check_kinds
+from tradebaas.engine.live.catalog import FILE, Refused
 from tradebaas.engine.live.supervisor import Supervisor
 from tradebaas.engine.process.app import Engine
 from tradebaas.errors import UserError
 from tradebaas.instruments import UnknownInstrumentError, get_instrument
 from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Access, Param, Registry, RpcError
-from tradebaas.strategies.params import ConfigError, params_list, schema, validate_config
-from tradebaas.strategies.registry import available, get_strategy
+from tradebaas.strategies.params import ConfigError, params_list, validate_config
 
 READ, TRADE = Access.READ, Access.TRADE
 Handler = Callable[..., Any]
@@ -69,7 +69,16 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("strategy.list", READ, summary="strategies with state and PnL"),
     MethodSpec("strategy.get", READ, {"id": Param(str)}, "one strategy with its last decision"),
     MethodSpec("strategy.start", TRADE, {"name": Param(str), "instrument": _opt_str,
-                                         "config": Param(dict, default=None, nullable=True)}, "validate and start"),
+                                         "config": Param(dict, default=None, nullable=True), "version": _opt_str},
+               "validate and start"),
+    MethodSpec("strategy.deploy", TRADE, {"source": Param(str), "name": _opt_str},
+               "vet, store and journal a version of a strategy's code"),
+    MethodSpec("strategy.upgrade", TRADE, {"id": Param(str), "version": Param(str)},
+               "switch a running strategy to another code version from its next candle"),
+    MethodSpec("strategy.set", TRADE, {"id": Param(str), "config": Param(dict),
+                                       "apply_to_open": Param(bool, default=False)},
+               "change a running strategy's parameters from its next candle (a new config version)"),
+    MethodSpec("strategy.source", READ, {"name": Param(str), "version": _opt_str}, "the source of a version"),
     MethodSpec("strategy.stop", TRADE, {"id": Param(str), "flatten": Param(bool, default=False)}, "stop"),
     MethodSpec("strategy.resume", TRADE, {"id": Param(str)}, "run a stopped or needs_attention strategy again"),
     MethodSpec("trades.list", READ, {"strategy": _opt_str, "since": _opt_int, "until": _opt_int}, "trades"),
@@ -142,6 +151,8 @@ class EngineApi:
             "engine.shutdown": self.engine.request_shutdown, "engine.reconcile": self.reconcile,
             "strategy.available": self.available, "strategy.list": self.strategies, "strategy.get": self.strategy,
             "strategy.start": self.start, "strategy.stop": self.stop, "strategy.resume": self.resume,
+            "strategy.deploy": self.deploy, "strategy.upgrade": self.upgrade, "strategy.set": self.set_config,
+            "strategy.source": self.source,
             "trades.list": self.trades, "trades.mark_closed": self.mark_closed, "positions.list": self.positions,
             "orders.list": self.orders, "equity.history": self.equity, "risk.kill": self.kill,
             "market.candles": self.candles,
@@ -164,13 +175,10 @@ class EngineApi:
         return {"actions": [type(a).__name__ for a in actions]}
 
     # -- strategies ------------------------------------------------------------------------------------------
-    def available(self) -> list[dict[str, Any]]:
-        """The strategies that can be started, with their parameter schemas (for forms and docs)."""
-        out = []
-        for name in available():
-            cls = get_strategy(name)
-            out.append({"name": name, "description": schema(cls)["description"], "params": params_list(cls)})
-        return out
+    async def available(self) -> list[dict[str, Any]]:
+        """Every strategy the engine can start (built-in, files, entry points, deployed), with its parameters; a
+        file that fails to import is listed with its error."""
+        return [e.as_dict() for e in await self.live.catalog.entries()]
 
     def strategies(self) -> list[dict[str, Any]]:
         return [info for s in self.store.strategies() if (info := self.live.strategy_info(s.id)) is not None]
@@ -186,24 +194,85 @@ class EngineApi:
         runner = self.live.runners.get(id)
         info["last_decision"] = runner.last_decision if runner else self.store.last_decision(id)
         info["decisions"] = self.store.decision_count(id)
-        info["params"] = params_list(get_strategy(info["name"]))
+        try:
+            info["params"] = params_list(self.live.catalog.load(info["name"], info["version"]).cls)
+        except UserError:
+            info["params"] = []
         return info
 
-    async def start(self, name: str, instrument: str | None = None, config: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
-        """Validate and start a strategy; it trades from the next closed candle, and after every restart."""
+    async def start(self, name: str, instrument: str | None = None, config: dict[str, Any] | None = None,
+                    version: str | None = None) -> dict[str, Any]:
+        """Validate and start a strategy (of any source; ``version`` picks a stored version of a deployed one); it
+        trades from the next closed candle, and after every restart."""
+        catalog = self.live.catalog
         try:
-            cls = get_strategy(name)
+            entry = await catalog.find(name)
             config = dict(config or {})
-            if instrument:
+            declares_instrument = any(p.get("name") == "instrument" for p in entry.params)
+            if instrument and declares_instrument:
                 config["instrument"] = instrument
-            valid = validate_config(cls, config)
-            inst_name = str(valid.get("instrument") or instrument or "BTC_USDC-PERPETUAL")
+            inst_name = str(config.get("instrument") or instrument or "BTC_USDC-PERPETUAL")
             get_instrument(inst_name, self.live.instruments)
+            if entry.source == FILE:
+                code_version = (await catalog.accept_file(entry, self.live.budgets, inst_name)).version
+            elif version:
+                code_version = catalog.resolve_version(entry.name, version).version
+            else:
+                code_version = entry.version
+            loaded = catalog.load(entry.name, code_version)
+            valid = validate_config(loaded.cls, config)
+            inst_name = str(valid.get("instrument") or inst_name)
+            get_instrument(inst_name, self.live.instruments)
+        except Refused as exc:
+            raise RpcError(INVALID_PARAMS, str(exc), {"vetting": exc.report}) from None
         except (ConfigError, UnknownInstrumentError, UserError) as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
-        sid = await self.live.create_strategy(cls.name, inst_name, valid)
+        sid = await self.live.create_strategy(entry.name, inst_name, valid, loaded.code_version)
         return self._info(sid)
+
+    async def deploy(self, source: str, name: str | None = None) -> dict[str, Any]:
+        """Vet a version of a strategy's code on the engine's own candles, store it content-addressed and journal
+        it; a refusal answers -32602 with the reason and ``data.vetting`` (the report, traceback included)."""
+        try:
+            row = await self.live.catalog.deploy(source, name, self.live.budgets)
+        except Refused as exc:
+            raise RpcError(INVALID_PARAMS, str(exc), {"vetting": exc.report}) from None
+        except UserError as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        vetting = {k: v for k, v in row.vetting.items() if k != "describe"}
+        return {"name": row.name, "version": row.version, "class_name": row.class_name,
+                "warmup_candles": row.warmup_candles, "vetting": vetting}
+
+    async def upgrade(self, id: str, version: str) -> dict[str, Any]:
+        """Switch a running strategy to another stored version of its code from its next candle (rolling back is
+        the same call with the older version); position, brackets and counters stay."""
+        info = self._info(id)
+        try:
+            row = self.live.catalog.resolve_version(info["name"], version)
+            await self.live.change_strategy(id, code_version=row.version)
+        except (ConfigError, UserError) as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        return self._info(id)
+
+    async def set_config(self, id: str, config: dict[str, Any], apply_to_open: bool = False) -> dict[str, Any]:
+        """Change a strategy's parameters from its next candle (a new config version, validated like a start);
+        ``apply_to_open`` also moves the open position's brackets on the exchange."""
+        self._info(id)
+        if not config:
+            raise RpcError(INVALID_PARAMS, "config: give at least one key=value to change")
+        try:
+            await self.live.change_strategy(id, changes=config, apply_to_open=apply_to_open)
+        except (ConfigError, UserError) as exc:
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        return self._info(id)
+
+    def source(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """The source text of a strategy's code version."""
+        try:
+            found, text = self.live.catalog.source(name, version)
+        except UserError as exc:
+            raise RpcError(NOT_FOUND, str(exc)) from None
+        return {"name": name, "version": found, "source": text}
 
     async def stop(self, id: str, flatten: bool = False) -> dict[str, Any]:
         """Stop a strategy: brackets stay on the exchange unless ``flatten`` closes its position."""

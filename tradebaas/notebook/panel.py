@@ -1,5 +1,8 @@
 """``tb.ControlPanel(eng)``: a trading desk inside JupyterLab, driven by the engine's pushed events.
 
+Over 600 lines because the panel's pure state (``PanelState``) and the widget and thread wiring that feeds it
+change together; the HTML rendering is apart (``widgets.py``).
+
 Threads, and why:
 
 - the kernel's main thread only builds widgets and runs button handlers; a handler never waits for the engine

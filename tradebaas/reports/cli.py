@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     home = get_home(getattr(args, "home", None))
     if args.report_command == "run":
         params = {key: parse_value(value) for key, value in args.param}
-        record = _run_via_engine(home, args.name, params) if not args.local else None
+        # a notebook path runs here, in this shell: the engine runs only the reports its configuration names
+        by_path = "/" in args.name or args.name.endswith(".ipynb")
+        record = _run_via_engine(home, args.name, params) if not (args.local or by_path) else None
         if record is None:
             record = _run_locally(home, args.name, params)
         if args.json:

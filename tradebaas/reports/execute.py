@@ -202,8 +202,11 @@ def choose_kernel(requested: str | None, available: Iterable[str] | None = None)
     return "python3"
 
 
-def child_env(home: Home, strip: Iterable[str] = ()) -> dict[str, str]:
+def child_env(home: Home, strip: Iterable[str] = (), extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The report child's environment: no secrets (``STRIPPED_ENV`` and ``strip``), this home, and ``extra`` (the
+    engine passes the read-only RPC token: a report can read the engine, never trade)."""
     env = {k: v for k, v in os.environ.items() if k not in set(STRIPPED_ENV) | set(strip)}
+    env.update(extra or {})
     env[ENV_VAR] = str(home.root)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("MPLBACKEND", "agg")
@@ -291,6 +294,7 @@ async def execute(
     kernel: str | None = None,
     python: str = sys.executable,
     strip_env: Iterable[str] = (),
+    extra_env: Mapping[str, str] | None = None,
 ) -> Outcome:
     """papermill then nbconvert, in subprocesses; never raises for a failing report (the Outcome says why)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +303,7 @@ async def execute(
     params_file = run_dir / "params.json"
     params_file.write_text(json.dumps(dict(params), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log_path = run_dir / "papermill.log"
-    env = child_env(home, strip_env)
+    env = child_env(home, strip_env, extra_env)
     kernel_name = choose_kernel(kernel or report.kernel)
     argv = [python, "-m", "papermill", str(report.notebook), str(out_nb), "-f", str(params_file),
             "-k", kernel_name, "--cwd", str(run_dir), "--execution-timeout", str(int(report.timeout_s)),
@@ -351,12 +355,14 @@ class ReportRunner:
         strip_env: Iterable[str] = (),
         python: str = sys.executable,
         resolve: Callable[[str], ReportConfig] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.home = home
         self.store = store
         self.reports = dict(reports)
         self.on_change = on_change
         self.strip_env = tuple(strip_env)
+        self.extra_env = dict(extra_env or {})
         self.python = python
         self._resolve = resolve
         self._locks: dict[str, asyncio.Lock] = {}
@@ -416,7 +422,8 @@ class ReportRunner:
                 log.info("report %s run %s started (%s)", record.name, record.run_id, record.trigger)
                 try:
                     outcome = await execute(report, record.params, Path(record.run_dir), self.home,
-                                            python=self.python, strip_env=self.strip_env)
+                                            python=self.python, strip_env=self.strip_env,
+                                            extra_env=self.extra_env)
                 except asyncio.CancelledError:
                     self._changed(replace(record, status="failed", error="cancelled: the engine stopped",
                                           finished_ts_ms=now_ms()))

@@ -28,6 +28,7 @@ from tradebaas.reports.config import Config, ReportConfig, default_report, load_
 from tradebaas.reports.execute import ReportRunner, RunRecord, RunStore
 from tradebaas.reports.notifications import NotificationService
 from tradebaas.reports.schedule import DEFAULT_GRACE_S, Spec, next_due, plan
+from tradebaas.rpc.client import TOKEN_ENV_VAR
 from tradebaas.rpc.protocol import NOT_FOUND, RpcError
 
 log = logging.getLogger("tradebaas.reports")
@@ -131,6 +132,11 @@ class ReportService:
 
     # -- runs --------------------------------------------------------------------------------------------------
     def _resolve(self, name: str) -> ReportConfig:
+        """A report not named in ``[reports]``: only a bundled report notebook, by name (``daily``). Never a path:
+        ``reports.run`` must not become a way to run any notebook (any code) in the engine's name."""
+        if "/" in name or "\\" in name or name.endswith(".ipynb"):
+            raise UserError(f"reports.run runs the reports named in {self.home.config_file} [reports] and the bundled "
+                            f"ones by name, not a notebook path ({name!r}); add it to [reports] to run it")
         return default_report(name, self.home)
 
     def submit(self, name: str, params: Mapping[str, Any] | None = None, *, trigger: str = "manual",
@@ -160,7 +166,8 @@ class ReportService:
             log.warning("report %s run %s was left %s by the previous engine: recorded as failed",
                         rec.name, rec.run_id, "unfinished")
         self.runner = ReportRunner(self.home, store, self.config.reports, on_change=self._on_change,
-                                   strip_env=self.config.notify.secret_envs, resolve=self._resolve)
+                                   strip_env=self.config.notify.secret_envs, resolve=self._resolve,
+                                   extra_env={TOKEN_ENV_VAR: self.engine.readonly_token})
         self._scheduler_task = asyncio.get_running_loop().create_task(self.run_scheduler(), name="reports:scheduler")
 
     async def stop(self) -> None:

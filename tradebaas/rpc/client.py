@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -60,8 +61,14 @@ MAX_FRAME_BYTES = 64 << 20  # answers such as trades.list can be large
 RECONNECT_OPEN_TIMEOUT_S = 5.0
 
 
+#: A token for clients the engine starts itself (report notebooks get the read-only one here).
+TOKEN_ENV_VAR = "TRADEBAAS_ENGINE_TOKEN"
+
+
 def resolve_target(home: Home | str | None, url: str | None, token: str | None) -> tuple[str, str]:
-    """(url, token) from explicit values or from ``engine.json`` of the home; EngineNotRunning if none runs."""
+    """(url, token) from explicit values or from ``engine.json`` of the home; EngineNotRunning if none runs. A token
+    in ``TRADEBAAS_ENGINE_TOKEN`` wins over engine.json's (the engine gives its report notebooks the read-only one)."""
+    token = token or os.environ.get(TOKEN_ENV_VAR) or None
     if url is not None:
         if token is None:
             info = read_connection_file(get_home(home))

@@ -1,7 +1,8 @@
 """The engine's RPC endpoint: JSON-RPC 2.0 over WebSocket on 127.0.0.1, with a token and no browsers.
 
-Security model: the socket is bound to loopback, and every connection must present the token from
-``engine.json`` (``Authorization: Bearer <token>`` or ``?token=<token>``), compared in constant time. Any request
+Security model: the socket is bound to loopback, and every connection must present a token from
+``engine.json`` (the full one, or the read-only one whose connections may call only ``read`` methods, see
+``engine/api.py``) (``Authorization: Bearer <token>`` or ``?token=<token>``), compared in constant time. Any request
 carrying an ``Origin`` header is refused with HTTP 403: browsers always send one, so a web page cannot drive the
 engine even if it guessed the port (DNS rebinding, CSRF over WebSocket). Python clients send none.
 
@@ -56,9 +57,10 @@ class Session:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: ServerConnection) -> None:
+    def __init__(self, ws: ServerConnection, access: Access = Access.TRADE) -> None:
         self.id = next(self._ids)
         self.ws = ws
+        self.access = access  # what the token it connected with allows
         self.channels: set[str] = set()
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(MAX_QUEUE)
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
@@ -99,11 +101,14 @@ class RpcServer:
         host: str = "127.0.0.1",
         port: int = 0,
         max_frame_bytes: int = MAX_FRAME_BYTES,
+        readonly_token: str | None = None,
     ) -> None:
         if not token:
             raise ValueError("the RPC server needs a token")
         self.registry = registry
         self._token = token.encode()
+        #: A second token for reports and dashboards: its connections may call only ``read`` methods.
+        self._readonly_token = readonly_token.encode() if readonly_token else None
         self.host = host
         self.port = port
         self.max_frame_bytes = max_frame_bytes
@@ -111,6 +116,7 @@ class RpcServer:
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._access: dict[int, Access] = {}  # connection -> access of its token, from handshake to session
         self._install_builtin_methods()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -178,12 +184,16 @@ class RpcServer:
         token = _bearer(request.headers.get("Authorization"))
         if token is None:
             token = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-        if not token or not hmac.compare_digest(token.encode(), self._token):
+        full = bool(token) and hmac.compare_digest(token.encode(), self._token)
+        readonly = bool(token) and self._readonly_token is not None and hmac.compare_digest(
+            token.encode(), self._readonly_token)
+        if not (full or readonly):
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        self._access[id(connection)] = Access.TRADE if full else Access.READ
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session = Session(ws)
+        session = Session(ws, self._access.pop(id(ws), Access.READ))
         self.sessions.add(session)
         writer = asyncio.create_task(self._write(session))
         log.debug("RPC client %s connected", session.id)
@@ -212,7 +222,7 @@ class RpcServer:
         """Answer one frame. ``dispatch`` answers every frame itself; should it ever raise anyway (a bug), the
         client still gets an internal error rather than waiting for its timeout."""
         try:
-            answer = await self.registry.dispatch(frame, CallContext(session=session))
+            answer = await self.registry.dispatch(frame, CallContext(session=session, access=session.access))
         except Exception:
             log.exception("RPC dispatch failed")
             answer = encode(error_response(None, RpcError(INTERNAL_ERROR, "internal error while answering")))

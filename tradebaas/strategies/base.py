@@ -215,6 +215,11 @@ class BaseStrategy:
     #: signals (``ema_cross``) says False: reconciliation then leaves its explained positions without a stop, and
     #: protects them only when something is wrong (docs/live-loop.md).
     uses_brackets: ClassVar[bool] = True
+    #: The config keys of the entry brackets' distances, ``(stop-loss key, take-profit key)`` (percent from the
+    #: entry fill). A live parameter change with ``apply_to_open`` (and a backtest ``Swap(apply_to_open=True)``)
+    #: re-places an open position's brackets from these keys of the new config; ``()``: the strategy has none to
+    #: re-place (``apply_to_open`` is refused).
+    bracket_params: ClassVar[tuple[str, ...]] = ()
     cooldown_ms: int = 0
     #: Whether decisions that skip scoring (position open, cooldown, ...) still carry every indicator value. The
     #: live runner journals them (True); a backtest that keeps no such decisions turns it off for speed. It never

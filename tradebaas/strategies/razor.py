@@ -63,6 +63,7 @@ class Razor(BaseStrategy):
 
     name: ClassVar[str] = "razor"
     params: ClassVar[tuple[Param, ...]] = PARAMS
+    bracket_params: ClassVar[tuple[str, ...]] = ("stopLossPercent", "takeProfitPercent")
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -1,5 +1,8 @@
 """Crash-only recovery as a pure function: ``plan(journal view, exchange snapshot) -> actions``.
 
+Over 600 lines because the decision table below, the planner that implements it row by row (``plan``) and
+the model executor the planner is tested against (``apply``) are one specification, read together.
+
 The engine runs this on every start and every reconnect: it fetches the exchange's open orders, positions and
 fills since the last journaled fill (positions and orders first, fills last), builds a ``JournalView`` from the
 journal, calls ``plan``, and executes the actions in order, journaling each. ``plan`` does no I/O and reads no
@@ -117,6 +120,8 @@ class StrategyView:
     sl_pct: float | None = None
     tp_pct: float | None = None
     uses_brackets: bool = True
+    #: Said first whenever the strategy needs attention (an orphan found on the exchange: how to fix it).
+    note: str = ""
 
 
 #: What identifies a fill beyond its id: (order id, label, instrument, side, amount, price). A fill reported with a
@@ -585,8 +590,8 @@ def plan(
 
     attention: list[Action] = []
     for sid in sorted(problems):
-        message = "; ".join(dict.fromkeys(problems[sid]))
         s = strategies[sid]
+        message = "; ".join(dict.fromkeys([s.note] if s.note else []) | dict.fromkeys(problems[sid]))
         if not (s.state is StrategyState.NEEDS_ATTENTION and s.state_reason == message):
             attention.append(MarkNeedsAttention(sid, message))
     planned = [*fill_actions, *closes, *records, *places, *protect.actions, *cancels.values(), *attention]

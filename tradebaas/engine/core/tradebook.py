@@ -87,6 +87,10 @@ class Trade:
     exit_ts_ms: int = 0
     last_fill_ts_ms: int = 0
     applied_fill_ids: frozenset[str] = field(default_factory=frozenset)
+    #: What decided the entry: the strategy's name, its code version (sha256 of the source) and config version.
+    strategy_name: str = ""
+    code_version: str = ""
+    config_version: int = 0
 
     @property
     def open_amount(self) -> float:
@@ -131,6 +135,9 @@ def new_trade(
     sl_pct: float | None = None,
     tp_pct: float | None = None,
     signal_ts_ms: int | None = None,
+    strategy_name: str = "",
+    code_version: str = "",
+    config_version: int = 0,
 ) -> Trade:
     """A trade about to send its entry: journal it *before* the order goes out, so a crash can't orphan it."""
     return Trade(
@@ -143,6 +150,9 @@ def new_trade(
         sl_pct=sl_pct,
         tp_pct=tp_pct,
         signal_ts_ms=signal_ts_ms,
+        strategy_name=strategy_name,
+        code_version=code_version,
+        config_version=config_version,
     )
 
 

@@ -180,8 +180,44 @@ CREATE TABLE report_runs (
 CREATE INDEX report_runs_name_queued ON report_runs(name, queued_ts_ms);
 """
 
+#: v4 (strategies from notebooks, issue 11): code and config versions on strategies, trades and segments.
+#: ``strategy_versions``: every version of a strategy's code the engine stored (deployed from a client, or taken from
+#: a file in ``TRADEBAAS_HOME/strategies/``), content-addressed (``version`` = sha256 of the source, which lives in
+#: ``strategies/versions/<version>.py``), with what vetting measured. ``strategy_segments``: which code and config a
+#: strategy decided with from which candle on (``from_ts_ms``: the first candle, by its start, decided with them), so
+#: a backtest can replay exactly what ran live.
+V4_VERSIONS = """
+ALTER TABLE strategies ADD COLUMN code_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE strategies ADD COLUMN config_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE strategies ADD COLUMN error TEXT;
+ALTER TABLE trades ADD COLUMN code_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE trades ADD COLUMN config_version INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE strategy_versions (
+    version        TEXT PRIMARY KEY,           -- sha256 hex of the source
+    name           TEXT    NOT NULL,           -- the strategy name it runs under
+    class_name     TEXT    NOT NULL,
+    source_kind    TEXT    NOT NULL,           -- deployed | file | builtin | entry_point
+    origin         TEXT    NOT NULL DEFAULT '',
+    warmup_candles INTEGER NOT NULL DEFAULT 0,
+    vetting        TEXT    NOT NULL DEFAULT '{}',
+    created_ts_ms  INTEGER NOT NULL
+);
+CREATE INDEX strategy_versions_name ON strategy_versions(name, created_ts_ms);
+CREATE TABLE strategy_segments (
+    strategy_id    TEXT    NOT NULL,
+    seq            INTEGER NOT NULL,
+    code_version   TEXT    NOT NULL,
+    config_version INTEGER NOT NULL,
+    config         TEXT    NOT NULL,
+    apply_to_open  INTEGER NOT NULL DEFAULT 0,
+    from_ts_ms     INTEGER NOT NULL,           -- start of the first candle decided with this code and config
+    wall_ts_ms     INTEGER NOT NULL,
+    PRIMARY KEY (strategy_id, seq)
+);
+"""
+
 #: Ordered migrations: index i holds the SQL that takes the schema from version i to i+1. Append only.
-MIGRATIONS: list[str] = [V1, V2, V3_REPORT_RUNS]
+MIGRATIONS: list[str] = [V1, V2, V3_REPORT_RUNS, V4_VERSIONS]
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION: int = len(MIGRATIONS)

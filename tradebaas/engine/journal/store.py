@@ -20,6 +20,8 @@ from tradebaas.engine.core.tradebook import Trade, TradeState
 from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.strategies.base import PositionView, StrategyContext
 
+#: The name of a strategy known only from the exchange's labels (``create_orphan``).
+ORPHAN = "orphan"
 OPEN_TRADE_STATES = (TradeState.PENDING_ENTRY.value, TradeState.OPEN.value, TradeState.CLOSING.value)
 
 
@@ -35,6 +37,9 @@ class StrategyRow:
     created_ts_ms: int
     started_ts_ms: int | None
     stopped_ts_ms: int | None
+    code_version: str = ""
+    config_version: int = 1
+    error: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> StrategyRow:
@@ -43,7 +48,40 @@ class StrategyRow:
             desired_state=StrategyState(row["desired_state"]), state=StrategyState(row["state"]),
             state_reason=row["state_reason"], created_ts_ms=row["created_ts_ms"],
             started_ts_ms=row["started_ts_ms"], stopped_ts_ms=row["stopped_ts_ms"],
+            code_version=row.get("code_version") or "", config_version=int(row.get("config_version") or 1),
+            error=row.get("error"),
         )
+
+
+@dataclass(slots=True, frozen=True)
+class VersionRow:
+    """A stored version of a strategy's code (``strategy_versions``)."""
+
+    version: str
+    name: str
+    class_name: str
+    source_kind: str
+    origin: str
+    warmup_candles: int
+    vetting: dict[str, Any]
+    created_ts_ms: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> VersionRow:
+        return cls(row["version"], row["name"], row["class_name"], row["source_kind"], row["origin"],
+                   int(row["warmup_candles"]), json.loads(row["vetting"] or "{}"), int(row["created_ts_ms"]))
+
+
+@dataclass(slots=True, frozen=True)
+class Segment:
+    """From ``from_ts_ms`` (a candle's start) on, the strategy decided with this code and config."""
+
+    seq: int
+    code_version: str
+    config_version: int
+    config: dict[str, Any]
+    apply_to_open: bool
+    from_ts_ms: int
 
 
 class Store:
@@ -60,16 +98,100 @@ class Store:
         row = self.journal.query_one("SELECT * FROM strategies WHERE id = ?", (strategy_id,))
         return None if row is None else StrategyRow.from_row(row)
 
-    def create_strategy(self, strategy_id: str, name: str, instrument: str, config: dict[str, Any], ts_ms: int) -> None:
+    def create_strategy(self, strategy_id: str, name: str, instrument: str, config: dict[str, Any], ts_ms: int,
+                        code_version: str = "", from_ts_ms: int = 0) -> None:
+        """A new strategy (config version 1) and its first segment, deciding from the candle at ``from_ts_ms``."""
         with self.journal.transaction() as conn:
             conn.execute(
                 "INSERT INTO strategies (id, name, instrument, config, desired_state, state, state_reason,"
-                " created_ts_ms, started_ts_ms, updated_ts_ms) VALUES (?, ?, ?, ?, 'running', 'starting', '', ?, ?, ?)",
-                (strategy_id, name, instrument, json.dumps(config), ts_ms, ts_ms, ts_ms),
+                " created_ts_ms, started_ts_ms, updated_ts_ms, code_version, config_version)"
+                " VALUES (?, ?, ?, ?, 'running', 'starting', '', ?, ?, ?, ?, 1)",
+                (strategy_id, name, instrument, json.dumps(config), ts_ms, ts_ms, ts_ms, code_version),
             )
             self.journal.append(
-                "strategy.created", {"name": name, "instrument": instrument, "config": config}, ts_ms, strategy_id, conn
+                "strategy.created", {"name": name, "instrument": instrument, "config": config,
+                                     "code_version": code_version, "config_version": 1}, ts_ms, strategy_id, conn
             )
+            self._add_segment(conn, strategy_id, code_version, 1, config, False, from_ts_ms)
+
+    def is_fresh(self) -> bool:
+        """True for a journal that never had a strategy or a trade (new, emptied, or replaced)."""
+        return self.journal.query_one("SELECT 1 FROM strategies LIMIT 1") is None and \
+            self.journal.query_one("SELECT 1 FROM trades LIMIT 1") is None
+
+    def create_orphan(self, strategy_id: str, instrument: str, note: str, ts_ms: int) -> None:
+        """A strategy id the exchange's labels name but this journal does not know: kept stopped and waiting for a
+        person (``needs_attention``, ``note`` says how to fix it), so reconciliation treats its orders and positions
+        as ours (its positions stay protected) without ever trading for it."""
+        with self.journal.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO strategies (id, name, instrument, config, desired_state, state, state_reason,"
+                " created_ts_ms, updated_ts_ms) VALUES (?, ?, ?, ?, 'stopped', 'needs_attention', ?, ?, ?)",
+                (strategy_id, ORPHAN, instrument, json.dumps({"note": note}), note, ts_ms, ts_ms))
+            self.journal.append("strategy.orphan", {"instrument": instrument, "note": note}, ts_ms, strategy_id, conn)
+
+    def change_strategy(self, strategy_id: str, *, code_version: str, config: dict[str, Any], config_version: int,
+                        apply_to_open: bool, from_ts_ms: int, ts_ms: int) -> None:
+        """A new code version (``strategy.upgrade``) or config version (``strategy.set``) from the candle at
+        ``from_ts_ms`` on: the strategy row, its segment and the event, in one transaction."""
+        with self.journal.transaction() as conn:
+            conn.execute("UPDATE strategies SET code_version = ?, config = ?, config_version = ?, updated_ts_ms = ?"
+                         " WHERE id = ?", (code_version, json.dumps(config), config_version, ts_ms, strategy_id))
+            self.journal.append("strategy.changed", {
+                "code_version": code_version, "config_version": config_version, "config": config,
+                "apply_to_open": apply_to_open, "from_ts_ms": from_ts_ms}, ts_ms, strategy_id, conn)
+            self._add_segment(conn, strategy_id, code_version, config_version, config, apply_to_open, from_ts_ms)
+
+    def _add_segment(self, conn: sqlite3.Connection, strategy_id: str, code_version: str, config_version: int,
+                     config: dict[str, Any], apply_to_open: bool, from_ts_ms: int) -> None:
+        seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM strategy_segments WHERE strategy_id = ?",
+                           (strategy_id,)).fetchone()[0]
+        conn.execute("INSERT INTO strategy_segments (strategy_id, seq, code_version, config_version, config,"
+                     " apply_to_open, from_ts_ms, wall_ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (strategy_id, seq, code_version, config_version, json.dumps(config), int(apply_to_open),
+                      from_ts_ms, now_ms()))
+
+    def segments(self, strategy_id: str) -> list[Segment]:
+        """What the strategy decided with, in order (docs/strategies.md "Versions")."""
+        return [Segment(int(r["seq"]), r["code_version"], int(r["config_version"]), json.loads(r["config"]),
+                        bool(r["apply_to_open"]), int(r["from_ts_ms"]))
+                for r in self.journal.query("SELECT * FROM strategy_segments WHERE strategy_id = ? ORDER BY seq",
+                                            (strategy_id,))]
+
+    # -- versions of strategy code -------------------------------------------------------------------------
+    def save_version(self, row: VersionRow) -> bool:
+        """Record a stored version (and journal ``strategy.version``); False when it was known already."""
+        with self.journal.transaction() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO strategy_versions (version, name, class_name, source_kind, origin,"
+                " warmup_candles, vetting, created_ts_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.version, row.name, row.class_name, row.source_kind, row.origin, row.warmup_candles,
+                 json.dumps(row.vetting), row.created_ts_ms))
+            if cur.rowcount:
+                self.journal.append("strategy.version", {
+                    "version": row.version, "name": row.name, "class_name": row.class_name,
+                    "source_kind": row.source_kind, "origin": row.origin, "warmup_candles": row.warmup_candles,
+                    "vetting": row.vetting}, row.created_ts_ms, None, conn)
+        return bool(cur.rowcount)
+
+    def version(self, version: str) -> VersionRow | None:
+        row = self.journal.query_one("SELECT * FROM strategy_versions WHERE version = ?", (version,))
+        return None if row is None else VersionRow.from_row(row)
+
+    def versions(self, name: str | None = None) -> list[VersionRow]:
+        """Stored versions (of ``name``), oldest first."""
+        if name is None:
+            rows = self.journal.query("SELECT * FROM strategy_versions ORDER BY created_ts_ms, version")
+        else:
+            rows = self.journal.query("SELECT * FROM strategy_versions WHERE name = ? ORDER BY created_ts_ms, version",
+                                      (name,))
+        return [VersionRow.from_row(r) for r in rows]
+
+    def versions_matching(self, prefix: str) -> list[VersionRow]:
+        """Stored versions whose hex starts with ``prefix`` (a version may be named by a unique prefix)."""
+        return [VersionRow.from_row(r) for r in self.journal.query(
+            "SELECT * FROM strategy_versions WHERE version >= ? AND version < ? ORDER BY version",
+            (prefix, prefix + "\uffff"))]
 
     def set_strategy_state(
         self,
@@ -80,12 +202,15 @@ class Store:
         desired: StrategyState | None = None,
         ts_ms: int | None = None,
         conn: sqlite3.Connection | None = None,
+        error: str | None = None,
     ) -> None:
+        """Set the strategy's state (and desired state); ``error`` is the traceback of a strategy in ``error``
+        (kept until the strategy leaves that state)."""
         ts = ts_ms if ts_ms is not None else now_ms()
 
         def write(c: sqlite3.Connection) -> None:
-            sets = ["state = ?", "state_reason = ?", "updated_ts_ms = ?"]
-            args: list[Any] = [state.value, reason, ts]
+            sets = ["state = ?", "state_reason = ?", "updated_ts_ms = ?", "error = ?"]
+            args: list[Any] = [state.value, reason, ts, error if state is StrategyState.ERROR else None]
             if desired is not None:
                 sets.append("desired_state = ?")
                 args.append(desired.value)
@@ -97,6 +222,8 @@ class Store:
                 args.append(ts)
             c.execute(f"UPDATE strategies SET {', '.join(sets)} WHERE id = ?", (*args, strategy_id))
             payload: dict[str, Any] = {"state": state.value, "reason": reason}
+            if error and state is StrategyState.ERROR:
+                payload["error"] = error
             if desired is not None:
                 payload["desired_state"] = desired.value
             self.journal.append("strategy.state", payload, ts, strategy_id, c)
@@ -166,6 +293,8 @@ class Store:
             "created_ts_ms": ts,
             "updated_ts_ms": ts,
             "data": record,
+            "code_version": trade.code_version,
+            "config_version": trade.config_version,
         }
         self.journal.upsert("trades", row, ("trade_id",), conn, keep=("created_ts_ms",))
         if event:
@@ -196,16 +325,17 @@ class Store:
     def trade_rows(self, strategy_id: str | None = None, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
         where, args = ["1=1"], []
         if strategy_id:
-            where.append("strategy_id = ?")
+            where.append("t.strategy_id = ?")
             args.append(strategy_id)
         if since is not None:
-            where.append("coalesce(exit_ts_ms, entry_ts_ms, created_ts_ms) >= ?")
+            where.append("coalesce(t.exit_ts_ms, t.entry_ts_ms, t.created_ts_ms) >= ?")
             args.append(since)
         if until is not None:
-            where.append("coalesce(entry_ts_ms, created_ts_ms) <= ?")
+            where.append("coalesce(t.entry_ts_ms, t.created_ts_ms) <= ?")
             args.append(until)
         rows = self.journal.query(
-            f"SELECT * FROM trades WHERE {' AND '.join(where)} ORDER BY coalesce(entry_ts_ms, created_ts_ms), trade_id", args
+            "SELECT t.*, s.name AS strategy_name FROM trades t LEFT JOIN strategies s ON s.id = t.strategy_id"
+            f" WHERE {' AND '.join(where)} ORDER BY coalesce(t.entry_ts_ms, t.created_ts_ms), t.trade_id", args
         )
         return [trade_row(r) for r in rows]
 
@@ -341,6 +471,7 @@ class Store:
                     state_reason=s.state_reason, sl_pct=_float_or_none(s.config.get("stopLossPercent")),
                     tp_pct=_float_or_none(s.config.get("takeProfitPercent")),
                     uses_brackets=True if uses_brackets is None else uses_brackets(s),
+                    note=str(s.config.get("note", "")) if s.name == ORPHAN else "",
                 )
             )
         signatures = self.fill_signatures(reported_fill_ids)
@@ -395,6 +526,9 @@ def trade_row(row: dict[str, Any]) -> dict[str, Any]:
         "net_pnl": row["pnl"] - row["fees"],
         "exit_reason": row["exit_reason"],
         "currency": row["currency"],
+        "strategy_name": row.get("strategy_name") or "",
+        "code_version": row.get("code_version") or "",
+        "config_version": row.get("config_version") or 0,
     }
 
 
@@ -405,7 +539,8 @@ def trade_to_row(trade: Trade) -> dict[str, Any]:
         "entry_price": trade.entry_price or None, "exit_price": trade.exit_price or None,
         "entry_ts_ms": trade.entry_ts_ms or None, "exit_ts_ms": trade.exit_ts_ms or None,
         "stop_price": trade.stop_price, "take_price": trade.take_price, "pnl": trade.pnl, "fees": trade.fees,
-        "exit_reason": trade.exit_reason, "currency": trade.currency,
+        "exit_reason": trade.exit_reason, "currency": trade.currency, "strategy_name": trade.strategy_name,
+        "code_version": trade.code_version, "config_version": trade.config_version,
     })
 
 

@@ -42,6 +42,7 @@ from tradebaas.engine.core.tradebook import (
     with_order,
 )
 from tradebaas.engine.journal.store import Store
+from tradebaas.exchange.deribit import codes
 from tradebaas.exchange.deribit.errors import ConnectionLost, DeribitApiError, DeribitError, RequestTimeout
 from tradebaas.fillmodel import bracket_prices
 from tradebaas.instruments import Instrument
@@ -52,7 +53,7 @@ log = logging.getLogger("tradebaas.engine.orders")
 Publish = Callable[[str, Any], Any]
 
 #: Deribit's answers to a trigger price the market has already passed (trigger_price_too_high/low, invalid).
-TRIGGER_ALREADY_PASSED = frozenset({10034, 10035, 11036})
+TRIGGER_ALREADY_PASSED = frozenset({codes.TRIGGER_PRICE_TOO_HIGH, codes.TRIGGER_PRICE_TOO_LOW, codes.INVALID_TRIGGER_PRICE})
 #: Cancellations that are part of normal bracket life (the other leg of the OCO pair filled), not a surprise.
 EXPECTED_CANCELS = frozenset({"oco_other_closed"})
 
@@ -79,7 +80,8 @@ class OrderManager:
     # -- entries ---------------------------------------------------------------------------------------------
     async def enter(self, strategy_id: str, inst: Instrument, intent: Enter, signal_ts_ms: int, price_hint: float,
                     closed_at: float | None = None,
-                    journal_with: Callable[[sqlite3.Connection], None] | None = None) -> Trade | None:
+                    journal_with: Callable[[sqlite3.Connection], None] | None = None,
+                    versions: tuple[str, str, int] = ("", "", 0)) -> Trade | None:
         """Journal a trade, send its market entry, apply the fills, then protect it with its brackets.
 
         Only the trade is journaled before the order goes out (what recovery needs: the label's owner); the
@@ -93,6 +95,7 @@ class OrderManager:
         trade = new_trade(
             new_trade_id(signal_ts_ms, self.store.next_trade_seq()), strategy_id, inst, intent.direction, amount,
             sl_pct=intent.sl_pct, tp_pct=intent.tp_pct, signal_ts_ms=signal_ts_ms,
+            strategy_name=versions[0], code_version=versions[1], config_version=versions[2],
         )
         try:
             with self.store.journal.transaction() as conn:
@@ -209,6 +212,33 @@ class OrderManager:
         trade = replace(trade, stop_price=intent.stop_price, break_even_done=trade.break_even_done or intent.break_even)
         trade = self._record(trade, order, [])
         self._save(trade, "trade.stop_moved")
+        await self.on_trade_event(trade, None)
+        return trade
+
+    async def change_brackets(self, trade: Trade, sl_pct: float | None, tp_pct: float | None) -> Trade:
+        """New bracket distances for an open trade (``strategy.set`` with ``apply_to_open``): its stop and take-profit
+        are edited on the exchange from the actual entry price, and journaled. A stop the market is already through
+        closes the position at market (as a break-even move would)."""
+        if trade.state.is_terminal or trade.open_amount <= 0:
+            return trade
+        inst = self.instruments[trade.instrument]
+        sl, tp = bracket_prices(inst, trade.direction, trade.entry_price, sl_pct or 0.0, tp_pct or 0.0)
+        # as if entered under the new config: a break-even move may happen again (as in the backtest's Swap)
+        trade = replace(trade, sl_pct=sl_pct if sl_pct is not None else trade.sl_pct,
+                        tp_pct=tp_pct if tp_pct is not None else trade.tp_pct, break_even_done=False)
+        if sl_pct is not None and trade.stop_order_id and sl != trade.stop_price:
+            trade = await self.move_stop(trade, MoveStop(sl, "config changed (apply to open)"))
+            if trade.state.is_terminal or trade.state is TradeState.CLOSING:
+                return trade
+        if tp_pct is not None and trade.take_order_id and tp != trade.take_price:
+            try:
+                order = await self.client.edit(trade.take_order_id, trade.open_amount, price=tp)
+            except (DeribitError, OSError) as exc:
+                log.warning("%s: moving the take-profit of %s failed: %s", trade.strategy_id, trade.trade_id, exc)
+                return trade
+            trade = replace(trade, take_price=tp)
+            trade = self._record(trade, order, [])
+        self._save(trade, "trade.brackets_changed")
         await self.on_trade_event(trade, None)
         return trade
 
@@ -388,7 +418,7 @@ class OrderManager:
                     order = await self.client.cancel(action.order_id)
                     self.on_order(order)
                 except DeribitApiError as exc:
-                    if exc.code not in (10004, 11044):  # not found / not open: already gone, which is the goal
+                    if exc.code not in (codes.ORDER_NOT_FOUND, codes.NOT_OPEN_ORDER):  # not found / not open: already gone, which is the goal
                         raise
             case rc.ClosePosition():
                 trade = self.store.trade(action.trade_id)

@@ -5,20 +5,42 @@ same ``StrategyContext`` bookkeeping helpers from ``strategies/base.py``); only 
 chart bars, closed by exchange time) and the execution of intents (real orders) differ. Its context is loaded
 from the journal at construction and saved with every decision and every trade event, so daily limits,
 cooldowns and the open position survive a restart.
+
+Versions and swaps (``tradebaas.backtest.backtester`` swaps, mirrored exactly): every decision and every trade
+carries the strategy's name, code version and config version. ``request_swap`` (``strategy.upgrade`` /
+``strategy.set``) takes effect at the first candle whose start is at or after the swap's ``from_ts_ms``, before the
+strategy decides on it: a new instance is warmed up on the last ``history`` closed candles (``warming_up`` on the
+*same* context: position, counters and cooldowns stay), ``on_start`` runs, then it decides on that candle.
+
+Faults stay inside the strategy: an exception from the strategy's code (warm-up, ``on_start``, ``on_candle``) or a
+decision slower than the hard budget raises ``StrategyFault``; the supervisor then puts the strategy in ``error``
+with the traceback. Strategies that are not built into tradebaas decide in a thread of their own (one per runner),
+so a slow one holds only itself up; built-ins decide on the loop (they are fast, and the latency of the order path
+matters). A decision slower than the warning budget is logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import copy
 import logging
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tradebaas.domain import Candle
 from tradebaas.engine.core.candles import CandleBuilder
 from tradebaas.engine.core.tradebook import Trade, TradeState
 from tradebaas.engine.journal.store import Store, StrategyRow, position_view
+from tradebaas.engine.live.budgets import Budgets
 from tradebaas.engine.live.order_manager import OrderManager
 from tradebaas.instruments import Instrument
 from tradebaas.strategies.base import (
+    Decision,
     Enter,
     Exit,
     MoveStop,
@@ -28,26 +50,54 @@ from tradebaas.strategies.base import (
     record_error,
     roll_day,
 )
-from tradebaas.strategies.registry import get_strategy
 
 log = logging.getLogger("tradebaas.engine.live.strategy_runner")
 
-#: History loaded from the exchange at start so the strategy is warm at once (Razor needs 21, keeps 150).
+#: History loaded from the exchange at start so the strategy is warm at once (Razor needs 21, keeps 150). A
+#: version whose vetting measured a longer warm-up gets that instead.
 WARMUP_CANDLES = 240
+
+
+class StrategyFault(Exception):
+    """The strategy's own code failed (an exception, or a decision over the hard budget)."""
+
+    def __init__(self, reason: str, details: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details
+
+
+@dataclass(slots=True, frozen=True)
+class Swap:
+    """A new code and/or config version, from the candle starting at ``from_ts_ms`` on."""
+
+    cls: type
+    config: dict[str, Any]
+    code_version: str
+    config_version: int
+    from_ts_ms: int
+    apply_to_open: bool = False
 
 
 class StrategyRunner:
     """Feeds one strategy. ``active`` is False while the strategy is stopped or waiting for a person; the
     context is maintained either way (a stopped strategy's bracketed position can still close on the exchange)."""
 
-    def __init__(self, row: StrategyRow, instrument: Instrument, store: Store, orders: OrderManager) -> None:
+    def __init__(self, row: StrategyRow, instrument: Instrument, store: Store, orders: OrderManager, cls: type, *,
+                 warmup_candles: int = WARMUP_CANDLES, threaded: bool = False, budgets: Budgets | None = None) -> None:
         self.id = row.id
         self.name = row.name
         self.instrument = instrument
         self.store = store
         self.orders = orders
-        self.strategy = get_strategy(row.name)(row.config)
+        self.cls = cls
+        self.config = dict(row.config)
+        self.code_version = row.code_version
+        self.config_version = row.config_version
+        self.strategy: Any = cls(self.config)
         self.interval_ms = int(getattr(self.strategy, "interval_ms", 60_000))
+        self.warmup_candles = max(WARMUP_CANDLES, int(warmup_candles))
+        self.history: deque[Candle] = deque(maxlen=self.warmup_candles)
         self.context = StrategyContext(instrument)
         store.load_context(self.id, self.context)
         open_trades = store.open_trades(self.id)
@@ -57,21 +107,82 @@ class StrategyRunner:
         self.warm = False
         self.last_price: float | None = None
         self.last_decision: dict[str, Any] | None = store.last_decision(self.id)
+        self.pending: Swap | None = None
+        self.budgets = budgets or Budgets()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"strategy-{row.id}") if threaded else None)
 
     # -- life ------------------------------------------------------------------------------------------------
-    def warm_up(self, candles: list[Candle]) -> None:
-        """Feed closed history candles (oldest first) with ``warming_up`` set; then ``on_start``."""
-        self.strategy = get_strategy(self.name)(self.strategy.config)  # fresh indicators on every (re)start
+    async def warm_up(self, candles: list[Candle]) -> None:
+        """Feed closed history candles (oldest first) with ``warming_up`` set; then ``on_start`` (in the strategy's
+        own thread when it has one). Raises ``StrategyFault`` when the strategy's code fails."""
         self.builder = CandleBuilder(self.interval_ms)
-        self.context.warming_up = True
-        for candle in candles:
-            self.strategy.on_candle(candle, self.context)
-        self.context.warming_up = False
+        self.history.clear()
+        self.history.extend(candles)
+        await self._run(self._fresh_instance, list(candles), self.context, budget_ms=self._warmup_budget_ms())
         if candles:
             self.builder.prime(candles[-1])
             self.last_price = candles[-1].close
-        self.strategy.on_start(self.context)
         self.warm = True
+
+    def _warmup_budget_ms(self) -> float:
+        return self.budgets.stop_ms * (1 + len(self.history))
+
+    def _fresh_instance(self, candles: list[Candle], context: StrategyContext) -> None:
+        """A new instance of the current class and config, warmed on ``candles``, started (same context)."""
+        strategy = self.cls(self.config)
+        context.warming_up = True
+        try:
+            for candle in candles:
+                strategy.on_candle(candle, context)
+        finally:
+            context.warming_up = False
+        strategy.on_start(context)
+        self.strategy = strategy
+
+    def extend_history(self, warmup_candles: int) -> None:
+        """Keep at least ``warmup_candles`` closed candles for swaps (a new version may need a longer warm-up)."""
+        if warmup_candles > self.warmup_candles:
+            self.warmup_candles = warmup_candles
+            self.history = deque(self.history, maxlen=warmup_candles)
+
+    def due_swap(self, candle: Candle) -> Swap | None:
+        """The pending swap that takes effect on ``candle`` (the supervisor moves an open position's brackets for
+        one with ``apply_to_open`` before the new version decides, as the backtest does)."""
+        swap = self.pending
+        return swap if swap is not None and candle.ts_ms >= swap.from_ts_ms else None
+
+    def open_trade(self) -> Trade | None:
+        return self._open_trade()
+
+    def request_swap(self, swap: Swap) -> None:
+        """Take ``swap``'s code and config from its candle on (a later request replaces an earlier pending one:
+        only the newest config counts, as in the journal's segments)."""
+        self.pending = swap
+
+    def _decide_now(self, candle: Candle, context: StrategyContext) -> Decision:
+        """Apply a due swap (a fresh instance warmed on the history), then decide. Runs where the strategy runs."""
+        swap = self.pending
+        if swap is not None and candle.ts_ms >= swap.from_ts_ms:
+            self.pending = None
+            self.cls, self.config = swap.cls, dict(swap.config)
+            self.code_version, self.config_version = swap.code_version, swap.config_version
+            self._fresh_instance(list(self.history), context)
+            log.info("%s now decides with code %s, config version %d", self.id, swap.code_version[:12],
+                     swap.config_version)
+        return self.strategy.on_candle(candle, context)
+
+    @property
+    def threaded(self) -> bool:
+        """Whether the strategy decides in a thread of its own (code not built into tradebaas)."""
+        return self._executor is not None
+
+    def close(self) -> None:
+        """Let go of the strategy's thread (a decision still running there is abandoned; a new thread serves
+        the strategy if it is resumed)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"strategy-{self.id}")
 
     # -- market data -----------------------------------------------------------------------------------------
     def closed_by_bar(self, bar: Candle) -> list[Candle]:
@@ -82,18 +193,66 @@ class StrategyRunner:
             self.last_price = price
         return self.builder.on_event(ts_ms)
 
+    def forming_candle_start(self, now_ts_ms: int) -> int:
+        """Start of the candle now forming: the next candle this strategy decides on (where a swap begins)."""
+        return now_ts_ms - now_ts_ms % self.interval_ms
+
+    async def decide(self, candle: Candle) -> Decision:
+        """The strategy's decision on one closed candle (after a due swap). Raises ``StrategyFault``."""
+        roll_day(self.context, candle.ts_ms + self.interval_ms)
+        swapping = self.pending is not None and candle.ts_ms >= self.pending.from_ts_ms
+        budget_ms = self._warmup_budget_ms() if swapping else self.budgets.stop_ms
+        started = time.perf_counter()
+        decision = await self._run(self._decide_now, candle, self.context, budget_ms=budget_ms)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        self.history.append(candle)
+        if elapsed_ms > budget_ms:
+            raise StrategyFault(f"a decision took {elapsed_ms:.0f} ms, over the hard budget of {budget_ms:g} ms",
+                                f"on the candle of {candle.ts_ms}")
+        if elapsed_ms > self.budgets.warn_ms and not swapping:
+            log.warning("%s: a decision took %.0f ms (warning budget %g ms)", self.id, elapsed_ms,
+                        self.budgets.warn_ms)
+        if not isinstance(decision, Decision):
+            raise StrategyFault(f"on_candle returned {type(decision).__name__}, not a Decision", "")
+        return decision
+
+    async def _run(self, fn: Callable[..., Any], arg: Any, context: StrategyContext, *, budget_ms: float) -> Any:
+        """``fn(arg, context)``: on the loop for a built-in, else in the strategy's thread on a copy of the context
+        (fills handled on the loop meanwhile must not change what it reads) with the hard budget as a timeout.
+        Any exception of the strategy's code becomes ``StrategyFault``."""
+        try:
+            if self._executor is None:
+                return fn(arg, context)
+            view = copy.deepcopy(context)
+            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, arg, view)
+            result = await asyncio.wait_for(future, budget_ms / 1000.0)
+            context.warming_up = False
+            return result
+        except TimeoutError:
+            self.close()
+            raise StrategyFault(f"the strategy took longer than its hard budget of {budget_ms:g} ms", "") from None
+        except Exception as exc:
+            raise StrategyFault(f"the strategy raised {type(exc).__name__}: {exc}",
+                                "".join(traceback.format_exception(exc))) from None
+
     async def on_candle(self, candle: Candle, publish: Any, closed_at: float | None = None) -> None:
-        """Decide on one closed candle and carry out the intents (caller holds the supervisor's lock)."""
+        """Decide on one closed candle and carry out the intents (caller holds the supervisor's lock). Raises
+        ``StrategyFault`` when the strategy's code fails; nothing was sent then."""
         if not self.active or not self.warm:
             return
+        decision = await self.decide(candle)
+        await self.execute(candle, decision, publish, closed_at)
+
+    async def execute(self, candle: Candle, decision: Decision, publish: Any, closed_at: float | None = None) -> None:
+        """Journal ``decision`` and carry out its intents (caller holds the supervisor's lock)."""
         close_ts = candle.ts_ms + self.interval_ms
-        roll_day(self.context, close_ts)
         # context.position is kept current by on_trade_event (every change of a trade of ours goes through it),
         # so the hot path reads no journal before deciding.
-        decision = self.strategy.on_candle(candle, self.context)
         record = decision.as_dict()
         record["candle"] = {"ts_ms": candle.ts_ms, "open": candle.open, "high": candle.high, "low": candle.low,
                             "close": candle.close, "volume": candle.volume}
+        record["code_version"] = self.code_version
+        record["config_version"] = self.config_version
         action = ",".join(type(i).__name__.lower() for i in decision.intents)
 
         def journal(conn: Any) -> None:
@@ -124,7 +283,8 @@ class StrategyRunner:
                 log.info("%s: a trade is open; ignoring a second entry", self.id)
                 return False
             price = self.last_price or candle.close
-            await self.orders.enter(self.id, self.instrument, intent, close_ts, price, closed_at, journal)
+            await self.orders.enter(self.id, self.instrument, intent, close_ts, price, closed_at, journal,
+                                    versions=(self.name, self.code_version, self.config_version))
             return journal is not None
         trade = self._open_trade()
         if trade is None:

@@ -1,5 +1,9 @@
 """The live loop inside the engine: exchange link, strategy runners, reconciliation, and the operations on them.
 
+Over 600 lines because the live loop's state (exchange link, runners, the one lock) is one object whose methods
+all touch it; what could leave did (RPC in ``engine/api.py``, answers in ``views.py``, code in ``catalog.py``,
+orders in ``order_manager.py``).
+
 Life of the service (crash-only: the same path serves a first start, a restart after SIGKILL and a reconnect):
 1. ``start()`` starts ``_run`` in the background, so the engine's RPC answers even while the exchange is
    unreachable (``engine.status`` then says why).
@@ -25,14 +29,16 @@ from typing import Any
 
 from tradebaas.domain import Candle, ExchangeSnapshot, Fill, Order, StrategyState, Ticker
 from tradebaas.engine.core import reconcile as rc
-from tradebaas.engine.core.labels import new_strategy_id
+from tradebaas.engine.core.labels import new_strategy_id, parse_label
 from tradebaas.engine.core.risk import plan_kill
 from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
 from tradebaas.engine.journal.database import now_ms
 from tradebaas.engine.journal.store import Store, StrategyRow, trade_to_row
 from tradebaas.engine.live import views
+from tradebaas.engine.live.budgets import load_budgets
+from tradebaas.engine.live.catalog import Catalog
 from tradebaas.engine.live.order_manager import OrderManager
-from tradebaas.engine.live.strategy_runner import WARMUP_CANDLES, StrategyRunner
+from tradebaas.engine.live.strategy_runner import StrategyFault, StrategyRunner, Swap
 from tradebaas.engine.process import systemd
 from tradebaas.engine.process.app import EngineContext
 from tradebaas.errors import UserError
@@ -40,7 +46,8 @@ from tradebaas.exchange.deribit.client import DeribitClient
 from tradebaas.exchange.deribit.endpoints import resolve
 from tradebaas.exchange.deribit.errors import DeribitError
 from tradebaas.instruments import DEFAULT_INSTRUMENTS, Instrument
-from tradebaas.strategies.registry import get_strategy
+from tradebaas.strategies.loader import StrategyLoadError
+from tradebaas.strategies.params import validate_config
 
 log = logging.getLogger("tradebaas.engine.live.supervisor")
 
@@ -70,6 +77,9 @@ class Supervisor:
         self._tasks: list[asyncio.Task[Any]] = []
         self._reconcile_wanted: asyncio.Event = asyncio.Event()
         self._subscribed: set[str] = set()
+        self._queues: dict[str, asyncio.Queue[tuple[Candle, float]]] = {}
+        self.catalog = Catalog(engine.home, self.store)
+        self.budgets = load_budgets(engine.home)
         self._ticker_pub: dict[str, float] = {}
 
     # -- service protocol ------------------------------------------------------------------------------------
@@ -149,12 +159,42 @@ class Supervisor:
             log.warning("could not load instruments (%s); using the built-in specifications", exc)
         await self.client.subscribe(USER_CHANNELS)
         async with self.lock:
+            if self.store.is_fresh():
+                await self._claim_orphans()
             await self._reconcile("start")
             for runner in self.runners.values():
                 runner.active = False  # re-warm on the new link (subscriptions and history are per connection)
             await self._resume_all()
         if self.exchange_name == "sim":
             self._tasks.append(asyncio.create_task(self._follow_local_sim(), name="follow-sim"))
+
+    async def _claim_orphans(self) -> None:
+        """No silent fresh start: a journal without any strategy, while the exchange holds orders or positions whose
+        labels say tradebaas made them (``tb:<strategy>:...``), is a journal that was lost or replaced. Every such
+        strategy id becomes an orphan waiting for a person (its positions protected by reconciliation), with the fix
+        in its message; a truly fresh account (nothing of ours there) starts as usual."""
+        assert self.client is not None
+        perpetuals = sorted(name for name in self.instruments if name.endswith("PERPETUAL"))
+        found: dict[str, set[str]] = {}
+        for name in perpetuals:
+            for order in await self.client.get_open_orders(name):
+                if (parsed := parse_label(order.label)) is not None:
+                    found.setdefault(parsed.strategy_id, set()).add(name)
+        day_ago = int(await self.client.call("public/get_time")) - 86_400_000
+        for pos in await self.client.get_positions("any"):
+            if pos.size and pos.instrument in self.instruments:
+                for fill in await self.client.get_user_trades(pos.instrument, day_ago):
+                    if (parsed := parse_label(fill.label)) is not None:
+                        found.setdefault(parsed.strategy_id, set()).add(pos.instrument)
+        path = self.store.journal.path
+        for sid, names in sorted(found.items()):
+            note = (f"the exchange holds tradebaas orders or positions of strategy {sid} ({', '.join(sorted(names))}) "
+                    f"that this journal ({path}) does not know: it is new, empty or was replaced. If you have the "
+                    f"journal this engine used before, stop the engine, put it back at {path} and start again; "
+                    "otherwise its position keeps (or was given) a stop on the exchange: close or manage it there, "
+                    f"then `tradebaas strategy stop {sid}`")
+            self.store.create_orphan(sid, sorted(names)[0], note, now_ms())
+            log.error("orphan strategy %s: %s", sid, note)
 
     async def _follow_local_sim(self) -> None:
         """A local simulator restarted on another port leaves the client retrying a dead URL: follow it."""
@@ -241,13 +281,15 @@ class Supervisor:
     def _journal_view(self, snapshot: ExchangeSnapshot, since: int) -> rc.JournalView:
         return self.store.journal_view(since, (f.trade_id for f in snapshot.fills), self._uses_brackets)
 
-    @staticmethod
-    def _uses_brackets(row: StrategyRow) -> bool:
-        """The strategy's declaration (``uses_brackets``); an unknown strategy is assumed to use them."""
+    def _uses_brackets(self, row: StrategyRow) -> bool:
+        """The strategy's declaration (``uses_brackets``); a strategy whose code cannot be loaded is assumed to
+        use them (it is then protected like any other)."""
+        runner = self.runners.get(row.id)
         try:
-            return bool(getattr(get_strategy(row.name), "uses_brackets", True))
-        except UserError:
+            cls = runner.cls if runner is not None else self.catalog.load(row.name, row.code_version).cls
+        except (UserError, StrategyLoadError):
             return True
+        return bool(getattr(cls, "uses_brackets", True))
 
     async def _reconcile(self, reason: str) -> list[rc.Action]:
         """One reconciliation (caller holds the lock): snapshot, plan, execute, journal what changed."""
@@ -281,12 +323,32 @@ class Supervisor:
 
     # -- strategies ------------------------------------------------------------------------------------------
     def _runner(self, row: StrategyRow) -> StrategyRunner:
+        """The runner of ``row``, built with the class of its code version (``StrategyLoadError``/``UserError``
+        when that code cannot be loaded: the caller puts the strategy in ``error``)."""
         runner = self.runners.get(row.id)
         if runner is None:
             assert self.orders is not None
-            runner = StrategyRunner(row, self.instruments[row.instrument], self.store, self.orders)
+            loaded = self.catalog.load(row.name, row.code_version)
+            if loaded.code_version != row.code_version:
+                # an installed strategy (built-in, entry point) whose code changed since the journal last saw it
+                log.warning("%s: %s's installed code is now version %s (was %s)", row.id, row.name,
+                            loaded.code_version[:12], row.code_version[:12] or "unrecorded")
+                self.store.change_strategy(row.id, code_version=loaded.code_version, config=row.config,
+                                           config_version=row.config_version, apply_to_open=False,
+                                           from_ts_ms=self._forming_candle(row), ts_ms=now_ms())
+                row = self.store.strategy(row.id) or row
+            runner = StrategyRunner(row, self.instruments[row.instrument], self.store, self.orders, loaded.cls,
+                                    warmup_candles=loaded.warmup_candles, threaded=loaded.threaded,
+                                    budgets=self.budgets)
             self.runners[row.id] = runner
+            if runner.threaded:
+                self._tasks.append(asyncio.create_task(self._decide_in_turn(runner), name=f"strategy-{row.id}"))
         return runner
+
+    def _forming_candle(self, row: StrategyRow) -> int:
+        """Start of the candle now forming on ``row``'s instrument, by exchange time: where a change begins."""
+        now = self._exchange_now()
+        return now - now % 60_000
 
     async def _activate(self, strategy_id: str) -> None:
         """Warm up and run a strategy (caller holds the lock; the exchange is connected)."""
@@ -298,15 +360,27 @@ class Supervisor:
             await self._subscribe_market(row.instrument)
             end = int(await self.client.call("public/get_time"))
             candles = await self.client.get_chart_candles(
-                row.instrument, end - (WARMUP_CANDLES + 2) * runner.interval_ms, end, 1
+                row.instrument, end - (runner.warmup_candles + 2) * runner.interval_ms, end, 1
             )
             aligned_now = end - end % runner.interval_ms
-            runner.warm_up([c for c in candles if c.ts_ms < aligned_now])
+            await runner.warm_up([c for c in candles if c.ts_ms < aligned_now])
+        except StrategyFault as fault:
+            await self._fault(strategy_id, fault)
+            return
+        except StrategyLoadError as exc:
+            await self._fault(strategy_id, StrategyFault(f"its code could not be loaded: {exc}", exc.details))
+            return
         except (DeribitError, OSError, UserError, KeyError) as exc:
             await self._set_state(strategy_id, StrategyState.ERROR, f"could not start: {exc}", False)
             return
         runner.active = True
         await self._set_state(strategy_id, StrategyState.RUNNING, "", False)
+
+    async def _fault(self, strategy_id: str, fault: StrategyFault) -> None:
+        """The strategy's own code failed: ``error`` with the traceback, until a person resumes it. Its open
+        position keeps its brackets on the exchange; every other strategy carries on."""
+        log.error("strategy %s stopped on its own error: %s\n%s", strategy_id, fault.reason, fault.details)
+        await self._set_state(strategy_id, StrategyState.ERROR, fault.reason, True, error=fault.details or fault.reason)
 
     async def _subscribe_market(self, instrument: str) -> None:
         assert self.client is not None
@@ -316,9 +390,10 @@ class Supervisor:
             await self.client.subscribe(new)
             self._subscribed.update(new)
 
-    async def _set_state(self, strategy_id: str, state: StrategyState, reason: str, stop_desired: bool) -> None:
+    async def _set_state(self, strategy_id: str, state: StrategyState, reason: str, stop_desired: bool,
+                         error: str | None = None) -> None:
         desired = StrategyState.STOPPED if stop_desired else None
-        self.store.set_strategy_state(strategy_id, state, reason, desired=desired)
+        self.store.set_strategy_state(strategy_id, state, reason, desired=desired, error=error)
         runner = self.runners.get(strategy_id)
         if runner is not None:
             runner.active = state is StrategyState.RUNNING
@@ -368,9 +443,41 @@ class Supervisor:
         async with self.lock:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == instrument and runner.active:
-                    for candle in runner.closed_by_bar(bar):
-                        await runner.on_candle(candle, self.engine.publish, arrived)
-                        self._publish_candle(instrument, candle)
+                    await self._closed(runner, runner.closed_by_bar(bar), arrived)
+
+    async def _closed(self, runner: StrategyRunner, candles: list[Candle], arrived: float) -> None:
+        """Candles ``runner`` just closed (caller holds the lock): a built-in decides now; a strategy with a
+        thread of its own gets them queued, so it never holds the others up."""
+        for candle in candles:
+            if runner.threaded:
+                self._queues.setdefault(runner.id, asyncio.Queue()).put_nowait((candle, arrived))
+            else:
+                try:
+                    await self._brackets_for_swap(runner, candle)
+                    await runner.on_candle(candle, self.engine.publish, arrived)
+                except StrategyFault as fault:
+                    await self._fault(runner.id, fault)
+            self._publish_candle(runner.instrument.name, candle)
+
+    async def _decide_in_turn(self, runner: StrategyRunner) -> None:
+        """A threaded strategy's candles, one at a time and in order: decide without the lock (in its thread),
+        then carry the intents out under it."""
+        queue = self._queues.setdefault(runner.id, asyncio.Queue())
+        while True:
+            candle, arrived = await queue.get()
+            if not runner.active or not runner.warm:
+                continue
+            try:
+                if (swap := runner.due_swap(candle)) is not None and swap.apply_to_open:
+                    async with self.lock:
+                        await self._brackets_for_swap(runner, candle)
+                decision = await runner.decide(candle)
+                async with self.lock:
+                    if runner.active:
+                        await runner.execute(candle, decision, self.engine.publish, arrived)
+            except StrategyFault as fault:
+                async with self.lock:
+                    await self._fault(runner.id, fault)
 
     def _publish_candle(self, instrument: str, candle: Candle) -> None:
         """A closed candle (after the strategies decided on it): for the recorder and for charts."""
@@ -384,9 +491,7 @@ class Supervisor:
         async with self.lock:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == ticker.instrument and runner.active:
-                    for candle in runner.closed_by_time(ticker.ts_ms, ticker.last_price):
-                        await runner.on_candle(candle, self.engine.publish, arrived)
-                        self._publish_candle(ticker.instrument, candle)
+                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, ticker.last_price), arrived)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
             self._ticker_pub[ticker.instrument] = time.monotonic()
@@ -409,12 +514,14 @@ class Supervisor:
         """True while orders can be sent: the exchange link is up and the order manager has the client."""
         return self.client is not None and self.client.connected and self.orders is not None
 
-    async def create_strategy(self, name: str, instrument: str, config: dict[str, Any]) -> str:
-        """Journal a new strategy (``config`` already validated) and start it; it trades from the next closed
-        candle and after every restart. Returns its id."""
+    async def create_strategy(self, name: str, instrument: str, config: dict[str, Any], code_version: str) -> str:
+        """Journal a new strategy (``config`` already validated, ``code_version`` what it runs) and start it; it
+        trades from the next closed candle and after every restart. Returns its id."""
         sid = new_strategy_id(name)
-        self.store.create_strategy(sid, name, instrument, config, now_ms())
-        log.info("strategy %s (%s on %s) created", sid, name, instrument)
+        now = self._exchange_now()
+        self.store.create_strategy(sid, name, instrument, config, now_ms(), code_version=code_version,
+                                   from_ts_ms=now - now % 60_000)
+        log.info("strategy %s (%s %s on %s) created", sid, name, code_version[:12], instrument)
         async with self.lock:
             if self.connected:
                 await self._activate(sid)
@@ -479,6 +586,57 @@ class Supervisor:
             "cancelled": sum(isinstance(a, rc.CancelOrder) for a in actions),
             "flattened": [a.trade_id for a in actions if isinstance(a, rc.ClosePosition)],
         }
+
+    async def change_strategy(self, strategy_id: str, *, code_version: str | None = None,
+                              changes: dict[str, Any] | None = None, apply_to_open: bool = False) -> None:
+        """A new code version (``upgrade``) or config version (``set``) from the strategy's next candle on: its
+        position, brackets, counters and cooldowns stay; with ``apply_to_open`` the open position's brackets follow
+        the new config (edited on the exchange when that candle comes). Journaled as a new segment first, so a
+        restart resumes with it. Raises ``UserError`` (bad version, config) before anything changes."""
+        row = self.store.strategy(strategy_id)
+        if row is None:
+            raise UserError(f"no strategy {strategy_id!r}")
+        loaded = self.catalog.load(row.name, code_version or row.code_version)
+        config = validate_config(loaded.cls, {**row.config, **(changes or {})})
+        if config.get("instrument", row.instrument) != row.instrument and "instrument" in row.config:
+            raise UserError(f"a running strategy keeps its instrument ({row.instrument}); start another strategy "
+                            "for another instrument")
+        config_version = row.config_version + (1 if changes else 0)
+        async with self.lock:
+            runner = self.runners.get(strategy_id)
+            now = self._exchange_now()
+            from_ts = runner.forming_candle_start(now) if runner else now - now % 60_000
+            self.store.change_strategy(strategy_id, code_version=loaded.code_version, config=config,
+                                       config_version=config_version, apply_to_open=apply_to_open,
+                                       from_ts_ms=from_ts, ts_ms=now_ms())
+            if runner is not None:
+                runner.request_swap(Swap(loaded.cls, config, loaded.code_version, config_version, from_ts,
+                                         apply_to_open))
+                runner.extend_history(loaded.warmup_candles)
+            log.info("strategy %s: code %s, config version %d from the candle of %d%s", strategy_id,
+                     loaded.code_version[:12], config_version, from_ts, " (applied to the open position)"
+                     if apply_to_open else "")
+            self._publish_strategy(strategy_id)
+
+    async def _brackets_for_swap(self, runner: StrategyRunner, candle: Candle) -> None:
+        """A swap with ``apply_to_open`` due on ``candle`` (caller holds the lock): before the new version decides,
+        the open position's brackets are re-placed from its entry price with the new config's distances (the keys
+        the class names in ``bracket_params``), as the backtest does (``backtest.backtester.Swap``)."""
+        swap = runner.due_swap(candle)
+        trade = runner.open_trade() if swap is not None and swap.apply_to_open else None
+        if swap is None or trade is None:
+            return
+        if self.orders is None or not self.connected:
+            log.warning("%s: brackets of %s not changed: the exchange is not connected", trade.strategy_id,
+                        trade.trade_id)
+            return
+        keys = tuple(getattr(swap.cls, "bracket_params", ()) or ())
+        if len(keys) != 2:
+            log.warning("%s: its strategy names no bracket parameters; the open position keeps its brackets",
+                        trade.strategy_id)
+            return
+        sl_pct, tp_pct = (float(swap.config[k]) if swap.config.get(k) is not None else None for k in keys)
+        await self.orders.change_brackets(trade, sl_pct, tp_pct)
 
     async def reconcile_now(self) -> list[rc.Action]:
         """One reconciliation on request (one also runs on every start and reconnect)."""

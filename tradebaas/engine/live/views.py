@@ -13,9 +13,10 @@ from typing import Any
 from tradebaas.domain import StrategyState, Ticker
 from tradebaas.engine.core.tradebook import Trade
 from tradebaas.engine.journal.database import now_ms
-from tradebaas.engine.journal.store import Store, position_view
+from tradebaas.engine.journal.store import ORPHAN, Store, position_view
 from tradebaas.fillmodel import floating_pnl
 from tradebaas.instruments import Instrument
+from tradebaas.strategies.registry import available as builtin_names
 
 
 def position_row(trade: Trade, instruments: Mapping[str, Instrument], tickers: Mapping[str, Ticker]) -> dict[str, Any] | None:
@@ -46,7 +47,12 @@ def strategy_info(store: Store, strategy_id: str, instruments: Mapping[str, Inst
     position = position_row(open_trade, instruments, tickers) if open_trade else None
     inst = instruments.get(row.instrument)
     started = row.started_ts_ms if row.state is StrategyState.RUNNING else None
+    stored = store.version(row.code_version) if row.code_version else None
     return {
+        "version": row.code_version, "config_version": row.config_version,
+        "source": stored.source_kind if stored else (
+            "builtin" if row.name in builtin_names() else ORPHAN if row.name == ORPHAN else "entry_point"),
+        "error": row.error,
         "id": row.id, "name": row.name, "instrument": row.instrument, "state": row.state.value,
         "desired_state": row.desired_state.value, "state_reason": row.state_reason, "config": row.config,
         "created_ts_ms": row.created_ts_ms, "started_ts_ms": row.started_ts_ms,

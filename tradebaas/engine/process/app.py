@@ -40,6 +40,8 @@ class EngineContext(Protocol):
 
     home: Home
     journal: Journal
+    #: The read-only RPC token (for the clients the engine starts: report notebooks).
+    readonly_token: str
     #: The ``exchange`` part of ``engine.status``; the live loop replaces it with its own.
     exchange_status: Callable[[], dict[str, Any]]
 
@@ -74,9 +76,11 @@ class Engine:
         self.journal = journal
         self.exchange = exchange
         self.token = token or secrets.token_urlsafe(32)
+        self.readonly_token = secrets.token_urlsafe(32)
         REDACT.add_secret(self.token)
+        REDACT.add_secret(self.readonly_token)
         self.registry = Registry()
-        self.server = RpcServer(self.registry, self.token, port=port)
+        self.server = RpcServer(self.registry, self.token, port=port, readonly_token=self.readonly_token)
         self.services: list[Service] = []
         self._listeners: list[Listener] = []
         self.started_ts_ms = 0

@@ -157,7 +157,7 @@ def run_foreground(home: Home, exchange: str | None = None, *, detached_child: b
             write_connection_file(
                 home,
                 ConnectionInfo(pid=os.getpid(), port=eng.server.port, token=eng.token, version=__version__,
-                               started_ts_ms=eng.started_ts_ms),
+                               started_ts_ms=eng.started_ts_ms, readonly_token=eng.readonly_token),
             )
 
         try:

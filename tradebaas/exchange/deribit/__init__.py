@@ -1,5 +1,6 @@
 """Deribit JSON-RPC over WebSocket: a pure protocol core (``protocol``), the asyncio connection (``client``),
-JSON <-> domain conversion (``convert``), ``--exchange`` resolution (``endpoints``) and errors (``errors``)."""
+JSON <-> domain conversion (``convert``), ``--exchange`` resolution (``endpoints``), errors (``errors``) and the
+one table of Deribit's error codes (``codes``, shared with the simulator)."""
 
 from tradebaas.exchange.deribit.client import ClientStatus, ConnState, DeribitClient
 from tradebaas.exchange.deribit.endpoints import Endpoint, resolve

@@ -1,5 +1,9 @@
 """Async Deribit client: one WebSocket connection kept alive, around the pure ``DeribitProtocol``.
 
+Over 600 lines because the connection's whole life (connect, authenticate, heartbeats, token refresh,
+timeouts, reconnect and resubscribe, rate-limit back-off) is one state machine around one socket; the typed calls
+are thin wrappers on ``call``, and the message rules (``protocol.py``) and JSON conversion (``convert.py``) are apart.
+
 This module owns everything with a socket, a clock or a task: connecting, authenticating, answering heartbeats,
 refreshing the token, timing requests out, reconnecting, resubscribing and backing off. All message rules live in
 ``protocol.py`` (tested without a network); JSON <-> domain conversion lives in ``convert.py``.
@@ -38,11 +42,11 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+import tradebaas.exchange.deribit.codes as codes
 from tradebaas.domain import Candle, Fill, Order, OrderType, PositionSnapshot, Ticker
 from tradebaas.exchange.deribit import convert
 from tradebaas.exchange.deribit.errors import (
     AUTH_ERROR_CODES,
-    METHOD_NOT_FOUND,
     AuthenticationError,
     ClientClosed,
     ConnectionLost,
@@ -649,13 +653,13 @@ class DeribitClient:
         try:
             return Instrument.from_deribit(await self.call("public/get_instrument", {"instrument_name": name}))
         except DeribitApiError as exc:
-            if exc.code != METHOD_NOT_FOUND:
+            if exc.code != codes.METHOD_NOT_FOUND:
                 raise
         for inst in await self.get_instruments("any"):
             if inst.name == name:
                 return inst
-        raise DeribitApiError(10020, "invalid_or_unsupported_instrument", {"instrument_name": name},
-                              "public/get_instruments")
+        code = codes.INVALID_OR_UNSUPPORTED_INSTRUMENT
+        raise DeribitApiError(code, codes.message(code), {"instrument_name": name}, "public/get_instruments")
 
     async def ticker(self, instrument: str) -> Ticker:
         return convert.ticker_from_deribit(await self.call("public/ticker", {"instrument_name": instrument}))

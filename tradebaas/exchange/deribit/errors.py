@@ -13,21 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-# Classic Deribit error codes the client reacts to (the full list: shared/reference/deribit-api.md §5).
-AUTHORIZATION_REQUIRED = 10000
-ORDER_NOT_FOUND = 10004
-ALREADY_CLOSED = 10010
-TOO_MANY_REQUESTS = 10028
-INVALID_CREDENTIALS = 13004
-UNAUTHORIZED = 13009
-FORBIDDEN = 13021
-METHOD_NOT_FOUND = -32601
+import tradebaas.exchange.deribit.codes as codes
 
-AUTH_ERROR_CODES = frozenset({AUTHORIZATION_REQUIRED, INVALID_CREDENTIALS, UNAUTHORIZED, FORBIDDEN})
+#: Codes that mean "these credentials (or this session) are refused": the client logs in again once, then raises
+#: ``AuthenticationError``.
+AUTH_ERROR_CODES = frozenset({codes.AUTHORIZATION_REQUIRED, codes.INVALID_CREDENTIALS, codes.UNAUTHORIZED,
+                              codes.FORBIDDEN})
 
 
 class DeribitError(Exception):
-    """Base class of every error the Deribit client raises."""
+    """Base class of every error the Deribit client raises (the simulator's refusals are ``SimRefusal``)."""
 
 
 class DeribitApiError(DeribitError):
@@ -81,7 +76,7 @@ class ClientClosed(DeribitError):
 
 def api_error(code: int, message: str, data: Any = None, method: str | None = None) -> DeribitApiError:
     """The most specific ``DeribitApiError`` subclass for an error code."""
-    if code == TOO_MANY_REQUESTS:
+    if code == codes.TOO_MANY_REQUESTS:
         return TooManyRequests(code, message, data, method)
     if code in AUTH_ERROR_CODES:
         return AuthenticationError(code, message, data, method)

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tradebaas.exchange.sim.errors import DeribitError
+from tradebaas.exchange.deribit import codes
+from tradebaas.exchange.sim.errors import SimRefusal, invalid_params
 
 TOKEN_TTL_S = 900
 SIGNATURE_WINDOW_MS = 5 * 60_000  # accepted distance of a signature's timestamp from real time
@@ -60,7 +61,7 @@ def parse_hmac_header(value: str) -> dict[str, str]:
     """``deri-hmac-sha256 id=..,ts=..,sig=..,nonce=..`` -> its fields."""
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "deri-hmac-sha256":
-        raise DeribitError(13009, "unauthorized", {"reason": "unknown authorization scheme"})
+        raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "unknown authorization scheme"})
     out: dict[str, str] = {}
     for part in rest.split(","):
         k, _, v = part.strip().partition("=")
@@ -81,7 +82,7 @@ class AuthStore:
     def _secret(self, client_id: object) -> Account:
         acc = self.by_client.get(str(client_id))
         if acc is None:
-            raise DeribitError(13004, "invalid_credentials")
+            raise SimRefusal(codes.INVALID_CREDENTIALS)
         return acc
 
     def login(self, params: dict[str, object], now_wall_ms: int | None = None) -> tuple[str, dict[str, object]]:
@@ -92,28 +93,27 @@ class AuthStore:
         if grant == "client_credentials":
             acc = self._secret(params.get("client_id"))
             if not hmac.compare_digest(str(params.get("client_secret", "")), acc.client_secret):
-                raise DeribitError(13004, "invalid_credentials")
+                raise SimRefusal(codes.INVALID_CREDENTIALS)
             account_id = acc.account_id
         elif grant == "client_signature":
             acc = self._secret(params.get("client_id"))
             ts = params.get("timestamp")
             sig = str(params.get("signature", ""))
             if ts is None or not sig:
-                raise DeribitError(-32602, "Invalid params", {"reason": "timestamp and signature required",
-                                                             "param": "signature"})
+                raise invalid_params("signature", "timestamp and signature required")
             if abs(int(ts) - now_wall_ms) > SIGNATURE_WINDOW_MS:  # type: ignore[call-overload]
-                raise DeribitError(13009, "unauthorized", {"reason": "timestamp out of window"})
+                raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "timestamp out of window"})
             want = client_signature(acc.client_secret, str(ts), str(params.get("nonce", "")), str(params.get("data", "")))
             if not hmac.compare_digest(want, sig.lower()):
-                raise DeribitError(13009, "unauthorized", {"reason": "invalid signature"})
+                raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "invalid signature"})
             account_id = acc.account_id
         elif grant == "refresh_token":
             old = self.refresh.pop(str(params.get("refresh_token", "")), None)
             if old is None or old.expires_s < now_wall_ms / 1000:
-                raise DeribitError(13009, "unauthorized", {"reason": "invalid refresh token"})
+                raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "invalid refresh token"})
             account_id, scope = old.account_id, old.scope
         else:
-            raise DeribitError(-32602, "Invalid params", {"reason": "unsupported grant_type", "param": "grant_type"})
+            raise invalid_params("grant_type", "unsupported grant_type")
         access = f"{now_wall_ms}.{secrets.token_urlsafe(24)}"
         refresh = f"{now_wall_ms}.{secrets.token_urlsafe(24)}"
         now_s = now_wall_ms / 1000
@@ -129,7 +129,7 @@ class AuthStore:
         s = self.access.get(token)
         now = time.time() if now_wall_s is None else now_wall_s
         if s is None or s.expires_s < now:
-            raise DeribitError(13009, "unauthorized", {"reason": "invalid or expired token"})
+            raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "invalid or expired token"})
         return s.account_id
 
     def account_for_http(self, header: str, method: str, uri: str, body: str,
@@ -141,16 +141,16 @@ class AuthStore:
         f = parse_hmac_header(header)
         acc = self.by_client.get(f.get("id", ""))
         if acc is None:
-            raise DeribitError(13009, "unauthorized", {"reason": "unknown client id"})
+            raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "unknown client id"})
         try:
             ts = int(f.get("ts", ""))
         except ValueError:
-            raise DeribitError(13009, "unauthorized", {"reason": "bad ts"}) from None
+            raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "bad ts"}) from None
         if abs(ts - now_wall_ms) > SIGNATURE_WINDOW_MS:
-            raise DeribitError(13009, "unauthorized", {"reason": "timestamp out of window"})
+            raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "timestamp out of window"})
         want = http_signature(acc.client_secret, f["ts"], f.get("nonce", ""), method, uri, body)
         if not hmac.compare_digest(want, f.get("sig", "").lower()):
-            raise DeribitError(13009, "unauthorized", {"reason": "invalid signature"})
+            raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "invalid signature"})
         return acc.account_id
 
     def logout(self, token: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tradebaas.exchange.deribit import codes
+
 
 @dataclass(slots=True)
 class ErrorRule:
@@ -79,8 +81,9 @@ class Faults:
             if not isinstance(methods, list) or not methods:
                 raise ValueError("methods must be a list of method names (or '*')")
             count = params.get("count")
+            code = params.get("code", codes.INTERNAL_SERVER_ERROR)
             self.errors.append(ErrorRule(
-                frozenset(str(m) for m in methods), int(params.get("code", 11094)),  # type: ignore[call-overload]
+                frozenset(str(m) for m in methods), int(code),  # type: ignore[call-overload]
                 str(params.get("message", "injected_fault")),
                 None if count in (None, "", 0) else int(count)))  # type: ignore[call-overload]
         else:

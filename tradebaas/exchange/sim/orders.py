@@ -21,6 +21,8 @@ FILL_CONDITIONS = frozenset({"first_hit", "complete_fill", "incremental"})
 
 #: Rounding of amounts and money: well below any step Deribit uses, well above float noise.
 AMOUNT_DECIMALS = 10
+#: Tolerance of amount and money comparisons (a remainder below it is nothing).
+EPS = 1e-9
 
 
 def q(value: float) -> float:

@@ -1,0 +1,251 @@
+"""Your own strategy, from source text to the live engine, with real processes (issue 11).
+
+A strategy written here (as a user writes one in a notebook cell) is deployed over RPC, vetted by the engine,
+trades on the simulator, and survives SIGKILL with the same version read back from TRADEBAAS_HOME; an upgrade keeps
+the open position and its stop; a raising strategy goes to ``error`` while another keeps trading; a parameter change
+is journaled and on the next trades; a plug-in file and an installed entry point both appear and run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.conftest import EngineProc, SimProc
+from tests.integration.test_live_loop import orders_by_label, trades_of
+from tradebaas.home import Home
+from tradebaas.rpc.client import EngineClient
+from tradebaas.rpc.protocol import RpcError
+from tradebaas.strategies.loader import source_version
+
+pytestmark = pytest.mark.integration
+
+#: A deterministic strategy: on every candle whose minute is a multiple of ``every`` it enters (long on even
+#: blocks, short on odd ones) with wide brackets, and leaves ``hold`` minutes later. Its decisions depend only on
+#: the candle's time, so it needs no warm-up and a backtest of the same candles makes the same trades.
+METRONOME = textwrap.dedent('''
+    from tradebaas.domain import Direction
+    from tradebaas.strategies.base import BaseStrategy, Decision, Enter, Exit, Param
+
+
+    class Metronome(BaseStrategy):
+        """Enters every `every` minutes and leaves `hold` minutes later (a test strategy)."""
+
+        name = "metronome"
+        params = (
+            Param("every", int, 3, 1, 60, "enter on minutes that are a multiple of this"),
+            Param("hold", int, 2, 1, 60, "minutes to hold a position"),
+            Param("tradeSize", float, 100.0, 1.0, 1e6, "USD notional per trade"),
+            Param("stopLossPercent", float, 5.0, 0.01, 50.0, "stop-loss distance, percent"),
+            Param("takeProfitPercent", float, 5.0, 0.01, 50.0, "take-profit distance, percent"),
+        )
+        bracket_params = ("stopLossPercent", "takeProfitPercent")
+
+        def on_candle(self, candle, context):
+            minute = candle.ts_ms // 60_000
+            if context.warming_up:
+                return Decision(candle.ts_ms, "none", {}, {}, ("warming up",), (), "warming up")
+            pos = context.position
+            if pos is not None:
+                if minute - pos.opened_ts_ms // 60_000 >= self.config["hold"]:
+                    return Decision(candle.ts_ms, "none", {}, {}, ("held long enough",), (Exit("hold"),))
+                return Decision(candle.ts_ms, "none", {}, {}, ("holding",), (), "position open")
+            if minute % self.config["every"]:
+                return Decision(candle.ts_ms, "none", {"minute": minute}, {}, ("not my minute",))
+            side = Direction.LONG if (minute // self.config["every"]) % 2 == 0 else Direction.SHORT
+            intent = Enter(side, self.config["tradeSize"], self.config["stopLossPercent"],
+                           self.config["takeProfitPercent"], "metronome")
+            return Decision(candle.ts_ms, side.value, {"minute": minute}, {}, ("my minute",), (intent,))
+''')
+
+#: Raises once the file its config names exists: vetting (default config) passes, then the test lights the fuse.
+FRAGILE = textwrap.dedent('''
+    import os
+
+    from tradebaas.strategies.base import BaseStrategy, Decision, Param
+
+
+    class Fragile(BaseStrategy):
+        name = "fragile"
+        params = (Param("fuse", str, "none", help="a file whose existence breaks the strategy"),)
+
+        def on_candle(self, candle, context):
+            if not context.warming_up and os.path.exists(self.config["fuse"]):
+                raise ZeroDivisionError("the strategy's own bug")
+            return Decision(candle.ts_ms, "none", {}, {}, ())
+''')
+
+
+def deploy(c: EngineClient, source: str, name: str | None = None) -> dict[str, Any]:
+    return dict(c.call("strategy.deploy", source=source, name=name, timeout=300))
+
+
+def start(c: EngineClient, name: str, config: dict[str, Any] | None = None, **kw: Any) -> str:
+    info = c.call("strategy.start", name=name, config=config or {}, **kw)
+    assert info["state"] == "running", info
+    return str(info["id"])
+
+
+def closed_trades(c: EngineClient, sid: str) -> list[dict[str, Any]]:
+    return [t for t in trades_of(c, sid) if t["state"] == "closed"]
+
+
+def test_a_deployed_strategy_trades_and_survives_sigkill_with_the_same_version(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    answer = deploy(c, METRONOME)
+    version = source_version(METRONOME)
+    assert answer["name"] == "metronome" and answer["version"] == version and answer["vetting"]["ok"]
+    stored = tb_home.root / "strategies" / "versions" / f"{version}.py"
+    assert stored.read_text() == METRONOME
+    listed = {e["name"]: e for e in c.call("strategy.available")}
+    assert listed["metronome"]["source"] == "deployed" and listed["metronome"]["version"] == version
+    sid = start(c, "metronome", {"every": 2, "hold": 1})
+    wait_for(lambda: len(closed_trades(c, sid)) >= 2, timeout=120, what="two metronome trades")
+    first = closed_trades(c, sid)[0]
+    assert (first["strategy_name"], first["code_version"], first["config_version"]) == ("metronome", version, 1)
+
+    eng.kill()
+    eng2 = engine_proc(exchange="sim")  # no client deploys anything: the version comes from TRADEBAAS_HOME
+    c2 = eng2.client()
+    wait_for(lambda: c2.call("strategy.get", id=sid)["state"] == "running", timeout=60, what="resumed after kill")
+    count = len(closed_trades(c2, sid))
+    wait_for(lambda: len(closed_trades(c2, sid)) > count, timeout=120, what="a trade after the restart")
+    info = c2.call("strategy.get", id=sid)
+    assert info["version"] == version and info["last_decision"]["code_version"] == version
+
+
+def test_an_upgrade_keeps_the_open_position_and_its_stop(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim = sim_proc(speed=60)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    v1 = deploy(c, METRONOME)["version"]
+    v2_source = METRONOME.replace("(a test strategy)", "(a test strategy, version 2)")
+    v2 = deploy(c, v2_source)["version"]
+    assert v1 != v2
+    sid = start(c, "metronome", {"every": 1, "hold": 30}, version=v1)
+    trade = wait_for(lambda: next((t for t in trades_of(c, sid) if t["state"] == "open"
+                                   and t["stop_price"] is not None), None), timeout=120, what="an open position")
+    stop = orders_by_label(sim)[f"tb:{sid}:{trade['trade_id']}:sl"]
+    info = c.call("strategy.upgrade", id=sid, version=v2[:10])
+    assert info["version"] == v2
+    wait_for(lambda: (d := c.call("strategy.get", id=sid)["last_decision"]) and d["code_version"] == v2,
+             timeout=60, what="a decision of version 2")
+    still = next(t for t in trades_of(c, sid) if t["trade_id"] == trade["trade_id"])
+    assert still["state"] == "open"
+    assert orders_by_label(sim)[f"tb:{sid}:{trade['trade_id']}:sl"]["order_id"] == stop["order_id"]
+    with pytest.raises(RpcError, match="not of 'metronome'|no stored version"):
+        c.call("strategy.upgrade", id=sid, version="0000000")
+
+
+def test_a_raising_strategy_goes_to_error_while_another_keeps_trading(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    deploy(c, METRONOME)
+    deploy(c, FRAGILE)
+    steady = start(c, "metronome", {"every": 2, "hold": 1}, instrument="BTC-PERPETUAL")
+    fuse = tb_home.root / "fuse"
+    fragile = start(c, "fragile", {"fuse": str(fuse)})
+    wait_for(lambda: c.call("strategy.get", id=fragile)["decisions"] >= 1, timeout=60, what="a fragile decision")
+    fuse.write_text("lit")
+    info = wait_for(lambda: (i := c.call("strategy.get", id=fragile))["state"] == "error" and i, timeout=120,
+                    what="the fragile strategy in error")
+    assert "ZeroDivisionError" in info["state_reason"] and "the strategy's own bug" in info["error"]
+    assert "Traceback" in info["error"]
+    count = len(closed_trades(c, steady))
+    wait_for(lambda: len(closed_trades(c, steady)) > count, timeout=120, what="the other strategy trading on")
+    assert c.call("strategy.get", id=steady)["state"] == "running"
+    events = c.call("journal.events", kinds=["strategy.state"], strategy=fragile)
+    assert any("Traceback" in (e["payload"].get("error") or "") for e in events)
+
+
+def test_a_parameter_change_is_a_new_config_version_on_the_next_trades(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    deploy(c, METRONOME)
+    sid = start(c, "metronome", {"every": 2, "hold": 1})
+    wait_for(lambda: closed_trades(c, sid), timeout=120, what="a first trade")
+    with pytest.raises(RpcError, match="hold"):
+        c.call("strategy.set", id=sid, config={"hold": 0})  # validated like a start: nothing changes
+    assert c.call("strategy.get", id=sid)["config_version"] == 1
+    info = c.call("strategy.set", id=sid, config={"hold": 2, "tradeSize": 200})
+    assert info["config_version"] == 2 and info["config"]["hold"] == 2
+    changed = c.call("journal.events", kinds=["strategy.changed"], strategy=sid)
+    assert changed[-1]["payload"]["config"]["tradeSize"] == 200 and changed[-1]["payload"]["config_version"] == 2
+    later = wait_for(lambda: [t for t in closed_trades(c, sid) if t["config_version"] == 2], timeout=120,
+                     what="a trade under config version 2")
+    assert later[0]["amount"] > closed_trades(c, sid)[0]["amount"]  # the bigger size took effect
+
+
+PLUGIN_FILE = METRONOME.replace('name = "metronome"', 'name = "filebeat"').replace("class Metronome", "class Filebeat")
+BROKEN_FILE = "import a_module_nobody_installed\n"
+
+
+def install_entry_point_package(tmp: Path) -> Path:
+    """A tiny package declaring ``tradebaas.strategies`` = ``pkgbeat`` -> ``tb_pkgbeat:Pkgbeat``, installed with
+    pip into its own target directory (the engine gets it on PYTHONPATH)."""
+    src = tmp / "tb-pkgbeat"
+    (src / "tb_pkgbeat").mkdir(parents=True)
+    (src / "tb_pkgbeat" / "__init__.py").write_text(
+        METRONOME.replace('name = "metronome"', 'name = "pkgbeat"').replace("class Metronome", "class Pkgbeat"))
+    (src / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools>=68"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "tb-pkgbeat"
+        version = "0.1.0"
+        [project.entry-points."tradebaas.strategies"]
+        pkgbeat = "tb_pkgbeat:Pkgbeat"
+        [tool.setuptools]
+        packages = ["tb_pkgbeat"]
+    '''))
+    target = tmp / "site"
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                             "--target", str(target), str(src)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return target
+
+
+def test_plugins_from_the_home_folder_and_an_installed_entry_point_appear_and_run(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    site = install_entry_point_package(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{__import__('os').environ.get('PYTHONPATH', '')}".rstrip(":"))
+    (tb_home.root / "strategies").mkdir(parents=True, exist_ok=True)
+    (tb_home.root / "strategies" / "filebeat.py").write_text(PLUGIN_FILE)
+    (tb_home.root / "strategies" / "broken.py").write_text(BROKEN_FILE)
+    sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    listed = {e["name"]: e for e in c.call("strategy.available")}
+    assert listed["filebeat"]["source"] == "file" and listed["filebeat"]["error"] is None
+    assert listed["pkgbeat"]["source"] == "entry_point" and listed["pkgbeat"]["origin"] == "tb_pkgbeat:Pkgbeat"
+    assert "a_module_nobody_installed" in listed["broken"]["error"]  # listed with its error, the engine runs on
+    assert {p["name"] for p in listed["pkgbeat"]["params"]} >= {"every", "hold"}
+    by_file = start(c, "filebeat", {"every": 2, "hold": 1})
+    by_package = start(c, "pkgbeat", {"every": 2, "hold": 1}, instrument="BTC-PERPETUAL")
+    wait_for(lambda: closed_trades(c, by_file) and closed_trades(c, by_package), timeout=150,
+             what="trades of both plug-ins")
+    assert c.call("strategy.get", id=by_file)["source"] == "file"
+    with pytest.raises(RpcError, match="broken"):
+        c.call("strategy.start", name="broken")
