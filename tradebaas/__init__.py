@@ -2,7 +2,8 @@
 
 The public Python API (see INTERFACE in the docs): ``connect``, ``ControlPanel``, ``backtest``, ``sweep``,
 ``stats``, ``compare`` (live vs backtest). Heavy modules are imported lazily so that ``import tradebaas`` stays cheap
-in the engine and in kernels.
+in the engine and in kernels. ``%load_ext tradebaas`` registers the ``%%tradebaas_strategy`` cell magic
+(docs/notebooks.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ _LAZY = {
     "stats": ("tradebaas.analytics.stats", "stats"),
     "compare": ("tradebaas.analytics.compare", "compare"),
 }
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext tradebaas``: register the ``%%tradebaas_strategy`` cell magic (``tb.connect()`` and
+    ``tb.ControlPanel`` also do it when they run inside IPython)."""
+    from tradebaas.notebook.magic import load_ipython_extension as load
+
+    load(ipython)
 
 
 def __getattr__(name: str) -> Any:

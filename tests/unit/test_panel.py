@@ -47,13 +47,14 @@ def test_construction_does_not_wait_for_the_engine() -> None:
 
 def test_first_snapshot_fills_every_section(panel: ControlPanel, eng: FakeEngine) -> None:
     assert set(GLOBAL_CHANNELS) | {"strategy.razor-1"} <= set(eng.subscribers)
-    wait_for(lambda: "razor-1" in panel.strategy_rows.children[0].children[1].value if panel.strategy_rows.children
-             else False, what="strategy row")
+    wait_for(lambda: "razor-1" in panel.row("razor-1").html.value if "razor-1" in panel._rows else False,
+             what="strategy row")
+    assert panel.strategy_rows.children[0] is panel.row("razor-1").box
     assert "tb-connection-connected" in panel.status_html.value
     assert "ema_fast" in panel.decision_html.value
     assert "t1" in panel.trades_html.value
     assert "<svg" in panel.equity_html.value
-    stop = panel.strategy_rows.children[0].children[0]
+    stop = panel.row("razor-1").stop
     assert stop.description == "Stop" and not stop.disabled
 
 
@@ -137,11 +138,12 @@ def test_the_engines_invalid_params_message_is_shown(panel: ControlPanel, eng: F
 
 def test_stop_button_stops_that_strategy(panel: ControlPanel, eng: FakeEngine) -> None:
     wait_for(lambda: panel.strategy_rows.children, what="row")
-    panel.strategy_rows.children[0].children[0].click()
+    panel.row("razor-1").stop.click()
     wait_for(lambda: eng.called("strategy.stop"), what="strategy.stop")
     assert eng.called("strategy.stop")[0] == {"id": "razor-1", "flatten": False}
-    wait_for(lambda: "tb-state-stopped" in panel.strategy_rows.children[0].children[1].value, what="stopped row")
-    wait_for(lambda: panel.strategy_rows.children[0].children[0].disabled, what="disabled Stop")
+    wait_for(lambda: "tb-state-stopped" in panel.row("razor-1").html.value, what="stopped row")
+    wait_for(lambda: panel.row("razor-1").stop.disabled, what="disabled Stop")
+    assert panel.row("razor-1").edit.disabled  # a stopped strategy has no live parameters to change
 
 
 def test_kill_needs_confirmation(panel: ControlPanel, eng: FakeEngine) -> None:

@@ -3,22 +3,28 @@ docs/rpc.md from a dict and pushes events from another thread, as the real clien
 
 What the fake answers is built from the real parts, so a test can only pass against what the engine really sends:
 ``strategy.available`` comes from the registered strategies through ``params_list`` (the engine's function),
-after a JSON round trip; ``strategy.start`` validates the config with ``validate_config`` as the engine does; and
-an error reaches the caller as the sync client raises it: the server's error frame, parsed by the client into
-``tradebaas.rpc.protocol.RpcError``. A dead engine raises the client's ``EngineNotRunning``.
+after a JSON round trip, with their source, code version and error (issue 11's shape); ``strategy.start`` and
+``strategy.set`` validate the config with ``validate_config`` as the engine does (``set`` bumps the config
+version); ``strategy.deploy`` loads the source with the engine's ``loader.load_class`` (refusing with its message
+and traceback); and an error reaches the caller as the sync client raises it: the server's error frame, parsed by
+the client into ``tradebaas.rpc.protocol.RpcError``. A dead engine raises the client's ``EngineNotRunning``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from tradebaas.errors import EngineNotRunning, UserError
+from tradebaas.rpc.facade import EngineFacade
 from tradebaas.rpc.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError, encode, error_response
 from tradebaas.rpc.session import answer_result
+from tradebaas.strategies.loader import StrategyApiError, StrategyLoadError, load_class, source_version
 from tradebaas.strategies.params import params_list, schema, validate_config
 from tradebaas.strategies.registry import available, get_strategy
 
@@ -38,22 +44,47 @@ def received_error(exc: RpcError) -> RpcError:
     raise AssertionError("the client returned a result for an error answer")
 
 
+def builtin_version(name: str) -> str:
+    """A built-in's code version: sha256 of its module's source (the contract's rule)."""
+    return source_version(inspect.getsource(sys.modules[get_strategy(name).__module__]))
+
+
+def available_entry(cls: type, source: str, version: str, origin: str,
+                    versions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"name": cls.name, "description": schema(cls)["description"],  # type: ignore[attr-defined]
+            "params": params_list(cls), "source": source, "version": version, "origin": origin, "error": None,
+            "versions": versions or []}
+
+
 def available_answer() -> list[dict[str, Any]]:
-    """``strategy.available`` as the engine answers it (``Supervisor.rpc_available``'s shape)."""
-    return over_the_wire([{"name": name, "description": schema(get_strategy(name))["description"],
-                           "params": params_list(get_strategy(name))} for name in available()])
+    """``strategy.available`` as the engine answers it: every built-in with its source and code version."""
+    return over_the_wire([available_entry(get_strategy(name), "builtin", builtin_version(name),
+                                          f"{get_strategy(name).__module__}:{get_strategy(name).__name__}")
+                          for name in available()])
+
+
+BROKEN_TRACEBACK = ('Traceback (most recent call last):\n  File "/home/u/strategies/broken.py", line 3, in <module>\n'
+                    "    import nothing_here\nModuleNotFoundError: No module named 'nothing_here'\n")
+
+
+def broken_file_entry(stem: str = "broken") -> dict[str, Any]:
+    """How ``strategy.available`` lists a file in ``TRADEBAAS_HOME/strategies/`` that fails to import."""
+    return {"name": stem, "description": "", "params": [], "source": "file", "version": "ab" * 32,
+            "origin": f"/home/u/strategies/{stem}.py", "error": BROKEN_TRACEBACK, "versions": []}
 
 
 RAZOR_PARAMS: list[dict[str, Any]] = over_the_wire(params_list(get_strategy("razor")))
+RAZOR_VERSION = builtin_version("razor")
 
 
 def strategy_row(sid: str = "razor-1", state: str = "running", **extra: Any) -> dict[str, Any]:
     row = {
         "id": sid, "name": "razor", "instrument": "BTC_USDC-PERPETUAL", "state": state, "desired_state": state,
-        "state_reason": "", "config": {}, "created_ts_ms": 1_700_000_000_000, "started_ts_ms": 1_700_000_000_000,
+        "state_reason": "", "config": validate_config(get_strategy("razor"), {}),
+        "created_ts_ms": 1_700_000_000_000, "started_ts_ms": 1_700_000_000_000,
         "uptime_s": 65, "trades": 2,
         "pnl": {"realized": 1.5, "fees": 0.1, "net": 1.4, "floating": -0.25, "currency": "USDC"},
-        "position": None,
+        "position": None, "version": RAZOR_VERSION, "config_version": 1, "source": "builtin", "error": None,
     }
     row.update(extra)
     return row
@@ -68,8 +99,30 @@ class FakeEngine:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.subscribers: dict[str, list[Callable[[Any], None]]] = {}
         self.strategies = [strategy_row()]
+        self.available = available_answer()
+        self.deployed: dict[str, type] = {}  # name -> the class of its latest deployed version
         self.errors: dict[str, RpcError] = {}  # method -> the error the engine answers to it
+        self.trade_extra: dict[str, Any] = {}  # keys a newer engine adds to every TradeRow
         self.lock = threading.Lock()
+
+    def facade(self) -> EngineFacade:
+        """The user vocabulary (``eng.deploy``, ``eng.set``...) on top of this fake, as the real client has it."""
+        fake = self
+
+        class Facade(EngineFacade):
+            def call(self, method: str, **params: Any) -> Any:
+                return fake.call(method, **params)
+
+        return Facade()
+
+    def strategy_class(self, name: str) -> type:
+        return self.deployed[name] if name in self.deployed else get_strategy(name)
+
+    def row(self, sid: str) -> dict[str, Any]:
+        for row in self.strategies:
+            if row["id"] == sid:
+                return row
+        raise received_error(RpcError(INVALID_PARAMS, f"no strategy {sid!r}"))
 
     def status(self) -> dict[str, Any]:
         return {"version": "0.1.0", "pid": self.pid, "home": "/tmp/x", "started_ts_ms": self.pid * 1000,
@@ -92,15 +145,20 @@ class FakeEngine:
         if method == "engine.status":
             return self.status()
         if method == "strategy.available":
-            return available_answer()
+            return self.available
         if method == "strategy.list":
             return self.strategies
         if method == "strategy.get":
-            return {**self.strategies[0], "last_decision": {
+            row = self.row(params["id"])
+            return {**row, "last_decision": {
                 "ts_ms": 1_700_000_060_000, "signal": "none", "indicators": {"rsi": 51.2, "ema_fast": 60010.5},
                 "scores": {"long": 8, "short": 8, "strength": 8, "confidence": 10},
                 "reasons": ["volatility in band +8"], "skipped": ""}, "decisions": 1,
-                "params": params_list(get_strategy(self.strategies[0]["name"]))}
+                "params": params_list(self.strategy_class(row["name"]))}
+        if method == "strategy.set":
+            return self._set(params)
+        if method == "strategy.deploy":
+            return self._deploy(params)
         if method == "strategy.start":
             config = dict(params.get("config") or {})
             if params.get("instrument"):
@@ -120,7 +178,8 @@ class FakeEngine:
             return [{"trade_id": "t1", "strategy_id": "razor-1", "instrument": "BTC_USDC-PERPETUAL",
                      "direction": "long", "state": "closed", "amount": 0.001, "entry_price": 60000.0,
                      "exit_price": 60390.0, "entry_ts_ms": 1_700_000_000_000, "exit_ts_ms": 1_700_000_300_000,
-                     "pnl": 0.39, "fees": 0.03, "net_pnl": 0.36, "exit_reason": "tp", "currency": "USDC"}]
+                     "pnl": 0.39, "fees": 0.03, "net_pnl": 0.36, "exit_reason": "tp", "currency": "USDC",
+                     **self.trade_extra}]
         if method == "equity.history":
             return [{"ts_ms": 1_700_000_000_000, "equity": 1000.0}, {"ts_ms": 1_700_000_300_000, "equity": 1000.36}]
         if method == "risk.kill":
@@ -128,6 +187,39 @@ class FakeEngine:
         if method in ("subscribe", "unsubscribe"):
             return params.get("channels", [])
         raise received_error(RpcError(METHOD_NOT_FOUND, f"method not found: {method}"))
+
+    def _set(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The engine's ``strategy.set``: the changes merged into the current config, validated as a whole with
+        ``validate_config`` (a refusal is -32602 with its words), then a new config version."""
+        row = self.row(params["id"])
+        changes = dict(params.get("config") or {})
+        if not changes:
+            raise received_error(RpcError(INVALID_PARAMS, "strategy.set needs at least one config key"))
+        try:
+            config = validate_config(self.strategy_class(row["name"]), {**row["config"], **changes})
+        except UserError as exc:
+            raise received_error(RpcError(INVALID_PARAMS, str(exc))) from None
+        row.update(config=config, config_version=int(row["config_version"]) + 1)
+        return row
+
+    def _deploy(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The engine's ``strategy.deploy`` without the backtest: load with the real loader, refuse with its
+        message and traceback, list the new version as ``deployed``."""
+        source, name = params["source"], params.get("name")
+        version = source_version(source)
+        try:
+            cls = load_class(source, f"fake_deployed_{version[:16]}", f"<deployed {version[:12]}>", name)
+        except (StrategyLoadError, StrategyApiError) as exc:
+            vetting = {"ok": False, "error": str(exc), "traceback": exc.details}
+            raise received_error(RpcError(INVALID_PARAMS, f"refused: {exc}", {"vetting": vetting})) from None
+        deployed_name = name or cls.name  # type: ignore[attr-defined]
+        self.deployed[deployed_name] = cls
+        versions = [{"version": version, "deployed_ts_ms": 1_700_000_000_000, "warmup_candles": 0}]
+        self.available = [a for a in self.available if a["name"] != deployed_name] + over_the_wire(
+            [{**available_entry(cls, "deployed", version, f"deployed:{version[:12]}", versions),
+              "name": deployed_name}])
+        return {"name": deployed_name, "version": version, "class_name": cls.__name__, "warmup_candles": 0,
+                "vetting": {"ok": True, "error": None, "traceback": None}}
 
     def subscribe(self, channel: str, callback: Callable[[Any], None]) -> None:
         with self.lock:

@@ -1,5 +1,5 @@
-"""The start form: generated from the engine's parameter schema, checked with the engine's own rules and words,
-engine errors shown inline."""
+"""The start and edit forms: generated from the engine's parameter schema, checked with the engine's own rules and
+words, engine errors shown inline; the dropdown says where each strategy comes from."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from tradebaas.notebook.forms import StartForm, changed_only, error_key, parse_param, validate
+from tradebaas.notebook.forms import EditForm, StartForm, changed_only, error_key, parse_param, validate
 from tradebaas.strategies.base import Param
 from tradebaas.strategies.params import ConfigError, params_from_schema, validate_config
 from tradebaas.strategies.registry import get_strategy
 
-from .test_panel_fakes import RAZOR_PARAMS, available_answer
+from .test_panel_fakes import RAZOR_PARAMS, RAZOR_VERSION, available_answer, broken_file_entry, strategy_row
 
 
 def one(**schema: Any) -> Param:
@@ -165,3 +165,117 @@ def test_form_shows_the_engines_refusal_next_to_the_field() -> None:
     form.show_engine_error("config razor.tradeSize=5: below the instrument's minimum", {"key": "tradeSize"})
     assert "engine: config razor.tradeSize=5" in form.message.value
     assert "below the instrument" in form.errors["tradeSize"].value
+
+
+# -- where strategies come from, in the dropdown ---------------------------------------------------------------
+
+
+def test_the_dropdown_lists_every_strategy_with_its_source_and_version() -> None:
+    form = _form([], available_answer() + [broken_file_entry("broken")])
+    labels = dict((value, label) for label, value in form.choice.options)
+    assert labels["razor"] == f"razor · built-in · {RAZOR_VERSION[:12]}"
+    assert labels["ema_cross"].startswith("ema_cross · built-in · ")
+    assert labels["broken"] == "broken · file · does not load"
+    assert form.choice.value == "razor"
+
+
+def test_a_broken_file_is_listed_with_its_error_and_cannot_be_started() -> None:
+    submitted: list[Any] = []
+    form = _form(submitted, available_answer() + [broken_file_entry("broken")])
+    form.choice.value = "broken"
+    assert form.start_button.disabled and form.fields == {}
+    assert "broken cannot be started: ModuleNotFoundError: No module named" in html.unescape(form.message.value)
+    details = form.fields_box.children[0].value
+    assert "<details" in details and "<summary" in details and "broken.py&quot;, line 3" in details
+    assert form.submit() is False and submitted == []
+    form.choice.value = "razor"  # back to a good one: startable again
+    assert not form.start_button.disabled and "rsiOversold" in form.fields
+
+
+def test_an_older_engines_entries_are_listed_by_name() -> None:
+    form = _form([], [{"name": "razor", "description": "", "params": RAZOR_PARAMS}])
+    assert form.choice.options == (("razor", "razor"),)
+
+
+# -- the edit form ---------------------------------------------------------------------------------------------
+
+
+def _edit_form(sent: list[Any], **row: Any) -> EditForm:
+    strategy = strategy_row(**row)
+    return EditForm(strategy, RAZOR_PARAMS, lambda *args: sent.append(args))
+
+
+def test_the_edit_form_is_prefilled_with_the_current_config() -> None:
+    config = validate_config(get_strategy("razor"), {"rsiOversold": 35, "breakEvenEnabled": False})
+    form = _edit_form([], config=config, config_version=4)
+    assert form.fields["rsiOversold"].value == "35.0"
+    assert form.fields["breakEvenEnabled"].value is False
+    assert form.fields["tradeSize"].value == "100.0"
+    assert "instrument" not in form.fields  # a running strategy keeps its market
+    assert "config version 4" in form.title.value and form.apply_to_open.value is False
+
+
+def test_apply_sends_the_changed_keys_only() -> None:
+    sent: list[Any] = []
+    form = _edit_form(sent)
+    form.set_values({"rsiOversold": 45, "tradeSize": 100})  # tradeSize is what it already is
+    assert form.submit() is True
+    assert sent == [("razor-1", {"rsiOversold": 45.0}, False)]
+    form.apply_to_open.value = True
+    form.set_values({"stopLossPercent": 0.4})
+    assert form.submit() is True
+    assert sent[1] == ("razor-1", {"rsiOversold": 45.0, "stopLossPercent": 0.4}, True)
+
+
+def test_the_edit_form_uses_the_start_forms_rules_and_words() -> None:
+    sent: list[Any] = []
+    form = _edit_form(sent)
+    form.fields["maxDailyTrades"].value = "2.5"
+    _config, errors = validate(RAZOR, {"maxDailyTrades": "2.5"}, "razor")
+    assert html.escape(errors["maxDailyTrades"]) in form.errors["maxDailyTrades"].value
+    assert form.submit() is False and sent == []
+    assert "1 invalid value(s): maxDailyTrades" in form.message.value
+
+
+def test_nothing_changed_sends_nothing() -> None:
+    sent: list[Any] = []
+    form = _edit_form(sent)
+    assert form.submit() is False and sent == []
+    assert "nothing changed" in form.message.value
+
+
+def test_an_applied_change_becomes_the_new_baseline() -> None:
+    sent: list[Any] = []
+    form = _edit_form(sent)
+    form.set_values({"rsiOversold": 45})
+    form.submit()
+    new_config = validate_config(get_strategy("razor"), {"rsiOversold": 45})
+    form.show_applied(strategy_row(config=new_config, config_version=2))
+    assert "config version 2 from the next candle" in form.message.value and "config version 2" in form.title.value
+    assert form.submit() is False and len(sent) == 1  # 45 is now the current value
+
+
+def test_the_edit_form_shows_the_engines_refusal_next_to_the_field() -> None:
+    form = _edit_form([])
+    form.show_engine_error("config razor.rsiOversold=45: must be below rsiOverbought")
+    assert "engine: config razor.rsiOversold=45" in form.message.value
+    assert "must be below" in form.errors["rsiOversold"].value
+
+
+def test_a_new_strategy_list_keeps_the_choice_and_what_was_typed() -> None:
+    form = _form([])
+    form.set_values({"rsiOversold": 33})
+    newer = available_answer() + [broken_file_entry("broken")]
+    assert form.update_strategies(newer) is True
+    assert form.choice.value == "razor" and form.fields["rsiOversold"].value == "33"
+    assert "broken" in [value for _label, value in form.choice.options]
+    assert form.update_strategies(newer) is False
+
+
+def test_a_new_version_of_the_chosen_strategy_rebuilds_its_fields() -> None:
+    form = _form([])
+    form.set_values({"rsiOversold": 33})
+    changed = [dict(a, version="ef" * 32) if a["name"] == "razor" else a for a in available_answer()]
+    form.update_strategies(changed)
+    assert form.choice.value == "razor" and form.fields["rsiOversold"].value == "40.0"
+    assert dict((v, k) for k, v in form.choice.options)["razor"].endswith("efefefefefef")

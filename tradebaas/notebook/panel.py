@@ -32,7 +32,8 @@ import ipywidgets as w
 
 from tradebaas.notebook import widgets as render
 from tradebaas.notebook.coalesce import Batch, Pump
-from tradebaas.notebook.forms import StartForm
+from tradebaas.notebook.forms import EditForm, StartForm
+from tradebaas.notebook.magic import register_if_ipython
 
 GLOBAL_CHANNELS = ("engine", "strategies", "orders", "trades", "positions", "reports", "log")
 ACTIVE_STATES = {"running", "starting"}
@@ -194,6 +195,19 @@ class PanelState:
         return sorted(self.decisions.items(), key=rank, reverse=True)[:limit]
 
 
+@dataclass
+class StrategyRowWidgets:
+    """The widgets of one strategy row: Stop and Edit, the rendered line, the error's traceback behind a
+    "details" toggle, and the place where its edit form opens (under the row it is about)."""
+
+    box: w.VBox
+    stop: w.Button
+    edit: w.Button
+    html: w.HTML
+    details: w.HTML
+    edit_box: w.VBox
+
+
 def _rpc_error_parts(exc: BaseException) -> tuple[int | None, str, Any]:
     """(code, message, data) of a JSON-RPC error raised by the client, whatever its exact class."""
     code = getattr(exc, "code", None)
@@ -208,6 +222,7 @@ class ControlPanel(w.VBox):
 
     def __init__(self, eng: Any, max_updates_per_second: float = 4.0, trades_shown: int = 10,
                  log_lines: int = 15, ping_every_s: float = 2.0) -> None:
+        register_if_ipython()  # so that eng.deploy(MyStrategy) works after a %%tradebaas_strategy cell
         self.eng = eng
         self.state = PanelState()
         self._trades_shown = trades_shown
@@ -225,7 +240,10 @@ class ControlPanel(w.VBox):
         self.status_html = self._html("tb-status-box", render.status_html(None, "connecting"))
         self.strategy_rows = w.VBox()
         self.strategy_rows.add_class("tb-strategies")
-        self._rows: dict[str, tuple[w.HBox, w.HTML, w.Button]] = {}
+        self._rows: dict[str, StrategyRowWidgets] = {}
+        self.edit_form: EditForm | None = None  # the open edit form (one at a time)
+        self._asked_available_for: set[str] = set()  # strategy names seen when strategy.available was last fetched
+        self._editing: str | None = None
         self.no_strategies = self._html("tb-no-strategies", '<span style="color:#888">no strategies yet</span>')
         self.positions_html = self._html("tb-positions-box", render.positions_html([]))
         self.orders_html = self._html("tb-orders-box", render.orders_html([]))
@@ -390,10 +408,8 @@ class ControlPanel(w.VBox):
         restarted = state.set_status(status, now)
         for channel in GLOBAL_CHANNELS:  # before the snapshot, so nothing between the two is lost
             self._subscribe(channel)
-        if not state.available:
-            state.available = self._optional("strategy.available", [])
-            self._build_form()
         state.set_strategies(self._optional("strategy.list", []), now)
+        self._refresh_available()
         for sid, row in list(state.strategies.items()):
             if row.get("state") in ACTIVE_STATES or sid not in state.decisions:
                 detail = self._optional("strategy.get", None, id=sid)
@@ -435,6 +451,11 @@ class ControlPanel(w.VBox):
             for topic in ("positions", "orders", "trades", "reports"):
                 for data in batch.get(topic).values():
                     self.state.apply_event(topic, data, now)
+            if "available" in batch.flags or self._unknown_strategy_names():
+                try:
+                    self._refresh_available()
+                except Exception as exc:
+                    self._record_error(exc)
             if restarted:
                 self._pump.flag("resync")
             elif "equity" in batch.flags:
@@ -493,6 +514,30 @@ class ControlPanel(w.VBox):
         self._set(self.log_html, "value", render.log_html(state.logs, self._log_lines))
         self._set(self.kill_button, "disabled", state.connection != "connected")
 
+    def row(self, sid: str) -> StrategyRowWidgets:
+        """The widgets of strategy ``sid``'s row (KeyError before it was first rendered)."""
+        return self._rows[sid]
+
+    def _new_row(self, sid: str) -> StrategyRowWidgets:
+        html_box = w.HTML("", layout=w.Layout(flex="1 1 auto", min_width="0"))
+        html_box.add_class("tb-strategy")
+        stop = w.Button(description="Stop", button_style="warning", icon="stop",
+                        tooltip=f"stop {sid} (its position keeps its brackets)", layout=w.Layout(flex="0 0 auto"))
+        stop.add_class("tb-stop")
+        stop.add_class(f"tb-stop-{sid}")
+        stop.on_click(lambda _b: self.stop(sid))
+        edit = w.Button(description="Edit", icon="sliders", tooltip=f"change {sid}'s parameters while it runs",
+                        layout=w.Layout(flex="0 0 auto", width="auto"))
+        edit.add_class("tb-edit")
+        edit.add_class(f"tb-edit-{sid}")
+        edit.on_click(lambda _b: self.close_edit() if self._editing == sid else self.edit(sid))
+        details = w.HTML("")
+        details.add_class("tb-strategy-details")
+        edit_box = w.VBox()
+        edit_box.add_class("tb-edit-box")
+        line = w.HBox([stop, edit, html_box], layout=w.Layout(align_items="center"))
+        return StrategyRowWidgets(w.VBox([line, details, edit_box]), stop, edit, html_box, details, edit_box)
+
     def _render_strategies(self, now: float) -> None:
         state = self.state
         ordered = sorted(state.strategies.values(), key=lambda s: (s.get("state") not in ACTIVE_STATES,
@@ -501,27 +546,44 @@ class ControlPanel(w.VBox):
         for row in ordered:
             sid = str(row.get("id"))
             if sid not in self._rows:
-                html_box = w.HTML("")
-                html_box.add_class("tb-strategy")
-                stop = w.Button(description="Stop", button_style="warning", icon="stop",
-                                tooltip=f"stop {sid} (its position keeps its brackets)")
-                stop.add_class("tb-stop")
-                stop.add_class(f"tb-stop-{sid}")
-                stop.on_click(lambda _b, s=sid: self.stop(s))
-                self._rows[sid] = (w.HBox([stop, html_box]), html_box, stop)
-            box, html_box, stop = self._rows[sid]
-            self._set(html_box, "value", render.strategy_row_html(row, state.uptime_of(sid, now)))
-            self._set(stop, "disabled", row.get("state") not in ACTIVE_STATES or state.connection != "connected")
-            children.append(box)
+                self._rows[sid] = self._new_row(sid)
+            widgets = self._rows[sid]
+            inactive = row.get("state") not in ACTIVE_STATES or state.connection != "connected"
+            self._set(widgets.html, "value", render.strategy_row_html(row, state.uptime_of(sid, now)))
+            self._set(widgets.details, "value", render.error_details_html(row.get("error")))
+            self._set(widgets.stop, "disabled", inactive)
+            self._set(widgets.edit, "disabled", inactive and self._editing != sid)
+            children.append(widgets.box)
         if tuple(self.strategy_rows.children) != tuple(children):
             self.strategy_rows.children = children
         self._set(self.no_strategies.layout, "display", "none" if children else "")
+
+    def _refresh_available(self) -> None:
+        """Fetch ``strategy.available`` (at every resync, from the form's ↻ button, and when a strategy row names
+        a strategy the list does not have: one deployed since) and update the start form without losing what was
+        typed into it."""
+        available = self._optional("strategy.available", [])
+        self._asked_available_for |= {str(s.get("name")) for s in self.state.strategies.values()}
+        if available == self.state.available and self.form is not None:
+            return
+        self.state.available = available
+        if self.form is None:
+            self._build_form()
+        elif available:
+            self.form.update_strategies(available)
+
+    def _unknown_strategy_names(self) -> bool:
+        """Whether a strategy row names a strategy the start form does not list, and the list was not fetched
+        since that name first appeared (so a name the engine never lists costs one fetch, not one per event)."""
+        known = {str(a.get("name")) for a in self.state.available} | self._asked_available_for
+        return any(str(s.get("name")) not in known for s in self.state.strategies.values())
 
     def _build_form(self) -> None:
         if not self.state.available:
             self.form_box.children = [w.HTML('<span style="color:#888">the engine offers no strategies</span>')]
             return
-        self.form = StartForm(self.state.available, self._start_from_form)
+        self.form = StartForm(self.state.available, self._start_from_form,
+                              on_refresh=lambda: self._pump.flag("available"))
         self.form_box.children = [self.form]
 
     # -- actions (kernel thread -> worker thread) -------------------------------------------------------------
@@ -538,6 +600,64 @@ class ControlPanel(w.VBox):
                 return
             if form is not None:
                 form.show_started(f"started {strategy.get('id')} ({strategy.get('state')})")
+            self._on_event("strategies", {"type": "state", "strategy": strategy})
+
+        self._background(run)
+
+    def edit(self, sid: str) -> None:
+        """Open the edit form of strategy ``sid`` under its row (what its Edit button does). Its current config
+        and parameters are fetched (``strategy.get``) on a worker thread; ``panel.edit_form`` is the form once
+        loaded. Opening one closes any other."""
+        self.close_edit()
+        self._editing = sid
+        widgets = self._rows.get(sid)
+        if widgets is not None:
+            widgets.edit_box.children = [w.HTML('<span class="tb-edit-loading" style="color:#888">loading '
+                                                "parameters…</span>")]
+
+        def load() -> None:
+            try:
+                detail = self._call("strategy.get", id=sid)
+                params = detail.get("params")
+                if params is None:  # an engine that does not say: the strategy's declared ones
+                    params = next((a.get("params") for a in self.state.available if a.get("name") ==
+                                   detail.get("name")), [])
+                form = EditForm(detail, params or [], self._apply_edit, on_close=self.close_edit)
+            except Exception as exc:
+                _code, message, _data = _rpc_error_parts(exc)
+                content: w.Widget = w.HTML(render.esc(f"cannot edit {sid}: {message}"))
+                content.add_class("tb-edit-failed")
+                form = None
+            else:
+                content = form
+            if self._editing != sid:  # closed, or another one opened, while this loaded
+                return
+            self.edit_form = form
+            row = self._rows.get(sid)
+            if row is not None:
+                row.edit_box.children = [content]
+
+        self._background(load)
+
+    def close_edit(self) -> None:
+        """Close the open edit form (nothing is sent)."""
+        sid, self._editing, self.edit_form = self._editing, None, None
+        if sid is not None and sid in self._rows:
+            self._rows[sid].edit_box.children = []
+
+    def _apply_edit(self, sid: str, changes: dict[str, Any], apply_to_open: bool) -> None:
+        form = self.edit_form
+
+        def run() -> None:
+            try:
+                strategy = self._call("strategy.set", id=sid, config=changes, apply_to_open=apply_to_open)
+            except Exception as exc:
+                _code, message, data = _rpc_error_parts(exc)
+                if form is not None:
+                    form.show_engine_error(message, data)
+                return
+            if form is not None:
+                form.show_applied(strategy)
             self._on_event("strategies", {"type": "state", "strategy": strategy})
 
         self._background(run)

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tradebaas.rpc.facade import error_summary, short_version
+
 STATE_COLOURS = {
     "running": "#1e8449",
     "starting": "#b9770e",
@@ -154,12 +156,51 @@ def strategy_uptime(strategy: Mapping[str, Any], elapsed_s: float = 0.0) -> floa
     return float(up)
 
 
+#: How the panel names where a strategy comes from (``strategy.available``'s ``source``).
+SOURCE_TEXT = {"builtin": "built-in", "file": "file", "entry_point": "package", "deployed": "deployed"}
+
+
+def strategy_label(entry: Mapping[str, Any]) -> str:
+    """A strategy as the start form's dropdown lists it: name, where it comes from, code version (12 chars);
+    a file that does not load says so. An older engine's entry (no source, no version) is just its name."""
+    parts = [str(entry.get("name") or "?")]
+    source = entry.get("source")
+    if source:
+        parts.append(SOURCE_TEXT.get(str(source), str(source)))
+    if entry.get("error"):
+        parts.append("does not load")
+    elif entry.get("version"):
+        parts.append(str(short_version(entry.get("version"))))
+    return " · ".join(parts)
+
+
+def error_details_html(error: Any, css_class: str = "tb-error-details") -> str:
+    """The full traceback behind a "details" toggle (``<details>``: the browser keeps it open or closed, and the
+    panel re-assigns it only when the error text changes). Empty when there is no error."""
+    if not error:
+        return ""
+    return (f'<details class="{css_class}" style="font-size:11px"><summary style="cursor:pointer;color:#c0392b">'
+            f'details</summary><pre style="white-space:pre-wrap;overflow-wrap:anywhere;max-height:320px;'
+            f'overflow:auto;margin:2px 0">{esc(error)}</pre></details>')
+
+
 def strategy_row_html(strategy: Mapping[str, Any], uptime_s: float | None = None) -> str:
-    """One strategy: id, name, instrument, state (with reason), uptime, trades, realized and floating PnL."""
+    """One strategy: id, name, instrument, code and config versions, state (with reason, or the error's summary),
+    uptime, trades, realized and floating PnL. The cells wrap rather than run off a narrow panel."""
     pnl = strategy.get("pnl") or {}
     currency = pnl.get("currency")
     state = str(strategy.get("state") or "unknown")
-    reason = strategy.get("state_reason") or ""
+    reason = error_summary(strategy.get("error")) or strategy.get("state_reason") or ""
+    reason_class = "tb-strategy-error" if strategy.get("error") else "tb-state-reason"
+    reason_colour = "#c0392b" if strategy.get("error") else "#888"
+    version = strategy.get("version")
+    config_version = strategy.get("config_version")
+    versions = []
+    if version:
+        versions.append(f'<span class="tb-code-version" title="code version {esc(version)}">'
+                        f"v {esc(short_version(version))}</span>")
+    if config_version is not None:
+        versions.append(f'<span class="tb-config-version" title="config version">cfg {esc(config_version)}</span>')
     up = uptime_s if uptime_s is not None else strategy.get("uptime_s")
     net = pnl.get("net")
     floating = pnl.get("floating")
@@ -170,7 +211,8 @@ def strategy_row_html(strategy: Mapping[str, Any], uptime_s: float | None = None
     cells = [
         f'<b class="tb-strategy-id">{esc(strategy.get("id"))}</b>',
         f"{esc(strategy.get('name'))} · {esc(strategy.get('instrument'))}",
-        state_badge(state) + (f' <span class="tb-state-reason" style="color:#888">{esc(reason)}</span>'
+        *([" · ".join(versions)] if versions else []),
+        state_badge(state) + (f' <span class="{reason_class}" style="color:{reason_colour}">{esc(reason)}</span>'
                               if reason else ""),
         f"up {fmt_duration(up)}",
         f"{esc(strategy.get('trades', 0))} trades",
@@ -178,8 +220,10 @@ def strategy_row_html(strategy: Mapping[str, Any], uptime_s: float | None = None
         f'floating <span style="color:{_signed_colour(floating)}">{fmt_money(floating, currency)}</span>',
         pos_text,
     ]
+    cells_html = "".join(f"<span>{cell}</span>" for cell in cells)
     return (f'<div class="tb-strategy-row tb-strategy-{esc(state)}" data-strategy-id="{esc(strategy.get("id"))}" '
-            f'style="font-size:12px;font-family:monospace">' + " &nbsp; ".join(cells) + "</div>")
+            f'style="font-size:12px;font-family:monospace;display:flex;flex-wrap:wrap;column-gap:1.2em">'
+            + cells_html + "</div>")
 
 
 def positions_html(positions: Iterable[Mapping[str, Any]]) -> str:

@@ -401,7 +401,11 @@ def connect(
 ) -> EngineClient:
     """Connect to the running engine: through ``engine.json`` of ``home`` (default TRADEBAAS_HOME), or to
     ``url`` with ``token`` (an engine reached through an SSH tunnel). Raises ``EngineNotRunning`` when none runs.
+    Inside IPython it also registers the ``%%tradebaas_strategy`` cell magic (for ``eng.deploy``).
     """
+    from tradebaas.notebook.magic import register_if_ipython
+
+    register_if_ipython()
     return EngineClient(home=home, url=url, token=token, timeout=timeout, reconnect=reconnect)
 
 
