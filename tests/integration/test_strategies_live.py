@@ -200,28 +200,29 @@ BROKEN_FILE = "import a_module_nobody_installed\n"
 
 
 def install_entry_point_package(tmp: Path) -> Path:
-    """A tiny package declaring ``tradebaas.strategies`` = ``pkgbeat`` -> ``tb_pkgbeat:Pkgbeat``, installed with
-    pip into its own target directory (the engine gets it on PYTHONPATH)."""
-    src = tmp / "tb-pkgbeat"
-    (src / "tb_pkgbeat").mkdir(parents=True)
-    (src / "tb_pkgbeat" / "__init__.py").write_text(
-        METRONOME.replace('name = "metronome"', 'name = "pkgbeat"').replace("class Metronome", "class Pkgbeat"))
-    (src / "pyproject.toml").write_text(textwrap.dedent('''
-        [build-system]
-        requires = ["setuptools>=68"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "tb-pkgbeat"
-        version = "0.1.0"
-        [project.entry-points."tradebaas.strategies"]
-        pkgbeat = "tb_pkgbeat:Pkgbeat"
-        [tool.setuptools]
-        packages = ["tb_pkgbeat"]
-    '''))
+    """A tiny package declaring ``tradebaas.strategies`` = ``pkgbeat`` -> ``tb_pkgbeat:Pkgbeat``: a real wheel
+    (written here, so no build backend is needed) installed by pip into its own target directory (the engine gets
+    it on PYTHONPATH, as a user's site-packages)."""
+    import zipfile
+
+    dist = "tb_pkgbeat-0.1.0.dist-info"
+    files = {
+        "tb_pkgbeat/__init__.py": METRONOME.replace('name = "metronome"', 'name = "pkgbeat"').replace(
+            "class Metronome", "class Pkgbeat"),
+        f"{dist}/METADATA": "Metadata-Version: 2.1\nName: tb-pkgbeat\nVersion: 0.1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: tradebaas-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/entry_points.txt": "[tradebaas.strategies]\npkgbeat = tb_pkgbeat:Pkgbeat\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{name},,\n" for name in files) + f"{dist}/RECORD,,\n"
+    wheel = tmp / "tb_pkgbeat-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
     target = tmp / "site"
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                             "--target", str(target), str(src)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                             "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (target / dist / "entry_points.txt").exists()
     return target
 
 
