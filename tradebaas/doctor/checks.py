@@ -229,7 +229,9 @@ def margin_check(sizes: Sequence[StrategySize], instruments: Mapping[str, Instru
         per_position = notional / inst.max_leverage + 2 * inst.taker_fee * notional
         cur = inst.settlement_currency
         need[cur] = need.get(cur, 0.0) + per_position * max(1, s.concurrent)
-        lines.append(f"{s.label} {s.concurrent}x {traded_usd:,.0f} USD on {s.instrument}")
+        unit = inst.quote_currency if inst.is_inverse else inst.base_currency
+        lines.append(f"{s.label}: {max(1, s.concurrent)} x {amount:g} {unit} on {s.instrument} (tradeSize "
+                     f"{s.notional_usd:g} USD)")
         if s.notional_usd > 0 and traded_usd > SIZE_ROUNDING_WARN * s.notional_usd:
             small.append(f"{s.label}: tradeSize {s.notional_usd:g} USD is below the minimum order "
                          f"({inst.min_trade_amount:g}), so it trades {traded_usd:,.0f} USD")
