@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         url = endpoint.url
         same = engine_ex and (engine_ex.get("name") == name or engine_ex.get("url") == url)
-        traded = frozenset(s.instrument for s in sizes if same and facts.strategies)
+        traded = frozenset(str(r.get("instrument")) for r in facts.strategies or []
+                           if same and r.get("desired_state") == "running")
         plan = ex.Plan(endpoint, instrument, sizes, source, allow_trade=args.allow_trade, engine_instruments=traded,
                        timeout_s=args.timeout, credentials_error=problem.detail if problem else None)
         checks += asyncio.run(ex.run(plan))

@@ -58,14 +58,17 @@ def strategy_sizes(facts: EngineFacts, instrument: str | None) -> tuple[list[Str
     defaults (on ``instrument`` when given). Returns them and where they came from."""
     rows = [r for r in facts.strategies or [] if r.get("desired_state") == "running"]
     if rows:
-        out = []
+        out, unsized = [], []
         for r in rows:
             config = r.get("config") or {}
             size = config.get("tradeSize")
             if isinstance(size, int | float) and not isinstance(size, bool):
                 out.append(StrategySize(str(r.get("id")), str(r.get("instrument") or config.get("instrument")),
                                         float(size), int(config.get("maxConcurrentTrades") or 1)))
-        return out, "the running engine's strategies"
+            else:
+                unsized.append(str(r.get("id")))
+        note = f"; not counted, no tradeSize: {', '.join(unsized)}" if unsized else ""
+        return out, f"the running engine's strategies{note}"
     from tradebaas.strategies.params import defaults
     from tradebaas.strategies.registry import get_strategy
 
