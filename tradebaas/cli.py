@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "orders": ("tradebaas.commands.live", "our orders (open ones unless --all)"),
     "kill": ("tradebaas.commands.live", "kill switch: stop every strategy, cancel entries (--flatten closes)"),
     "service": ("tradebaas.commands.live", "install the engine as a systemd service"),
+    "doctor": ("tradebaas.commands.doctor", "preflight checklist against an exchange before going live"),
 }
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -67,6 +67,15 @@ def test_response_resolves_pending_request_and_clears_it() -> None:
     assert p.pending == {}
 
 
+def test_a_response_carries_the_exchanges_wall_clock_from_usout() -> None:
+    p = DeribitProtocol()
+    stamped, bare = p.request("public/get_time", now=0), p.request("public/test", now=0)
+    [ev] = p.receive(frame(id=stamped.id, result=1, usIn=1_700_000_000_000_000, usOut=1_700_000_000_000_250), now=1)
+    assert isinstance(ev, Response) and ev.server_us == 1_700_000_000_000_250
+    [ev] = p.receive(frame(id=bare.id, result={"version": "1"}), now=1)
+    assert isinstance(ev, Response) and ev.server_us is None
+
+
 def test_response_without_jsonrpc_field_is_tolerated() -> None:
     p = DeribitProtocol()
     req = p.request("public/test", now=0)

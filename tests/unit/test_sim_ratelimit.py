@@ -49,3 +49,10 @@ def test_fault_errors_count_down_and_clear() -> None:
     assert f.describe(0.0)["errors"] == [] and not f.stalled(0.0)
     with pytest.raises(ValueError):
         f.apply({"action": "explode"}, 0.0)
+
+
+def test_limits_are_reported_in_the_shape_of_deribits_extended_account_summary() -> None:
+    limits = RateLimitConfig.parse("deribit").deribit_limits()
+    assert limits["matching_engine"] == {"trading": {"total": {"burst": 20, "rate": 5.0}},
+                                         "cancel_all": {"burst": 20, "rate": 5.0}}
+    assert limits["non_matching_engine"] == {"burst": 100, "rate": 20.0}

@@ -185,6 +185,8 @@ class DeribitClient:
         self._since_ms = _wall_ms()
         self.reconnects = 0
         self.last_error: str | None = None
+        #: ``usOut`` of the latest answer: the exchange's wall clock (µs) when it sent it (None before any)
+        self.last_server_us: int | None = None
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -199,6 +201,11 @@ class DeribitClient:
     @property
     def authenticated(self) -> bool:
         return self._proto.authenticated
+
+    @property
+    def scope(self) -> str:
+        """The scope the exchange granted the current session (``public/auth``'s answer; "" before any)."""
+        return self._proto.auth.scope if self._proto.auth is not None else ""
 
     def status(self) -> ClientStatus:
         return ClientStatus(
@@ -440,6 +447,8 @@ class DeribitClient:
 
     def _handle(self, ws: ClientConnection, event: object) -> None:
         if isinstance(event, Response):
+            if event.server_us is not None:
+                self.last_server_us = event.server_us
             self._resolve(event.id, result=event.result)
         elif isinstance(event, ErrorResponse):
             if event.id is None:

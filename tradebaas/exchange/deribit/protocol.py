@@ -114,11 +114,13 @@ class OutgoingRequest:
 
 @dataclass(slots=True, frozen=True)
 class Response:
-    """A successful answer to one of our pending requests."""
+    """A successful answer to one of our pending requests. ``server_us`` is the envelope's ``usOut``: the exchange's
+    wall clock (µs) when it answered (None when absent); it is how a clock skew is measured."""
 
     id: int
     method: str
     result: Any
+    server_us: int | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -347,9 +349,12 @@ class DeribitProtocol:
             self._active.update(c for c in result if isinstance(c, str))
         elif pending.method in UNSUBSCRIBE_METHODS and isinstance(result, list):
             self._active.difference_update(result)
+        server_us = msg.get("usOut")
+        server_us = server_us if isinstance(server_us, int) and not isinstance(server_us, bool) else None
         if pending.internal:
-            return Heartbeat() if pending.method == TEST_METHOD else Response(pending.id, pending.method, result)
-        return Response(pending.id, pending.method, result)
+            return Heartbeat() if pending.method == TEST_METHOD else Response(pending.id, pending.method, result,
+                                                                              server_us)
+        return Response(pending.id, pending.method, result, server_us)
 
     # --------------------------------------------------------------------------------------------------- auth
 

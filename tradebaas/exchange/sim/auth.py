@@ -4,6 +4,14 @@ Why its own module: the signature formats are exactly what third-party clients c
 with ``deri-hmac-sha256`` and WebSocket logins with ``client_signature``), so they are pure functions tested on
 their own. Tokens expire on real time (a transport concern), not on the simulated clock: at ``--speed 600`` a
 15-minute token would otherwise die in 1.5 s.
+
+Scopes are Deribit's (``tradebaas/exchange/deribit/scopes.py``): every key has a maximal scope (``--account
+ID:SECRET:BALANCE:SCOPES``; default ``account:read_write trade:read_write``), ``public/auth`` grants it (narrowed by
+a requested ``scope``), and ``authorize`` refuses a private method the granted scope does not cover with 13021.
+
+"Real time" is the simulator's wall clock ``wall()``: the host's, shifted by ``tradebaas sim --clock-offset``, so a
+test can present an exchange whose clock is off (signature windows, and the envelopes' ``usIn``/``usOut``, follow
+it).
 """
 
 from __future__ import annotations
@@ -14,10 +22,12 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tradebaas.exchange.deribit import codes
+from tradebaas.exchange.deribit import scopes as scope_rules
 from tradebaas.exchange.sim.errors import SimRefusal, invalid_params
 
 TOKEN_TTL_S = 900
@@ -30,14 +40,22 @@ class Account:
     client_id: str
     client_secret: str
     balances: dict[str, float] = field(default_factory=dict)
+    #: the key's maximal scope (``scope_rules.parse_key_scope`` syntax)
+    scopes: str = scope_rules.DEFAULT_KEY_SCOPE
 
     def to_json(self) -> dict[str, object]:
         return {"account_id": self.account_id, "client_id": self.client_id, "client_secret": self.client_secret,
-                "balances": self.balances}
+                "balances": self.balances, "scopes": self.scopes}
+
+    @property
+    def max_scope(self) -> scope_rules.Scope:
+        return scope_rules.parse_key_scope(self.scopes)
 
 
 @dataclass(slots=True)
 class Session:
+    """A token's account, expiry (wall seconds) and granted scope (Deribit's answer string)."""
+
     account_id: str
     expires_s: float
     scope: str
@@ -73,9 +91,12 @@ class AuthStore:
     """Accounts by client id, live access/refresh tokens. Tokens live in memory only (clients re-authenticate
     after a simulator restart, as after a real disconnect)."""
 
-    def __init__(self, accounts: list[Account], ttl_s: int = TOKEN_TTL_S) -> None:
+    def __init__(self, accounts: list[Account], ttl_s: int = TOKEN_TTL_S,
+                 wall: Callable[[], float] = time.time) -> None:
         self.by_client = {a.client_id: a for a in accounts}
+        self.by_account = {a.account_id: a for a in accounts}
         self.ttl_s = ttl_s
+        self.wall = wall  # the simulator's wall clock, seconds (the host's plus --clock-offset)
         self.access: dict[str, Session] = {}
         self.refresh: dict[str, Session] = {}
 
@@ -87,14 +108,15 @@ class AuthStore:
 
     def login(self, params: dict[str, object], now_wall_ms: int | None = None) -> tuple[str, dict[str, object]]:
         """Handle ``public/auth``; returns the account id and Deribit's result object."""
-        now_wall_ms = int(time.time() * 1000) if now_wall_ms is None else now_wall_ms
+        now_wall_ms = int(self.wall() * 1000) if now_wall_ms is None else now_wall_ms
         grant = params.get("grant_type")
-        scope = str(params.get("scope") or "connection mainaccount trade:read_write account:read_write")
+        requested = str(params["scope"]) if params.get("scope") else None
         if grant == "client_credentials":
             acc = self._secret(params.get("client_id"))
             if not hmac.compare_digest(str(params.get("client_secret", "")), acc.client_secret):
                 raise SimRefusal(codes.INVALID_CREDENTIALS)
             account_id = acc.account_id
+            scope = str(scope_rules.grant(acc.max_scope, requested))
         elif grant == "client_signature":
             acc = self._secret(params.get("client_id"))
             ts = params.get("timestamp")
@@ -107,6 +129,7 @@ class AuthStore:
             if not hmac.compare_digest(want, sig.lower()):
                 raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "invalid signature"})
             account_id = acc.account_id
+            scope = str(scope_rules.grant(acc.max_scope, requested))
         elif grant == "refresh_token":
             old = self.refresh.pop(str(params.get("refresh_token", "")), None)
             if old is None or old.expires_s < now_wall_ms / 1000:
@@ -125,19 +148,28 @@ class AuthStore:
             result["state"] = params["state"]
         return account_id, result
 
-    def account_for_token(self, token: str, now_wall_s: float | None = None) -> str:
+    def session_for_token(self, token: str, now_wall_s: float | None = None) -> Session:
         s = self.access.get(token)
-        now = time.time() if now_wall_s is None else now_wall_s
+        now = self.wall() if now_wall_s is None else now_wall_s
         if s is None or s.expires_s < now:
             raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "invalid or expired token"})
-        return s.account_id
+        return s
+
+    def account_for_token(self, token: str, now_wall_s: float | None = None) -> str:
+        return self.session_for_token(token, now_wall_s).account_id
 
     def account_for_http(self, header: str, method: str, uri: str, body: str,
                          now_wall_ms: int | None = None) -> str:
         """Account of an HTTP ``Authorization`` header (``Bearer`` or ``deri-hmac-sha256``)."""
-        now_wall_ms = int(time.time() * 1000) if now_wall_ms is None else now_wall_ms
+        return self.session_for_http(header, method, uri, body, now_wall_ms).account_id
+
+    def session_for_http(self, header: str, method: str, uri: str, body: str,
+                         now_wall_ms: int | None = None) -> Session:
+        """The session of an HTTP ``Authorization`` header: a bearer token's, or for a signed request (which has
+        no token) the key's full grant."""
+        now_wall_ms = int(self.wall() * 1000) if now_wall_ms is None else now_wall_ms
         if header.lower().startswith("bearer "):
-            return self.account_for_token(header[7:].strip(), now_wall_ms / 1000)
+            return self.session_for_token(header[7:].strip(), now_wall_ms / 1000)
         f = parse_hmac_header(header)
         acc = self.by_client.get(f.get("id", ""))
         if acc is None:
@@ -151,7 +183,17 @@ class AuthStore:
         want = http_signature(acc.client_secret, f["ts"], f.get("nonce", ""), method, uri, body)
         if not hmac.compare_digest(want, f.get("sig", "").lower()):
             raise SimRefusal(codes.UNAUTHORIZED, data={"reason": "invalid signature"})
-        return acc.account_id
+        return Session(acc.account_id, now_wall_ms / 1000 + self.ttl_s, str(scope_rules.grant(acc.max_scope)))
+
+    def authorize(self, account_id: str, scope: str | None, method: str) -> None:
+        """Refuse ``private/<method>`` with 13021 ``forbidden`` unless ``scope`` (a granted scope; None = the key's
+        full grant) covers it."""
+        if scope is None:
+            acc = self.by_account.get(account_id)
+            scope = str(scope_rules.grant(acc.max_scope)) if acc is not None else ""
+        need = scope_rules.missing(scope_rules.parse(scope), method)
+        if need is not None:
+            raise SimRefusal(codes.FORBIDDEN, data={"reason": f"the token's scope lacks {need}", "param": "scope"})
 
     def logout(self, token: str) -> None:
         self.access.pop(token, None)
@@ -177,7 +219,8 @@ def load_accounts(path: Path) -> list[Account]:
         return []
     raw = json.loads(path.read_text())
     return [Account(str(a["account_id"]), str(a["client_id"]), str(a["client_secret"]),
-                    {k: float(v) for k, v in dict(a.get("balances") or {}).items()})
+                    {k: float(v) for k, v in dict(a.get("balances") or {}).items()},
+                    str(a.get("scopes") or scope_rules.DEFAULT_KEY_SCOPE))
             for a in raw.get("accounts", [])]
 
 
@@ -185,15 +228,40 @@ def save_accounts(path: Path, accounts: list[Account]) -> None:
     write_private_json(path, {"accounts": [a.to_json() for a in accounts]})
 
 
+@dataclass(slots=True, frozen=True)
+class AccountSpec:
+    """A parsed ``--account``: the key, and which optional parts were given (they update an existing key)."""
+
+    account: Account
+    has_balance: bool
+    has_scopes: bool
+
+
 def parse_account_spec(spec: str, price_usd: float, default_usd: float) -> Account:
-    """``ID:SECRET[:BALANCE]``: BALANCE is a USD value, credited as that many USDC and the same value in BTC."""
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        raise ValueError(f"--account must be ID:SECRET[:BALANCE], got {spec!r}")
-    usd = float(parts[2]) if len(parts) == 3 and parts[2] else default_usd
+    """``ID:SECRET[:BALANCE[:SCOPES]]`` -> the account (see ``parse_account``)."""
+    return parse_account(spec, price_usd, default_usd).account
+
+
+def parse_account(spec: str, price_usd: float, default_usd: float) -> AccountSpec:
+    """``ID:SECRET[:BALANCE[:SCOPES]]``: BALANCE is a USD value, credited as that many USDC and the same value in
+    BTC (empty = the default); SCOPES is the key's maximal scope, comma-separated ``KIND:LEVEL``
+    (``trade:read,account:read``; default ``account:read_write,trade:read_write``)."""
+    parts = spec.split(":", 3)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"--account must be ID:SECRET[:BALANCE[:SCOPES]], got {spec!r}")
+    balance = parts[2] if len(parts) > 2 else ""
+    try:
+        usd = float(balance) if balance else default_usd
+    except ValueError:
+        raise ValueError(f"--account balance must be a number of USD, got {balance!r}") from None
     if usd < 0:
         raise ValueError("--account balance must be >= 0")
-    return Account(parts[0], parts[0], parts[1], default_balances(usd, price_usd))
+    has_scopes = len(parts) == 4
+    key_scope = scope_rules.DEFAULT_KEY_SCOPE
+    if has_scopes:
+        key_scope = str(scope_rules.parse_key_scope(parts[3])) or "trade:none"
+    account = Account(parts[0], parts[0], parts[1], default_balances(usd, price_usd), key_scope)
+    return AccountSpec(account, bool(balance), has_scopes)
 
 
 def default_balances(usd: float, price_usd: float) -> dict[str, float]:

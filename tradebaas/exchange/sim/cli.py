@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (e.g. 60)")
     parser.add_argument("--start", default=None, help="simulated start: ISO time or Unix ms within the data "
                         "(default: data start + 300 min of history; a saved state's clock wins unless given)")
-    parser.add_argument("--account", action="append", default=[], metavar="ID:SECRET[:BALANCE]",
-                        help="API key with a starting balance in USD (credited as USDC and as BTC); repeatable")
+    parser.add_argument("--account", action="append", default=[], metavar="ID:SECRET[:BALANCE[:SCOPES]]",
+                        help="API key with a starting balance in USD (credited as USDC and as BTC) and the key's "
+                        "maximal scope, comma-separated KIND:LEVEL (default account:read_write,trade:read_write; "
+                        "e.g. account:read,trade:read for a read-only key); repeatable")
+    parser.add_argument("--clock-offset", type=float, default=0.0, metavar="SECONDS",
+                        help="run the simulator's wall clock SECONDS ahead of the host's (negative: behind): the "
+                        "answers' usIn/usOut and signature windows follow it (tests of clock-skew checks); the "
+                        "simulated market clock is not affected")
     parser.add_argument("--rate-limits", default=os.environ.get("TRADEBAAS_SIM_RATE_LIMITS", "default"),
                         help="off | deribit | default | cost=..,pool=..,refill_per_s=..,me_burst=..,me_rate_per_s=..")
     parser.add_argument("--min-heartbeat", type=float,
@@ -111,14 +118,17 @@ def _setup_accounts(sim_dir: Path, specs: list[str], price: float) -> list[auth_
     by_id = {a.client_id: a for a in accounts}
     for spec in specs:
         try:
-            acc = auth_mod.parse_account_spec(spec, price, DEFAULT_BALANCE_USD)
+            parsed = auth_mod.parse_account(spec, price, DEFAULT_BALANCE_USD)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        acc = parsed.account
         old = by_id.get(acc.client_id)
         if old is not None:
             old.client_secret = acc.client_secret
-            if len(spec.split(":")) == 3:
+            if parsed.has_balance:
                 old.balances = acc.balances
+            if parsed.has_scopes:
+                old.scopes = acc.scopes
         else:
             accounts.append(acc)
             by_id[acc.client_id] = acc
@@ -137,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--speed must be > 0")
     if args.history is not None and args.history < 1:
         raise UserError("--history must be >= 1")
+    if not abs(args.clock_offset) < 10 * 365 * 86400:
+        raise UserError("--clock-offset must be a number of seconds within 10 years")
     try:
         rl = RateLimitConfig.parse(args.rate_limits)
     except ValueError as exc:
@@ -169,9 +181,11 @@ def run(args: argparse.Namespace) -> int:
     from tradebaas.exchange.sim.server import ServerConfig, SimServer
 
     clock = SimClock(start_ms, args.speed, end_ms=data.end_ms)
-    server = SimServer(exchange, data, clock, auth_mod.AuthStore(accounts), RateLimiter(rl), Faults(),
-                       dict(DEFAULT_INSTRUMENTS),
-                       ServerConfig(min_heartbeat_s=args.min_heartbeat, state_path=state_path))
+    offset_s = float(args.clock_offset)
+    auth_store = auth_mod.AuthStore(accounts, wall=lambda: time.time() + offset_s)
+    server = SimServer(exchange, data, clock, auth_store, RateLimiter(rl), Faults(), dict(DEFAULT_INSTRUMENTS),
+                       ServerConfig(min_heartbeat_s=args.min_heartbeat, state_path=state_path,
+                                    clock_offset_s=offset_s))
     server.prime()
     try:
         asyncio.run(_serve(server, args.host, args.port, sim_dir))

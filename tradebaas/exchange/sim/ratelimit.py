@@ -46,6 +46,17 @@ class RateLimitConfig:
             values[key.strip()] = float(val)
         return cls(**values)  # type: ignore[arg-type]
 
+    def deribit_limits(self) -> dict[str, object]:
+        """These limits in the shape of the ``limits`` object of Deribit's extended account summary (requests:
+        ``burst`` = bucket size, ``rate`` = refill per second), so a client can read its headroom the same way
+        from the simulator as from the exchange."""
+        me = {"burst": int(self.me_burst), "rate": self.me_rate_per_s}
+        return {
+            "limits_per_currency": False,
+            "non_matching_engine": {"burst": int(self.pool // self.cost), "rate": self.refill_per_s / self.cost},
+            "matching_engine": {"trading": {"total": dict(me)}, "cancel_all": dict(me)},
+        }
+
 
 class Bucket:
     """A token bucket: ``capacity`` tokens, ``rate`` tokens per second, starts full."""

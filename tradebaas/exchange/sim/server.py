@@ -92,6 +92,7 @@ class Conn:
         self.ws = ws
         self.transport = transport
         self.account_id: str | None = None
+        self.scope: str | None = None  # the scope ``public/auth`` granted this connection
         self.channels: set[str] = set()
         self.hb_task: asyncio.Task[None] | None = None
         self.hb_answered = True
@@ -149,6 +150,8 @@ class ServerConfig:
     min_heartbeat_s: float = 10.0
     state_path: Path | None = None
     testnet: bool = True
+    #: the simulator's wall clock runs this far ahead of the host's (``--clock-offset``): envelopes' usIn/usOut
+    clock_offset_s: float = 0.0
 
 
 class SimServer:
@@ -237,9 +240,14 @@ class SimServer:
 
     # ---- request dispatch ----------------------------------------------------------------------------------------
 
+    def wall_us(self) -> int:
+        """The simulator's wall clock in µs (the host's plus ``clock_offset_s``), as Deribit stamps its answers."""
+        return int((time.time() + self.config.clock_offset_s) * 1_000_000)
+
     async def call(self, method: str, params: dict[str, Any], conn: Conn | None, account_id: str | None,
-                   rl_key: str) -> Any:
-        """Run one request (after transport decoding); raises SimRefusal. ``account_id`` from HTTP auth."""
+                   rl_key: str, granted: str | None = None) -> Any:
+        """Run one request (after transport decoding); raises SimRefusal. ``account_id`` and its ``granted`` scope
+        from HTTP auth (None = the key's full grant)."""
         params = coerce_params(params)
         if method.startswith("admin/"):
             return await self._admin(method[6:], params)
@@ -248,9 +256,10 @@ class SimServer:
             raise SimRefusal(rule.code, rule.message)
         token = params.pop("access_token", None)
         if token is not None:
-            account_id = self.auth.account_for_token(str(token))
+            session = self.auth.session_for_token(str(token))
+            account_id, granted = session.account_id, session.scope
         if account_id is None and conn is not None:
-            account_id = conn.account_id
+            account_id, granted = conn.account_id, conn.scope
         if not self.limiter.allow(account_id or rl_key, method, time.monotonic()):
             raise SimRefusal(codes.TOO_MANY_REQUESTS)
         scope, _, name = method.partition("/")
@@ -259,6 +268,7 @@ class SimServer:
         if scope == "private":
             if account_id is None:
                 raise SimRefusal(codes.UNAUTHORIZED)
+            self.auth.authorize(account_id, granted, name)
             return self._private(name, params, conn, account_id)
         raise SimRefusal(codes.METHOD_NOT_FOUND)
 
@@ -277,7 +287,7 @@ class SimServer:
         if name == "auth":
             account_id, result = self.auth.login(p)
             if conn is not None:
-                conn.account_id = account_id
+                conn.account_id, conn.scope = account_id, str(result["scope"])
             return result
         if name == "set_heartbeat":
             return self._set_heartbeat(p, conn)
@@ -299,7 +309,7 @@ class SimServer:
                 return self._subscription(name, p, conn, private=True, account_id=account_id)
             if name == "logout":
                 if conn is not None:
-                    conn.account_id = None
+                    conn.account_id = conn.scope = None
                     self.channels.drop_private(conn)
                 return "ok"
             if name == "enable_cancel_on_disconnect":
@@ -314,6 +324,8 @@ class SimServer:
         if self.exchange is None:
             raise SimRefusal(codes.NOT_IMPLEMENTED)
         result, events = self.exchange.handle(account_id, name, p, self.clock.now_ms())
+        if name == "get_account_summary" and p.get("extended") is True and self.limiter.config.enabled:
+            result["limits"] = self.limiter.config.deribit_limits()  # as Deribit's extended summary has them
         if events:
             self.channels.route_events(events)
         if events or not name.startswith(READ_ONLY_PREFIXES):
@@ -417,7 +429,7 @@ class SimServer:
     # ---- transports -----------------------------------------------------------------------------------------------
 
     def _envelope(self, rid: Any, us_in: int, result: Any = None, error: SimRefusal | None = None) -> str:
-        us_out = int(time.time() * 1_000_000)
+        us_out = self.wall_us()
         env: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
         if error is not None:
             env["error"] = error.to_json()
@@ -442,7 +454,7 @@ class SimServer:
         return ws
 
     async def _ws_message(self, conn: Conn, text: str) -> None:
-        us_in = int(time.time() * 1_000_000)
+        us_in = self.wall_us()
         if self.faults.stalled(time.monotonic()):
             return
         try:
@@ -493,7 +505,7 @@ class SimServer:
                 self.mark_dirty()
 
     async def http_handler(self, request: web.Request) -> web.StreamResponse:
-        us_in = int(time.time() * 1_000_000)
+        us_in = self.wall_us()
         scope = request.match_info["scope"]
         method = f"{scope}/{request.match_info['method']}"
         if scope not in ("public", "private", "admin"):
@@ -526,12 +538,13 @@ class SimServer:
                     raise invalid_params("params", "params must be an object")
             else:
                 raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
-            account_id = None
+            account_id = granted = None
             header = request.headers.get("Authorization")
             if header and scope == "private":
-                account_id = self.auth.account_for_http(header, request.method, request.raw_path, body)
+                session = self.auth.session_for_http(header, request.method, request.raw_path, body)
+                account_id, granted = session.account_id, session.scope
             peer = request.remote or "?"
-            result = await self.call(method, params, None, account_id, f"ip:{peer}")
+            result = await self.call(method, params, None, account_id, f"ip:{peer}", granted)
             status, text = 200, self._envelope(rid, us_in, result=result)
         except SimRefusal as exc:
             status = 401 if exc.code in AUTH_ERRORS else 400
