@@ -19,7 +19,7 @@ import pytest
 from tests.chaos import settings
 from tests.chaos.invariants import read_journal
 from tests.chaos.report import emit
-from tests.chaos.world import INSTRUMENTS, World
+from tests.chaos.world import INSTRUMENTS, NotResumed, Resume, World
 from tests.conftest import wait_for
 
 
@@ -40,8 +40,19 @@ def _moment(world: World, rng: random.Random, slow: bool = False) -> str:
     return "random moment"
 
 
+def _resumed(world: World, back: float, spawned: float | None = None, reconciled_before: int = 0) -> dict[str, Any]:
+    """The restart's timing, or ``{"not_resumed": why}`` (the round then fails with its invariants' report)."""
+    try:
+        resume: Resume = world.wait_resumed(back, spawned, reconciled_before)
+    except NotResumed as exc:
+        return {"not_resumed": str(exc)}
+    return asdict(resume)
+
+
 def _finish(world: World, kind: str, i: int, record: dict[str, Any]) -> dict[str, Any]:
     found, settle_s = world.checker.settle(world.should_run(), timeout=30)
+    if "not_resumed" in record:
+        found = [f"not resumed: {record['not_resumed']}", *found]
     record.update(violations=found, settle_s=round(settle_s, 3),
                   fills={inst: len(world.sim.user_trades(inst)) for inst in INSTRUMENTS})
     out = emit(kind, round=i, **record)
@@ -62,9 +73,9 @@ def engine_kill(world: World, rng: random.Random, i: int, slow: bool = False) ->
         world.sim.set_fault("clear")  # the exchange answers promptly again: it is "back"
     back = time.time()
     spawned = world.start_engine()
-    resume = world.wait_resumed(back, spawned)
+    resume = _resumed(world, back, spawned)
     return _finish(world, "engine_kill_slow" if slow else "engine_kill", i,
-                   {"when": when, "delay_ms": delay_ms, **asdict(resume)})
+                   {"when": when, "delay_ms": delay_ms, **resume})
 
 
 def sim_kill(world: World, rng: random.Random, i: int) -> dict[str, Any]:
@@ -74,8 +85,8 @@ def sim_kill(world: World, rng: random.Random, i: int) -> dict[str, Any]:
     world.kill_sim()
     wait_for(lambda: not world.link()["connected"], timeout=30, what="the engine noticing the simulator gone")
     back = world.start_sim()
-    resume = world.wait_resumed(back, reconciled_before=before)
-    return _finish(world, "sim_kill", i, {"when": when, **asdict(resume)})
+    resume = _resumed(world, back, reconciled_before=before)
+    return _finish(world, "sim_kill", i, {"when": when, **resume})
 
 
 FAULTS = ("drop", "stall", "delay", "error")
@@ -109,10 +120,10 @@ def fault(world: World, rng: random.Random, i: int) -> dict[str, Any]:
                  timeout=params["seconds"] + 30, what="the stall to end")
     back = time.time()
     reconciled = before["reconciliations"] if kind == "drop" else 0
-    resume = world.wait_resumed(back, reconciled_before=reconciled)
+    resume = _resumed(world, back, reconciled_before=reconciled)
     return _finish(world, "fault", i, {"fault": kind, **params,
                                        "reconnects": world.link()["reconnects"] - before["reconnects"],
-                                       **asdict(resume)})
+                                       **resume})
 
 
 def final_audit(world: World, kind: str) -> dict[str, Any]:

@@ -40,6 +40,10 @@ class Slot:
     instrument: str
 
 
+class NotResumed(Exception):
+    """The strategies that should run did not run again (why: the message)."""
+
+
 @dataclass
 class Resume:
     """How a restart went: wall seconds from the exchange being back (or the engine's spawn) to the link up, every
@@ -156,28 +160,50 @@ class World:
     def wait_resumed(self, back: float, spawned: float | None = None, reconciled_before: int = 0,
                      timeout: float = 60) -> Resume:
         """Wait until the link is up and reconciled (more than ``reconciled_before`` times), every strategy that
-        should run is ``running``, and each decided a candle after ``back``; time each step from ``back``."""
+        should run is ``running``, and each decided a candle after ``back``; time each step from ``back``.
+
+        Raises ``NotResumed`` at once when a strategy that should run waits for a person or failed (waiting longer
+        cannot help: the round's invariant check then says why), or when ``timeout`` passes."""
         baseline = self.decisions()
         running_at: float | None = None
         link_since = 0.0
+        why = "no look yet"
 
         def resumed() -> bool:
-            nonlocal running_at, link_since
+            nonlocal running_at, link_since, why
             if self.c is None:
                 return False
             link = self.link()
             if not link["connected"] or link["reconciliations"] <= reconciled_before:
+                why = f"link {link}"
                 return False
-            states = {s["id"]: s["state"] for s in self.client.call("strategy.list")}
-            if not all(states.get(sid) == "running" for sid in self.should_run()):
+            states = {s["id"]: (s["state"], s["state_reason"]) for s in self.client.call("strategy.list")}
+            stuck = {sid: states[sid] for sid in self.should_run()
+                     if states.get(sid, ("",))[0] in ("needs_attention", "error")}
+            if stuck:
+                raise NotResumed(f"strategies stuck: {stuck}")
+            if not all(states.get(sid, ("",))[0] == "running" for sid in self.should_run()):
+                why = f"states {states}"
                 return False
             if running_at is None:
                 running_at = time.time()
                 link_since = (link["since_ts_ms"] or 0) / 1000
             now = self.decisions()
+            why = f"decisions {now} (at the restart {baseline})"
             return all(now.get(sid, 0) > baseline.get(sid, 0) for sid in self.should_run())
 
-        wait_for(resumed, timeout=timeout, what="every strategy that should run deciding again")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if resumed():
+                    break
+            except NotResumed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the engine starting, the journal busy: not yet
+                why = repr(exc)
+            if time.monotonic() >= deadline:
+                raise NotResumed(f"not running and deciding {timeout} s after the restart: {why}")
+            time.sleep(0.02)  # poll interval, as tests.conftest.wait_for
         deciding_at = time.time()
         assert running_at is not None
         return Resume(
