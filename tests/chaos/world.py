@@ -128,10 +128,10 @@ class World:
             conn.close()
 
     # -- strategies ------------------------------------------------------------------------------------------------
-    def start_strategies(self) -> None:
+    def start_strategies(self, razor: dict[str, Any] | None = None, ema: dict[str, Any] | None = None) -> None:
         """Razor on one instrument and ema_cross on the other (which one where: by ``layout``)."""
         razor_inst, ema_inst = INSTRUMENTS if self.layout % 2 == 0 else INSTRUMENTS[::-1]
-        for name, inst, config in (("razor", razor_inst, RAZOR_CHAOS), ("ema_cross", ema_inst, EMA_CHAOS)):
+        for name, inst, config in (("razor", razor_inst, razor or RAZOR_CHAOS), ("ema_cross", ema_inst, ema or EMA_CHAOS)):
             info = self.client.call("strategy.start", name=name, instrument=inst, config=config)
             assert info["state"] == "running", info
             self.slots.append(Slot(info["id"], name, inst))
