@@ -78,15 +78,31 @@ def engine_kill(world: World, rng: random.Random, i: int, slow: bool = False) ->
                    {"when": when, "delay_ms": delay_ms, **resume})
 
 
-def sim_kill(world: World, rng: random.Random, i: int) -> dict[str, Any]:
-    """SIGKILL the simulator at a random moment, start it again on the same port; the engine reconnects."""
+def _failed_reconnects(world: World) -> int:
+    """Reconnect attempts the engine has logged as failed so far (its log: the engine's own account)."""
+    text = (world.home.logs_dir / "engine.log").read_text(errors="replace")
+    return text.count("Deribit reconnect failed")
+
+
+def sim_kill(world: World, rng: random.Random, i: int, kill: bool = True) -> dict[str, Any]:
+    """Stop the simulator at a random moment (SIGKILL, or SIGTERM with ``kill=False``: it saves its state), keep it
+    down until the engine has failed 0 to 6 reconnect attempts (so its back-off has grown to its longest), then
+    start it again on the same port; the engine reconnects, reconciles and trades on."""
     when = _moment(world, rng)
     before = world.link()["reconciliations"]
-    world.kill_sim()
+    failed = _failed_reconnects(world)
+    attempts = rng.randint(0, 6)
+    if kill:
+        world.kill_sim()
+    else:
+        assert world.sim.stop() == 0
     wait_for(lambda: not world.link()["connected"], timeout=30, what="the engine noticing the simulator gone")
+    wait_for(lambda: _failed_reconnects(world) >= failed + attempts, timeout=60,
+             what=f"{attempts} failed reconnect attempts")
     back = world.start_sim()
     resume = _resumed(world, back, reconciled_before=before)
-    return _finish(world, "sim_kill", i, {"when": when, **resume})
+    return _finish(world, "sim_kill" if kill else "sim_restart", i,
+                   {"when": when, "down_attempts": attempts, **resume})
 
 
 FAULTS = ("drop", "stall", "delay", "error")

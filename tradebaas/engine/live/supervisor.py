@@ -54,6 +54,12 @@ log = logging.getLogger("tradebaas.engine.live.supervisor")
 USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
 #: Seconds between two safety-net reconciliations (wall clock); starts, reconnects and surprises reconcile at once.
 PERIODIC_RECONCILE_S = 60.0
+#: The longest wait between two attempts to reach the exchange (first connect and reconnects). Strategies must run
+#: again within 5 s of the exchange being back (issue 13); an exchange that comes back just after a failed attempt
+#: waits this long for the next one, plus reconnect, reconciliation and warm-up (well under a second). It was 5 s,
+#: which alone could spend the whole budget (tests/chaos: simulator restarts after long outages). One attempt per
+#: 1-2 s (jittered) is still gentle on an exchange that is down.
+RECONNECT_MAX_S = 2.0
 
 
 class Supervisor:
@@ -132,7 +138,7 @@ class Supervisor:
                 self.client = DeribitClient(
                     endpoint.url, endpoint.client_id, endpoint.client_secret,
                     on_notification=self._on_notification, on_reconnect=self._on_reconnect,
-                    on_state=self._on_link_state, reconnect_base=0.2, reconnect_max=5.0, request_timeout=10.0,
+                    on_state=self._on_link_state, reconnect_base=0.2, reconnect_max=RECONNECT_MAX_S, request_timeout=10.0,
                 )
                 await self.client.start(retry=False)
                 break
@@ -142,7 +148,7 @@ class Supervisor:
                     with contextlib.suppress(Exception):
                         await self.client.close()
                     self.client = None
-                delay = min(5.0, 0.2 * 2**attempt)
+                delay = min(RECONNECT_MAX_S, 0.2 * 2**attempt)
                 attempt += 1
                 if attempt == 1 or attempt % 20 == 0:
                     log.warning("exchange %s not reachable (%s); retrying", self.exchange_name, exc)
