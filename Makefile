@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test stop lint bench clean
+.PHONY: run test stop lint bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ stop: $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/tradebaas kernel install --sys-prefix
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The full chaos run (tests/chaos, docs/reliability.md): 100 engine SIGKILLs, 100 under slow answers, 100 simulator
+# SIGKILLs, fault rounds, 10,000 fuzzed RPC frames, a 24-simulated-hour soak (about an hour in all). Progress and one
+# JSON line per round on stdout and in $(CHAOS_OUT); the figures at the end. `make test` runs a short version.
+CHAOS_OUT ?= test-artifacts/chaos/full-run.jsonl
+chaos: $(TEST_STAMP)
+	mkdir -p $(dir $(CHAOS_OUT)) && rm -f $(CHAOS_OUT)
+	CHAOS=full CHAOS_OUT=$(abspath $(CHAOS_OUT)) $(BIN)/python -m pytest tests/chaos -s $(PYTEST_ARGS); \
+	status=$$?; $(BIN)/python -m tests.chaos.figures $(CHAOS_OUT); exit $$status
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check tradebaas tests bench

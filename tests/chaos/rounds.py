@@ -10,8 +10,10 @@ with the round's record, because a world in a broken state would make every late
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,8 +59,18 @@ def _finish(world: World, kind: str, i: int, record: dict[str, Any]) -> dict[str
                   fills={inst: len(world.sim.user_trades(inst)) for inst in INSTRUMENTS})
     out = emit(kind, round=i, **record)
     if found:
-        pytest.fail(f"{kind} round {i}: invariants broken:\n" + "\n".join(found) + f"\nrecord: {out}")
+        kept = keep(world, f"{kind}-{i}")
+        pytest.fail(f"{kind} round {i}: invariants broken:\n" + "\n".join(found) + f"\nrecord: {out}\n"
+                    f"journal, logs and simulator state kept in {kept}")
     return out
+
+
+def keep(world: World, name: str) -> Path:
+    """Copy the world's home (journal, logs, simulator state) next to the results, for the post-mortem: pytest's
+    temporary directories are rotated away by later runs."""
+    dest = settings.OUT.parent / "failed" / f"{name}-{int(time.time())}"
+    shutil.copytree(world.home.root, dest, ignore=shutil.ignore_patterns("*.lock"), dirs_exist_ok=True)
+    return dest
 
 
 def engine_kill(world: World, rng: random.Random, i: int, slow: bool = False) -> dict[str, Any]:

@@ -299,6 +299,11 @@ class OrderManager:
             await self.on_trade_event(trade, before)
             if trade.state is TradeState.CLOSED and before.state is not TradeState.CLOSED:
                 await self.cancel_brackets(trade)
+            elif before.state.is_terminal and not trade.state.is_terminal:
+                # A late entry: the order reached the exchange after this trade was given up (sent by an engine
+                # that died before the answer, filled after the restart's reconciliation found nothing). The
+                # position has no brackets: reconcile now, which places them (tests/chaos/test_late_entry.py).
+                self.request_reconcile(f"late fill {fill.trade_id} re-opened trade {trade.trade_id}")
 
     def on_order(self, order: Order) -> dict[str, Any] | None:
         """An order update of ours: keep the journal's copy current. Returns the OrderRow to publish."""
