@@ -377,6 +377,8 @@ class OrderManager:
                     await self.on_trade_event(trade, None)
             case rc.PlaceStop():
                 trade = self.store.trade(action.trade_id)
+                if trade is not None and trade.state.is_terminal:
+                    return None  # closed by an earlier action of this plan (its other bracket filled at once)
                 try:
                     order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.STOP_MARKET,
                                                      action.label, trigger_price=action.trigger_price,
@@ -393,6 +395,7 @@ class OrderManager:
                     trade = self._record(trade, order, fills)
                     self._save(trade, "trade.stop_restored")
                     await self.on_trade_event(trade, None)
+                    await self._closed_by_bracket(trade)
             case rc.ProtectPosition():
                 order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.STOP_MARKET,
                                                  action.label, trigger_price=action.trigger_price,
@@ -411,6 +414,8 @@ class OrderManager:
                         self.publish("orders", self.store.save_order(order, conn))
             case rc.PlaceTakeProfit():
                 trade = self.store.trade(action.trade_id)
+                if trade is not None and trade.state.is_terminal:
+                    return None  # closed by an earlier action of this plan (its stop filled at once)
                 order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.LIMIT,
                                                  action.label, price=action.price, reduce_only=True)
                 if trade is not None:
@@ -418,6 +423,7 @@ class OrderManager:
                     trade = self._record(trade, order, fills)
                     self._save(trade, "trade.take_restored")
                     await self.on_trade_event(trade, None)
+                    await self._closed_by_bracket(trade)
             case rc.CancelOrder():
                 try:
                     order = await self.client.cancel(action.order_id)
@@ -437,6 +443,13 @@ class OrderManager:
         return None
 
     # -- helpers ---------------------------------------------------------------------------------------------
+    async def _closed_by_bracket(self, trade: Trade) -> None:
+        """A bracket restored by reconciliation that filled at once (a take-profit the market had already passed)
+        closed ``trade``: its other bracket, placed separately (not as an OCO pair), must go, or it rests on the
+        exchange and fires against the next position (found by tests/chaos, pinned in test_findings.py)."""
+        if trade.state is TradeState.CLOSED:
+            await self.cancel_brackets(trade)
+
     async def _place(self, side: Side, instrument: str, amount: float, order_type: OrderType, label: str,
                      **kwargs: Any) -> tuple[Order, list[Fill]]:
         place = self.client.buy if side is Side.BUY else self.client.sell
