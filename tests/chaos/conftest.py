@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,7 +27,7 @@ def pytest_collection_modifyitems(config: Any, items: list[pytest.Item]) -> None
 
 @pytest.fixture
 def rng(request: pytest.FixtureRequest) -> random.Random:
-    seed = settings.SEED ^ (hash(request.node.name) & 0xFFFF)
+    seed = settings.SEED ^ zlib.crc32(request.node.name.encode())  # (str hash() differs per process)
     emit("start", test=request.node.name, seed=settings.SEED, full=settings.FULL)
     return random.Random(seed)
 
