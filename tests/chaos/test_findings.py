@@ -49,14 +49,25 @@ def test_a_late_entry_fill_of_a_finished_trade_gets_its_stop_at_once(make_world:
     filled_at = time.monotonic()
     assert late["order"]["order_state"] == "filled"
 
-    def stop() -> dict | None:
-        return next((o for o in world.sim.open_orders(razor.instrument) if o["label"] == f"tb:{razor.sid}:{tid}:sl"),
-                    None)
+    def protected_or_closed() -> str | None:
+        """The re-opened trade's stop placed by reconciliation, or (when the market had passed that stop, which the
+        exchange refuses) the position closed at market; either at once. (A restored stop may be gone again soon
+        after: with tight brackets the restored take-profit can fill immediately and take the stop with it.)"""
+        events = world.client.call("journal.events", kinds=["trade.stop_restored"], newest_first=True, limit=20)
+        restored = next((e for e in events if e["payload"]["trade"]["trade_id"] == tid), None)
+        if restored is not None:
+            order = next(o for o in world.client.call("orders.list", open_only=False)
+                         if o["order_id"] == restored["payload"]["trade"]["stop_order_id"])
+            assert order["label"] == f"tb:{razor.sid}:{tid}:sl" and order["amount"] == trade["amount"], order
+            return "stop restored"
+        now = read_journal(world.home).trades[tid]
+        if now["state"] == "closed" and now["data"]["exit_filled"] >= 2 * trade["amount"] - 1e-12:
+            return "closed at market"
+        return None
 
-    order = wait_for(stop, timeout=30, what="the re-opened position's stop")
+    how = wait_for(protected_or_closed, timeout=30, what="the re-opened position protected or closed")
     took = time.monotonic() - filled_at
-    assert took < 5.0, f"the stop came {took:.1f} s after the late fill (the periodic reconciliation, not at once)"
-    assert order["reduce_only"] and order["amount"] == trade["amount"]  # (it may fill soon after: tight brackets)
+    assert took < 5.0, f"{how} {took:.1f} s after the late fill (by the periodic reconciliation, not at once)"
     # Everything else holds; the planted order is, by construction, a second entry order of that trade.
     planted = f"duplicate entry: trade {tid} "
 
@@ -69,13 +80,15 @@ def test_a_late_entry_fill_of_a_finished_trade_gets_its_stop_at_once(make_world:
 def test_restored_brackets_leave_no_stop_behind_when_the_take_profit_fills_at_once(
     make_world: Callable[..., World]
 ) -> None:
-    world = make_world(speed=120)
+    world = make_world(speed=300)
     world.start_strategies(razor={"rsiOversold": 48, "rsiOverbought": 52, "stopLossPercent": 5.0,
                                   "takeProfitPercent": 0.01, "breakEvenEnabled": False, "cooldownMinutes": 0})
     razor = next(s for s in world.slots if s.name == "razor")
+    known = {t["trade_id"] for t in trades_of(world.client, razor.sid)}
     world.sim.set_fault("delay", ms=5000)  # the entry fills at once, the engine hears of it 5 s later
-    pending = wait_for(lambda: next((t for t in trades_of(world.client, razor.sid) if t["state"] == "pending_entry"),
-                                    None), timeout=90, what="a Razor entry on its way")
+    pending = wait_for(lambda: next((t for t in trades_of(world.client, razor.sid) if t["state"] == "pending_entry"
+                                     and t["trade_id"] not in known), None),  # journaled, so sent, after the fault
+                       timeout=90, what="a Razor entry on its way")
     world.sim.set_fault("clear")
     tid = pending["trade_id"]
     wait_for(lambda: world.sim.position_size(razor.instrument) != 0, timeout=10, what="the entry filled")
