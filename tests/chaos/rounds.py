@@ -127,6 +127,9 @@ def fault(world: World, rng: random.Random, i: int) -> dict[str, Any]:
     before = world.link()
     params: dict[str, Any] = {}
     _moment(world, rng)
+    # How long a delay or error fault lasts, fixed before it starts: our own calls to the simulator are subject to
+    # the fault too ("*" errors every public call), so they are made in wait_for, where an error means "not yet".
+    until = world.sim.now_ms() + rng.randint(30_000, 600_000)
     if kind == "drop":
         world.sim.set_fault("drop")
     elif kind == "stall":
@@ -140,8 +143,7 @@ def fault(world: World, rng: random.Random, i: int) -> dict[str, Any]:
                   "code": rng.choice([10028, 11044, 13888]), "message": "chaos", "count": rng.randint(1, 5)}
         world.sim.set_fault("error", **params)
     if kind in ("delay", "error"):
-        target = world.sim.now_ms() + rng.randint(30_000, 600_000)
-        wait_for(lambda: world.sim.now_ms() >= target, timeout=60, what="the fault to last a while")
+        wait_for(lambda: world.sim.now_ms() >= until, timeout=60, what="the fault to last a while")
         world.sim.set_fault("clear")
     elif kind == "stall":
         wait_for(lambda: world.sim.call("admin/get_faults")["stall_remaining_s"] == 0,
