@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from tradebaas.errors import UserError
+
+if TYPE_CHECKING:
+    from tradebaas.home import Home
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 DEFAULT_FILE = "bitstamp_btcusd_1min_20250107-20250203.csv.gz"
@@ -143,7 +147,7 @@ def interval_ms(df: pd.DataFrame) -> int:
     return int(values[np.argmax(counts)])
 
 
-def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
+def load_recorded(home: Home | str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
                   end: object = None) -> pd.DataFrame:
     """The candles the engine recorded for ``instrument`` (``TRADEBAAS_HOME/data/candles/<instrument>/*.parquet``,
     see ``tradebaas.engine.live.recorder``) as the normalised frame; ``start``/``end`` (times, inclusive) cut it.
@@ -175,7 +179,7 @@ def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PE
     return df
 
 
-def load_recorded_trades(home: str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
+def load_recorded_trades(home: Home | str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
                          end: object = None) -> pd.DataFrame:
     """The exchange's public trades the engine recorded for ``instrument`` (``data/trades/<instrument>/*.parquet``):
     a frame indexed by UTC time with ``trade_id, price, amount, direction``; ``start``/``end`` cut it (inclusive)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ _WORKER_DATA: pd.DataFrame | None = None
 _WORKER_CACHE: tuple[str, Any] | None = None
 
 
-def grid_points(grid: dict[str, Iterable[Any]]) -> list[dict[str, Any]]:
+def grid_points(grid: Mapping[str, Iterable[Any]]) -> list[dict[str, Any]]:
     """The cartesian product of ``grid`` as a list of configs, in a stable order (first key varies slowest)."""
     keys = list(grid)
     values = [list(grid[k]) for k in keys]

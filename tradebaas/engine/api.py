@@ -342,7 +342,7 @@ class EngineApi:
         decisions = [e["payload"] for e in self.engine_events("decision", id, since, until)]
         try:
             result = await asyncio.to_thread(replay_live, candles, replay_segments, instrument, since_ms=since,
-                                             until_ms=until, warmup_candles=replay_segments[0].warmup_candles)
+                                             until_ms=until, warmup_candles=replay_segments[0].warmup_candles or WARMUP_CANDLES)
         except BacktestError as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
         comparison = compare_runs(self.store.trade_rows(id, since, until), decisions, result, instrument=instrument,

@@ -57,7 +57,7 @@ def error_summary(text: Any) -> str:
     return lines[-1].strip() if lines[0].startswith("Traceback") else lines[0].strip()
 
 
-class Rows(list):  # type: ignore[type-arg]  # a list of the engine's dicts
+class Rows(list):  # a list of the engine's dicts
     """The engine's answer, unchanged (a list of dicts: ``rows[0]["id"]`` works), that shows itself as a table
     in a notebook with the columns that matter (code versions shortened to 12 characters). ``frame()`` gives
     the same table as a DataFrame."""

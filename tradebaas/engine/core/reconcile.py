@@ -827,8 +827,8 @@ def apply(
             size = pos.size if pos else 0.0
             amount = min(a.amount, abs(size)) if size * a.side.sign < 0 else 0.0
             if amount > 0 and pos is not None:
-                t = trades.get(a.trade_id)
-                price = (t.entry_price if t and t.entry_price > 0 else pos.average_price) or 1.0
+                held = trades.get(a.trade_id)
+                price = (held.entry_price if held and held.entry_price > 0 else pos.average_price) or 1.0
                 positions[a.instrument] = replace(pos, size=size + a.side.sign * amount)
                 fills.append(
                     Fill(

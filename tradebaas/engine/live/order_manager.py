@@ -341,6 +341,7 @@ class OrderManager:
     async def _execute_one(self, action: rc.Action,
                            set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> bool | None:
         """One action; False when a stop or close it was to place did not get onto the exchange."""
+        trade: Trade | None
         match action:
             case rc.RecoverTrade():
                 inst = self.instruments[action.instrument]
@@ -358,7 +359,7 @@ class OrderManager:
             case rc.CloseTrade():
                 trade = self.store.trade(action.trade_id)
                 if trade is None:
-                    return
+                    return None
                 before = trade
                 if action.state is TradeState.FAILED:
                     trade = mark_failed(trade, action.reason)

@@ -253,7 +253,8 @@ def synthetic(seed: int, minutes: int = 30 * 1440, start_ms: int = 1_735_689_600
     p = price0
     sub = sigma_per_minute / math.sqrt(TICKS_PER_MINUTE)
     for i in range(minutes):
-        o[i] = hi = low = round(p)
+        o[i] = round(p)
+        hi = low = float(o[i])
         for _ in range(TICKS_PER_MINUTE):
             p *= math.exp(rng.gauss(0.0, sub))
             hi, low = max(hi, p), min(low, p)
@@ -291,7 +292,7 @@ def load_tick_sample(path: Path) -> MarketData:
     bid = ask = None
     last: float | None = None
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as fh:  # type: ignore[operator]
+    with opener(path, "rt") as fh:
         for line in fh:
             _, _, text = line.partition(" ")
             msg = json.loads(text)
@@ -348,7 +349,7 @@ def _looks_like_tick_sample(p: Path) -> bool:
         return False
     opener = gzip.open if p.suffix == ".gz" else open
     try:
-        with opener(p, "rb") as fh:  # type: ignore[operator]
+        with opener(p, "rb") as fh:
             head = io.BytesIO(fh.read(256)).getvalue()
     except OSError:
         return False
