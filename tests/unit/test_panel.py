@@ -170,7 +170,8 @@ def test_engine_restart_shows_reconnecting_then_reloads_state(panel: ControlPane
     wait_for(lambda: "tb-connection-connected" in panel.status_html.value, what="reconnected")
     wait_for(lambda: "razor-9" in panel.state.strategies, what="state reloaded")
     assert "engine restarted" in panel.status_html.value and "pid 222" in panel.status_html.value
-    assert not panel.kill_button.disabled
+    # the kill switch comes back with the connection (its own widget update, applied by the panel's pump)
+    wait_for(lambda: not panel.kill_button.disabled, what="the kill switch enabled again")
 
 
 def test_engine_event_from_a_new_process_triggers_a_resync(panel: ControlPanel, eng: FakeEngine) -> None:

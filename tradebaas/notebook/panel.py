@@ -590,16 +590,26 @@ class ControlPanel(w.VBox):
     def _start_from_form(self, name: str, instrument: str, config: dict[str, Any]) -> None:
         form = self.form
 
+        def shown(s: dict[str, Any]) -> None:
+            if form is not None:
+                form.show_started(f"started {s.get('id')} ({s.get('state')})")
+
+        self._strategy_call(form, shown, "strategy.start", name=name, instrument=instrument, config=config)
+
+    def _strategy_call(self, form: Any, shown: Callable[[dict[str, Any]], None], method: str, **params: Any) -> None:
+        """Call ``method`` on a worker thread for ``form``: the engine's refusal goes back to the form inline, the
+        strategy it answers to ``shown`` and to the panel's own state."""
+
         def run() -> None:
             try:
-                strategy = self._call("strategy.start", name=name, instrument=instrument, config=config)
+                strategy = self._call(method, **params)
             except Exception as exc:
                 _code, message, data = _rpc_error_parts(exc)
                 if form is not None:
                     form.show_engine_error(message, data)
                 return
             if form is not None:
-                form.show_started(f"started {strategy.get('id')} ({strategy.get('state')})")
+                shown(strategy)
             self._on_event("strategies", {"type": "state", "strategy": strategy})
 
         self._background(run)
@@ -647,20 +657,8 @@ class ControlPanel(w.VBox):
 
     def _apply_edit(self, sid: str, changes: dict[str, Any], apply_to_open: bool) -> None:
         form = self.edit_form
-
-        def run() -> None:
-            try:
-                strategy = self._call("strategy.set", id=sid, config=changes, apply_to_open=apply_to_open)
-            except Exception as exc:
-                _code, message, data = _rpc_error_parts(exc)
-                if form is not None:
-                    form.show_engine_error(message, data)
-                return
-            if form is not None:
-                form.show_applied(strategy)
-            self._on_event("strategies", {"type": "state", "strategy": strategy})
-
-        self._background(run)
+        self._strategy_call(form, form.show_applied if form is not None else lambda _s: None, "strategy.set",
+                            id=sid, config=changes, apply_to_open=apply_to_open)
 
     def start(self, name: str | None = None, **values: Any) -> bool:
         """Fill the form and press Start (scripts and tests); False when the form refused the values."""
