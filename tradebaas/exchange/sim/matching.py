@@ -118,7 +118,7 @@ class SimExchange:
             result = trade(account, params or {}, now_ms, batch)
         else:
             assert read is not None
-            result = read(account, params or {})
+            result = read(account, params or {}, now_ms)
         return result, self._take_pending() + self._events(batch)
 
     def on_market(self, tick: MarketTick, now_ms: int) -> list[SimEvent]:
