@@ -8,13 +8,13 @@ Everything past this module sees ``Order``, ``Fill``, ``PositionSnapshot``, ``Ti
   version does not know. An unknown ``order_state`` or ``order_type`` becomes ``OrderState.UNKNOWN`` /
   ``OrderType.UNKNOWN`` (the text kept in ``raw_state``/``raw_type``), an unknown ``liquidity`` reads as taker, an
   unknown position ``direction`` keeps the sign of ``size``; each unknown value is logged once per process, never
-  raised. An order without ``amount`` cannot be reasoned about either and reads as an order in an unknown state
-  (a missing ``filled_amount`` reads as 0). What the engine then does with such an order is conservative (``OrderState.UNKNOWN`` counts as
+  raised. A missing ``order_state``/``order_type`` is unknown too, and an order without ``amount`` cannot be
+  reasoned about either: it reads as an order in an unknown state (a missing ``filled_amount`` reads as 0). What the engine then does with such an order is conservative (``OrderState.UNKNOWN`` counts as
   live; reconciliation never cancels or replaces it blindly: ``engine/core/reconcile.py``).
 - Empty book sides: Deribit sends ``best_bid_price: 0`` (amount 0) when a side is empty; that is "no price"
   (``None``), never a price of 0. ``null`` likewise.
-- Strict where a missing field would corrupt money or state: an order without ``order_id`` or a known
-  ``direction``; a user trade without ``trade_id``, ``direction``, ``instrument_name``, ``amount``, ``price``,
+- Strict where a missing field would corrupt money or state: an order without ``order_id``,
+  ``instrument_name`` or a known ``direction``; a user trade without ``trade_id``, ``direction``, ``instrument_name``, ``amount``, ``price``,
   ``fee`` or ``timestamp``; a position without ``instrument_name`` or a numeric ``size``; a ticker without
   ``instrument_name``. Those raise ``ValueError`` with a one-line reason; callers fail closed (a reconciliation
   built on it is abandoned and retried, a notification is dropped and logged).
@@ -60,15 +60,17 @@ def order_from_deribit(obj: dict[str, Any]) -> Order:
     docstring for unknown states and types and for what is required."""
     if not isinstance(obj, dict) or "order_id" not in obj:
         raise ValueError(f"not a Deribit order object: {obj!r:.200}")
-    state, raw_state = _order_state(obj.get("order_state", "open"))
-    order_type, raw_type = _order_type(obj.get("order_type", "limit"))
+    if not obj.get("instrument_name"):
+        raise ValueError(f"order {obj['order_id']} has no instrument_name")
+    state, raw_state = _order_state(obj.get("order_state"))
+    order_type, raw_type = _order_type(obj.get("order_type"))
     if state is not OrderState.UNKNOWN and _num(obj.get("amount"), -1.0) < 0:
-        note_unknown("order without amount, order_state", obj.get("order_state", "open"))
-        state, raw_state = OrderState.UNKNOWN, f"{obj.get('order_state', 'open')} (without amount)"
+        note_unknown("order without amount, order_state", obj.get("order_state"))
+        state, raw_state = OrderState.UNKNOWN, f"{obj.get('order_state')} (without amount)"
     return Order(
         order_id=str(obj["order_id"]),
-        instrument=str(obj.get("instrument_name", "")),
-        side=_side(obj.get("direction"), "order"),
+        instrument=str(obj["instrument_name"]),
+        side=_side(obj.get("direction"), f"order {obj['order_id']}"),
         order_type=order_type,
         amount=_num(obj.get("amount"), 0.0),
         filled_amount=_num(obj.get("filled_amount"), 0.0),
@@ -195,8 +197,10 @@ def candle_from_chart_bar(obj: dict[str, Any]) -> Candle:
     The exchange re-sends the bar while it forms: equal ``ts_ms`` means "same bar, updated", and a bar is final
     only once a later ``ts_ms`` arrives. Deciding that is the candle builder's job, not the edge's.
     """
+    if not isinstance(obj, dict) or obj.get("tick") is None:
+        raise ValueError(f"not a Deribit chart bar: {obj!r:.200}")
     return Candle(
-        ts_ms=int(_num(obj["tick"], 0)),
+        ts_ms=int(_req_num(obj, "tick", "chart bar")),
         open=_num(obj.get("open"), 0.0),
         high=_num(obj.get("high"), 0.0),
         low=_num(obj.get("low"), 0.0),
@@ -225,7 +229,13 @@ def parse_notification(channel: str, data: Any) -> Any:
     ``ticker`` -> ``Ticker``, ``chart.trades`` -> ``Candle`` (the forming bar), ``user.portfolio`` -> ``dict``
     (the account summary, currency upper-cased), anything else -> the raw data unchanged.
     """
-    kind = channel_kind(channel)
+    try:
+        return _parse_notification(channel_kind(channel), data)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:  # a shape no Deribit message has
+        raise ValueError(f"malformed {channel} payload ({type(exc).__name__}: {exc})") from None
+
+
+def _parse_notification(kind: str, data: Any) -> Any:
     if kind == "user.orders":
         if isinstance(data, list):
             return [order_from_deribit(o) for o in data]
@@ -359,21 +369,26 @@ def _side(value: Any, what: str) -> Side:
 
 
 def _order_state(value: Any) -> tuple[OrderState, str]:
+    """A known state, or ``UNKNOWN`` with the text Deribit sent ("(missing)" when it sent none)."""
     try:
-        return OrderState(value), ""
+        state = OrderState(value)
     except ValueError:
+        state = OrderState.UNKNOWN
+    if state is OrderState.UNKNOWN:  # also the literal "unknown": not a state Deribit documents
         note_unknown("order_state", value)
-        return OrderState.UNKNOWN, str(value)
+        return OrderState.UNKNOWN, "(missing)" if value is None else str(value)
+    return state, ""
 
 
 def _order_type(value: Any) -> tuple[OrderType, str]:
+    """A known type, or ``UNKNOWN`` with the text Deribit sent ("(missing)" when it sent none)."""
     try:
         kind = OrderType(value)
     except ValueError:
         kind = OrderType.UNKNOWN
-    if kind is OrderType.UNKNOWN:  # also the literal "unknown": not a type Deribit documents
+    if kind is OrderType.UNKNOWN:
         note_unknown("order_type", value)
-        return OrderType.UNKNOWN, str(value)
+        return OrderType.UNKNOWN, "(missing)" if value is None else str(value)
     return kind, ""
 
 
