@@ -200,14 +200,15 @@ def quote_for(tick: PriceTick, inst: Instrument) -> Quote:
     """The instrument's quote for a tick: last on the tick grid, a one-tick spread, mark = index = the price.
 
     The aggressor side decides which side of the spread the trade printed on (a buy prints at the ask).
-    Recorded quotes are widened outwards to the instrument's tick grid.
+    Recorded quotes are widened outwards to the instrument's tick grid; a recorded empty side stays 0 (no price).
     """
     step = inst.tick_size
     last = round_to_tick(tick.price, step)
     if tick.bid is not None and tick.ask is not None:
-        bid = _clean(math.floor(tick.bid / step + 1e-9) * step)
-        ask = _clean(math.ceil(tick.ask / step - 1e-9) * step)
-        if ask <= bid:
+        # A recorded empty side (0 or less) stays empty: 0 is "no price" (Deribit's own convention).
+        bid = _clean(math.floor(tick.bid / step + 1e-9) * step) if tick.bid > 0 else 0.0
+        ask = _clean(math.ceil(tick.ask / step - 1e-9) * step) if tick.ask > 0 else 0.0
+        if bid and ask and ask <= bid:
             ask = _clean(bid + step)
     elif tick.side == "buy":
         ask, bid = last, _clean(last - step)
