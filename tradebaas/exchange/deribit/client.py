@@ -653,7 +653,7 @@ class DeribitClient:
         try:
             return Instrument.from_deribit(await self.call("public/get_instrument", {"instrument_name": name}))
         except DeribitApiError as exc:
-            if exc.code != codes.METHOD_NOT_FOUND:
+            if exc.code not in (codes.METHOD_NOT_FOUND, codes.NOT_IMPLEMENTED):  # a server without the method
                 raise
         for inst in await self.get_instruments("any"):
             if inst.name == name:

@@ -160,6 +160,19 @@ class MarketData:
             return self._ticks[-1].ts_ms
         return int(self.candles.ts_ms[-1]) + _WAYPOINTS_MS[-1]
 
+    def shifted(self, offset_ms: int) -> MarketData:
+        """The same market with every timestamp moved by ``offset_ms`` (``--clock present``); prices, volumes and
+        sequence numbers unchanged. ``offset_ms`` must be a whole number of minutes, so bars stay on their minute
+        boundaries and the ticks inside them where they were."""
+        if offset_ms % MINUTE_MS:
+            raise ValueError("a clock offset must be a whole number of minutes")
+        c = self.candles
+        candles = Candles(c.ts_ms + offset_ms, c.open, c.high, c.low, c.close, c.volume)
+        ticks = None if self._ticks is None else [
+            PriceTick(t.ts_ms + offset_ms, t.price, t.amount_btc, t.side, t.seq, t.bid, t.ask, t.continuous)
+            for t in self._ticks]
+        return MarketData(candles, ticks, self.name)
+
     def default_start_ms(self) -> int:
         """Data start plus ``WARMUP_MINUTES`` of history (less for short data), on a minute boundary."""
         span = self.end_ms - self.start_ms
