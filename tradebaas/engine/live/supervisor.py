@@ -476,12 +476,15 @@ class Supervisor:
             "low": candle.low, "close": candle.close, "volume": candle.volume})
 
     async def _on_ticker(self, ticker: Ticker) -> None:
+        """A ticker closes candles by exchange time. Prices of 0 are "no price" (Deribit's empty book side is
+        ``None`` already, see ``convert.ticker_from_deribit``): never a price to size an order with."""
         arrived = time.perf_counter()
         self.tickers[ticker.instrument] = ticker
+        last = ticker.last_price if ticker.last_price > 0 else None
         async with self.lock:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == ticker.instrument and runner.active:
-                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, ticker.last_price), arrived)
+                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, last), arrived)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
             self._ticker_pub[ticker.instrument] = time.monotonic()
