@@ -25,6 +25,7 @@ from tradebaas.domain import (
     Direction,
     ExchangeSnapshot,
     Liquidity,
+    Order,
     OrderRole,
     OrderState,
     OrderType,
@@ -236,7 +237,7 @@ def worlds(draw: Any) -> tuple[JournalView, ExchangeSnapshot]:
                                        "amount": 20.0, "price": 50_000.0, "fee": 1e-6, "timestamp": 10,
                                        "label": make_label("s1", "t1", OrderRole.ENTRY), "liquidity": "T"})
     trade = apply_fill(trade, entry, inst, OrderRole.ENTRY)
-    orders = []
+    orders: list[Order] = []
     for role in draw(st.lists(st.sampled_from(list(OrderRole)), max_size=4)):
         side = "buy" if role is OrderRole.ENTRY else "sell"
         obj = draw(order_objects(make_label("s1", "t1", role), side, ROLE_TYPES[role]))
