@@ -88,6 +88,7 @@ class Instrument:
             "price_index": f"{self.base_currency.lower()}_{self.quote_currency.lower()}",
             "future_type": self.instrument_type,
             "rfq": False,
+            "max_liquidation_commission": 0.0075,
             "block_trade_commission": 0.0003,
             "block_trade_min_trade_amount": 200000 if self.is_inverse else 25,
             "block_trade_tick_size": 0.01,

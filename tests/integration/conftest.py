@@ -278,16 +278,19 @@ class SimProc:
         return list(self.call("private/get_open_orders_by_instrument", instrument_name=instrument))
 
     def user_trades(self, instrument: str = "BTC_USDC-PERPETUAL") -> list[dict[str, Any]]:
-        """Every fill of the account on ``instrument``, oldest first (pages of 1000)."""
-        out: list[dict[str, Any]] = []
-        start_seq = 0
-        while True:
-            page = self.call("private/get_user_trades_by_instrument", instrument_name=instrument, count=1000,
-                             sorting="asc", start_seq=start_seq)
-            out.extend(page["trades"])
-            if not page["has_more"] or not page["trades"]:
-                return out
-            start_seq = int(page["trades"][-1]["trade_seq"]) + 1
+        """Every fill of the account on ``instrument``, oldest first (pages of 1000), from both of Deribit's
+        history windows (the last 24 h, then ``historical: true`` for the older ones; the recent one first)."""
+        found: dict[str, dict[str, Any]] = {}
+        for historical in (False, True):
+            start_seq = 0
+            while True:
+                page = self.call("private/get_user_trades_by_instrument", instrument_name=instrument, count=1000,
+                                 sorting="asc", start_seq=start_seq, historical=historical)
+                found.update((t["trade_id"], t) for t in page["trades"])
+                if not page["has_more"] or not page["trades"]:
+                    break
+                start_seq = int(page["trades"][-1]["trade_seq"]) + 1
+        return sorted(found.values(), key=lambda t: (t["timestamp"], t["trade_seq"]))
 
     def set_fault(self, action: str, **params: Any) -> Any:
         return self.call("admin/set_fault", action=action, **params)

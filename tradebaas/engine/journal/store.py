@@ -442,7 +442,7 @@ class Store:
     def order_rows(self, open_only: bool = True) -> list[dict[str, Any]]:
         sql = "SELECT * FROM orders"
         if open_only:
-            sql += " WHERE state IN ('open', 'untriggered', 'triggered')"
+            sql += " WHERE state IN ('open', 'untriggered', 'triggered', 'unknown')"  # unknown: possibly live
         return [order_row(r) for r in self.journal.query(sql + " ORDER BY created_ts_ms, order_id")]
 
     # -- decisions -----------------------------------------------------------------------------------------

@@ -307,6 +307,10 @@ class OrderManager:
             return None
         with self.store.journal.transaction() as conn:
             row = self.store.save_order(order, conn, journal_event=True)
+        if order.is_uncertain:  # possibly live, in a state we cannot read: let reconciliation look (and tell)
+            self.request_reconcile(f"order {order.order_id} of {parsed.strategy_id} is in state "
+                                   f"{order.raw_state or order.state.value!r} / type {order.raw_type or order.order_type.value!r}")
+            return row
         if parsed.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT) and order.state is OrderState.CANCELLED \
                 and order.cancel_reason not in EXPECTED_CANCELS:
             trade = self.store.trade(parsed.trade_id)

@@ -54,6 +54,8 @@ log = logging.getLogger("tradebaas.engine.live.supervisor")
 USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
 #: Seconds between two safety-net reconciliations (wall clock); starts, reconnects and surprises reconcile at once.
 PERIODIC_RECONCILE_S = 60.0
+#: Seconds before a failed start/reconnect reconciliation is tried again (the strategies wait meanwhile).
+RECONCILE_RETRY_S = 5.0
 
 
 class Supervisor:
@@ -76,6 +78,7 @@ class Supervisor:
         self.reconciliations = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._reconcile_wanted: asyncio.Event = asyncio.Event()
+        self._resume_pending = False  # a start/reconnect reconciliation failed: resume once one succeeds
         self._subscribed: set[str] = set()
         self._queues: dict[str, asyncio.Queue[tuple[Candle, float]]] = {}
         self.catalog = Catalog(engine.home, self.store)
@@ -160,11 +163,13 @@ class Supervisor:
         await self.client.subscribe(USER_CHANNELS)
         async with self.lock:
             if self.store.is_fresh():
-                await self._claim_orphans()
-            await self._reconcile("start")
+                try:
+                    await self._claim_orphans()
+                except (DeribitError, OSError, ValueError) as exc:
+                    log.warning("could not look for tradebaas orders of a lost journal (%s); the next start does", exc)
             for runner in self.runners.values():
                 runner.active = False  # re-warm on the new link (subscriptions and history are per connection)
-            await self._resume_all()
+            await self._reconcile_then_resume("start")
         if self.exchange_name == "sim":
             self._tasks.append(asyncio.create_task(self._follow_local_sim(), name="follow-sim"))
 
@@ -217,12 +222,11 @@ class Supervisor:
     async def _on_reconnect(self) -> None:
         log.info("exchange link restored; reconciling")
         async with self.lock:
-            await self._reconcile("reconnect")
             # Candles of the outage were never seen: re-warm from the exchange's history rather than let the
             # builder fill the gap with flat candles the strategy would decide on.
             for runner in self.runners.values():
                 runner.active = False
-            await self._resume_all()
+            await self._reconcile_then_resume("reconnect")
 
     async def _on_link_state(self, status: Any) -> None:
         self.engine.publish("engine", {"type": "status", "status": self.engine.status()})
@@ -242,6 +246,22 @@ class Supervisor:
         log.info("reconciliation requested: %s", reason)
         self._reconcile_wanted.set()
 
+    async def _reconcile_then_resume(self, reason: str) -> None:
+        """Reconcile, then resume the strategies that should run (caller holds the lock). Fails closed: when the
+        exchange cannot be read (an error, or an answer tradebaas cannot parse: ``ValueError``), nothing resumes
+        and the reconciliation is retried (``_reconcile_on_request``, at the latest by the periodic safety net),
+        resuming once it succeeds; the task itself never dies of it."""
+        try:
+            await self._reconcile(reason)
+        except (DeribitError, OSError, ValueError) as exc:
+            log.warning("reconciliation (%s) failed (%s); strategies wait; retrying in %.0f s", reason, exc,
+                        RECONCILE_RETRY_S)
+            self._resume_pending = True
+            asyncio.get_running_loop().call_later(RECONCILE_RETRY_S, self._reconcile_wanted.set)
+            return
+        self._resume_pending = False
+        await self._resume_all()
+
     async def _reconcile_on_request(self) -> None:
         while True:
             await self._reconcile_wanted.wait()
@@ -249,9 +269,12 @@ class Supervisor:
             if self.client is None or not self.client.connected:
                 continue
             async with self.lock:
+                if self._resume_pending:  # the start/reconnect reconciliation failed: finish what it began
+                    await self._reconcile_then_resume("retry")
+                    continue
                 try:
                     await self._reconcile("requested")
-                except (DeribitError, OSError) as exc:
+                except (DeribitError, OSError, ValueError) as exc:
                     log.warning("reconciliation failed (%s); will retry on the next request", exc)
 
     async def _reconcile_periodically(self) -> None:
@@ -494,12 +517,15 @@ class Supervisor:
             "low": candle.low, "close": candle.close, "volume": candle.volume})
 
     async def _on_ticker(self, ticker: Ticker) -> None:
+        """A ticker closes candles by exchange time. Prices of 0 are "no price" (Deribit's empty book side is
+        ``None`` already, see ``convert.ticker_from_deribit``): never a price to size an order with."""
         arrived = time.perf_counter()
         self.tickers[ticker.instrument] = ticker
+        last = ticker.last_price if ticker.last_price > 0 else None
         async with self.lock:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == ticker.instrument and runner.active:
-                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, ticker.last_price), arrived)
+                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, last), arrived)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
             self._ticker_pub[ticker.instrument] = time.monotonic()

@@ -52,6 +52,19 @@ from .market import MarketState, MarketTick, fires
 from .orders import EPS, LIMIT_LIKE_TYPES, MARKET_LIKE_TRIGGER_TYPES, SimOrder, q
 from .validation import OrderSpec
 
+#: Decimals Deribit reports fees in, per settlement currency: BTC fees are whole satoshis, rounded to nearest (its
+#: spec's examples: 10 USD at 9681.5 maker -2.1e-07; 21 ETH-PERPETUAL at 202.8 taker 7.766e-05, not ...67).
+FEE_DECIMALS = {"BTC": 8, "ETH": 8}
+
+
+def deribit_fee(inst: Instrument, amount: float, price: float, liquidity: Liquidity) -> float:
+    """The fill model's fee (``fillmodel.fee``), rounded as Deribit reports it (``FEE_DECIMALS``); the balance is
+    charged exactly what the trade shows."""
+    fee = fill_fee(inst, amount, price, liquidity)
+    decimals = FEE_DECIMALS.get(inst.settlement_currency)
+    return round(fee, decimals) + 0.0 if decimals is not None else fee
+
+
 #: Closed orders and user trades kept per account and instrument (``--history``); see the module docs.
 DEFAULT_HISTORY = 2000
 DAY_MS = 86_400_000
@@ -333,7 +346,7 @@ class MatchingCore:
         inst = self.instruments[order.instrument]
         account = self.accounts[order.account_id]
         cur = inst.settlement_currency
-        fee = fill_fee(inst, amount, price, liquidity)
+        fee = deribit_fee(inst, amount, price, liquidity)
         pos = account.position(inst.name)
         pnl = pos.apply_fill(inst, order.side_sign, amount, price)
         pos.fees += fee

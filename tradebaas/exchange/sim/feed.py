@@ -61,7 +61,11 @@ class MarketFeed:
         now = self.clock.now_ms()
         seen = self._core_seen_ms()
         expected: int | None = None  # the tick that follows the core's last one
-        if seen is not None:
+        if seen is not None and seen > now:
+            # The clock went back past the core's last tick (``--start`` earlier, or a state of ``--clock
+            # present`` replayed with its own timestamps): the core follows the new clock, from a jump.
+            seen = now - 10 * 60_000 - 1
+        elif seen is not None:
             nxt = next(iter(self.data.ticks_from(seen + 1)), None)
             expected = nxt.ts_ms if nxt is not None else None
         first = True

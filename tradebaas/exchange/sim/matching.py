@@ -30,7 +30,7 @@ from . import persistence
 from . import validation as v
 from .accounts import SimAccount
 from .core import DEFAULT_HISTORY, MatchingCore
-from .errors import SimRefusal, coded, invalid_params
+from .errors import coded, invalid_params, unsupported
 from .events import EventBatch, SimEvent
 from .market import MarketState, MarketTick
 from .orders import EPS, FILL_CONDITIONS, LIMIT_LIKE_TYPES, LINKED_TYPES, SimOrder
@@ -105,7 +105,7 @@ class SimExchange:
         trade = self._trading.get(name)
         read = self.queries.methods.get(name) if trade is None else None
         if trade is None and read is None:
-            raise SimRefusal(codes.METHOD_NOT_FOUND)
+            raise unsupported(f"private/{name}")
         account = self.accounts.get(account_id)
         if account is None:
             raise coded(codes.UNAUTHORIZED, "unknown account")
@@ -118,7 +118,7 @@ class SimExchange:
             result = trade(account, params or {}, now_ms, batch)
         else:
             assert read is not None
-            result = read(account, params or {})
+            result = read(account, params or {}, now_ms)
         return result, self._take_pending() + self._events(batch)
 
     def on_market(self, tick: MarketTick, now_ms: int) -> list[SimEvent]:

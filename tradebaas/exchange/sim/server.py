@@ -26,7 +26,7 @@ from tradebaas.exchange.sim.auth import AuthStore
 from tradebaas.exchange.sim.channels import ChannelRegistry, Subscriber, notification
 from tradebaas.exchange.sim.clock import SimClock
 from tradebaas.exchange.sim.codec import dumpb, dumps, loads
-from tradebaas.exchange.sim.errors import SimRefusal, invalid_params
+from tradebaas.exchange.sim.errors import SimRefusal, invalid_params, unsupported
 from tradebaas.exchange.sim.faults import Faults
 from tradebaas.exchange.sim.feed import MarketFeed
 from tradebaas.exchange.sim.marketdata import MarketData
@@ -301,7 +301,7 @@ class SimServer:
         answer = self.views.methods.get(name)
         if answer is not None:
             return answer(p, now)
-        raise SimRefusal(codes.METHOD_NOT_FOUND)
+        raise unsupported(f"public/{name}")
 
     def _private(self, name: str, p: dict[str, Any], conn: Conn | None, account_id: str) -> Any:
         if name in SERVER_PRIVATE:
@@ -367,7 +367,7 @@ class SimServer:
     def _subscription(self, name: str, p: dict[str, Any], conn: Conn | None, private: bool,
                       account_id: str | None = None) -> Any:
         if conn is None:
-            raise SimRefusal(codes.METHOD_NOT_FOUND, data={"reason": "subscriptions need a WebSocket"})
+            raise SimRefusal(codes.METHOD_NOT_FOUND, reason="subscriptions need a WebSocket")
         if name == "unsubscribe_all":
             self.channels.unsubscribe_all(conn)
             return "ok"
@@ -403,7 +403,7 @@ class SimServer:
         if interval < self.config.min_heartbeat_s:
             raise invalid_params("interval", f"interval must be >= {self.config.min_heartbeat_s:g}")
         if conn is None:
-            raise SimRefusal(codes.METHOD_NOT_FOUND, data={"reason": "heartbeats need a WebSocket"})
+            raise SimRefusal(codes.METHOD_NOT_FOUND, reason="heartbeats need a WebSocket")
         if conn.hb_task is not None:
             conn.hb_task.cancel()
         conn.hb_answered = True
