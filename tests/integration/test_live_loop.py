@@ -43,8 +43,9 @@ RAZOR_HOLD: dict[str, Any] = {"rsiOversold": 48, "rsiOverbought": 52, "stopLossP
 
 def start_razor(c: EngineClient, config: dict[str, Any], instrument: str | None = None) -> dict[str, Any]:
     info = c.call("strategy.start", name="razor", config=config, **({"instrument": instrument} if instrument else {}))
-    assert info["state"] == "running", info
-    return dict(info)
+    # running once the engine's exchange link is up (under load the engine may still be connecting)
+    return dict(wait_for(lambda: (i := c.call("strategy.get", id=info["id"]))["state"] == "running" and i,
+                         timeout=60, what="razor running"))
 
 
 def trades_of(c: EngineClient, sid: str) -> list[dict[str, Any]]:

@@ -89,8 +89,10 @@ def deploy(c: EngineClient, source: str, name: str | None = None) -> dict[str, A
 
 def start(c: EngineClient, name: str, config: dict[str, Any] | None = None, **kw: Any) -> str:
     info = c.call("strategy.start", name=name, config=config or {}, **kw)
-    assert info["state"] == "running", info
-    return str(info["id"])
+    sid = str(info["id"])
+    # running once the engine's exchange link is up (under load the engine may still be connecting)
+    wait_for(lambda: c.call("strategy.get", id=sid)["state"] == "running", timeout=60, what=f"{sid} running")
+    return sid
 
 
 def closed_trades(c: EngineClient, sid: str) -> list[dict[str, Any]]:
