@@ -8,13 +8,16 @@ Files under ``TRADEBAAS_HOME/sim``: ``state.json`` (the snapshot, ``state.py``) 
 it, ``journal.py``). Parts:
 - ``recover``: snapshot + the journal's records after it (``changes.Replay``) -> the state as acknowledged, its
   clock, and the id counters lifted to the last durable reservation;
-- ``SimStore``: the writer. ``commit()`` after every call into the core (server, feed, and at every socket write
-  as a barrier) appends one record per call that changed something (``changes.drain``; one ``write(2)``);
-  snapshots empty the journal once it outgrows a few snapshots; ``close()`` at a clean shutdown.
+- ``SimStore``: the writer. ``commit()`` after every call into the core (server, feed) appends one record per
+  call that changed something (``changes.drain``) to a buffer; ``flush()`` writes the buffer with one
+  ``write(2)`` (group commit) and runs before every socket write and HTTP answer (the server's barrier), and at
+  the end of the event-loop iteration anyway; snapshots empty the journal once it outgrows a few snapshots;
+  ``close()`` at a clean shutdown.
 
 What is guaranteed (the fsync policy, chosen for a simulator that must stay fast):
 - a crash of the process (SIGKILL, OOM, an exception) loses nothing acknowledged: a record is written before
-  anything reports it, and what ``write`` returned stays in the kernel when the process dies;
+  anything reports it, and what ``write`` returned stays in the kernel when the process dies (a record still in
+  the buffer was reported to nobody: the barrier writes it before any bytes go out);
 - a power cut or kernel crash may lose the last ``SYNC_INTERVAL_S`` or so of acknowledged changes: the journal is
   fsync'd that long after a record, in a thread (fsync per answer would cost milliseconds per order);
 - ids never repeat, even then: before a record carries an id (order, trade, trade_seq, OCO, placement seq) beyond
@@ -60,9 +63,10 @@ def exceeds(ids: dict[str, Any], reserved: dict[str, Any] | None) -> bool:
     """Whether counters (``persistence.ids_state`` shape) went past ``reserved`` (ids not yet durably reserved)."""
     if reserved is None:
         return True
-    if any(ids[k] > reserved.get(k, 0) for k in _COUNTERS):
+    if (ids["next_order"] > reserved["next_order"] or ids["next_trade"] > reserved["next_trade"]
+            or ids["next_seq"] > reserved["next_seq"] or ids["next_oco"] > reserved["next_oco"]):
         return True
-    held = reserved.get("trade_seq", {})
+    held = reserved["trade_seq"]
     return any(v > held.get(inst, 0) for inst, v in ids["trade_seq"].items())
 
 
@@ -173,23 +177,47 @@ class SimStore:
         self._sync_handle: asyncio.TimerHandle | None = None
         self._sync_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._sync_future: concurrent.futures.Future[None] | None = None
+        self._flush_handle: asyncio.Handle | None = None
         self.snapshot()
 
     @property
     def pending(self) -> bool:
-        """Changes made but not yet journaled (never true once a call into the core has returned)."""
-        return bool(self.core.changes)
+        """Changes made but not yet written to the journal file."""
+        return bool(self.core.changes) or self.log.buffered
 
     def commit(self) -> bool:
-        """Journal what the core changed since the last commit (one record); False when nothing changed.
+        """Journal what the core changed since the last commit (one buffered record); False when nothing changed.
 
-        Call it after every call into the core, before anything reporting the change is sent."""
+        Call it after every call into the core; ``flush`` before anything reporting the change is sent."""
         if not self._append_changes():
             return False
-        self._schedule_sync()
+        self._schedule_flush()
         if self.log.size >= self.snapshot_at:
             self.snapshot()
         return True
+
+    def barrier(self) -> None:
+        """``commit`` + ``flush``: call it right before bytes leave for a client."""
+        self.commit()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered records (one ``write``): from now on they survive a crash of the process."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self.log.buffered and not self.closed:
+            self.log.flush()
+            self._schedule_sync()
+
+    def _schedule_flush(self) -> None:
+        """Flush at the end of this event-loop iteration at the latest (now when no loop runs)."""
+        if self._flush_handle is not None:
+            return
+        try:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:
+            self.flush()
 
     def _append_changes(self) -> bool:
         record = drain(self.core)
@@ -210,7 +238,7 @@ class SimStore:
         self.reserved = reservation(ids)
         self.seq += 1
         self.log.append(dumpb({"seq": self.seq, "kind": "reserve", "ids": self.reserved}))
-        self.log.sync()
+        self.log.sync()  # flushes the records buffered before it too
 
     def snapshot(self, exact_ids: bool = False) -> None:
         """Write ``state.json`` (atomic, fsync'd) with everything journaled so far, then empty the journal.
@@ -254,9 +282,10 @@ class SimStore:
         """Clean shutdown: a final snapshot with exact id reservations, everything fsync'd, files closed."""
         if self.closed:
             return
-        if self._sync_handle is not None:
-            self._sync_handle.cancel()
-            self._sync_handle = None
+        for handle in (self._sync_handle, self._flush_handle):
+            if handle is not None:
+                handle.cancel()
+        self._sync_handle = self._flush_handle = None
         if self._sync_future is not None:
             concurrent.futures.wait([self._sync_future])
         self.snapshot(exact_ids=True)

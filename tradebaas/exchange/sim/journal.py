@@ -1,13 +1,14 @@
-"""The simulator's append-only journal file: checksummed records, written with one ``write(2)`` each.
+"""The simulator's append-only journal file: checksummed records, written in groups with one ``write(2)``.
 
 Why a plain file and not SQLite: the simulator only ever appends and reads everything back at start; a record is
-one ``os.write`` of ``length | crc32 | payload`` (a few µs), and what ``write`` returned is in the kernel's page
-cache, so it survives a SIGKILL of the process. ``sync`` (``fsync``) makes it survive a power cut as well; the
-caller (``durable``) decides when to pay for that.
+``length | crc32 | payload``. ``append`` only buffers; ``flush`` writes everything buffered with one ``os.write``
+(a few µs however many records: group commit), and what ``write`` returned is in the kernel's page cache, so it
+survives a SIGKILL of the process. ``sync`` (``fsync``) makes it survive a power cut as well. The caller
+(``durable``) decides when to flush (before anything reporting a record leaves) and when to pay for a sync.
 
 Reading (``read_log``) stops at a torn tail: a last record cut short, or one whose checksum fails and that reaches
 the end of the file (what a crash during its ``write`` or a power cut leaves). Such a record was never
-acknowledged (``durable`` answers only after ``append`` returned), so dropping it loses nothing; ``AppendLog``
+acknowledged (``durable`` answers only after ``flush`` returned), so dropping it loses nothing; ``AppendLog``
 cuts it off before appending. A bad record followed by more data is corruption, reported, never skipped.
 """
 
@@ -81,30 +82,46 @@ class AppendLog:
             good_bytes = read_log(path).good_bytes
         if os.fstat(self._fd).st_size != good_bytes:
             os.ftruncate(self._fd, good_bytes)
-        self.size = good_bytes
+        self.size = good_bytes  # bytes in the file, and buffered for it
+        self._buf: list[bytes] = []
         if good_bytes == 0:
-            self._write(MAGIC)
+            self._buf.append(MAGIC)
+            self.size += len(MAGIC)
+            self.flush()
+
+    @property
+    def buffered(self) -> bool:
+        """Records appended but not yet written (lost if the process dies now: nothing may report them yet)."""
+        return bool(self._buf)
 
     def append(self, payload: bytes) -> None:
-        """Write one record; on return it survives the death of this process (not a power cut: see ``sync``)."""
-        self._write(_HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
+        """Buffer one record (``flush`` writes it)."""
+        self._buf.append(_HEAD.pack(len(payload), zlib.crc32(payload)))
+        self._buf.append(payload)
+        self.size += _HEAD.size + len(payload)
 
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
+    def flush(self) -> None:
+        """Write every buffered record; on return they survive the death of this process (not a power cut)."""
+        if not self._buf:
+            return
+        view = memoryview(b"".join(self._buf))
+        self._buf.clear()
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-            self.size += n
 
     def sync(self) -> None:
-        """``fsync``: what was appended survives a power cut too."""
+        """``flush``, then ``fsync``: what was appended survives a power cut too."""
+        self.flush()
         os.fsync(self._fd)
 
     def reset(self) -> None:
-        """Empty the journal (its records are in a durable snapshot now) and start it again."""
+        """Empty the journal (its records, buffered ones included, are in a durable snapshot now)."""
+        self._buf.clear()
         os.ftruncate(self._fd, 0)
-        self.size = 0
-        self._write(MAGIC)
+        self._buf.append(MAGIC)
+        self.size = len(MAGIC)
+        self.flush()
 
     @property
     def fileno(self) -> int:
@@ -112,5 +129,6 @@ class AppendLog:
 
     def close(self) -> None:
         if self._fd >= 0:
+            self.flush()
             os.close(self._fd)
             self._fd = -1

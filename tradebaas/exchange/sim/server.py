@@ -4,8 +4,9 @@ Why this shape: the matching core (``matching.SimExchange``), the public market 
 registry (``channels``) and the market feed (``feed``) each own one job; this module decodes requests,
 authenticates (``auth``), rate-limits, injects faults, dispatches each method to its owner with the simulated time,
 keeps the WebSocket sessions (subscriptions, heartbeats, cancel-on-disconnect) and commits the core's changes to
-the journal (``durable.SimStore``) after every call into the core, and again before any bytes leave for a client
-(``Conn.flush``), so nothing reports a change that is not durable. ``SimServer`` wires them together and is the
+the journal (``durable.SimStore``) after every call into the core, writing them out before any bytes leave for a
+client (``barrier``: in ``Conn.flush`` and before every HTTP answer), so nothing reports a change that could be
+lost with the process. ``SimServer`` wires them together and is the
 simulator's network entry point.
 """
 
@@ -217,10 +218,15 @@ class SimServer:
     # ---- persistence ----------------------------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Journal what the core changed (``durable.SimStore.commit``); called after every call into the core and
-        before every socket write, so an answer or notification never reports a change that could be lost."""
+        """Journal what the core changed (``durable.SimStore.commit``: buffered); after every call into the core."""
         if self.store is not None:
             self.store.commit()
+
+    def barrier(self) -> None:
+        """Everything journaled is written out: called before any bytes leave for a client (``Conn.flush``, HTTP
+        answers), so an answer or notification never reports a change that could be lost with the process."""
+        if self.store is not None:
+            self.store.barrier()
 
     # ---- request dispatch ----------------------------------------------------------------------------------------
 
@@ -430,7 +436,7 @@ class SimServer:
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=1 << 20, autoping=True, compress=False)
         await ws.prepare(request)
-        conn = Conn(ws, request.transport, self.commit)
+        conn = Conn(ws, request.transport, self.barrier)
         self.conns.add(conn)
         try:
             async for msg in ws:
@@ -543,6 +549,7 @@ class SimServer:
         except Exception as exc:  # noqa: BLE001
             log.exception("request %s failed", method)
             status, text = 500, self._envelope(rid, us_in, error=SimRefusal(codes.INTERNAL_SERVER_ERROR, data=str(exc)))
+        self.barrier()
         if self.faults.delay_ms and scope != "admin":
             await asyncio.sleep(self.faults.delay_ms / 1000)
         return web.Response(status=status, text=text, content_type="application/json")
