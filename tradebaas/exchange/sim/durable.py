@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,8 @@ class SimStore:
             return
         if self._sync_pool is None:
             self._sync_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sim-fsync")
-        self._sync_future = self._sync_pool.submit(self.log.sync)
+        self.log.flush()  # here, on the loop's thread: the buffer is not thread-safe; only the fsync runs there
+        self._sync_future = self._sync_pool.submit(os.fsync, self.log.fileno)
 
     def close(self) -> None:
         """Clean shutdown: a final snapshot with exact id reservations, everything fsync'd, files closed."""
