@@ -255,3 +255,75 @@ def test_a_journal_without_its_snapshot_is_refused(tmp_path: Path):
 def test_market_tick_constructor_is_what_the_feed_uses():
     # guard for the test helpers above: World drives the core with MarketTick like the feed does
     assert MarketTick(LIN, 1, 1.0, 1.0, 1.0, None, None).continuous is False
+
+
+# ------------------------------------------------------------------------------------------- the feed and a restart
+
+
+class ManualClock(SimClock):
+    """The simulated clock at whatever time the test sets (``at``)."""
+
+    def __init__(self, start_ms: int) -> None:
+        self.t = 0.0
+        super().__init__(start_ms, 1.0, monotonic=lambda: self.t)
+
+    def at(self, ts_ms: int) -> None:
+        self.t = (ts_ms - self._anchor_ms) / 1000.0
+
+
+def in_process_sim(sim_dir: Path, data, clock: SimClock):  # type: ignore[no-untyped-def]
+    """The simulator's parts as ``cli.run`` wires them, without sockets: exchange, journal, server (feed)."""
+    from tradebaas.exchange.sim.auth import AuthStore
+    from tradebaas.exchange.sim.faults import Faults
+    from tradebaas.exchange.sim.ratelimit import RateLimitConfig, RateLimiter
+    from tradebaas.exchange.sim.server import ServerConfig, SimServer
+
+    recovered = durable.recover(sim_dir, 2000)
+    if recovered.saved is not None:
+        ex = SimExchange.from_state(recovered.saved.exchange, DEFAULT_INSTRUMENTS)
+        clock.at(recovered.saved.clock_ms)
+    else:
+        ex = SimExchange(DEFAULT_INSTRUMENTS)
+        ex.create_account("a", {"USDC": 1_000_000.0, "BTC": 10.0})
+    store = durable.SimStore(sim_dir, ex, clock, data.name, recovered)
+    server = SimServer(ex, data, clock, AuthStore([]), RateLimiter(RateLimitConfig.parse("off")), Faults(),
+                       dict(DEFAULT_INSTRUMENTS), ServerConfig(), store)
+    server.prime()
+    return ex, server
+
+
+def test_a_fill_caused_by_a_tick_is_journaled_with_every_market_at_that_tick_and_never_replayed_twice(tmp_path):
+    from tradebaas.exchange.sim import marketdata
+
+    data = marketdata.synthetic(3, minutes=600)
+    start = data.default_start_ms()
+    clock = ManualClock(start)
+    ex, server = in_process_sim(tmp_path, data, clock)
+    price = ex.markets[LIN].last_price
+    ticks = [t for t in data.ticks_from(start + 1)][:3000]
+    low = min(t.price for t in ticks[:1500])
+    level = float(int(low) + 1)  # a level the market reaches within the first ticks
+    placed = server._private("buy", {"instrument_name": LIN, "amount": 0.01, "type": "limit", "price": level}, None, "a")
+    assert placed["order"]["order_state"] == "open" and level < price
+    oid = placed["order"]["order_id"]
+    fill_at = None
+    for tick in ticks:
+        clock.at(tick.ts_ms)
+        server.feed.apply_tick(tick, publish=False)
+        if fill_at is None and ex.accounts["a"].orders[oid].state == "filled":
+            fill_at = tick.ts_ms
+        elif fill_at is not None and tick.ts_ms > fill_at + 60_000:
+            break  # a minute of price-only ticks after the fill: not journaled
+    assert fill_at is not None
+    records = [json.loads(p) for p in read_log(tmp_path / durable.JOURNAL_FILE).records]
+    changes = [r for r in records if r["kind"] == "change"]
+    assert changes and all(len({m["ts_ms"] for m in r["markets"].values()}) == 1 for r in changes)
+    assert changes[-1]["markets"][LIN]["ts_ms"] == fill_at
+    acked = ex.to_state()
+    trades = list(ex.accounts["a"].trades[LIN])
+    # SIGKILL now (no close): the restart replays the price-only ticks after the fill to the core, not the fill.
+    ex2, _ = in_process_sim(tmp_path, data, ManualClock(start))
+    assert list(ex2.accounts["a"].trades[LIN]) == trades
+    assert ex2.accounts["a"].orders[oid].to_state() == ex.accounts["a"].orders[oid].to_state()
+    assert ex2.accounts["a"].balances == acked["accounts"]["a"]["balances"]
+    assert ex2.markets[LIN].ts_ms >= fill_at
