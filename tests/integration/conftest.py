@@ -292,6 +292,21 @@ class SimProc:
                 start_seq = int(page["trades"][-1]["trade_seq"]) + 1
         return sorted(found.values(), key=lambda t: (t["timestamp"], t["trade_seq"]))
 
+    def order_history(self, instrument: str = "BTC_USDC-PERPETUAL") -> list[dict[str, Any]]:
+        """Every closed order of the account on ``instrument`` (filled or not), from both of Deribit's history
+        windows, in pages of 1000."""
+        found: dict[str, dict[str, Any]] = {}
+        for historical in (False, True):
+            offset = 0
+            while True:
+                page = self.call("private/get_order_history_by_instrument", instrument_name=instrument, count=1000,
+                                 offset=offset, include_unfilled=True, historical=historical)
+                found.update((o["order_id"], o) for o in page)
+                if len(page) < 1000:
+                    break
+                offset += len(page)
+        return list(found.values())
+
     def set_fault(self, action: str, **params: Any) -> Any:
         return self.call("admin/set_fault", action=action, **params)
 

@@ -1,7 +1,8 @@
 """``tradebaas sim``: run the Deribit-compatible simulator in the foreground.
 
 Prints ``ws://...`` and ``http://...`` as its first two stdout lines (flushed: tests and ``tradebaas up`` parse
-them), writes ``TRADEBAAS_HOME/sim/sim.json`` (0600) for the engine, and saves its state on SIGTERM/SIGINT before
+them), writes ``TRADEBAAS_HOME/sim/sim.json`` (0600) for the engine, journals every change before acknowledging it
+(``durable``: ``sim/state.json`` + ``sim/journal.log``) and writes a final snapshot on SIGTERM/SIGINT before
 exiting 0. Wired into ``tradebaas/cli.py`` through ``add_arguments`` and ``run``; also runnable as
 ``python -m tradebaas.exchange.sim.cli``.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from tradebaas.errors import UserError
 from tradebaas.exchange.sim import auth as auth_mod
-from tradebaas.exchange.sim import marketdata, state
+from tradebaas.exchange.sim import durable, marketdata, state
 from tradebaas.exchange.sim.clock import CLOCK_MODES, SimClock, present_offset
 from tradebaas.exchange.sim.faults import Faults
 from tradebaas.exchange.sim.ratelimit import RateLimitConfig, RateLimiter
@@ -60,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-heartbeat", type=float,
                         default=float(os.environ.get("TRADEBAAS_SIM_MIN_HEARTBEAT", "10")),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--no-persist", action="store_true", help="do not read or write sim/state.json")
+    parser.add_argument("--no-persist", action="store_true",
+                        help="do not read or write sim/state.json and sim/journal.log (nothing survives a restart)")
     parser.add_argument("--history", type=int, default=None, metavar="N",
                         help="closed orders and user trades kept per account and instrument (default 2000); "
                         "older ones are forgotten, which keeps the state and its saves small")
@@ -96,14 +98,10 @@ def _sim_home() -> Path:
     return get_home().ensure().sim_dir
 
 
-def _make_exchange(saved: state.SavedState | None, history: int | None = None) -> Any:
-    try:
-        from tradebaas.exchange.sim.matching import DEFAULT_HISTORY, SimExchange
-    except ImportError:  # pragma: no cover - only while the matching core is not there
-        log.warning("matching core missing: private trading methods answer 10033 not_implemented")
-        return None
+def _make_exchange(saved: state.SavedState | None, keep: int) -> Any:
+    from tradebaas.exchange.sim.matching import SimExchange
+
     instruments = dict(DEFAULT_INSTRUMENTS)
-    keep = DEFAULT_HISTORY if history is None else history
     if saved is not None and saved.exchange:
         return SimExchange.from_state(saved.exchange, instruments, keep)
     return SimExchange(instruments, keep)
@@ -159,11 +157,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     data = _load_data(args)
     sim_dir = _sim_home()
-    state_path = None if args.no_persist else sim_dir / "state.json"
+    from tradebaas.exchange.sim.matching import DEFAULT_HISTORY
+
+    keep = DEFAULT_HISTORY if args.history is None else args.history
     try:
-        saved = state.load(state_path) if state_path is not None else None
+        recovered = None if args.no_persist else durable.recover(sim_dir, keep)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    saved = recovered.saved if recovered is not None else None
 
     start_arg = None
     if args.start is not None:
@@ -186,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
     first_tick = data.last_tick_before(start_ms + 1)
     price = first_tick.price if first_tick is not None else float(data.candles.close[0])
     accounts = _setup_accounts(sim_dir, args.account, price)
-    exchange = _make_exchange(saved, args.history)
-    for acc in accounts if exchange is not None else []:
+    exchange = _make_exchange(saved, keep)
+    for acc in accounts:
         if not _has_account(exchange, acc.account_id):
             exchange.create_account(acc.account_id, dict(acc.balances))
 
@@ -198,9 +199,10 @@ def run(args: argparse.Namespace) -> int:
                      monotonic=time.time if args.clock == "present" else time.monotonic)
     offset_s = float(args.clock_offset)
     auth_store = auth_mod.AuthStore(accounts, wall=lambda: time.time() + offset_s)
+    store = None if recovered is None else durable.SimStore(sim_dir, exchange, clock, data.name, recovered,
+                                                            extra)
     server = SimServer(exchange, data, clock, auth_store, RateLimiter(rl), Faults(), dict(DEFAULT_INSTRUMENTS),
-                       ServerConfig(min_heartbeat_s=args.min_heartbeat, state_path=state_path,
-                                    clock_offset_s=offset_s), extra_state=extra)
+                       ServerConfig(min_heartbeat_s=args.min_heartbeat, clock_offset_s=offset_s), store)
     server.prime()
     try:
         asyncio.run(_serve(server, args.host, args.port, sim_dir))

@@ -46,7 +46,7 @@ from tradebaas.fillmodel import stop_fill_price
 from tradebaas.instruments import Instrument
 
 from .accounts import SimAccount, initial_margin, weighted_average
-from .events import EventBatch
+from .events import ChangeSet, EventBatch
 from .index import OrderIndex
 from .market import MarketState, MarketTick, fires
 from .orders import EPS, LIMIT_LIKE_TYPES, MARKET_LIKE_TRIGGER_TYPES, SimOrder, q
@@ -110,6 +110,8 @@ class MatchingCore:
         self._reserved: dict[str, float] = {}  # order_id -> its part of order_margin
         self._reduce_only: dict[tuple[str, str], dict[str, SimOrder]] = {}  # live reduce-only orders
         self.index = OrderIndex(self.instruments, self.live)
+        #: what changed since the journal drained it (``changes.drain``); None when nothing journals this core
+        self.changes: ChangeSet | None = None
 
     # ------------------------------------------------------------------------------------------- requests
 
@@ -364,6 +366,8 @@ class MatchingCore:
         self._trade_log(account, inst.name).append(trade)  # a bounded deque: the oldest trade drops out
         order.trades.append(trade["trade_id"])
         batch.trades.setdefault((account.account_id, inst.name), []).append(trade)
+        if self.changes is not None:
+            self.changes.trades.append((account.account_id, inst.name, trade))
         if order.state == "filled":
             self._retire(order)
         self.touch(order, batch)
@@ -453,8 +457,13 @@ class MatchingCore:
         if closed is None:
             closed = self.closed[key] = deque()
         closed.append(order.order_id)
+        if self.changes is not None:
+            self.changes.closed.append((*key, order.order_id))
         if len(closed) > self.history:
-            self._forget(self.accounts[order.account_id], closed.popleft())
+            old = closed.popleft()
+            self._forget(self.accounts[order.account_id], old)
+            if self.changes is not None:
+                self.changes.forgotten.append((*key, old))
 
     def _forget(self, account: SimAccount, order_id: str) -> None:
         old = account.orders.pop(order_id, None)
@@ -483,6 +492,9 @@ class MatchingCore:
         batch.orders.append((order.account_id, order.instrument, obj))
         batch.changes.setdefault((order.account_id, order.instrument), {})[order.order_id] = obj
         batch.portfolio[key] = None
+        if self.changes is not None:
+            self.changes.orders[(order.account_id, order.order_id)] = None
+            self.changes.accounts[order.account_id] = None
 
     # ------------------------------------------------------------------------------------------- linked orders
 
