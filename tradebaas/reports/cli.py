@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from tradebaas.commands.output import dumps
 from tradebaas.errors import UserError
 from tradebaas.home import Home, get_home
 
@@ -53,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
         if record is None:
             record = _run_locally(home, args.name, params)
         if args.json:
-            print(json.dumps(record, indent=2, sort_keys=True))
+            print(dumps(record, sort_keys=True))
         else:
             print(_format_run(record))
         return 0 if record.get("status") == "ok" else 1
     if args.report_command == "list":
         answer = _list(home, args.name, args.limit)
         if args.json:
-            print(json.dumps(answer, indent=2, sort_keys=True))
+            print(dumps(answer, sort_keys=True))
         else:
             print(_format_list(answer))
         return 0
