@@ -106,17 +106,20 @@ EXCHANGE_CHOICES = "sim | ws://host:port | deribit-testnet | deribit"
 
 
 def remembered_exchange(home: Home) -> str | None:
-    """The exchange the journal of ``home`` remembers (the last engine start's), or None (no journal yet, or one
-    that cannot be read: the engine's own start then says what is wrong with it)."""
+    """The exchange the journal of ``home`` remembers (the last engine start's), or None (no journal yet). A journal
+    that cannot be read raises its ``JournalError`` (corrupt, newer schema: the message says what to do), which
+    is what the start would refuse with anyway."""
+    import sqlite3
+
     from tradebaas.engine.journal.database import Journal
 
-    if not home.journal_path.exists():
+    if not home.journal_path.exists() or home.journal_path.stat().st_size == 0:
         return None
-    try:
-        with Journal.open(home.journal_path, readonly=True) as journal:
+    with Journal.open(home.journal_path, readonly=True) as journal:
+        try:
             value = journal.get_meta("exchange")
-    except Exception:  # noqa: BLE001 - a broken journal is reported by the start itself, with its fix
-        return None
+        except sqlite3.OperationalError:  # created but never migrated (no meta table yet): nothing remembered
+            return None
     return str(value) if isinstance(value, str) and value.strip() else None
 
 
