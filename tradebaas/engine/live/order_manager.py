@@ -322,8 +322,9 @@ class OrderManager:
         return row
 
     # -- reconciliation actions ------------------------------------------------------------------------------
-    async def execute(self, actions: list[rc.Action], set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> None:
-        """Carry out reconciliation / kill actions in order, journaling each one.
+    async def execute(self, actions: list[rc.Action], set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]],
+                      source: str = "reconciliation") -> None:
+        """Carry out reconciliation / kill actions in order, journaling each one (and logging it as ``source``).
 
         A stop placement or a close that fails marks its instrument: a later cancel of a stop there
         (``CancelOrder.protects``) is skipped, so a failed replacement never leaves a position without its old
@@ -332,17 +333,17 @@ class OrderManager:
         for action in actions:
             extra = strategy_extra(self._action_strategy(action))
             if isinstance(action, rc.CancelOrder) and action.protects is not None and action.instrument in unprotected:
-                log.warning("reconciliation: keeping stop %s on %s: its replacement failed", action.order_id,
+                log.warning("%s: keeping stop %s on %s: its replacement failed", source, action.order_id,
                             action.instrument, extra=extra)
                 self.store.journal.append("reconcile.skipped", {"action": "CancelOrder", **_fields(action)}, _now())
                 continue
             self.store.journal.append("reconcile.action", {"action": type(action).__name__, **_fields(action)}, _now())
             log.log(logging.WARNING if isinstance(action, rc.ProtectPosition | rc.MarkNeedsAttention) else logging.INFO,
-                    "reconciliation: %s", tradelog.action_text(action), extra=extra)
+                    "%s: %s", source, tradelog.action_text(action), extra=extra)
             try:
                 done = await self._execute_one(action, set_state)
             except (DeribitError, OSError) as exc:
-                log.error("reconciliation: %s failed: %s", type(action).__name__, exc, extra=extra)
+                log.error("%s: %s failed: %s", source, type(action).__name__, exc, extra=extra)
                 self.store.journal.append("reconcile.failed", {"action": type(action).__name__, "error": str(exc)}, _now())
                 done = False
             if done is False and isinstance(action, rc.PlaceStop | rc.ProtectPosition | rc.ClosePosition):

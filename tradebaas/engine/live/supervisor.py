@@ -595,7 +595,7 @@ class Supervisor:
                 return {"stopped": [s.id for s in self.store.strategies()], "cancelled": 0, "flattened": []}
             snapshot, since = await self._snapshot()
             actions = plan_kill(self._journal_view(snapshot, since), snapshot, flatten, self.instruments, reason="kill")
-            await self.orders.execute(actions, self._set_state)
+            await self.orders.execute(actions, self._set_state, source="kill switch")
         return {
             "stopped": [a.strategy_id for a in actions if isinstance(a, rc.StopStrategy)],
             "cancelled": sum(isinstance(a, rc.CancelOrder) for a in actions),
