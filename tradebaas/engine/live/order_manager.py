@@ -12,6 +12,8 @@ The invariants this module keeps (and the tests check):
 - fills are applied once (the exchange's fill id is unique in the journal), whether they arrive from
   ``user.trades``, from the order's answer, or from reconciliation; a known id reported for *another* fill (an
   exchange that reused ids after a crash) is journaled as an anomaly and never taken for the old fill;
+- an entry whose notional rounds to less than the instrument's minimum amount is not sent (it would trade more
+  than was asked for);
 - brackets go only once the position is gone: a close whose exit did not fill keeps them, and a reconciliation
   cancel of a stop waits for its replacement (skipped when the replacement failed).
 Exchange errors never escape into the event loop: a refused entry fails the trade (1 minute of cooldown); an
@@ -29,6 +31,7 @@ from typing import Any
 
 from tradebaas.domain import Direction, Fill, Order, OrderRole, OrderState, OrderType, Side, StrategyState
 from tradebaas.engine.core import reconcile as rc
+from tradebaas.engine.core.guards import least_size_usd
 from tradebaas.engine.core.labels import make_label, new_trade_id, parse_label
 from tradebaas.engine.core.tradebook import (
     Trade,
@@ -93,6 +96,14 @@ class OrderManager:
         ``closed_at`` is the ``perf_counter()`` when the market event that closed the signal candle arrived; the
         log line then says how long candle close -> entry acknowledged took inside the engine.
         """
+        least = least_size_usd(inst, price_hint)
+        if least is None or not intent.notional_usd >= least:
+            # Fails closed: the amount would round up to a whole minimum amount, more than the strategy asked for
+            # (a start checks the size parameter; this catches what a strategy computes, or a price that moved).
+            log.error("%s", tradelog.entry_too_small(intent.notional_usd, inst, price_hint),
+                      extra=strategy_extra(strategy_id))
+            self._journal(journal_with)
+            return None
         amount = inst.amount_for_notional(intent.notional_usd, price_hint)
         trade = new_trade(
             new_trade_id(signal_ts_ms, self.store.next_trade_seq()), strategy_id, inst, intent.direction, amount,

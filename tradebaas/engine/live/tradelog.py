@@ -23,6 +23,7 @@ from tradebaas.domain import Direction, Fill, Liquidity, Order, OrderRole, Order
 from tradebaas.engine.core import reconcile as rc
 from tradebaas.engine.core.labels import parse_label
 from tradebaas.engine.core.tradebook import Trade, TradeState
+from tradebaas.instruments import Instrument
 from tradebaas.numbers import number_text as num
 
 ROLE_NAMES = {OrderRole.ENTRY: "entry", OrderRole.STOP_LOSS: "stop-loss", OrderRole.TAKE_PROFIT: "take-profit",
@@ -111,6 +112,15 @@ def order_sent(side: Side, instrument: str, amount: float, order_type: OrderType
         parts.append(f"with {order_subject(str(linked.get('label', '')))} {linked.get('type')} "
                      f"{num(float(linked.get('price') or 0))} (one cancels the other)")
     return f"order sent: {order_subject(label)}: {', '.join(parts)}"
+
+
+def entry_too_small(notional_usd: float, instrument: Instrument, price: float) -> str:
+    """Why an entry was not sent: its notional rounds to no contract (``engine/core/guards.py``)."""
+    step = instrument.min_trade_amount
+    minimum = f"{num(step)} USD" if instrument.is_inverse else \
+        f"{num(step)} {instrument.base_currency}, about {step * price:.2f} USD at {num(price)}"
+    return (f"entry not sent: {num(notional_usd)} USD is below the minimum order of {instrument.name} ({minimum}); "
+            "it would trade a whole minimum amount")
 
 
 def order_acknowledged(order: Order, send_ms: float, close_ms: float | None = None) -> str:
