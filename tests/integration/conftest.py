@@ -3,7 +3,7 @@
 ``engine_proc`` is a factory::
 
     def test_x(engine_proc, tb_home):
-        eng = engine_proc()                      # engine for tb_home, `--foreground` child of the test
+        eng = engine_proc()                      # engine for tb_home (--exchange sim), `--foreground` child
         eng2 = engine_proc(make_home("b"), exchange="ws://127.0.0.1:1234/ws/api/v2")
         with eng.client() as c: c.ping()
         eng.kill()                               # SIGKILL; eng.stop() = SIGTERM and wait
@@ -79,8 +79,10 @@ class EngineProc:
         self.proc.wait(10)
 
 
-def start_engine_process(home: Home, exchange: str | None = None, timeout: float = 30.0,
+def start_engine_process(home: Home, exchange: str | None = "sim", timeout: float = 30.0,
                          extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> EngineProc:
+    """``exchange`` defaults to the local simulator (an engine refuses to start without an exchange in a fresh
+    home); ``None`` starts it without ``--exchange`` (the journal's or the config's, as a user's restart does)."""
     home.ensure()
     cmd = [PYTHON, "-m", "tradebaas.cli", "engine", "start", "--foreground", *(extra_args or [])]
     if exchange:
@@ -107,7 +109,7 @@ def start_engine_process(home: Home, exchange: str | None = None, timeout: float
 def engine_proc(tb_home: Home) -> Iterator[Callable[..., EngineProc]]:
     started: list[EngineProc] = []
 
-    def start(home: Home | None = None, exchange: str | None = None, timeout: float = 30.0,
+    def start(home: Home | None = None, exchange: str | None = "sim", timeout: float = 30.0,
               **kwargs: Any) -> EngineProc:
         eng = start_engine_process(get_home(home or tb_home), exchange, timeout, **kwargs)
         started.append(eng)

@@ -475,6 +475,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"name": "razor", "config": {"stopLossPercent": 60}}, "stopLossPercent"),  # above its maximum
     ({"name": "razor", "config": {"maxDailyTrades": -1}}, "maxDailyTrades"),  # below its minimum
     ({"name": "razor", "config": {"tradeSize": "big"}}, "tradeSize"),  # wrong type
+    ({"name": "razor", "config": {"tradeSize": 0}}, "below the minimum order"),  # would trade a whole minimum
     ({"name": "razor", "config": {"breakEvenEnabled": 2}}, "breakEvenEnabled"),  # only 0/1 pass as booleans
     ({"name": "razor", "instrument": "ETH-NOPE"}, "ETH-NOPE"),  # unknown instrument
     ({"name": "razor", "config": {"instrument": "ETH-NOPE"}}, "ETH-NOPE"),  # ... given inside the config

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import run_cli, wait_for
 from tests.integration.conftest import EngineProc, SimProc
 from tests.integration.test_live_loop import orders_by_label, trades_of
 from tradebaas.home import Home
@@ -195,6 +195,27 @@ def test_a_parameter_change_is_a_new_config_version_on_the_next_trades(
     later = wait_for(lambda: [t for t in closed_trades(c, sid) if t["config_version"] == 2], timeout=120,
                      what="a trade under config version 2")
     assert later[0]["amount"] > closed_trades(c, sid)[0]["amount"]  # the bigger size took effect
+
+
+#: A metronome that names no size parameter (so a start cannot check it) and sizes its orders at a notional that
+#: rounds to no contract of BTC_USDC-PERPETUAL: the engine must not send them (they would trade 0.001 BTC).
+DRIBBLE = METRONOME.replace('name = "metronome"', 'name = "dribble"\n    size_param = "none"').replace(
+    "class Metronome", "class Dribble").replace('Param("tradeSize", float, 100.0, 1.0, 1e6', 'Param("tradeSize", float, 100.0, 0.0, 1e6')
+
+
+def test_an_entry_below_the_minimum_order_is_not_sent_even_when_no_start_check_could_see_it(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim = sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    deploy(c, DRIBBLE)
+    sid = start(c, "dribble", {"every": 1, "hold": 1, "tradeSize": 1.0})
+    wait_for(lambda: "entry not sent: 1 USD is below the minimum order of BTC_USDC-PERPETUAL (0.001 BTC, about "
+             in run_cli("logs", "--strategy", sid, home=tb_home).stdout, timeout=60, what="a refused entry")
+    assert trades_of(c, sid) == [] and c.call("orders.list", open_only=False) == []
+    assert sim.user_trades() == [] and sim.position_size() == 0
+    assert c.call("strategy.get", id=sid)["state"] == "running"  # the strategy carries on; its next entry is judged anew
 
 
 PLUGIN_FILE = METRONOME.replace('name = "metronome"', 'name = "filebeat"').replace("class Metronome", "class Filebeat")

@@ -218,11 +218,17 @@ class EngineFacade:
         """One strategy with its config, parameters and last decision (``strategy.get``)."""
         return self.call("strategy.get", id=id)
 
-    def start(self, name: str, instrument: str | None = None, **config: Any) -> dict[str, Any]:
-        """Start strategy ``name``; unknown or out-of-range config keys are refused by the engine (-32602)."""
+    def start(self, name: str, instrument: str | None = None, allow_shared_instrument: bool = False,
+              **config: Any) -> dict[str, Any]:
+        """Start strategy ``name``; unknown or out-of-range config keys, and an order size below the instrument's
+        minimum, are refused by the engine (-32602). So is an instrument another strategy of ours trades (-32002):
+        Deribit nets their positions and one stop cannot protect both; ``allow_shared_instrument=True`` accepts
+        that."""
         params: dict[str, Any] = {"name": name, "config": config}
         if instrument is not None:
             params["instrument"] = instrument
+        if allow_shared_instrument:
+            params["allow_shared_instrument"] = True
         return self.call("strategy.start", **params)
 
     def stop(self, id: str, flatten: bool = False) -> dict[str, Any]:
