@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
-import papermill
+import papermill  # type: ignore[import-untyped]
 import pytest
 
 from tests.browser.harness import NOTEBOOKS, ensure_kernel_spec
@@ -115,10 +115,10 @@ def test_research_notebook_runs_against_a_real_engine(
     c = before.client()
     c.call("strategy.deploy", source=WATCHER, timeout=300)
     watcher = c.call("strategy.start", name="watcher", instrument=INSTRUMENT, config={})["id"]
-    wait_for(lambda: len(load_recorded(tb_home, INSTRUMENT)) >= 150, timeout=60, what="150 recorded candles")
+    wait_for(lambda: len(load_recorded(tb_home.root, INSTRUMENT)) >= 150, timeout=60, what="150 recorded candles")
     c.call("strategy.stop", id=watcher)
     assert before.stop() == 0
-    recorded_before = len(load_recorded(tb_home, INSTRUMENT))
+    recorded_before = len(load_recorded(tb_home.root, INSTRUMENT))
     # the engine the notebook talks to (with no strategy running, it subscribes to no market: nothing is recorded
     # until the notebook starts its strategy, see the module docstring)
     c = engine_proc(exchange="sim").client()
@@ -151,7 +151,9 @@ def test_research_notebook_runs_against_a_real_engine(
     deployed = re.search(r"deployed trend_dip version ([0-9a-f]{12}): vetted on (\d+) candles",
                          cell_text(cell_with(nb, "eng.deploy(TrendDip)")))
     assert deployed is not None
-    sid = re.search(r"started (\S+): running", cell_text(cell_with(nb, 'eng.start("trend_dip"'))).group(1)
+    started = re.search(r"started (\S+): running", cell_text(cell_with(nb, 'eng.start("trend_dip"')))
+    assert started is not None
+    sid = started.group(1)
     assert any("application/vnd.jupyter.widget-view+json" in (o.get("data") or {})
                for o in cell_with(nb, "tb.ControlPanel(eng)").outputs)
     first = cell_text(cell_with(nb, "def wait_until("))
