@@ -11,7 +11,8 @@ The recordings the notebook backtests on come from an earlier engine in the same
 while and stopped, so that nothing rewrites the day files while the notebook and the vetting child read them:
 ``load_recorded`` (``pd.read_parquet`` on a path) can fail with "Unexpected end of stream" when the recorder
 replaces the file in the middle of the read (pyarrow opens the path more than once), and at this replay speed the
-recorder replaces it five times a second. The comparison still reads while the engine records, as it does live.
+recorder replaces it twice a second. The comparison still reads while the engine records, as it does live (the
+slower replay keeps that window small).
 
 The papermill run writes its output notebook under tmp_path: the tracked notebook is only read.
 """
@@ -42,9 +43,9 @@ from tradebaas.home import Home
 pytestmark = pytest.mark.integration
 
 NOTEBOOK = NOTEBOOKS / "research.ipynb"
-# The simulator replays five minutes of market per second: the demo settings trade every few candles, so each wait
+# The simulator replays two minutes of market per second: the demo settings trade every few candles, so each wait
 # of the notebook ends within seconds (WAIT_S only bounds a run gone wrong).
-SIM_SPEED = 300
+SIM_SPEED = 120
 INSTRUMENT = "BTC_USDC-PERPETUAL"
 PARAMETERS = {"WAIT_S": 150, "SWEEP_PROCESSES": 2}
 #: A strategy that never trades: running it before the notebook makes the engine record candles (it records the
