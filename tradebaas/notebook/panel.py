@@ -68,12 +68,17 @@ class PanelState:
     equity_label: str = ""
     logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
     engine_identity: tuple[Any, Any] | None = None
+    #: A restart was seen (a new engine identity) and not announced yet: set until a resync completes, so that a
+    #: resync that fails half-way, or the one a pushed status event asks for, does not lose it.
+    restart_unannounced: bool = False
 
     # -- snapshots --------------------------------------------------------------------------------------------
     def set_status(self, status: Mapping[str, Any], now: float) -> bool:
-        """Store ``engine.status``; True when it comes from a different engine process than before (a restart)."""
+        """Store ``engine.status``; True when it comes from a different engine process than before (a restart),
+        which also stays in ``restart_unannounced`` until a resync has shown it."""
         identity = (status.get("pid"), status.get("started_ts_ms"))
         restarted = self.engine_identity is not None and identity != self.engine_identity
+        self.restart_unannounced |= restarted
         self.engine_identity = identity
         self.status, self.status_at = dict(status), now
         return restarted
@@ -405,7 +410,7 @@ class ControlPanel(w.VBox):
         now = time.monotonic()
         state = self.state
         status = self._call("engine.status")
-        restarted = state.set_status(status, now)
+        state.set_status(status, now)
         for channel in GLOBAL_CHANNELS:  # before the snapshot, so nothing between the two is lost
             self._subscribe(channel)
         state.set_strategies(self._optional("strategy.list", []), now)
@@ -423,7 +428,8 @@ class ControlPanel(w.VBox):
         state.set_reports(reports.get("runs", []) if isinstance(reports, Mapping) else [])
         self._refresh_equity()
         state.connection = "connected"
-        state.note = "engine restarted — state reloaded" if restarted else ""
+        state.note = "engine restarted — state reloaded" if state.restart_unannounced else ""
+        state.restart_unannounced = False
         self._last_ping = now
 
     def _refresh_equity(self) -> None:
