@@ -52,7 +52,7 @@ from tradebaas.strategies.registry import resolve
 from tradebaas.strategies.series import CandleArrays
 
 from .data import interval_ms, load_candles
-from .loop import ArrayPlan, CandleLists, run_loop
+from .loop import ArrayPlan, CandleLists, CandleRows, run_loop
 
 DEFAULT_CAPITAL = 10_000.0
 #: Candles a swapped-in strategy is warmed up on when neither the ``Swap`` nor ``backtest(warmup_candles=)`` says:
@@ -429,5 +429,5 @@ def _run_arrays(strat: ArrayStrategy, frame: pd.DataFrame, first: int, inst: Ins
     as the candle-by-candle run feeds them), ``decide`` only where it can act (``loop.ArrayPlan``)."""
     arrays = cache.candle_arrays() if cache is not None and cache.frame is frame else CandleArrays.from_frame(frame)
     plan = ArrayPlan(strat, arrays, first, cache if cache is not None and cache.frame is frame else None)
-    cols = CandleLists.from_arrays(arrays)
-    return run_loop(strat, cols, first, interval_ms(frame), inst, slip, strategy_id, keep, intrabar, None, plan)
+    return run_loop(strat, CandleRows(arrays), first, interval_ms(frame), inst, slip, strategy_id, keep, intrabar,
+                    None, plan)

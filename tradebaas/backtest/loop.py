@@ -54,6 +54,30 @@ class CandleLists:
         return cls(a.ts_ms.tolist(), a.open.tolist(), a.high.tolist(), a.low.tolist(), a.close.tolist(),
                    a.volume.tolist())
 
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def candle(self, i: int) -> Candle:
+        return Candle(self.ts[i], self.open[i], self.high[i], self.low[i], self.close[i], self.volume[i])
+
+
+class CandleRows:
+    """Candles read one at a time from the arrays, for the array run that visits only some of them (turning
+    every column of a million candles into Python objects would cost more than the visits)."""
+
+    __slots__ = ("ts", "open", "high", "low", "close", "volume")
+
+    def __init__(self, a: CandleArrays) -> None:
+        self.ts, self.open, self.high, self.low, self.close, self.volume = (
+            a.ts_ms, a.open, a.high, a.low, a.close, a.volume)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def candle(self, i: int) -> Candle:
+        return Candle(self.ts.item(i), self.open.item(i), self.high.item(i), self.low.item(i), self.close.item(i),
+                      self.volume.item(i))
+
 
 class ArrayPlan:
     """The array run's knowledge before the loop: every declared value, and where ``decide`` may act.
@@ -70,7 +94,7 @@ class ArrayPlan:
             if len(arr) != n:
                 raise ValueError(f"{type(strat).__name__}: series {name!r} has {len(arr)} values for {n} candles")
             full[name] = arr
-        self.values = ArrayValues({name: arr.tolist() for name, arr in full.items()})
+        self.values = ArrayValues(full)
         sig = strat.signals(full, a)
         self.candidates: list[int] | None = None
         if sig is not None:
@@ -121,7 +145,7 @@ class ArrayPlan:
         return j
 
 
-def run_loop(strat: Any, cols: CandleLists, first: int, step: int, inst: Instrument, slip: float,
+def run_loop(strat: Any, cols: CandleLists | CandleRows, first: int, step: int, inst: Instrument, slip: float,
              strategy_id: str, keep: str, intrabar: str, swapper: Any = None, plan: ArrayPlan | None = None,
              ) -> tuple[list[dict[str, Any]], list[Decision], PositionView | None]:
     """Candles ``first..`` of ``cols``: fills, brackets, bookkeeping, decisions. Returns (trade rows, kept
@@ -147,8 +171,8 @@ def run_loop(strat: Any, cols: CandleLists, first: int, step: int, inst: Instrum
     day = -1
     next_swap = swapper.next_ts if swapper is not None else NEVER_TS
     entry_generation = 0
-    ts_l, o_l, h_l, lo_l, c_l, v_l = cols.ts, cols.open, cols.high, cols.low, cols.close, cols.volume
-    n = len(ts_l)
+    candle_at = cols.candle
+    n = len(cols)
 
     def close(pos: PositionView, price: float, liquidity: Liquidity, reason: str, ts: int, book_ts: int) -> None:
         exit_fee = fee(inst, pos.amount, price, liquidity)
@@ -163,8 +187,8 @@ def run_loop(strat: Any, cols: CandleLists, first: int, step: int, inst: Instrum
 
     i = first if plan is None else plan.next_index(first - 1, None)
     while i < n:
-        ts, o, c = ts_l[i], o_l[i], c_l[i]
-        candle = Candle(ts, o, h_l[i], lo_l[i], c, v_l[i])
+        candle = candle_at(i)
+        ts, o = candle.ts_ms, candle.open
         if pending:
             for intent in pending:
                 pos = ctx.position
@@ -214,7 +238,7 @@ def run_loop(strat: Any, cols: CandleLists, first: int, step: int, inst: Instrum
                     market.append(intent)
             if market:
                 pending = tuple(market)
-                sizing_price = c
+                sizing_price = candle.close
                 if swapper is not None:
                     entry_generation = swapper.generation
             if keep_actions:

@@ -61,20 +61,20 @@ class LiveValues(Mapping[str, Any]):
 class ArrayValues(Mapping[str, Any]):
     """The values of each declared series at candle ``i`` of a backtest (Python floats and bools, as live)."""
 
-    __slots__ = ("_lists", "i")
+    __slots__ = ("_arrays", "i")
 
-    def __init__(self, lists: dict[str, list[Any]]) -> None:
-        self._lists = lists
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._arrays = dict(arrays)
         self.i = 0
 
     def __getitem__(self, name: str) -> Any:
-        return self._lists[name][self.i]
+        return self._arrays[name].item(self.i)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._lists)
+        return iter(self._arrays)
 
     def __len__(self) -> int:
-        return len(self._lists)
+        return len(self._arrays)
 
 
 class ArrayStrategy(BaseStrategy):

@@ -28,12 +28,26 @@ def _window_sum(x: np.ndarray, w: int) -> np.ndarray:
     m = len(x) - w + 1
     acc = x[:m].copy()
     for k in range(1, w):
-        acc += x[k:k + m]
+        np.add(acc, x[k:k + m], out=acc)
     return acc
 
 
-def _windows(x: np.ndarray, w: int) -> np.ndarray:
-    return np.lib.stride_tricks.sliding_window_view(x, w)
+def _window_max(x: np.ndarray, w: int) -> np.ndarray:
+    """Largest of each window of ``w`` (aligned as ``_window_sum``): one vector operation per column, which is
+    faster than a strided reduction for the short windows used here."""
+    m = len(x) - w + 1
+    acc = x[:m].copy()
+    for k in range(1, w):
+        np.maximum(acc, x[k:k + m], out=acc)
+    return acc
+
+
+def _window_min(x: np.ndarray, w: int) -> np.ndarray:
+    m = len(x) - w + 1
+    acc = x[:m].copy()
+    for k in range(1, w):
+        np.minimum(acc, x[k:k + m], out=acc)
+    return acc
 
 
 def rsi_array(closes: np.ndarray, period: int = 14) -> np.ndarray:
@@ -76,10 +90,9 @@ def volatility_array(closes: np.ndarray, window: int = 20) -> np.ndarray:
     for k in range(window):
         dev = c[k:k + m] - mean
         var += dev * dev
-    win = _windows(c, window)
     with np.errstate(divide="ignore", invalid="ignore"):
         sd_pct = np.sqrt(var / window) / mean * 100.0
-        range_pct = (win.max(axis=1) - win.min(axis=1)) / mean * 100.0
+        range_pct = (_window_max(c, window) - _window_min(c, window)) / mean * 100.0
     value = np.maximum(np.maximum(sd_pct, range_pct), Volatility.FLOOR)
     out[window - 1:] = np.where(mean == 0, Volatility.FLOOR, value)
     return out
@@ -120,10 +133,10 @@ def pullback_array(closes: np.ndarray, fraction: float = 0.15, window: int = 10,
     first = max(min_closes, window) - 1
     if n <= first:
         return out
-    win = _windows(c, window)[first - window + 1:]
-    start, end = win[:, 0], win[:, -1]
+    tail = c[first - window + 1:]
+    start, end = tail[:len(tail) - window + 1], c[first:]
     move = end - start
-    hi, lo = win.max(axis=1), win.min(axis=1)
+    hi, lo = _window_max(tail, window), _window_min(tail, window)
     with np.errstate(divide="ignore", invalid="ignore"):
         up = (hi - end) / (hi - start) >= fraction
         down = (end - lo) / (start - lo) >= fraction

@@ -235,13 +235,13 @@ class Razor(ArrayStrategy):
     def _score(self, candle: Candle, v: Mapping[str, Any]) -> Decision:
         ts = candle.ts_ms
         ind = self._values(candle, v)
-        vol = v["volatility"]
-        rsi = v["rsi"]
-        mom = v["momentum"]
-        atr = v["atr_pct"]
-        fast = v["ema_fast"]
-        slow = v["ema_slow"]
-        pullback = v["pullback"]
+        vol = ind["volatility"]
+        rsi = ind["rsi"]
+        mom = ind["momentum"]
+        atr = ind["atr_pct"]
+        fast = ind["ema_fast"]
+        slow = ind["ema_slow"]
+        pullback = ind["pullback"]
         long = short = 0.0
         reasons: list[str] = []
 
@@ -286,7 +286,7 @@ class Razor(ArrayStrategy):
             short += 5
             reasons.append("pullback: +5 both")
         # 6. compression
-        if v["compression"]:
+        if ind["compression"]:
             long += 4
             short += 4
             reasons.append("compression: +4 both")
