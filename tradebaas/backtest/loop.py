@@ -2,9 +2,10 @@
 
 One loop, so both runs fill, book and keep counters with the very same code (the semantics are in
 ``backtester.py``'s docstring). The candle-by-candle run calls ``on_candle`` on every candle. The array run
-(``ArrayPlan``) has computed the strategy's declared series once with numpy and calls ``decide`` only on the
-candles where something can happen: intents to fill, a bracket or a wake level reached (``position_wake``), an
-entry signal while flat (``signals``). On every other candle nothing would happen: no fill, no exit, and by the
+(``ArrayPlan``) has computed the strategy's declared series once with numpy and visits only the candles where
+something can happen: intents to fill, a bracket or a wake level reached (``position_wake``), an entry signal
+while flat (``signals``); it calls ``decide`` on those of them where the strategy may act (a wake level or a
+signal). On every other candle nothing would happen: no fill, no exit, and by the
 strategy's promises (``strategies/arrays.py``) no intent and no change of its state; the daily count rolls over
 lazily, which ``roll_day`` (monotonic times) makes the same. So both runs make the same trades and keep the same
 decisions with intents (tests/unit/test_backtest_arrays.py holds them to it).
@@ -97,10 +98,12 @@ class ArrayPlan:
         self.values = ArrayValues(full)
         sig = strat.signals(full, a)
         self.candidates: list[int] | None = None
+        self.signal: np.ndarray | None = None
         if sig is not None:
             sig = np.asarray(sig)
             if sig.shape != (n,):
                 raise ValueError(f"{type(strat).__name__}.signals gave shape {sig.shape} for {n} candles")
+            self.signal = sig
             at = np.flatnonzero(sig)
             self.candidates = at[at >= first].tolist()
         self._k = 0
@@ -115,6 +118,29 @@ class ArrayPlan:
         values.i = i
         return self._decide(candle, values, ctx)
 
+    def _levels(self, pos: PositionView) -> tuple[float, float] | None:
+        """(up, down): a candle reaching either may need ``decide`` or exit ``pos``; None: every candle may."""
+        wake = self._wake(pos)
+        if wake is None:
+            return None
+        up, down = wake
+        if pos.direction is Direction.LONG:
+            hi, lo = pos.take_price, pos.stop_price
+        else:
+            hi, lo = pos.stop_price, pos.take_price
+        if hi is not None and not hi >= up:
+            up = hi
+        if lo is not None and not lo <= down:
+            down = lo
+        return up, down
+
+    def acts(self, i: int, pos: PositionView | None) -> bool:
+        """Whether ``decide`` may act on candle ``i`` (visited anyway, e.g. to fill an order) given ``pos``."""
+        if pos is None:
+            return self.signal is None or bool(self.signal.item(i))
+        levels = self._levels(pos)
+        return levels is None or self.top[i] >= levels[0] or self.bottom[i] <= levels[1]
+
     def next_index(self, i: int, pos: PositionView | None) -> int:
         """The next candle after ``i`` on which anything can happen (``n``: none), with nothing pending."""
         if pos is None:
@@ -126,18 +152,10 @@ class ArrayPlan:
                 k += 1
             self._k = k
             return cand[k] if k < m else self.n
-        wake = self._wake(pos)
-        if wake is None:
+        levels = self._levels(pos)
+        if levels is None:
             return i + 1
-        up, down = wake
-        if pos.direction is Direction.LONG:
-            hi, lo = pos.take_price, pos.stop_price
-        else:
-            hi, lo = pos.stop_price, pos.take_price
-        if hi is not None and not hi >= up:
-            up = hi
-        if lo is not None and not lo <= down:
-            down = lo
+        up, down = levels
         top, bottom, n = self.top, self.bottom, self.n
         j = i + 1
         while j < n and top[j] < up and bottom[j] > down:
@@ -227,7 +245,13 @@ def run_loop(strat: Any, cols: CandleLists | CandleRows, first: int, step: int, 
             on_candle = strat.on_candle
             cooldown_ms = int(getattr(strat, "cooldown_ms", 0) or 0)
             next_swap = swapper.next_ts
-        decision = on_candle(candle, ctx) if plan is None else plan.decision(candle, i, ctx)
+        if plan is None:
+            decision = on_candle(candle, ctx)
+        elif plan.acts(i, ctx.position):
+            decision = plan.decision(candle, i, ctx)
+        else:  # visited to fill or exit only: by the strategy's promises ``decide`` would not act here
+            i = plan.next_index(i, ctx.position)
+            continue
         intents = decision.intents
         if intents:
             market = []

@@ -64,7 +64,7 @@ def ema_array(closes: np.ndarray, period: int, *, exact: bool = False) -> np.nda
     NaN until ready (the first ``period - 1`` elements). The seed is the same running sum divided once.
 
     ``exact=True`` runs the recursion with the very float operations of ``EMA.update`` (``v += (c - v) * k``),
-    so the values are bitwise equal (``_ema_recursion``: ~15 ms per million closes, blocks of the series in
+    so the values are bitwise equal (``_ema_recursion``: ~20 ms per million closes, blocks of the series in
     parallel, each proven to join its predecessor bit for bit). ``exact=False`` hands the
     recursion to pandas' compiled ``ewm(adjust=False)`` from the same seed: ~30x faster, but it rounds
     differently (``(1 - k) * v + k * c``), so values differ by a few ulps times the period
@@ -105,9 +105,10 @@ def _ema_loop(x: np.ndarray, v: float, k: float) -> list[float]:
 
 
 def ema_overlap(k: float) -> int:
-    """Steps after which two runs of the recursion that started a few hundred ulps apart (an approximate start
-    and the exact one) have usually met bit for bit: the gap shrinks by ``1 - k`` per step."""
-    return int(math.ceil(math.log(64e3 * (2.0 / k)) / -math.log1p(-k))) + 8 if k < 1 else 1
+    """Steps after which two runs of the recursion that started up to ~5 % apart (a block started from a close
+    instead of the unknown exact value) have usually met bit for bit: the gap shrinks by ``1 - k`` per step, from
+    5 % to below 2**-60 relative in ln(0.05 * 2**60) / -ln(1 - k) steps."""
+    return int(math.ceil(math.log(0.05 * 2.0**60) / -math.log1p(-k))) + 8 if k < 1 else 1
 
 
 def _ema_recursion(x: np.ndarray, seed: float, k: float, overlap: int | None = None) -> np.ndarray:
@@ -118,14 +119,15 @@ def _ema_recursion(x: np.ndarray, seed: float, k: float, overlap: int | None = N
     (all of them at once, one numpy operation per step doing the same IEEE operations as the scalar loop) from the
     approximate value ``overlap`` steps before its start, and is kept only if it holds exactly the previous block's
     exact value at the join; otherwise that block alone is recomputed from it by the plain loop. Checked block by
-    block in order, every block is then the exact recursion.
+    block in order, every block is then the exact recursion. A block starts from the close before it (an EMA is
+    within a few percent of recent closes); ``ema_overlap`` steps make the start forgotten.
     """
     m = len(x)
     w = max(1, ema_overlap(k) if overlap is None else overlap)
     size = max(4 * w, 512)
     out = np.empty(m + 1)
     out[0] = seed
-    if m < 8 * size:
+    if m < 60 * (w + size):  # too few blocks for the numpy steps to beat a Python step per close
         out[1:] = _ema_loop(x, seed, k)
         return out
     out[1:size + 1] = _ema_loop(x[:size], seed, k)
@@ -134,7 +136,7 @@ def _ema_recursion(x: np.ndarray, seed: float, k: float, overlap: int | None = N
     steps = w + size
     idx = np.minimum(first[None, :] + np.arange(steps)[:, None], m - 1)
     xs = x[idx]
-    v = _ema_fast(x, seed, k)[first]  # approximate values after x[first - 1]
+    v = x[first - 1].copy()  # a start near the EMA after x[first - 1]: that close
     runs = np.empty((steps, len(starts)))
     tmp = np.empty(len(starts))
     for t in range(steps):
