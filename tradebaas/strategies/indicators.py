@@ -96,7 +96,7 @@ def _ema_fast(x: np.ndarray, seed: float, k: float) -> np.ndarray:
 
 def _ema_loop(x: np.ndarray, v: float, k: float) -> list[float]:
     """``v += (c - v) * k`` for each ``c`` in ``x``, exactly as ``EMA.update``; the values after each step."""
-    tail = []
+    tail: list[float] = []
     append = tail.append
     for c in x.tolist():
         v += (c - v) * k
