@@ -289,8 +289,9 @@ def backtest(
     array fast path is not used.
 
     ``vectorized``: a strategy given by name or class that has a ``vectorized`` classmethod (``ema_cross``) runs
-    on arrays instead of candle by candle, unless ``decisions="all"`` (every decision's record is the event
-    loop's business) or ``vectorized=False``. Same trades, equity and kept decisions, 5-50x faster (tests hold it
+    on arrays instead of candle by candle, and an ``ArrayStrategy`` (Razor) takes the array run (``_run_arrays``:
+    its declared series computed once, ``decide`` only where it may act), unless ``decisions="all"`` (every
+    decision's record is the event loop's business), ``swaps`` or ``vectorized=False``. Same trades, equity and kept decisions, 5-50x faster (tests hold it
     to trade-for-trade equality). ``cache``: a ``vectorized.ArrayCache`` of this exact ``data`` (warm-up
     included), so a sweep computes each indicator once per data set.
 
