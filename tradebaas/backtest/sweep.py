@@ -118,7 +118,9 @@ def sweep(
         if client is not None:
             from distributed import as_completed as dask_completed
 
-            [data_future] = client.scatter([df], broadcast=True)
+            # hash=False: a key of its own, so a sweep right after another on the same data never finds the key
+            # its predecessor is releasing ("lost dependencies")
+            [data_future] = client.scatter([df], broadcast=True, hash=False)
             futures = [client.submit(_dask_task, i, target, cfg, backtest_kwargs, data_future, token, pure=False)
                        for i, cfg in enumerate(configs)]
             for fut in dask_completed(futures):
