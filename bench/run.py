@@ -5,7 +5,7 @@ line it prints is kept, tagged with the script, the host, the time and the load 
 ``bench/results/<YYYY-MM-DD>-<host>.jsonl`` (appended: one file per day and machine). Then the table: one row per
 goal with its figure and PASS / MISS (``reported`` where the goal is to report, not to meet), as Markdown, which
 is what docs/benchmarks.md holds. ``--only backtest,rpc`` runs some scripts; ``--from FILE`` prints the table of
-lines already kept without running anything.
+the last run kept in a file without running anything.
 
 Benchmarks are not tests: nothing here fails a build. Figures depend on the machine and on what else runs on it
 (the load average is in every line: compare like with like).
@@ -155,6 +155,25 @@ GOALS: list[Goal] = [
 ]
 
 
+def header(rows: Rows) -> str:
+    """Which run, where, and the load each script started under."""
+    if not rows:
+        return "no results"
+    first = rows[0]
+    loads: dict[str, Any] = {}
+    for r in rows:
+        loads.setdefault(r.get("script", "?"), r.get("load_1m"))
+    load = ", ".join(f"{k} {v}" for k, v in loads.items())
+    return (f"Run {first.get('run_at', '?')} on `{first.get('host', '?')}` ({first.get('cores', '?')} cores); "
+            f"1-minute load average when each script started: {load}.")
+
+
+def latest_run(rows: Rows) -> Rows:
+    """The lines of the last run in a results file (one ``make bench``)."""
+    last_at = max((r.get("run_at", "") for r in rows), default="")
+    return [r for r in rows if r.get("run_at", "") == last_at]
+
+
 def table(rows: Rows) -> str:
     """The goals as a Markdown table."""
     out = ["| area | what | goal | figure | |", "|---|---|---|---|---|"]
@@ -195,10 +214,13 @@ def run_script(name: str, args: list[str], timeout: int, stamp: dict[str, Any]) 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated scripts (default: all)")
-    ap.add_argument("--from", dest="from_file", help="print the table of a results file, run nothing")
+    ap.add_argument("--from", dest="from_file", help="print the table of a results file's last run, run nothing")
+    ap.add_argument("--all", action="store_true", help="with --from: every run of the file (latest line wins)")
     args = ap.parse_args()
     if args.from_file:
         rows = [json.loads(line) for line in Path(args.from_file).read_text().splitlines() if line.strip()]
+        rows = rows if args.all else latest_run(rows)
+        print(header(rows) + "\n")
         print(table(rows))
         return 0
     host = socket.gethostname()
@@ -217,6 +239,7 @@ def main() -> int:
                 f.write(json.dumps(row) + "\n")
         rows += got
     print(f"results: {path.relative_to(HERE.parent)}")
+    print(header(rows) + "\n")
     print(table(rows))
     return 0
 
