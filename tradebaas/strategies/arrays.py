@@ -80,6 +80,7 @@ class ArrayValues(Mapping[str, Any]):
 class ArrayStrategy(BaseStrategy):
     """Base class of the strategies that declare their indicators (see the module docstring)."""
 
+    _declared: dict[str, Series] | None = None
     _streams: dict[str, Stream] | None = None
     _stream_list: tuple[Stream, ...] = ()
     _live: LiveValues | None = None
@@ -101,10 +102,9 @@ class ArrayStrategy(BaseStrategy):
 
     def declared(self) -> dict[str, Series]:
         """``indicators()``, asked once and kept."""
-        cached = self.__dict__.get("_declared")
-        if cached is None:
-            cached = self.__dict__["_declared"] = dict(self.indicators())
-        return cached
+        if self._declared is None:
+            self._declared = dict(self.indicators())
+        return self._declared
 
     def on_candle(self, candle: Candle, context: StrategyContext) -> Decision:
         """Live (and the candle-by-candle backtest): update every declared series, then ``decide``."""
