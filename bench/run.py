@@ -216,10 +216,14 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated scripts (default: all)")
     ap.add_argument("--from", dest="from_file", help="print the table of a results file's last run, run nothing")
     ap.add_argument("--all", action="store_true", help="with --from: every run of the file (latest line wins)")
+    ap.add_argument("--run", help="with --from: the run that started at this run_at (ISO time, as in the lines)")
     args = ap.parse_args()
     if args.from_file:
         rows = [json.loads(line) for line in Path(args.from_file).read_text().splitlines() if line.strip()]
-        rows = rows if args.all else latest_run(rows)
+        if args.run:
+            rows = [r for r in rows if r.get("run_at") == args.run]
+        elif not args.all:
+            rows = latest_run(rows)
         print(header(rows) + "\n")
         print(table(rows))
         return 0
