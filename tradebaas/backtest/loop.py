@@ -213,7 +213,7 @@ def run_loop(strat: Any, cols: CandleLists | CandleRows, first: int, step: int, 
                 if type(intent) is Exit:
                     if pos is not None:
                         px = fillmodel.apply_slippage(o, pos.direction.exit_side, slip)
-                        close(pos, px, taker, "exit", ts, ts)
+                        close(pos, px, taker, intent.reason or "exit", ts, ts)
                 elif type(intent) is Enter and pos is None:
                     d = intent.direction
                     px = fillmodel.apply_slippage(o, d.entry_side, slip)

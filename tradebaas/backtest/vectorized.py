@@ -198,13 +198,15 @@ def flip_trades(
     slippage: float,
     strategy_id: str,
     cache: ArrayCache | None = None,
+    exit_reason: str = "exit",
 ) -> tuple[pd.DataFrame, PositionView | None, np.ndarray]:
     """Trades of an always-in-market strategy that flips at the next open whenever ``want`` changes side.
 
     Semantics are the event-driven loop's for intents ``(Exit, Enter)`` (``(Enter,)`` from flat): both fill at
     the next candle's open with ``slippage`` against the taker and the taker fee; the entry is sized at the signal
     candle's close; a signal on the last candle never fills. Returns (trade rows, open position at the end,
-    change points (signal candle indices, including an unfilled last one)).
+    change points (signal candle indices, including an unfilled last one)). ``exit_reason`` is the reason the
+    strategy's ``Exit`` gives (the loop records it, as the live engine does).
     """
     chg = change_points(want)
     n = len(ts_ms)
@@ -253,7 +255,7 @@ def flip_trades(
         "amount": amt,
         "pnl": pnl,
         "fees": fees,
-        "exit_reason": text(["exit"] * k),
+        "exit_reason": text([exit_reason] * k),
         "currency": text([instrument.settlement_currency] * k),
     })
     return rows, open_pos, chg
