@@ -182,6 +182,14 @@ def test_a_size_below_the_minimum_and_a_second_strategy_on_one_instrument_are_re
     assert c.call("strategy.get", id=sid)["config"]["tradeSize"] == 100  # unchanged
     assert run_cli("strategy", "set", sid, "tradeSize=250", home=tb_home).returncode == 0
 
+    # a resume passes the same rule: the stopped razor's instrument is traded by the shared ema_cross meanwhile
+    assert run_cli("strategy", "stop", sid, home=tb_home).returncode == 0
+    error = refused("strategy", "resume", sid)
+    assert f"is already traded by {shared.stdout.strip()} (running)" in error
+    assert c.call("strategy.get", id=sid)["state"] == "stopped"
+    resumed = run_cli("strategy", "resume", sid, "--allow-shared-instrument", home=tb_home)
+    assert resumed.returncode == 0 and resumed.stdout.startswith(f"{sid}: "), resumed
+
 
 def test_trading_commands_without_an_engine_say_so(tb_home: Home) -> None:
     done = run_cli("strategy", "list", home=tb_home)
