@@ -108,7 +108,7 @@ def test_a_strategy_started_from_the_cli_trades_and_every_view_shows_it(
     candles = load_recorded(tb_home, "BTC_USDC-PERPETUAL")
     trades = load_recorded_trades(tb_home, "BTC_USDC-PERPETUAL")
     assert len(candles) >= 5 and candles.index.is_monotonic_increasing
-    assert len(trades) > len(candles) and trades["trade_id"].is_unique
+    assert len(trades) > 0 and trades["trade_id"].is_unique  # quiet minutes (volume 0) have candles but no trades
     minute = trades.index.floor("1min")
     inside = minute.isin(candles.index)  # trades of the forming minute at the stop have no closed candle yet
     assert inside.sum() > 0
