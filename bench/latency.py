@@ -55,7 +55,7 @@ from tradebaas.rpc.client import EngineClient  # noqa: E402
 PYTHON = sys.executable
 RAZOR_OFTEN = {"rsiOversold": 48, "rsiOverbought": 52, "stopLossPercent": 0.05, "takeProfitPercent": 0.05,
                "cooldownMinutes": 0}
-ACK_RE = re.compile(r"entry (\S+) acknowledged: send->ack ([0-9.]+) ms(?:, close->ack ([0-9.]+) ms)?")
+ACK_RE = re.compile(r"order acknowledged: entry of trade (\S+): .*\(send->ack ([0-9.]+) ms(?:, close->ack ([0-9.]+) ms)?\)")
 
 
 def emit(**fields: object) -> None:

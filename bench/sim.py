@@ -6,6 +6,10 @@ Starts ``tradebaas sim`` (module entry) in a temporary TRADEBAAS_HOME, then
 - market data: the simulator runs at a high ``--speed``; subscribers to ticker/trades/book/chart channels of
   both instruments count notifications.
 Prints one JSON line per measurement. Usage: ``python bench/sim.py [--seconds 5] [--clients 4]``.
+
+The order benchmark also reports the simulator process's CPU time per acknowledged order (``cpu_us_per_order``,
+from /proc on Linux): on a shared machine throughput follows the other load, CPU time per order much less, so
+that is the figure to compare persistence modes by (``persist`` true = the journal of ``durable.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +73,16 @@ async def order_client(url: str, creds: dict[str, str], seconds: float, window: 
         out.append(acked - errors)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def bench_orders(seconds: float, clients: int, window: int, persist: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as home:
         extra = () if persist else ("--no-persist",)
@@ -76,13 +90,17 @@ async def bench_orders(seconds: float, clients: int, window: int, persist: bool 
         creds = {"client_id": "bench", "client_secret": "benchsecret"}
         try:
             counts: list[int] = []
+            cpu0 = cpu_seconds(proc.pid)
             t0 = time.monotonic()
             await asyncio.gather(*(order_client(url, creds, seconds, window, counts) for _ in range(clients)))
             dt = time.monotonic() - t0
+            cpu1 = cpu_seconds(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
-    return {"bench": "sim_orders", "orders_per_s": round(sum(counts) / dt), "orders": sum(counts),
+    n = sum(counts)
+    cpu = round((cpu1 - cpu0) / n * 1e6, 1) if cpu0 is not None and cpu1 is not None and n else None
+    return {"bench": "sim_orders", "orders_per_s": round(n / dt), "orders": n, "cpu_us_per_order": cpu,
             "seconds": round(dt, 2), "clients": clients, "window": window, "persist": persist, "kind": "market buy/sell, each matched"}
 
 

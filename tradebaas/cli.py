@@ -67,8 +67,11 @@ def cmd_engine_start(args: argparse.Namespace) -> int:
     from tradebaas.engine.process import daemon
 
     home = _home(args)
-    if args.exchange and not args.detached_child:
-        _check_exchange(args.exchange, home)
+    if not args.detached_child:  # refuse here, in one line, what the engine would refuse in its log
+        if daemon.engine_state(home)[0] not in ("running", "starting"):
+            args.exchange = daemon.choose_exchange(home, args.exchange)
+        if args.exchange:
+            _check_exchange(args.exchange, home)
     if args.foreground:
         return daemon.run_foreground(home, args.exchange, detached_child=args.detached_child)
     info = daemon.start_detached(home, args.exchange, timeout_s=args.timeout)
@@ -100,7 +103,9 @@ def cmd_engine_status(args: argparse.Namespace) -> int:
 
     st = daemon.status(_home(args))
     if args.json:
-        print(json.dumps(st, indent=2, sort_keys=True))
+        from tradebaas.commands.output import dumps
+
+        print(dumps(st, sort_keys=True))
     else:
         print(_format_status(st))
     if not st.get("running"):
@@ -215,16 +220,24 @@ def cmd_kernel_install(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    """The engine log, its last ``-n`` lines (of the strategy's, with ``--strategy``), then new ones with ``-f``.
+
+    ``--strategy ID`` keeps the records whose strategy field is exactly ``ID`` (docs/live-loop.md, "The engine
+    log"), with the lines that follow them (a traceback)."""
+    from tradebaas.engine.core.labels import is_valid_id
+    from tradebaas.engine.process.logs import StrategyLines
+
     home = _home(args)
     path = home.engine_log
+    if args.strategy is not None and not is_valid_id(args.strategy):
+        raise UserError(f"--strategy {args.strategy!r} is not a strategy id (see `tradebaas strategy list`)")
     if not path.exists():
         raise UserError(f"no engine log yet at {path}")
-    match: Callable[[str], bool] = (lambda line: args.strategy in line) if args.strategy else (lambda line: True)
+    match: Callable[[str], bool] = StrategyLines(args.strategy) if args.strategy else (lambda line: True)
     with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.readlines()
+        lines = [line for line in f.readlines() if match(line)]
         for line in lines[-args.lines:] if args.lines > 0 else lines:
-            if match(line):
-                sys.stdout.write(line)
+            sys.stdout.write(line)
         sys.stdout.flush()
         if not args.follow:
             return 0
@@ -293,7 +306,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     engine = sub.add_parser("engine", parents=[common], help="start, stop and inspect the engine daemon")
     esub = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
     start = esub.add_parser("start", parents=[common], help="start the engine (detached unless --foreground)")
-    start.add_argument("--exchange", help="sim | ws://host:port | deribit-testnet | deribit")
+    start.add_argument("--exchange", help="sim | ws://host:port | deribit-testnet | deribit (default: the one "
+                                          "this home's engine used last, else [engine] exchange of tradebaas.toml)")
     start.add_argument("--foreground", action="store_true", help="run in this process (systemd)")
     start.add_argument("--detached-child", action="store_true", help=argparse.SUPPRESS)
     start.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the RPC (default 30)")
@@ -320,7 +334,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", parents=[common], help="print (and follow) the engine log")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--lines", type=int, default=50, help="last N lines (0 = all)")
-    logs.add_argument("--strategy", help="only lines mentioning this strategy id")
+    logs.add_argument("--strategy", metavar="ID", help="only the lines about this strategy (its id field, exactly)")
     logs.set_defaults(func=cmd_logs)
 
     invoked = next((a for a in argv if not a.startswith("-")), None)
@@ -343,7 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = getattr(args, "debug", False)
         if getattr(args, "home", None):
             os.environ[ENV_VAR] = str(Path(args.home).expanduser().resolve())
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then seen (and quiet) below
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except UserError as exc:
         if debug:
             raise
@@ -356,6 +374,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (``tradebaas trades --json | head``): nothing is wrong and nothing more can be
+    said, so exit quietly with 141 (128 + SIGPIPE, what a shell reports for a writer killed by the closed pipe).
+
+    stdout is pointed at /dev/null first, because the interpreter flushes it once more on the way out and would
+    otherwise print "Exception ignored ... BrokenPipeError" on stderr (the Python docs' recipe, signal module)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (a test's StringIO): nothing to redirect
+        pass
+    return 141
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ class Direction(enum.StrEnum):
 
 
 class OrderType(enum.StrEnum):
+    """Deribit's order types. ``UNKNOWN`` stands for a type this version does not know (the exchange added one):
+    it is read, never sent (``convert.order_params`` refuses it)."""
+
     LIMIT = "limit"
     MARKET = "market"
     STOP_LIMIT = "stop_limit"
@@ -59,20 +62,25 @@ class OrderType(enum.StrEnum):
     TAKE_MARKET = "take_market"
     MARKET_LIMIT = "market_limit"
     TRAILING_STOP = "trailing_stop"
+    UNKNOWN = "unknown"
 
 
 class OrderState(enum.StrEnum):
+    """Deribit's order states. ``UNKNOWN`` stands for a state this version does not know: such an order may still
+    trade, so it counts as live (the conservative reading; reconciliation never takes it for gone)."""
+
     OPEN = "open"
     FILLED = "filled"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     UNTRIGGERED = "untriggered"
     TRIGGERED = "triggered"
+    UNKNOWN = "unknown"
 
     @property
     def is_live(self) -> bool:
-        """True while the order can still trade (resting or waiting for its trigger)."""
-        return self in (OrderState.OPEN, OrderState.UNTRIGGERED, OrderState.TRIGGERED)
+        """True while the order can (or, in an unknown state, might) still trade."""
+        return self in (OrderState.OPEN, OrderState.UNTRIGGERED, OrderState.TRIGGERED, OrderState.UNKNOWN)
 
 
 class Liquidity(enum.StrEnum):
@@ -141,6 +149,15 @@ class Order:
     ts_ms: int = 0
     #: Why the exchange cancelled it (Deribit's ``cancel_reason``: ``user_request``, ``oco_other_closed``, ...).
     cancel_reason: str = ""
+    #: Deribit's ``order_state`` / ``order_type`` text when this version does not know it (``state`` /
+    #: ``order_type`` is then ``UNKNOWN``), so a person reading a message sees what the exchange said.
+    raw_state: str = ""
+    raw_type: str = ""
+
+    @property
+    def is_uncertain(self) -> bool:
+        """An order this version cannot fully read (unknown state or type): possibly live, never replaced blindly."""
+        return self.state is OrderState.UNKNOWN or self.order_type is OrderType.UNKNOWN
 
 
 @dataclass(slots=True, frozen=True)

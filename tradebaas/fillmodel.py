@@ -14,18 +14,23 @@ an array call does the same IEEE operations, in the same order, as the scalar on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tradebaas.domain import Candle, Direction, Liquidity, OrderType, Side
 from tradebaas.instruments import Instrument
 
+#: A float, or a numpy array of them (the array fast path calls the same functions: see the module docstring).
+Numeric = Any
 
-def fee(instrument: Instrument, amount: float, price: float, liquidity: Liquidity) -> float:
+
+def fee(instrument: Instrument, amount: Numeric, price: Numeric, liquidity: Liquidity) -> Numeric:
     """Fee in the instrument's settlement currency (USDC for linear, BTC for inverse); negative = rebate."""
     rate = instrument.maker_fee if liquidity is Liquidity.MAKER else instrument.taker_fee
     return abs(amount) * rate * (1.0 / price if instrument.is_inverse else price)
 
 
-def realized_pnl(instrument: Instrument, direction_sign: int, amount: float, entry_price: float, exit_price: float) -> float:
+def realized_pnl(instrument: Instrument, direction_sign: Numeric, amount: Numeric, entry_price: Numeric,
+                 exit_price: Numeric) -> Numeric:
     """PnL of closing ``amount`` of a position opened at ``entry_price`` and closed at ``exit_price``.
 
     ``direction_sign`` is +1 for a long position, -1 for a short one. Linear: quote currency. Inverse (amount in
@@ -79,7 +84,7 @@ def limit_crosses(side: Side, limit_price: float, price: float) -> bool:
     return price <= limit_price if side is Side.BUY else price >= limit_price
 
 
-def apply_slippage(price: float, side: Side, slippage_fraction: float) -> float:
+def apply_slippage(price: Numeric, side: Side, slippage_fraction: float) -> Numeric:
     """Market fills pay slippage against the taker: buys higher, sells lower."""
     return price * (1.0 + side.sign * slippage_fraction)
 

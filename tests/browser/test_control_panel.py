@@ -1,5 +1,6 @@
 """The control notebook in a real JupyterLab and headless Chromium, against a real engine and the accelerated
-simulator: the panel renders, connects, starts Razor from its form, shows it running and trading, and stops it.
+simulator: the panel renders, connects, starts Razor from its form, shows it running and trading, changes one of
+its parameters in the edit form (a new config version, in the panel and on the engine), and stops it.
 
 Waiting is always for a visible condition with a deadline (playwright's ``expect``), never a sleep.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import expect
+from playwright.sync_api import Locator, expect
 
 from tests.browser.conftest import Stack
 from tests.browser.harness import KERNEL_NAME, LabPage
@@ -91,10 +92,42 @@ def test_start_razor_from_the_panel_see_it_trade_and_stop_it(lab_page: LabPage, 
                                                                                 timeout=180_000)
     lab_page.screenshot("control_panel_trading.png", PANEL)
 
+    edit_a_running_strategy(lab_page, stack, row)
+
     panel.locator(".widget-button", has_text="Stop").first.click()
     expect(row.locator(".tb-state")).to_have_text("stopped", timeout=30_000)
     lab_page.screenshot("control_panel.png", PANEL)
     lab_page.screenshot("control_panel_page.png")
+
+
+def edit_a_running_strategy(lab_page: LabPage, stack: Stack, row: Locator) -> None:
+    """The Edit button of a running strategy's row opens its form, prefilled with the running config; a changed
+    field applied is a new config version, shown by the form and the row, and what the engine runs from then on."""
+    panel = lab_page.page.locator(PANEL)
+    sid = row.get_attribute("data-strategy-id")
+    assert sid
+    expect(row.locator(".tb-config-version")).to_have_text("cfg 1")
+    panel.locator(f".widget-button.tb-edit-{sid}").click()
+    form = panel.locator(f".tb-edit-form-{sid}")
+    expect(form).to_be_visible(timeout=30_000)
+    expect(form.locator(".tb-edit-title")).to_contain_text("config version 1")
+    field = form.locator(".tb-field-takeProfitPercent input")
+    expect(field).to_have_value(FAST_RAZOR["takeProfitPercent"])  # the running config, not the default
+    field.fill("0.08")
+    form.locator(".widget-button.tb-edit-apply").click()
+    expect(form.locator(".tb-edit-message")).to_contain_text("config version 2 from the next candle",
+                                                             timeout=30_000)
+    expect(form.locator(".tb-edit-title")).to_contain_text("config version 2")
+    expect(row.locator(".tb-config-version")).to_have_text("cfg 2", timeout=30_000)
+    lab_page.screenshot("control_panel_edit.png", PANEL)
+    with stack.engine.client() as c:
+        info = c.call("strategy.get", id=sid)
+        assert info["config_version"] == 2 and info["config"]["takeProfitPercent"] == 0.08, info
+        assert info["config"]["stopLossPercent"] == float(FAST_RAZOR["stopLossPercent"])  # only the changed key
+        changed = c.call("journal.events", kinds=["strategy.changed"], strategy=sid)
+        assert changed[-1]["payload"]["config_version"] == 2
+    form.locator(".widget-button.tb-edit-close").click()
+    expect(form).to_have_count(0, timeout=10_000)
 
 
 def test_the_panel_survives_an_engine_restart(lab_page: LabPage, stack: Stack) -> None:

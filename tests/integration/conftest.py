@@ -3,7 +3,7 @@
 ``engine_proc`` is a factory::
 
     def test_x(engine_proc, tb_home):
-        eng = engine_proc()                      # engine for tb_home, `--foreground` child of the test
+        eng = engine_proc()                      # engine for tb_home (--exchange sim), `--foreground` child
         eng2 = engine_proc(make_home("b"), exchange="ws://127.0.0.1:1234/ws/api/v2")
         with eng.client() as c: c.ping()
         eng.kill()                               # SIGKILL; eng.stop() = SIGTERM and wait
@@ -79,8 +79,10 @@ class EngineProc:
         self.proc.wait(10)
 
 
-def start_engine_process(home: Home, exchange: str | None = None, timeout: float = 30.0,
+def start_engine_process(home: Home, exchange: str | None = "sim", timeout: float = 30.0,
                          extra_args: list[str] | None = None, env: dict[str, str] | None = None) -> EngineProc:
+    """``exchange`` defaults to the local simulator (an engine refuses to start without an exchange in a fresh
+    home); ``None`` starts it without ``--exchange`` (the journal's or the config's, as a user's restart does)."""
     home.ensure()
     cmd = [PYTHON, "-m", "tradebaas.cli", "engine", "start", "--foreground", *(extra_args or [])]
     if exchange:
@@ -107,7 +109,7 @@ def start_engine_process(home: Home, exchange: str | None = None, timeout: float
 def engine_proc(tb_home: Home) -> Iterator[Callable[..., EngineProc]]:
     started: list[EngineProc] = []
 
-    def start(home: Home | None = None, exchange: str | None = None, timeout: float = 30.0,
+    def start(home: Home | None = None, exchange: str | None = "sim", timeout: float = 30.0,
               **kwargs: Any) -> EngineProc:
         eng = start_engine_process(get_home(home or tb_home), exchange, timeout, **kwargs)
         started.append(eng)
@@ -278,16 +280,34 @@ class SimProc:
         return list(self.call("private/get_open_orders_by_instrument", instrument_name=instrument))
 
     def user_trades(self, instrument: str = "BTC_USDC-PERPETUAL") -> list[dict[str, Any]]:
-        """Every fill of the account on ``instrument``, oldest first (pages of 1000)."""
-        out: list[dict[str, Any]] = []
-        start_seq = 0
-        while True:
-            page = self.call("private/get_user_trades_by_instrument", instrument_name=instrument, count=1000,
-                             sorting="asc", start_seq=start_seq)
-            out.extend(page["trades"])
-            if not page["has_more"] or not page["trades"]:
-                return out
-            start_seq = int(page["trades"][-1]["trade_seq"]) + 1
+        """Every fill of the account on ``instrument``, oldest first (pages of 1000), from both of Deribit's
+        history windows (the last 24 h, then ``historical: true`` for the older ones; the recent one first)."""
+        found: dict[str, dict[str, Any]] = {}
+        for historical in (False, True):
+            start_seq = 0
+            while True:
+                page = self.call("private/get_user_trades_by_instrument", instrument_name=instrument, count=1000,
+                                 sorting="asc", start_seq=start_seq, historical=historical)
+                found.update((t["trade_id"], t) for t in page["trades"])
+                if not page["has_more"] or not page["trades"]:
+                    break
+                start_seq = int(page["trades"][-1]["trade_seq"]) + 1
+        return sorted(found.values(), key=lambda t: (t["timestamp"], t["trade_seq"]))
+
+    def order_history(self, instrument: str = "BTC_USDC-PERPETUAL") -> list[dict[str, Any]]:
+        """Every closed order of the account on ``instrument`` (filled or not), from both of Deribit's history
+        windows, in pages of 1000."""
+        found: dict[str, dict[str, Any]] = {}
+        for historical in (False, True):
+            offset = 0
+            while True:
+                page = self.call("private/get_order_history_by_instrument", instrument_name=instrument, count=1000,
+                                 offset=offset, include_unfilled=True, historical=historical)
+                found.update((o["order_id"], o) for o in page)
+                if len(page) < 1000:
+                    break
+                offset += len(page)
+        return list(found.values())
 
     def set_fault(self, action: str, **params: Any) -> Any:
         return self.call("admin/set_fault", action=action, **params)

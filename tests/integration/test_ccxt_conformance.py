@@ -3,6 +3,9 @@
 ccxt signs REST calls with ``deri-hmac-sha256`` and logs in over WebSocket with ``client_signature``; it raises on
 any message with an ``error`` key and never answers heartbeats. If these pass, the simulator speaks Deribit well
 enough for a client that was written against the real exchange.
+
+The simulator runs as ``tradebaas up`` runs it (``--clock present``: the replay at wall-clock time), because ccxt
+computes "since" from its own clock: ``fetch_ohlcv`` with only a ``limit`` asks for the last minutes of *now*.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    p = SimProcess(tmp_path_factory.mktemp("ccxthome"), "--speed", "60", "--account", "ccxtkey:ccxtsecret:100000")
+    p = SimProcess(tmp_path_factory.mktemp("ccxthome"), "--clock", "present", "--account", "ccxtkey:ccxtsecret:100000")
     yield p
     assert p.stop() == 0
 
@@ -47,6 +50,30 @@ def test_ccxt_rest_markets_ticker_book_ohlcv(sim: SimProcess) -> None:
     assert all(b[3] <= min(b[1], b[4]) and b[2] >= max(b[1], b[4]) for b in bars)
     trades = ex.fetch_trades("BTC/USDC:USDC", limit=5)
     assert trades and trades[0]["price"] > 0
+
+
+def test_ccxt_in_the_present_ohlcv_by_limit_my_trades_since_and_open_orders(sim: SimProcess) -> None:
+    ex = ccxt.deribit(_config(sim))
+    ex.load_markets()
+    assert abs(ex.fetch_time() - ex.milliseconds()) < 5_000  # the simulator's clock is the wall clock
+    bars = ex.fetch_ohlcv("BTC/USDC:USDC", "1m", limit=10)  # no since: ccxt asks for the last 10 minutes of now
+    assert 9 <= len(bars) <= 10 and ex.milliseconds() - bars[-1][0] < 2 * 60_000
+    assert all(b[3] <= min(b[1], b[4]) and b[2] >= max(b[1], b[4]) for b in bars)
+    since = ex.milliseconds() - 1_000
+    opened = ex.create_order("BTC/USDC:USDC", "market", "buy", 0.002)
+    closed = ex.create_order("BTC/USDC:USDC", "market", "sell", 0.002, params={"reduceOnly": True})
+    mine = ex.fetch_my_trades("BTC/USDC:USDC", since=since)  # get_user_trades_by_instrument_and_time, start only
+    assert {t["order"] for t in mine} == {opened["id"], closed["id"]}
+    assert all(t["timestamp"] >= since and t["fee"]["currency"] == "USDC" for t in mine)
+    t = ex.fetch_ticker("BTC/USDC:USDC")
+    far = float(ex.price_to_precision("BTC/USDC:USDC", t["bid"] * 0.8))
+    resting = ex.create_order("BTC/USDC:USDC", "limit", "buy", 0.001, far)
+    try:
+        listed = ex.fetch_open_orders("BTC/USDC:USDC")
+        assert [(o["id"], o["status"], o["price"]) for o in listed] == [(resting["id"], "open", far)]
+    finally:
+        ex.cancel_order(resting["id"], "BTC/USDC:USDC")
+    assert ex.fetch_open_orders("BTC/USDC:USDC") == []
 
 
 def test_ccxt_rest_create_edit_cancel_positions_balance(sim: SimProcess) -> None:

@@ -272,6 +272,37 @@ def test_user_trades_paginate_on_has_more(sim: SimProcess) -> None:
     run(main())
 
 
+def test_user_trades_since_longer_ago_than_the_24_hour_window_come_from_both_windows(tmp_path: Path) -> None:
+    """Deribit (and so the simulator) serves trades older than 24 h only with ``historical: true``."""
+    fast = SimProcess(tmp_path, "--speed", "20000", "--account", f"{CLIENT_ID}:{CLIENT_SECRET}", "--min-heartbeat",
+                      "1", "--no-persist")
+
+    async def main() -> None:
+        client = make_client(fast)
+        await client.start()
+        try:
+            _, first = await client.buy(INST, 0.001, "market", "tb:itest:h1:entry")
+            t0 = first[0].ts_ms
+            deadline = time.monotonic() + 30
+            while await client.get_time() < t0 + 25 * 3_600_000:
+                assert time.monotonic() < deadline, "25 simulated hours did not pass"
+                await asyncio.sleep(0.2)
+            _, second = await client.sell(INST, 0.001, "market", "tb:itest:h1:exit", reduce_only=True)
+            recent = await client.call("private/get_user_trades_by_instrument",
+                                       {"instrument_name": INST, "start_timestamp": t0 - 1000, "count": 100})
+            assert [t["trade_id"] for t in recent["trades"]] == [second[0].trade_id]  # the first aged out
+            trades = await client.get_user_trades(INST, t0 - 1000)
+            assert [f.trade_id for f in trades] == [first[0].trade_id, second[0].trade_id]
+            assert [f.trade_id for f in await client.get_user_trades(INST, t0 + 1)] == [second[0].trade_id]
+        finally:
+            await client.close()
+
+    try:
+        run(main())
+    finally:
+        fast.kill()
+
+
 def test_ticker_and_chart_notifications_are_typed(sim: SimProcess) -> None:
     async def main() -> None:
         rec = Recorder()

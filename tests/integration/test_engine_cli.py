@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_env, run_cli, wait_for
 from tradebaas.engine.journal.database import Journal
 from tradebaas.engine.journal.schema import SCHEMA_VERSION
 from tradebaas.home import Home
@@ -93,14 +93,61 @@ def test_repo_kernel_spec_is_valid() -> None:
     assert spec["argv"][1:] == ["-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
-def test_logs_prints_the_engine_log(engine_proc, tb_home: Home) -> None:
+def test_logs_prints_the_engine_log_and_strategy_filters_on_the_field_exactly(engine_proc, tb_home: Home) -> None:
     eng = engine_proc()
     with eng.client() as c:
-        c.call("engine.log", message="strategy abc123 did something")
+        c.call("engine.log", message="abc123 did something", strategy="abc123")
+        c.call("engine.log", message="a note that only mentions abc123 [abc123]: in its text")
+        c.call("engine.log", message="its neighbour did something", strategy="abc1234")
     result = run_cli("logs", "--strategy", "abc123", home=tb_home)
-    assert result.returncode == 0 and "abc123 did something" in result.stdout
-    assert "ready on" not in result.stdout
-    assert "ready on" in run_cli("logs", home=tb_home).stdout
+    assert result.returncode == 0, result.stderr
+    assert [ln.split(": ", 1)[1] for ln in result.stdout.splitlines()] == ["abc123 did something"]
+    assert " tradebaas.user [abc123]: abc123 did something" in result.stdout
+    everything = run_cli("logs", home=tb_home).stdout
+    assert "ready on" in everything and "only mentions abc123" in everything and "neighbour" in everything
+    assert "not a strategy id" in one_line_error(run_cli("logs", "--strategy", "abc 123", home=tb_home))
+
+
+def test_logs_follow_shows_the_strategys_new_lines_as_they_are_written(engine_proc, tb_home: Home) -> None:
+    import threading
+
+    eng = engine_proc()
+    c = eng.client()
+    c.call("engine.log", message="before following", strategy="abc123")
+    proc = subprocess.Popen([sys.executable, "-m", "tradebaas.cli", "logs", "-f", "--strategy", "abc123"],
+                            env=cli_env(tb_home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        wait_for(lambda: any("before following" in ln for ln in seen), timeout=15, what="the log's last lines")
+        c.call("engine.log", message="someone else's line", strategy="other1")
+        c.call("engine.log", message="written while following", strategy="abc123")
+        wait_for(lambda: any("written while following" in ln for ln in seen), timeout=15, what="the new line")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert not any("someone else" in ln for ln in seen)
+
+
+def test_engine_start_without_an_exchange_in_a_fresh_home_is_refused_with_the_fix(tb_home: Home) -> None:
+    for mode in ([], ["--foreground"]):
+        error = one_line_error(run_cli("engine", "start", *mode, home=tb_home))
+        assert "no exchange for this engine" in error and "--exchange sim" in error
+        assert "[engine] exchange" in error and str(tb_home.config_file) in error
+        assert not tb_home.engine_json.exists()
+
+
+def test_engine_start_uses_the_exchange_configured_in_tradebaas_toml(
+        tb_home: Home, stop_detached, make_home) -> None:
+    stop_detached(tb_home)
+    tb_home.config_file.write_text('[engine]\nexchange = "sim"\n')
+    started = run_cli("engine", "start", home=tb_home)
+    assert started.returncode == 0, started.stderr
+    assert json.loads(run_cli("engine", "status", "--json", home=tb_home).stdout)["exchange"]["name"] == "sim"
+    bad = make_home("bad")
+    bad.config_file.write_text("[engine]\nexchange = 42\n")
+    assert "[engine] exchange must be one of" in one_line_error(run_cli("engine", "start", home=bad))
 
 
 def test_logs_without_log_is_a_clear_error(tb_home: Home) -> None:

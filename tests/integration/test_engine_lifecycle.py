@@ -18,7 +18,7 @@ from tradebaas.rpc.client import connect
 
 def test_cli_start_status_stop_round_trip(tb_home: Home, stop_detached) -> None:
     stop_detached(tb_home)
-    started = run_cli("engine", "start", home=tb_home)
+    started = run_cli("engine", "start", "--exchange", "sim", home=tb_home)
     assert started.returncode == 0, started.stderr
     info = read_connection_file(tb_home)
     assert info is not None and f"pid {info.pid}" in started.stdout
@@ -52,11 +52,11 @@ def test_cli_start_status_stop_round_trip(tb_home: Home, stop_detached) -> None:
         kinds = [e.kind for e in j.events()]
     assert kinds == ["engine.started", "engine.stopped"]
 
-    # and it starts again
+    # and it starts again, without --exchange: on the exchange its journal remembers
     again = run_cli("engine", "start", home=tb_home)
     assert again.returncode == 0, again.stderr
     with connect(tb_home) as c:
-        assert c.ping() == "pong"
+        assert c.ping() == "pong" and c.status()["exchange"]["name"] == "sim"
 
 
 def test_sigterm_stops_gracefully_and_journals_it(engine_proc, tb_home: Home) -> None:

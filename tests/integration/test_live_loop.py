@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 INSTRUMENT = "BTC_USDC-PERPETUAL"
 MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
 
 #: Razor tuned to trade often on the replayed Bitstamp data, with tight brackets: trades open and close within a
 #: few simulated minutes.
@@ -42,8 +43,9 @@ RAZOR_HOLD: dict[str, Any] = {"rsiOversold": 48, "rsiOverbought": 52, "stopLossP
 
 def start_razor(c: EngineClient, config: dict[str, Any], instrument: str | None = None) -> dict[str, Any]:
     info = c.call("strategy.start", name="razor", config=config, **({"instrument": instrument} if instrument else {}))
-    assert info["state"] == "running", info
-    return dict(info)
+    # running once the engine's exchange link is up (under load the engine may still be connecting)
+    return dict(wait_for(lambda: (i := c.call("strategy.get", id=info["id"]))["state"] == "running" and i,
+                         timeout=60, what="razor running"))
 
 
 def trades_of(c: EngineClient, sid: str) -> list[dict[str, Any]]:
@@ -260,6 +262,66 @@ def test_a_stop_that_fills_while_the_engine_is_down_closes_the_trade_with_the_ex
     assert not [label for label in orders_by_label(sim) if label.startswith(f"tb:{sid}:{tid}:")]  # no orphan TP
 
 
+@pytest.mark.parametrize("hours", [2, 30])
+def test_a_stop_that_fills_while_the_engine_is_down_for_hours_closes_the_trade_with_the_exchanges_price_pnl_and_fee(
+    hours: int, sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    """Deribit serves closed orders for 30 minutes and user trades for 24 hours unless asked for the historical
+    window (docs/deribit.md); the simulator does the same on its clock. Down for 2 hours, the stop's order is history
+    and its fill recent; down for 30, the fill too is only in the historical window: reconciliation must find it."""
+    sim = sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    config = {**RAZOR_HOLD, "stopLossPercent": 0.3, "takeProfitPercent": 20.0}
+    sid = start_razor(c, config)["id"]
+    tid = position_opened(c, sim, sid)["trade_id"]
+    eng.kill()
+    down_since = sim.now_ms()
+    assert sim.position_size() != 0, "the position closed before the kill"
+
+    sim.restart(speed=6000)  # with the engine down, the market runs fast: the stop fills, then hours go by
+    wait_for(lambda: sim.position_size() == 0, timeout=90, what="the stop to fill on the exchange")
+    fills = [f for f in our_fills(sim, sid) if trade_id_of(f["label"]) == tid]
+    exits = [f for f in fills if f["label"].endswith(":sl")]
+    assert exits, fills
+    stop_filled = max(f["timestamp"] for f in exits)
+    # Down for at least ``hours``, and long enough after the fill that its order left the 30-minute window (and
+    # for 30 hours, that the fill itself left the 24-hour one).
+    back = max(down_since + hours * HOUR_MS, stop_filled + 40 * MINUTE_MS)
+    if hours > 24:
+        back = max(back, stop_filled + 24 * HOUR_MS + 10 * MINUTE_MS)
+    wait_for(lambda: sim.now_ms() >= back, timeout=90, what=f"{hours} simulated hours of downtime")
+    sim.restart(speed=120)
+
+    # What a client that asks only the recent windows would see now (and miss).
+    exit_ids = {f["trade_id"] for f in exits}
+    recent = sim.call("private/get_user_trades_by_instrument", instrument_name=INSTRUMENT, count=1000,
+                      start_timestamp=down_since - HOUR_MS)
+    old = sim.call("private/get_user_trades_by_instrument", instrument_name=INSTRUMENT, count=1000,
+                   start_timestamp=down_since - HOUR_MS, historical=True)
+    windows = ({t["trade_id"] for t in recent["trades"]}, {t["trade_id"] for t in old["trades"]})
+    assert exit_ids <= windows[1 if hours > 24 else 0] and not exit_ids & windows[0 if hours > 24 else 1]
+    stop_order = exits[0]["order_id"]
+    orders = sim.call("private/get_order_history_by_instrument", instrument_name=INSTRUMENT, count=100)
+    older = sim.call("private/get_order_history_by_instrument", instrument_name=INSTRUMENT, count=100, historical=True)
+    assert stop_order not in {o["order_id"] for o in orders} and stop_order in {o["order_id"] for o in older}
+
+    eng2 = engine_proc(exchange="sim")
+    c2 = resumed(eng2, sid)
+    trade = wait_for(lambda: next((t for t in trades_of(c2, sid) if t["trade_id"] == tid and t["state"] == "closed"),
+                                  None), timeout=20, what="the trade closed by reconciliation")
+    assert trade["exit_reason"] == "sl"
+    assert trade["fees"] == pytest.approx(sum(f["fee"] for f in fills), rel=1e-9, abs=1e-12)
+    assert trade["pnl"] == pytest.approx(sum(f["profit_loss"] for f in exits), rel=1e-9, abs=1e-12)
+    assert trade["exit_price"] == pytest.approx(sum(f["price"] * f["amount"] for f in exits)
+                                                / sum(f["amount"] for f in exits))
+    assert trade["exit_ts_ms"] == stop_filled
+    assert sorted(f["trade_id"] for f in journal_fills(tb_home, sid) if trade_id_of(f["label"]) == tid) == \
+        sorted(f["trade_id"] for f in fills)
+    assert c2.call("strategy.get", id=sid)["state"] == "running"  # explained: nobody needs to look
+    assert not [label for label in orders_by_label(sim) if label.startswith(f"tb:{sid}:{tid}:")]  # no orphan TP
+
+
 def test_dropped_link_and_simulator_restart_reconnect_resubscribe_reconcile_and_miss_or_double_no_fill(
     sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
@@ -413,6 +475,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"name": "razor", "config": {"stopLossPercent": 60}}, "stopLossPercent"),  # above its maximum
     ({"name": "razor", "config": {"maxDailyTrades": -1}}, "maxDailyTrades"),  # below its minimum
     ({"name": "razor", "config": {"tradeSize": "big"}}, "tradeSize"),  # wrong type
+    ({"name": "razor", "config": {"tradeSize": 0}}, "below the minimum order"),  # would trade a whole minimum
     ({"name": "razor", "config": {"breakEvenEnabled": 2}}, "breakEvenEnabled"),  # only 0/1 pass as booleans
     ({"name": "razor", "instrument": "ETH-NOPE"}, "ETH-NOPE"),  # unknown instrument
     ({"name": "razor", "config": {"instrument": "ETH-NOPE"}}, "ETH-NOPE"),  # ... given inside the config

@@ -143,7 +143,7 @@ def start_sim(home: Home, candles: pd.DataFrame, start_ms: int) -> InProcessSim:
     for acc in accounts:
         exchange.create_account(acc.account_id, dict(acc.balances))
     server = SimServer(exchange, data, clock, auth_mod.AuthStore(accounts), RateLimiter(RateLimitConfig.parse("off")),
-                       Faults(), dict(DEFAULT_INSTRUMENTS), ServerConfig(state_path=None))
+                       Faults(), dict(DEFAULT_INSTRUMENTS), ServerConfig())
     server.prime()
     loop = asyncio.new_event_loop()
     ready: dict[str, Any] = {}

@@ -122,16 +122,28 @@ def test_daily_report_through_the_cli_and_the_engine_renders_every_section_witho
         "queued", "running", "ok"]
 
 
-def test_a_bad_parameter_fails_the_run_which_keeps_its_notebook(engine_proc: Callable[..., Any], tb_home: Home) -> None:
+def test_a_bad_parameter_fails_the_run_before_a_kernel_or_in_the_notebook_which_is_kept(
+    engine_proc: Callable[..., Any], tb_home: Home
+) -> None:
     eng = engine_proc()
+    started = time.monotonic()
     result = run_cli("report", "run", "daily", "-p", "period_days", "-3", home=tb_home, timeout=REPORT_TIMEOUT)
     assert result.returncode == 1
-    assert "failed" in result.stdout and "period_days must be a positive number" in result.stdout
+    assert "failed" in result.stdout and "period_days must be a positive number of days, got -3" in result.stdout
+    assert time.monotonic() - started < 15  # no papermill, no kernel: refused from the notebook file alone
 
     with eng.client() as c:
         runs = c.call("reports.list")["runs"]
+        assert runs[0]["status"] == "failed" and runs[0]["notebook_path"] is None
+        assert not Path(runs[0]["run_dir"]).exists()
+
+    # a value only the notebook can judge (it parses times with pandas) fails there, and the notebook is kept
+    result = run_cli("report", "run", "daily", "-p", "until", "soon-ish", home=tb_home, timeout=REPORT_TIMEOUT)
+    assert result.returncode == 1 and "report daily: " in result.stderr  # progress while it ran
+    with eng.client() as c:
+        runs = c.call("reports.list")["runs"]
         assert runs[0]["status"] == "failed"
-        assert "ValueError: period_days must be a positive number of days, got -3" in runs[0]["error"]
+        assert "ValueError: until must be None, an ISO time or Unix ms, got 'soon-ish'" in runs[0]["error"]
         kept = Path(runs[0]["notebook_path"])
         assert kept.is_file() and runs[0]["html_path"] is None
         nb = json.loads(kept.read_text())
@@ -228,4 +240,8 @@ def test_daily_report_of_a_paper_trading_session_on_the_simulator(
         assert t["trade_id"] in html
     assert "of the simulator&#39;s market time" in html or "of the simulator's market time" in html
     assert sid in html and "taken" in html               # decisions per strategy
-    assert "reconciliation (" in html and "started pid" in html
+    assert "started pid" in html
+    assert "Key figures" in html and "win rate" in html and "max drawdown" in html
+    assert html.count("<img") >= 2 and "no candles of" not in html  # equity, and the trades on the price
+    # the start's reconciliation changed nothing on a fresh account: counted, not listed as a row
+    assert "found nothing to change (" in html and "start: 1" in html and "nothing to change</td>" not in html

@@ -44,6 +44,30 @@ def test_report_run_without_an_engine_runs_locally_and_is_listed(tb_home: Home) 
     assert "report tiny: cron (on demand)" in listing.stdout
 
 
+def test_report_run_shows_which_cell_runs_while_it_runs(tb_home: Home) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("n = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_markdown_cell("## Slow part"),
+                nbformat.v4.new_code_cell("import time\ntime.sleep(3)"), nbformat.v4.new_code_cell("print(n)")]
+    nb.metadata["kernelspec"] = {"name": "tradebaas", "display_name": "tradebaas", "language": "python"}
+    nbformat.write(nb, tb_home.root / "slowish.ipynb")
+    tb_home.config_file.write_text('[reports.slowish]\nnotebook = "slowish.ipynb"\n')
+    result = run_cli("report", "run", "slowish", home=tb_home, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "report slowish: cell 2 of 3 (Slow part), " in result.stderr
+
+
+def test_a_value_the_notebook_cannot_take_fails_the_run_before_any_kernel(tb_home: Home) -> None:
+    notebook(tb_home.root / "tiny.ipynb", "print('the answer is', n * 21)")
+    tb_home.config_file.write_text('[reports.tiny]\nnotebook = "tiny.ipynb"\n')
+    result = run_cli("report", "run", "tiny", "-p", "n", "many", "--json", home=tb_home, timeout=60)
+    assert result.returncode == 1
+    run = json.loads(result.stdout)
+    assert run["status"] == "failed" and run["error"] == "report 'tiny': n must be a number, got 'many'"
+    assert run["notebook_path"] is None and not Path(run["run_dir"]).exists()  # nothing was started
+
+
 def test_daily_without_an_engine_fails_with_a_clear_error_and_keeps_its_notebook(tb_home: Home) -> None:
     result = run_cli("report", "run", "daily", home=tb_home, timeout=240)
     assert result.returncode == 1

@@ -36,6 +36,7 @@ from tradebaas.strategies.razor import Razor
 
 NOW = int(time.time() * 1000)
 H = 3_600_000
+CODE_VERSIONS = {"s1": "c0ffee" * 10 + "abcd", "s2": "5eed" * 16}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,7 +54,8 @@ def trade(tid: str, sid: str, direction: str, entry: float, exit_: float | None,
             "state": "closed" if closed else "open", "amount": 0.01, "entry_price": entry, "exit_price": exit_,
             "entry_ts_ms": NOW - int(hours_ago * H), "exit_ts_ms": NOW - int((hours_ago - 1) * H) if closed else None,
             "pnl": pnl, "fees": fees, "net_pnl": pnl - fees, "exit_reason": "tp" if pnl > 0 else "sl",
-            "currency": "USDC"}
+            "currency": "USDC", "strategy_name": "razor", "code_version": CODE_VERSIONS[sid],
+            "config_version": 2 if tid == "t2" else 1}
 
 
 TRADES = [
@@ -77,13 +79,16 @@ EVENTS = [
     {"kind": "strategy.state", "strategy_id": "s2",
      "payload": {"state": "needs_attention", "reason": "unexplained position of 0.02 BTC_USDC-PERPETUAL"}},
     {"kind": "risk.kill", "strategy_id": None, "payload": {"flatten": True}},
+    *({"kind": "reconcile", "strategy_id": None,  # the safety net's minutes: counted, never listed
+       "payload": {"reason": "periodic", "actions": [], "open_orders": 2, "fills_seen": 0}} for _ in range(3)),
 ]
 for i, e in enumerate(EVENTS, start=1):
     e.update(id=i, ts_ms=NOW - (len(EVENTS) - i) * 60_000, wall_ts_ms=NOW)
 
 
 def strategy(sid: str, state: str, reason: str = "") -> dict[str, Any]:
-    return {"id": sid, "name": "razor", "instrument": "BTC_USDC-PERPETUAL", "state": state,
+    return {"id": sid, "name": "razor", "version": CODE_VERSIONS[sid], "config_version": 2,
+            "instrument": "BTC_USDC-PERPETUAL", "state": state,
             "desired_state": "running", "state_reason": reason, "config": {}, "trades": 2,
             "pnl": {"realized": 1.0, "fees": 0.1, "net": 0.9, "floating": 0.0, "currency": "USDC"}}
 
@@ -102,8 +107,23 @@ def comparison_of_s1() -> dict[str, Any]:
     return compare_runs(live, decisions, bt, instrument="BTC_USDC-PERPETUAL", strategy_id="s1").to_json()
 
 
+def candles(instrument: str, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
+    """Twelve hours of 1-minute candles through the canned trades' prices (59000 .. 61300)."""
+    start = NOW - 12 * H
+    out = []
+    for i in range(12 * 60):
+        ts = start + i * 60_000
+        if (since is None or ts >= since) and (until is None or ts < until):
+            close = 59000.0 + 2300.0 * (i % 360) / 360
+            out.append({"ts_ms": ts, "open": close - 5, "high": close + 20, "low": close - 20, "close": close,
+                        "volume": 1.0})
+    return out
+
+
 def fake_registry(compare: bool = True) -> Registry:
     reg = Registry()
+    reg.add("market.candles", candles, {"instrument": Param(str), "since": Param(int, default=None, nullable=True),
+                                        "until": Param(int, default=None, nullable=True)})
     reg.add("engine.status", lambda: {"version": "0.1.0", "uptime_s": 7200, "exchange": {"name": "sim"}})
     reg.add("strategy.list", lambda: [strategy("s1", "running"), strategy("s2", "needs_attention", "unexplained")])
     reg.add("positions.list", lambda: [{"strategy_id": "s2", "trade_id": "t4", "instrument": "BTC_USDC-PERPETUAL",
@@ -188,7 +208,20 @@ def test_every_section_shows_its_data(tb_home: Home, tmp_path: Path) -> None:
                  "Live vs backtest", "Unexplained differences of s1 (razor)", "entry_price", "3.0 ticks apart",
                  "live-0", "not compared: strategy s2 has no recorded candles"):
         assert text in html, text
-    assert "<img" in html  # the equity plot
+    assert html.count("<img") >= 2  # the equity plot and the price with the period's trades
+    # versions on every trade and strategy: the code version as 12 characters, the config version
+    trades_table = html[html.index(">Trades<"):]
+    assert "c0ffeec0ffee" in trades_table and "5eed5eed5eed" in trades_table and "code_version" in trades_table
+    assert CODE_VERSIONS["s1"] not in html and "config_version" in trades_table and "code version" in html
+    # key figures first: net PnL, fees, trades, win rate, max drawdown (t1 +5.5, t2 -3.5, t3 +4.6 USDC)
+    head = html[html.index("Key figures"):html.index(">PnL and fees<")]
+    for text in ("net PnL", "fees", "trades", "win rate", "max drawdown", "+6.6", "66.7%", "-3.5"):
+        assert text in head, text
+    assert ">Price and trades<" in html and "BTC_USDC-PERPETUAL: price and the period" not in html  # title in the PNG
+    # times as UTC dates, not epoch milliseconds; a reconciliation that changed nothing is counted, not listed
+    assert str(TRADES[3]["entry_ts_ms"]) not in html and "entry time (UTC)" in html
+    assert "3 reconciliation(s) found nothing to change (periodic: 3)" in html
+    assert "nothing to change</td>" not in html and "reconciliation (periodic)" not in html
     summary = comparison_of_s1()["summary"]
     assert summary["unexplained"] == 1 and summary["matched"] == summary["trades_live"] >= 5
     assert f"<td>{summary['trades_backtest']}</td>" in html and "strategy.compare" not in html

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import run_cli, wait_for
 from tests.integration.conftest import EngineProc, SimProc
 from tests.integration.test_live_loop import orders_by_label, trades_of
 from tradebaas.home import Home
@@ -89,8 +89,10 @@ def deploy(c: EngineClient, source: str, name: str | None = None) -> dict[str, A
 
 def start(c: EngineClient, name: str, config: dict[str, Any] | None = None, **kw: Any) -> str:
     info = c.call("strategy.start", name=name, config=config or {}, **kw)
-    assert info["state"] == "running", info
-    return str(info["id"])
+    sid = str(info["id"])
+    # running once the engine's exchange link is up (under load the engine may still be connecting)
+    wait_for(lambda: c.call("strategy.get", id=sid)["state"] == "running", timeout=60, what=f"{sid} running")
+    return sid
 
 
 def closed_trades(c: EngineClient, sid: str) -> list[dict[str, Any]]:
@@ -193,6 +195,27 @@ def test_a_parameter_change_is_a_new_config_version_on_the_next_trades(
     later = wait_for(lambda: [t for t in closed_trades(c, sid) if t["config_version"] == 2], timeout=120,
                      what="a trade under config version 2")
     assert later[0]["amount"] > closed_trades(c, sid)[0]["amount"]  # the bigger size took effect
+
+
+#: A metronome that names no size parameter (so a start cannot check it) and sizes its orders at a notional that
+#: rounds to no contract of BTC_USDC-PERPETUAL: the engine must not send them (they would trade 0.001 BTC).
+DRIBBLE = METRONOME.replace('name = "metronome"', 'name = "dribble"\n    size_param = "none"').replace(
+    "class Metronome", "class Dribble").replace('Param("tradeSize", float, 100.0, 1.0, 1e6', 'Param("tradeSize", float, 100.0, 0.0, 1e6')
+
+
+def test_an_entry_below_the_minimum_order_is_not_sent_even_when_no_start_check_could_see_it(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim = sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    deploy(c, DRIBBLE)
+    sid = start(c, "dribble", {"every": 1, "hold": 1, "tradeSize": 1.0})
+    wait_for(lambda: "entry not sent: 1 USD is below the minimum order of BTC_USDC-PERPETUAL (0.001 BTC, about "
+             in run_cli("logs", "--strategy", sid, home=tb_home).stdout, timeout=60, what="a refused entry")
+    assert trades_of(c, sid) == [] and c.call("orders.list", open_only=False) == []
+    assert sim.user_trades() == [] and sim.position_size() == 0
+    assert c.call("strategy.get", id=sid)["state"] == "running"  # the strategy carries on; its next entry is judged anew
 
 
 PLUGIN_FILE = METRONOME.replace('name = "metronome"', 'name = "filebeat"').replace("class Metronome", "class Filebeat")

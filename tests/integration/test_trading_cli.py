@@ -17,6 +17,7 @@ from tests.conftest import run_cli, wait_for
 from tests.integration.conftest import EngineProc, SimProc
 from tradebaas.backtest.data import load_recorded, load_recorded_trades
 from tradebaas.home import Home
+from tradebaas.rpc.protocol import RpcError
 
 pytestmark = pytest.mark.integration
 
@@ -65,12 +66,49 @@ def test_a_strategy_started_from_the_cli_trades_and_every_view_shows_it(
     assert json.loads(run_cli("positions", "--json", home=tb_home).stdout) == []
     assert [o for o in json.loads(run_cli("orders", "--json", home=tb_home).stdout) if o["strategy_id"] == sid] == []
 
+    # `tradebaas trades` and eng.trades() agree: the closed trades (open ones only when asked for, by both)
+    wait_for(lambda: all(t["state"] in ("closed", "failed") for t in c.call("trades.list", strategy=sid)),
+             timeout=30, what="every trade ended after the flatten")
+    cli_ids = [r["trade_id"] for r in json.loads(run_cli("trades", "--strategy", sid, "--json", home=tb_home).stdout)]
+    assert cli_ids == list(c.trades(strategy=sid)["trade_id"])
+    every = json.loads(run_cli("trades", "--strategy", sid, "--include-open", "--json", home=tb_home).stdout)
+    assert [r["trade_id"] for r in every] == list(c.trades(strategy=sid, include_open=True)["trade_id"])
+
+    # The engine log tells the story of the strategy's trades, and only that strategy's with --strategy
+    c.call("engine.log", message=f"a note about {sid} without its field")
+    logged = run_cli("logs", "--strategy", sid, "-n", "0", home=tb_home)
+    assert logged.returncode == 0, logged.stderr
+    lines = logged.stdout.splitlines()
+    records = [ln for ln in lines if ln[:4].isdigit()]
+    assert records and all(f" [{sid}]: " in ln for ln in records)
+    text = "\n".join(records)
+    first = next(t for t in c.call("trades.list", strategy=sid) if t["state"] == "closed" and t["exit_reason"] != "kill")
+    tid = first["trade_id"]
+    for expected in (f"order sent: entry of trade {tid}: ", f"order acknowledged: entry of trade {tid}: ",
+                     f"fill: entry of trade {tid}: ", f"trade {tid} opened: ", f"trade {tid} protected: stop ",
+                     f"trade {tid} closed ({first['exit_reason']}): ", "decision on the candle of ",
+                     "kill switch: stop the strategy: kill", "kill switch: close trade "):
+        assert expected in text, expected
+    assert "without its field" not in text
+    assert "0.000000000" not in text and "99999999" not in text  # prices and amounts without float noise
+
+    # ... one line per decision that acted or started a skip: quiet candles write nothing
+    decisions = [e["payload"] for e in c.call("journal.events", kinds=["decision"], strategy=sid, limit=10_000)]
+    expected_lines, previous = 0, ""
+    for d in decisions:
+        skipped = d.get("skipped") or ""
+        if d.get("intents") or (skipped not in ("", "warming up") and skipped != previous):
+            expected_lines += 1
+        previous = skipped
+    decision_lines = [ln for ln in records if ": decision on the candle of " in ln]
+    assert len(decision_lines) == expected_lines < len(decisions)
+
     # The engine recorded what it traded on: the closed candles and the market's trades, as Parquet in its home.
     eng.stop()
     candles = load_recorded(tb_home, "BTC_USDC-PERPETUAL")
     trades = load_recorded_trades(tb_home, "BTC_USDC-PERPETUAL")
     assert len(candles) >= 5 and candles.index.is_monotonic_increasing
-    assert len(trades) > len(candles) and trades["trade_id"].is_unique
+    assert len(trades) > 0 and trades["trade_id"].is_unique  # quiet minutes (volume 0) have candles but no trades
     minute = trades.index.floor("1min")
     inside = minute.isin(candles.index)  # trades of the forming minute at the stop have no closed candle yet
     assert inside.sum() > 0
@@ -100,6 +138,57 @@ def test_bad_input_is_one_readable_line_and_a_non_zero_exit(
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr
     assert eng.client().call("strategy.list") == []  # nothing was created
+
+
+def test_a_size_below_the_minimum_and_a_second_strategy_on_one_instrument_are_refused_with_the_reason(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    sim_proc(speed=60)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    wait_for(lambda: c.call("engine.status")["exchange"]["connected"], timeout=30, what="the engine connected")
+
+    def refused(*args: str) -> str:
+        done = run_cli(*args, home=tb_home)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        return done.stderr
+
+    error = refused("strategy", "start", "razor", "--set", "tradeSize=0")
+    assert "tradeSize 0 USD is below the minimum order of BTC_USDC-PERPETUAL: 0.001 BTC, about " in error
+    assert "tradeSize must be at least" in error
+    error = refused("strategy", "start", "razor", "--instrument", "BTC-PERPETUAL", "--set", "tradeSize=4")
+    assert "minimum order of BTC-PERPETUAL: 10 USD" in error
+    assert c.call("strategy.list") == []  # nothing was created
+
+    first = run_cli("strategy", "start", "razor", home=tb_home)
+    assert first.returncode == 0, first.stderr
+    sid = first.stdout.strip()
+    error = refused("strategy", "start", "ema_cross")
+    assert f"BTC_USDC-PERPETUAL is already traded by {sid} (running)" in error and "nets" in error
+    assert "--allow-shared-instrument" in error
+    other = run_cli("strategy", "start", "ema_cross", "--instrument", "BTC-PERPETUAL", home=tb_home)
+    assert other.returncode == 0, other.stderr  # another instrument is free
+    shared = run_cli("strategy", "start", "ema_cross", "--allow-shared-instrument", home=tb_home)
+    assert shared.returncode == 0, shared.stderr  # the user opted in
+    assert sorted(s["instrument"] for s in c.call("strategy.list")) == [
+        "BTC-PERPETUAL", "BTC_USDC-PERPETUAL", "BTC_USDC-PERPETUAL"]
+    with pytest.raises(RpcError) as err:  # the facade's keyword, and the code of a conflict
+        c.start("razor", instrument="BTC-PERPETUAL")
+    assert err.value.code == -32002
+
+    error = refused("strategy", "set", sid, "tradeSize=1")
+    assert "tradeSize 1 USD is below the minimum order" in error
+    assert c.call("strategy.get", id=sid)["config"]["tradeSize"] == 100  # unchanged
+    assert run_cli("strategy", "set", sid, "tradeSize=250", home=tb_home).returncode == 0
+
+    # a resume passes the same rule: the stopped razor's instrument is traded by the shared ema_cross meanwhile
+    assert run_cli("strategy", "stop", sid, home=tb_home).returncode == 0
+    error = refused("strategy", "resume", sid)
+    assert f"is already traded by {shared.stdout.strip()} (running)" in error
+    assert c.call("strategy.get", id=sid)["state"] == "stopped"
+    resumed = run_cli("strategy", "resume", sid, "--allow-shared-instrument", home=tb_home)
+    assert resumed.returncode == 0 and resumed.stdout.startswith(f"{sid}: "), resumed
 
 
 def test_trading_commands_without_an_engine_say_so(tb_home: Home) -> None:

@@ -33,6 +33,32 @@ def documented() -> dict[str, str]:
     return rows
 
 
+def documented_params() -> dict[str, set[str]]:
+    """``method -> parameter names`` from the params column (``{a, b?, c?: false}``; ``–`` for none)."""
+    rows: dict[str, set[str]] = {}
+    in_table = False
+    for line in DOCS.read_text().splitlines():
+        if line.startswith("| method | access |"):
+            in_table = True
+            continue
+        if in_table and not line.startswith("|"):
+            break
+        if in_table and line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            braces = re.search(r"\{([^}]*)\}", cells[2])
+            names = {p.split(":")[0].strip().rstrip("?") for p in braces.group(1).split(",")} if braces else set()
+            for name in re.findall(r"`([^`]+)`", cells[0]):
+                rows[name] = names - {""}
+    return rows
+
+
+def test_docs_list_every_parameter_of_every_method() -> None:
+    docs = documented_params()
+    differ = {m.name: (sorted(docs.get(m.name, set())), sorted(m.params)) for m in api.METHODS
+              if m.name not in api.SERVER_METHODS and docs.get(m.name, set()) != set(m.params)}
+    assert differ == {}, "docs/rpc.md params (left) differ from engine/api.py METHODS (right)"
+
+
 def test_docs_list_every_method_with_its_access_level() -> None:
     table = {m.name: m.access.value for m in api.METHODS}
     docs = documented()

@@ -115,8 +115,11 @@ def test_trigger_market_order_has_no_price_and_keeps_trigger_price() -> None:
 
 
 def test_order_without_label_or_timestamps_gets_defaults() -> None:
-    order = order_from_deribit({"order_id": "1", "direction": "buy", "label": None, "amount": "10"})
-    assert order.label == "" and order.amount == 10.0 and order.ts_ms == 0 and order.state is OrderState.OPEN
+    order = order_from_deribit({"order_id": "1", "instrument_name": "BTC-PERPETUAL", "direction": "buy", "label": None,
+                                "amount": "10"})
+    assert order.label == "" and order.amount == 10.0 and order.ts_ms == 0
+    # no order_state/order_type: not known, so not "open" either (tolerant parsing, conservative action)
+    assert order.state is OrderState.UNKNOWN and order.order_type is OrderType.UNKNOWN and order.state.is_live
 
 
 def test_malformed_order_or_trade_raises() -> None:

@@ -13,8 +13,11 @@ from tradebaas.engine.process.logs import (
     REDACT,
     CallbackHandler,
     OneLineFilter,
+    StrategyLines,
     escape_control,
+    line_head,
     setup_logging,
+    strategy_extra,
 )
 
 FORGED = "note\n2025-01-01 00:00:00,000 CRITICAL tradebaas.engine: kill switch engaged"
@@ -95,3 +98,44 @@ def test_log_channel_records_are_one_line() -> None:
     finally:
         logger.removeHandler(handler)
     assert [r["message"] for r in got] == [FORGED.replace("\n", "\\n")]
+
+
+def test_a_line_about_a_strategy_carries_its_id_as_a_field_the_filter_matches_exactly(
+        tmp_path: Path, root_logging: None) -> None:
+    log_file = tmp_path / "logs" / "engine.log"
+    setup_logging(log_file)
+    orders = logging.getLogger("tradebaas.engine.orders")
+    orders.info("order sent: entry of trade t-1", extra=strategy_extra("razor-1"))
+    orders.info("order sent: entry of trade t-2", extra=strategy_extra("razor-12"))
+    logging.getLogger("tradebaas.user").info("a note that mentions razor-1 [razor-1]: in its text")
+    try:
+        raise RuntimeError("its traceback")
+    except RuntimeError:
+        logging.getLogger("tradebaas.engine.live.supervisor").exception("stopped", extra=strategy_extra("razor-1"))
+    orders.info("a field that is not an id is no field", extra=strategy_extra("razor-1] forged"))
+    for h in logging.getLogger().handlers:
+        h.flush()
+    lines = log_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    heads = [line_head(ln) for ln in lines]
+    assert [h.group("strategy") for h in heads if h] == ["razor-1", "razor-12", None, "razor-1", None]
+    assert " tradebaas.engine.orders [razor-1]: order sent: entry of trade t-1" in lines[0]
+
+    mine = StrategyLines("razor-1")
+    kept = [ln for ln in lines if mine(ln)]
+    assert kept[0].endswith("[razor-1]: order sent: entry of trade t-1\n")
+    assert kept[1].endswith("[razor-1]: stopped\n") and kept[-1] == "RuntimeError: its traceback\n"
+    assert not any("razor-12" in ln or "mentions" in ln or "forged" in ln for ln in kept)
+
+
+def test_log_channel_records_name_their_strategy() -> None:
+    got: list[dict[str, Any]] = []
+    handler = CallbackHandler(got.append)
+    logger = logging.getLogger("tradebaas.engine.test-channel-strategy")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("fill", extra=strategy_extra("razor-1"))
+        logger.info("engine ready")
+    finally:
+        logger.removeHandler(handler)
+    assert [r["strategy_id"] for r in got] == ["razor-1", None]

@@ -170,7 +170,40 @@ def test_engine_restart_shows_reconnecting_then_reloads_state(panel: ControlPane
     wait_for(lambda: "tb-connection-connected" in panel.status_html.value, what="reconnected")
     wait_for(lambda: "razor-9" in panel.state.strategies, what="state reloaded")
     assert "engine restarted" in panel.status_html.value and "pid 222" in panel.status_html.value
-    assert not panel.kill_button.disabled
+    # the same render enables Kill a few assignments after the status line: wait for it, do not race it
+    wait_for(lambda: not panel.kill_button.disabled, what="Kill enabled again")
+
+
+def test_a_restart_is_announced_even_when_the_first_resync_fails_half_way(panel: ControlPanel,
+                                                                         eng: FakeEngine) -> None:
+    """The new engine answers engine.status, then fails a later call of the same resync (it is still starting): the
+    next resync, which succeeds, must still say that the engine restarted."""
+    eng.up = False
+    wait_for(lambda: "engine restarted/reconnecting" in panel.status_html.value, what="reconnecting banner")
+    eng.pid = 444
+    real_call = eng.call
+    failed = threading.Event()
+
+    def starting_call(method: str, **params: object) -> object:
+        if method == "strategy.list" and not failed.is_set():
+            failed.set()
+            raise ConnectionError("the engine is still starting")
+        return real_call(method, **params)
+
+    eng.call = starting_call  # type: ignore[method-assign]
+    eng.up = True
+    wait_for(failed.is_set, what="a resync that failed after engine.status")
+    wait_for(lambda: "tb-connection-connected" in panel.status_html.value and "pid 444" in panel.status_html.value,
+             what="reconnected to the new engine")
+    assert "engine restarted — state reloaded" in panel.status_html.value
+
+
+def test_a_restart_pushed_as_an_event_is_announced_by_the_resync_it_causes(panel: ControlPanel,
+                                                                          eng: FakeEngine) -> None:
+    eng.pid = 555
+    eng.push("engine", {"type": "status", "status": eng.status()})
+    wait_for(lambda: "pid 555" in panel.status_html.value and "engine restarted" in panel.status_html.value,
+             what="the restart announced")
 
 
 def test_engine_event_from_a_new_process_triggers_a_resync(panel: ControlPanel, eng: FakeEngine) -> None:

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     result = backtest(cls, data, config=config, instrument=args.instrument, fees=fees, slippage=args.slippage,
                       capital=args.capital, intrabar=args.intrabar)
     if args.json:
-        json.dump(result_to_json(result), sys.stdout, default=str)
+        from tradebaas.commands.output import clean
+
+        json.dump(clean(result_to_json(result)), sys.stdout, default=str)
         sys.stdout.write("\n")
         return 0
     print(f"{result.strategy} on {result.instrument.name}: {len(result.candles):,} candles "

@@ -7,13 +7,18 @@ in Unix seconds (the Bitstamp file), milliseconds, or ISO strings, or the index 
 
 from __future__ import annotations
 
+import io
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from tradebaas.errors import UserError
+
+if TYPE_CHECKING:
+    from tradebaas.home import Home
 
 COLUMNS = ("open", "high", "low", "close", "volume")
 DEFAULT_FILE = "bitstamp_btcusd_1min_20250107-20250203.csv.gz"
@@ -33,6 +38,13 @@ def load_default() -> pd.DataFrame:
     return load_candles(default_path())
 
 
+def read_parquet_once(path: Path) -> pd.DataFrame:
+    """A Parquet file read from one open of it: the engine replaces day files (atomic rename) while notebooks read
+    them, and ``pd.read_parquet(path)`` opens the path more than once, so a replace between two opens reads the
+    halves of two files ("Unexpected end of stream")."""
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()))
+
+
 def load_candles(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """A CSV (optionally gzipped) or Parquet file, or a DataFrame -> the normalised candle frame."""
     if isinstance(source, pd.DataFrame):
@@ -43,7 +55,7 @@ def load_candles(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            raw = pd.read_parquet(path)
+            raw = read_parquet_once(path)
         else:
             raw = pd.read_csv(path)
     except Exception as exc:  # pandas raises many kinds; the user needs one line
@@ -143,7 +155,7 @@ def interval_ms(df: pd.DataFrame) -> int:
     return int(values[np.argmax(counts)])
 
 
-def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
+def load_recorded(home: Home | str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
                   end: object = None) -> pd.DataFrame:
     """The candles the engine recorded for ``instrument`` (``TRADEBAAS_HOME/data/candles/<instrument>/*.parquet``,
     see ``tradebaas.engine.live.recorder``) as the normalised frame; ``start``/``end`` (times, inclusive) cut it.
@@ -165,7 +177,7 @@ def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PE
     if not files:
         raise DataError(f"no recorded candles of {instrument} under {folder}"
                         + (f" between {lo} and {hi}" if lo is not None or hi is not None else ""))
-    df = normalise(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), str(folder))
+    df = normalise(pd.concat([read_parquet_once(f) for f in files], ignore_index=True), str(folder))
     if lo is not None:
         df = df[df.index >= lo]
     if hi is not None:
@@ -175,7 +187,7 @@ def load_recorded(home: str | Path | None = None, instrument: str = "BTC_USDC-PE
     return df
 
 
-def load_recorded_trades(home: str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
+def load_recorded_trades(home: Home | str | Path | None = None, instrument: str = "BTC_USDC-PERPETUAL", start: object = None,
                          end: object = None) -> pd.DataFrame:
     """The exchange's public trades the engine recorded for ``instrument`` (``data/trades/<instrument>/*.parquet``):
     a frame indexed by UTC time with ``trade_id, price, amount, direction``; ``start``/``end`` cut it (inclusive)."""
@@ -188,7 +200,7 @@ def load_recorded_trades(home: str | Path | None = None, instrument: str = "BTC_
              if (lo is None or f.stem >= lo.strftime("%Y-%m-%d")) and (hi is None or f.stem <= hi.strftime("%Y-%m-%d"))]
     if not files:
         raise DataError(f"no recorded trades of {instrument} under {folder}")
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(["timestamp", "trade_id"])
+    df = pd.concat([read_parquet_once(f) for f in files], ignore_index=True).sort_values(["timestamp", "trade_id"])
     df.index = pd.to_datetime(df.pop("timestamp"), unit="ms", utc=True)
     df.index.name = "time"
     if lo is not None:

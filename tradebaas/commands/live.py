@@ -11,10 +11,10 @@ import argparse
 import csv
 import datetime as dt
 import io
-import json
 import sys
 from typing import Any
 
+from tradebaas.commands.output import clean, dumps, number_text
 from tradebaas.errors import UserError
 
 
@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         start.add_argument("name", help="strategy name, e.g. razor or ema_cross")
         start.add_argument("--instrument", help="e.g. BTC_USDC-PERPETUAL (default: the strategy's)")
         start.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config value (repeatable)")
+        start.add_argument("--allow-shared-instrument", action="store_true",
+                           help="start even if another strategy of ours trades this instrument (Deribit nets their "
+                                "positions: one stop cannot protect both)")
         start.add_argument("--json", action="store_true")
         stop = sub.add_parser("stop", help="stop a strategy (brackets stay on the exchange unless --flatten)")
         stop.add_argument("id")
@@ -36,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         get.add_argument("id")
         resume = sub.add_parser("resume", help="run a stopped strategy again, or one in needs_attention once fixed")
         resume.add_argument("id")
+        resume.add_argument("--allow-shared-instrument", action="store_true",
+                            help="resume although another strategy of ours trades the instrument (Deribit nets "
+                            "their positions)")
         avail = sub.add_parser("available", help="every strategy the engine can start, with its parameters")
         avail.add_argument("--json", action="store_true")
         deploy = sub.add_parser("deploy", help="vet a strategy file and store it in the engine as a new version")
@@ -60,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--price", type=float, help="the exit price of --mark-closed")
         parser.add_argument("--strategy", help="only this strategy id")
         parser.add_argument("--since", help="ISO time or Unix ms (exit time)")
+        parser.add_argument("--include-open", action="store_true",
+                            help="also trades not closed yet (as eng.trades(include_open=True)); default: closed ones")
         fmt = parser.add_mutually_exclusive_group()
         fmt.add_argument("--json", action="store_true")
         fmt.add_argument("--csv", action="store_true")
@@ -91,12 +99,16 @@ def run(args: argparse.Namespace) -> int:
                 if args.price is None:
                     raise UserError("--mark-closed needs --price (the price the position was closed at)")
                 row = eng.call("trades.mark_closed", trade_id=args.mark_closed, exit_price=args.price)
-                print(f"{row['trade_id']}: {row['state']} at {row['exit_price']} ({row['exit_reason']})")
+                print(f"{row['trade_id']}: {row['state']} at {_fmt(row['exit_price'])} ({row['exit_reason']})")
                 return 0
             rows = eng.call("trades.list", strategy=args.strategy, since=_parse_time(args.since))
-            return _print_rows(rows, args, ("trade_id", "strategy_id", "direction", "state", "amount", "entry_price",
-                                            "exit_price", "net_pnl", "fees", "exit_reason", "currency",
-                                            "code_version", "config_version"))
+            shown, note = closed_unless(rows, args.include_open)
+            code = _print_rows(shown, args, ("trade_id", "strategy_id", "direction", "state", "amount",
+                                             "entry_price", "exit_price", "net_pnl", "fees", "exit_reason",
+                                             "currency", "code_version", "config_version"))
+            if note:
+                print(note, file=sys.stderr)
+            return code
         if command == "positions":
             return _print_rows(eng.call("positions.list"), args, ("strategy_id", "trade_id", "instrument", "direction",
                                                                   "amount", "entry_price", "stop_price", "take_price",
@@ -119,25 +131,26 @@ def _strategy(eng: Any, args: argparse.Namespace) -> int:
         from tradebaas.strategies.params import parse_set_options
 
         config = parse_set_options(args.set)
-        info = eng.call("strategy.start", name=args.name, instrument=args.instrument, config=config)
-        print(json.dumps(info, indent=2) if args.json else info["id"])
+        info = eng.call("strategy.start", name=args.name, instrument=args.instrument, config=config,
+                        allow_shared_instrument=args.allow_shared_instrument)
+        print(dumps(info) if args.json else info["id"])
         return 0
     if action == "stop":
         info = eng.call("strategy.stop", id=args.id, flatten=args.flatten)
         print(f"{info['id']}: {info['state']}")
         return 0
     if action == "resume":
-        info = eng.call("strategy.resume", id=args.id)
+        info = eng.call("strategy.resume", id=args.id, allow_shared_instrument=args.allow_shared_instrument)
         reason = f" ({info['state_reason']})" if info["state_reason"] else ""
         print(f"{info['id']}: {info['state']}{reason}")
         return 0 if info["state"] in ("running", "starting") else 1
     if action == "get":
-        print(json.dumps(eng.call("strategy.get", id=args.id), indent=2, default=str))
+        print(dumps(eng.call("strategy.get", id=args.id), default=str))
         return 0
     if action == "available":
         entries = eng.call("strategy.available")
         if args.json:
-            print(json.dumps(entries, indent=2))
+            print(dumps(entries))
             return 0
         for e in entries:
             status = f"error: {(e['error'] or '').strip().splitlines()[-1]}" if e.get("error") else \
@@ -154,7 +167,7 @@ def _strategy(eng: Any, args: argparse.Namespace) -> int:
             raise UserError(f"cannot read {path}: {exc}") from None
         answer = eng.call("strategy.deploy", source=source, name=args.name)
         if args.json:
-            print(json.dumps(answer, indent=2))
+            print(dumps(answer))
         else:
             v = answer["vetting"]
             print(f"{answer['name']} {answer['version'][:12]} accepted: {v.get('candles')} candles, "
@@ -176,11 +189,11 @@ def _strategy(eng: Any, args: argparse.Namespace) -> int:
         from tradebaas.analytics.compare import Comparison, format_summary
 
         answer = eng.call("strategy.compare", id=args.id, since=_parse_time(args.since), until=_parse_time(args.until))
-        print(json.dumps(answer, indent=2) if args.json else format_summary(Comparison.from_json(answer)))
+        print(dumps(answer) if args.json else format_summary(Comparison.from_json(answer)))
         return 0
     rows = eng.call("strategy.list")
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps(rows))
         return 0
     flat = [{"id": r["id"], "name": r["name"], "version": (r.get("version") or "")[:12],
              "config": r.get("config_version"), "instrument": r["instrument"], "state": r["state"],
@@ -199,15 +212,31 @@ def _service(args: argparse.Namespace) -> int:
     return 0
 
 
+def closed_unless(rows: list[dict[str, Any]], include_open: bool) -> tuple[list[dict[str, Any]], str]:
+    """The trades ``tradebaas trades`` shows: those with an exit (closed), as ``eng.trades()`` does, unless
+    ``include_open``; and a note saying how many were left out and how to see them ("" when none were)."""
+    if include_open:
+        return rows, ""
+    shown = [r for r in rows if r.get("exit_ts_ms")]
+    left = [r for r in rows if not r.get("exit_ts_ms")]
+    if not left:
+        return shown, ""
+    failed = sum(r.get("state") == "failed" for r in left)
+    opened = len(left) - failed
+    parts = ([f"{opened} open trade{'s' if opened != 1 else ''}"] if opened else []) + (
+        [f"{failed} failed entr{'ies' if failed != 1 else 'y'}"] if failed else [])
+    return shown, f"({' and '.join(parts)} not shown: closed trades only; --include-open shows them too)"
+
+
 def _print_rows(rows: list[dict[str, Any]], args: argparse.Namespace, columns: tuple[str, ...]) -> int:
     if getattr(args, "json", False):
-        print(json.dumps(rows, indent=2))
+        print(dumps(rows))
         return 0
     if getattr(args, "csv", False):
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else list(columns), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(clean(rows))
         sys.stdout.write(out.getvalue())
         return 0
     if not rows:
@@ -225,7 +254,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return number_text(value)
     return str(value)
 
 

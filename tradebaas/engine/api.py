@@ -20,11 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tradebaas.engine.core import guards
+from tradebaas.engine.core.labels import is_valid_id
 from tradebaas.engine.journal.event_query import EVENTS_MAX_LIMIT, check_kinds, query_events
 from tradebaas.engine.live.catalog import FILE, Refused
 from tradebaas.engine.live.strategy_runner import WARMUP_CANDLES
 from tradebaas.engine.live.supervisor import Supervisor
 from tradebaas.engine.process.app import Engine
+from tradebaas.engine.process.logs import strategy_extra
 from tradebaas.errors import UserError
 from tradebaas.instruments import UnknownInstrumentError, get_instrument
 from tradebaas.rpc.protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, Access, Param, Registry, RpcError
@@ -81,15 +84,18 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("engine.ping", READ, summary="cheapest round trip"),
     MethodSpec("engine.status", READ, summary="health, uptime, exchange link, strategies"),
     MethodSpec("engine.log", READ, {"message": Param(str), "level": Param(
-        str, default="info", check=lambda v: None if v.lower() in _LEVELS else "one of " + ", ".join(_LEVELS))},
-        "a note into the engine log (notebooks and reports annotate)"),
+        str, default="info", check=lambda v: None if v.lower() in _LEVELS else "one of " + ", ".join(_LEVELS)),
+        "strategy": Param(str, default=None, nullable=True,
+                          check=lambda v: None if is_valid_id(v) else "a strategy id (letters, digits, '_', '-')")},
+        "a note into the engine log (notebooks and reports annotate), tagged with a strategy if given"),
     MethodSpec("engine.shutdown", TRADE, summary="graceful stop, as SIGTERM"),
     MethodSpec("engine.reconcile", TRADE, summary="one reconciliation now"),
     MethodSpec("strategy.available", READ, summary="strategies that can be started, with their parameters"),
     MethodSpec("strategy.list", READ, summary="strategies with state and PnL"),
     MethodSpec("strategy.get", READ, {"id": Param(str)}, "one strategy with its last decision"),
     MethodSpec("strategy.start", TRADE, {"name": Param(str), "instrument": _opt_str,
-                                         "config": Param(dict, default=None, nullable=True), "version": _opt_str},
+                                         "config": Param(dict, default=None, nullable=True), "version": _opt_str,
+                                         "allow_shared_instrument": Param(bool, default=False)},
                "validate and start"),
     MethodSpec("strategy.deploy", TRADE, {"source": Param(str), "name": _opt_str},
                "vet, store and journal a version of a strategy's code"),
@@ -102,7 +108,8 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("strategy.compare", READ, {"id": Param(str), "since": _opt_int, "until": _opt_int},
                "live vs a backtest of the engine's own candles with the same code and config versions"),
     MethodSpec("strategy.stop", TRADE, {"id": Param(str), "flatten": Param(bool, default=False)}, "stop"),
-    MethodSpec("strategy.resume", TRADE, {"id": Param(str)}, "run a stopped or needs_attention strategy again"),
+    MethodSpec("strategy.resume", TRADE, {"id": Param(str), "allow_shared_instrument": Param(bool, default=False)},
+               "run a stopped or needs_attention strategy again"),
     MethodSpec("trades.list", READ, {"strategy": _opt_str, "since": _opt_int, "until": _opt_int}, "trades"),
     MethodSpec("trades.mark_closed", TRADE, {
         "trade_id": Param(str), "exit_price": Param(float, check=_positive),
@@ -187,9 +194,11 @@ class EngineApi:
         return "pong"
 
     @staticmethod
-    def log_message(message: str, level: str) -> None:
-        """Write a note into the engine log (and so onto the ``log`` channel): notebooks and reports annotate."""
-        logging.getLogger("tradebaas.user").log(logging.getLevelName(level.upper()), "%s", message)
+    def log_message(message: str, level: str, strategy: str | None = None) -> None:
+        """Write a note into the engine log (and so onto the ``log`` channel): notebooks and reports annotate. With
+        ``strategy`` the line carries that strategy's id field, so ``tradebaas logs --strategy ID`` shows it."""
+        logging.getLogger("tradebaas.user").log(logging.getLevelName(level.upper()), "%s", message,
+                                                extra=strategy_extra(strategy))
 
     async def reconcile(self) -> dict[str, Any]:
         """Run a reconciliation now (the engine also runs one on every start and reconnect)."""
@@ -223,9 +232,13 @@ class EngineApi:
         return info
 
     async def start(self, name: str, instrument: str | None = None, config: dict[str, Any] | None = None,
-                    version: str | None = None) -> dict[str, Any]:
+                    version: str | None = None, allow_shared_instrument: bool = False) -> dict[str, Any]:
         """Validate and start a strategy (of any source; ``version`` picks a stored version of a deployed one); it
-        trades from the next closed candle, and after every restart."""
+        trades from the next closed candle, and after every restart.
+
+        Refused (nothing is created): a config the class's parameters refuse; an order size below the instrument's
+        minimum (``engine/core/guards.py``); an instrument another strategy of ours trades or holds a position on,
+        unless ``allow_shared_instrument`` (Deribit nets their positions: one stop cannot protect both)."""
         catalog = self.live.catalog
         try:
             entry = await catalog.find(name)
@@ -249,8 +262,22 @@ class EngineApi:
             raise RpcError(INVALID_PARAMS, str(exc), {"vetting": exc.report}) from None
         except (ConfigError, UnknownInstrumentError, UserError) as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
+        await self._check_size(loaded.cls, valid, inst_name)
+        if not allow_shared_instrument:
+            self._check_shared(inst_name)
         sid = await self.live.create_strategy(entry.name, inst_name, valid, loaded.code_version)
         return self._info(sid)
+
+    async def _check_size(self, cls: type, config: dict[str, Any], instrument: str) -> None:
+        """Refuse (-32602) an order size that rounds to less than the instrument's minimum amount."""
+        inst = self.live.instruments[instrument]
+        key = guards.size_param(cls)
+        if key is None or config.get(key) is None:
+            return
+        price = None if inst.is_inverse else await self.live.reference_price(instrument)
+        problem = guards.size_problem(cls, config, inst, price)
+        if problem:
+            raise RpcError(INVALID_PARAMS, problem)
 
     async def deploy(self, source: str, name: str | None = None) -> dict[str, Any]:
         """Vet a version of a strategy's code on the engine's own candles, store it content-addressed and journal
@@ -279,10 +306,15 @@ class EngineApi:
     async def set_config(self, id: str, config: dict[str, Any], apply_to_open: bool = False) -> dict[str, Any]:
         """Change a strategy's parameters from its next candle (a new config version, validated like a start);
         ``apply_to_open`` also moves the open position's brackets on the exchange."""
-        self._info(id)
+        info = self._info(id)
         if not config:
             raise RpcError(INVALID_PARAMS, "config: give at least one key=value to change")
         try:
+            cls = self.live.catalog.load(info["name"], info["version"]).cls
+            key = guards.size_param(cls)
+            if key is not None and key in config:  # a new size passes the rule a start passes
+                merged = validate_config(cls, {**info["config"], **config})
+                await self._check_size(cls, merged, info["instrument"])
             await self.live.change_strategy(id, changes=config, apply_to_open=apply_to_open)
         except (ConfigError, UserError) as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
@@ -302,11 +334,23 @@ class EngineApi:
         await self.live.stop_strategy(id, flatten)
         return self._info(id)
 
-    async def resume(self, id: str) -> dict[str, Any]:
-        """Run a stopped strategy again, or one that waited for a person once the cause is fixed."""
-        self._info(id)
+    async def resume(self, id: str, allow_shared_instrument: bool = False) -> dict[str, Any]:
+        """Run a stopped strategy again, or one that waited for a person once the cause is fixed. Refused, as a start
+        is, while another strategy of ours trades or holds a position on its instrument, unless
+        ``allow_shared_instrument``."""
+        info = self._info(id)
+        if not allow_shared_instrument:
+            self._check_shared(info["instrument"], own_id=id)
         await self.live.resume_strategy(id)
         return self._info(id)
+
+    def _check_shared(self, instrument: str, own_id: str | None = None) -> None:
+        """Refuse (-32002) an instrument another strategy of ours trades or holds a position on."""
+        shared = guards.shared_instrument_problem(
+            instrument, ((s.id, s.instrument, s.state) for s in self.store.strategies()),
+            {t.strategy_id for t in self.store.open_trades() if t.instrument == instrument}, own_id)
+        if shared:
+            raise RpcError(CONFLICT, shared)
 
     async def compare(self, id: str, since: int | None = None, until: int | None = None) -> dict[str, Any]:
         """Backtest the engine's own recorded candles over [since, until) with the strategy's journaled code and
@@ -342,7 +386,7 @@ class EngineApi:
         decisions = [e["payload"] for e in self.engine_events("decision", id, since, until)]
         try:
             result = await asyncio.to_thread(replay_live, candles, replay_segments, instrument, since_ms=since,
-                                             until_ms=until, warmup_candles=replay_segments[0].warmup_candles)
+                                             until_ms=until, warmup_candles=replay_segments[0].warmup_candles or WARMUP_CANDLES)
         except BacktestError as exc:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
         comparison = compare_runs(self.store.trade_rows(id, since, until), decisions, result, instrument=instrument,

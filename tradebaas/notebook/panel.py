@@ -68,12 +68,17 @@ class PanelState:
     equity_label: str = ""
     logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
     engine_identity: tuple[Any, Any] | None = None
+    #: A restart was seen (a new engine identity) and not announced yet: set until a resync completes, so that a
+    #: resync that fails half-way, or the one a pushed status event asks for, does not lose it.
+    restart_unannounced: bool = False
 
     # -- snapshots --------------------------------------------------------------------------------------------
     def set_status(self, status: Mapping[str, Any], now: float) -> bool:
-        """Store ``engine.status``; True when it comes from a different engine process than before (a restart)."""
+        """Store ``engine.status``; True when it comes from a different engine process than before (a restart),
+        which also stays in ``restart_unannounced`` until a resync has shown it."""
         identity = (status.get("pid"), status.get("started_ts_ms"))
         restarted = self.engine_identity is not None and identity != self.engine_identity
+        self.restart_unannounced |= restarted
         self.engine_identity = identity
         self.status, self.status_at = dict(status), now
         return restarted
@@ -405,7 +410,7 @@ class ControlPanel(w.VBox):
         now = time.monotonic()
         state = self.state
         status = self._call("engine.status")
-        restarted = state.set_status(status, now)
+        state.set_status(status, now)
         for channel in GLOBAL_CHANNELS:  # before the snapshot, so nothing between the two is lost
             self._subscribe(channel)
         state.set_strategies(self._optional("strategy.list", []), now)
@@ -423,7 +428,8 @@ class ControlPanel(w.VBox):
         state.set_reports(reports.get("runs", []) if isinstance(reports, Mapping) else [])
         self._refresh_equity()
         state.connection = "connected"
-        state.note = "engine restarted — state reloaded" if restarted else ""
+        state.note = "engine restarted — state reloaded" if state.restart_unannounced else ""
+        state.restart_unannounced = False
         self._last_ping = now
 
     def _refresh_equity(self) -> None:
@@ -590,16 +596,26 @@ class ControlPanel(w.VBox):
     def _start_from_form(self, name: str, instrument: str, config: dict[str, Any]) -> None:
         form = self.form
 
+        def shown(s: dict[str, Any]) -> None:
+            if form is not None:
+                form.show_started(f"started {s.get('id')} ({s.get('state')})")
+
+        self._strategy_call(form, shown, "strategy.start", name=name, instrument=instrument, config=config)
+
+    def _strategy_call(self, form: Any, shown: Callable[[dict[str, Any]], None], method: str, **params: Any) -> None:
+        """Call ``method`` on a worker thread for ``form``: the engine's refusal goes back to the form inline, the
+        strategy it answers to ``shown`` and to the panel's own state."""
+
         def run() -> None:
             try:
-                strategy = self._call("strategy.start", name=name, instrument=instrument, config=config)
+                strategy = self._call(method, **params)
             except Exception as exc:
                 _code, message, data = _rpc_error_parts(exc)
                 if form is not None:
                     form.show_engine_error(message, data)
                 return
             if form is not None:
-                form.show_started(f"started {strategy.get('id')} ({strategy.get('state')})")
+                shown(strategy)
             self._on_event("strategies", {"type": "state", "strategy": strategy})
 
         self._background(run)
@@ -647,20 +663,8 @@ class ControlPanel(w.VBox):
 
     def _apply_edit(self, sid: str, changes: dict[str, Any], apply_to_open: bool) -> None:
         form = self.edit_form
-
-        def run() -> None:
-            try:
-                strategy = self._call("strategy.set", id=sid, config=changes, apply_to_open=apply_to_open)
-            except Exception as exc:
-                _code, message, data = _rpc_error_parts(exc)
-                if form is not None:
-                    form.show_engine_error(message, data)
-                return
-            if form is not None:
-                form.show_applied(strategy)
-            self._on_event("strategies", {"type": "state", "strategy": strategy})
-
-        self._background(run)
+        self._strategy_call(form, form.show_applied if form is not None else lambda _s: None, "strategy.set",
+                            id=sid, config=changes, apply_to_open=apply_to_open)
 
     def start(self, name: str | None = None, **values: Any) -> bool:
         """Fill the form and press Start (scripts and tests); False when the form refused the values."""

@@ -5,6 +5,10 @@ engine's journal and respects its one-run-per-report rule; with no engine runnin
 process the same way (papermill subprocess, same output layout, same journal table). ``-p`` values are read as
 JSON when they parse (``-p period_days 7`` is a number, ``-p strategies '["ab12"]'`` a list), else as text.
 Exit code: 0 when the run is ok, 1 when it failed (the error and the kept notebook are printed).
+
+While it runs, the cell being executed and its section are shown on stderr (``reports/progress.py``). Parameters
+are checked before anything starts (``reports/params.py``): a bad name or value fails the run at once, without a
+kernel.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from tradebaas.commands.output import dumps
 from tradebaas.errors import UserError
 from tradebaas.home import Home, get_home
 
@@ -53,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
         if record is None:
             record = _run_locally(home, args.name, params)
         if args.json:
-            print(json.dumps(record, indent=2, sort_keys=True))
+            print(dumps(record, sort_keys=True))
         else:
             print(_format_run(record))
         return 0 if record.get("status") == "ok" else 1
     if args.report_command == "list":
         answer = _list(home, args.name, args.limit)
         if args.json:
-            print(json.dumps(answer, indent=2, sort_keys=True))
+            print(dumps(answer, sort_keys=True))
         else:
             print(_format_list(answer))
         return 0
@@ -85,15 +92,34 @@ def _timeout_for(home: Home, name: str) -> float:
     return (rep.timeout_s if rep else DEFAULT_TIMEOUT_S) + WAIT_MARGIN_S
 
 
+#: How often a run's status and progress are looked at while waiting for it (a person watches, nothing waits on it).
+POLL_S = 0.5
+
+
 def _run_via_engine(home: Home, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Start the run in the engine, then follow it (status from ``reports.get``, progress from its notebook) to
+    its end."""
     if not _engine_running(home):
         return None
+    from tradebaas.reports.progress import ProgressLine, notebook_progress
     from tradebaas.rpc.client import connect
 
     timeout = _timeout_for(home, name)
     with connect(home, reconnect=False) as client:
-        return client.call("reports.run", {"name": name, "params": params, "wait": True, "timeout": timeout},
-                           timeout=timeout + 10)
+        record = client.call("reports.run", {"name": name, "params": params, "wait": False}, timeout=30)
+        line = ProgressLine(name)
+        deadline = time.monotonic() + timeout
+        try:
+            while record["status"] not in ("ok", "failed"):
+                if time.monotonic() > deadline:
+                    raise UserError(f"report {name} run {record['run_id']} did not finish within {timeout:.0f} s; "
+                                    "see `tradebaas report list`")
+                line.show(notebook_progress(Path(record["run_dir"]) / f"{record['name']}.ipynb"), record["status"])
+                time.sleep(POLL_S)
+                record = client.call("reports.get", {"run_id": record["run_id"]})
+        finally:
+            line.done()
+        return dict(record)
 
 
 def _open_store(home: Home, create: bool) -> Any:
@@ -118,10 +144,26 @@ def _run_locally(home: Home, name: str, params: dict[str, Any]) -> dict[str, Any
         record = runner.submit(name, params)
         if not record.done:
             print(f"running report {name} locally (no engine running): {record.run_dir}", file=sys.stderr)
-            record = asyncio.run(runner.execute(record))
+            record = asyncio.run(_with_progress(runner, record))
         return record.to_json()
     finally:
         store.journal.close()
+
+
+async def _with_progress(runner: Any, record: Any) -> Any:
+    """``runner.execute(record)``, showing the notebook's progress meanwhile."""
+    from tradebaas.reports.progress import ProgressLine, notebook_progress
+
+    task = asyncio.ensure_future(runner.execute(record))
+    line = ProgressLine(record.name)
+    path = Path(record.run_dir) / f"{record.name}.ipynb"
+    try:
+        while not task.done():
+            line.show(notebook_progress(path), "running")
+            await asyncio.wait({task}, timeout=POLL_S)
+    finally:
+        line.done()
+    return task.result()
 
 
 def _list(home: Home, name: str | None, limit: int) -> dict[str, Any]:

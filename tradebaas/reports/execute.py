@@ -18,7 +18,6 @@ none (the notifier's and Deribit's variables are removed).
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import builtins
 import contextlib
@@ -38,6 +37,10 @@ from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.errors import UserError
 from tradebaas.home import ENV_VAR, Home
 from tradebaas.reports.config import DEFAULT_KERNEL, ReportConfig
+
+# the notebook's parameters, checked before any kernel starts (re-exported: callers import them from here)
+from tradebaas.reports.params import check_params as check_params
+from tradebaas.reports.params import notebook_parameters as notebook_parameters
 
 log = logging.getLogger("tradebaas.reports")
 
@@ -133,51 +136,6 @@ class RunStore:
         for rec in self.list(limit=1000, status="queued") + self.list(limit=1000, status="running"):
             out.append(self.save(replace(rec, status="failed", error=reason, finished_ts_ms=now_ms())))
         return out
-
-
-# -- the notebook's parameters -----------------------------------------------------------------------------------
-def notebook_parameters(path: Path) -> dict[str, str]:
-    """Names assigned in the cell tagged ``parameters`` -> their default's source text ({} if no such cell)."""
-    try:
-        nb = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read notebook {path}: {exc}") from None
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            source = cell.get("source", "")
-            source = "".join(source) if isinstance(source, list) else source
-            try:
-                tree = ast.parse(source)
-            except SyntaxError as exc:
-                raise UserError(f"{path}: the parameters cell is not valid Python: {exc}") from None
-            out: dict[str, str] = {}
-            for node in tree.body:
-                targets: list[ast.expr] = []
-                value: ast.expr | None = None
-                if isinstance(node, ast.Assign):
-                    targets, value = list(node.targets), node.value
-                elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                    targets, value = [node.target], node.value
-                for t in targets:
-                    if isinstance(t, ast.Name) and value is not None:
-                        out[t.id] = ast.get_source_segment(source, value) or ""
-            return out
-    return {}
-
-
-def check_params(report: ReportConfig, params: Mapping[str, Any]) -> None:
-    """Unknown names are refused (papermill would inject them silently and a typo would go unnoticed)."""
-    known = notebook_parameters(report.notebook)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise UserError(
-            f"report {report.name!r}: unknown parameter(s) {', '.join(unknown)} "
-            f"(the notebook takes: {', '.join(known) or 'none'})"
-        )
-    try:
-        json.dumps(dict(params), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"report {report.name!r}: parameters must be JSON values ({exc})") from None
 
 
 # -- the subprocesses --------------------------------------------------------------------------------------------

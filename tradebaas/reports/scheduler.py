@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -148,8 +149,11 @@ class ReportService:
             task = asyncio.get_running_loop().create_task(self.runner.execute(record),
                                                           name=f"report:{name}:{record.run_id}")
             self._runs[record.run_id] = task
-            task.add_done_callback(lambda t, rid=record.run_id: self._runs.pop(rid, None))
+            task.add_done_callback(functools.partial(self._forget_run, record.run_id))
         return record
+
+    def _forget_run(self, run_id: str, _task: asyncio.Task[RunRecord]) -> None:
+        self._runs.pop(run_id, None)
 
     def _on_change(self, record: RunRecord) -> None:
         self.engine.publish("reports", record.to_json())

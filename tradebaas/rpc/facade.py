@@ -57,7 +57,7 @@ def error_summary(text: Any) -> str:
     return lines[-1].strip() if lines[0].startswith("Traceback") else lines[0].strip()
 
 
-class Rows(list):  # type: ignore[type-arg]  # a list of the engine's dicts
+class Rows(list):  # a list of the engine's dicts
     """The engine's answer, unchanged (a list of dicts: ``rows[0]["id"]`` works), that shows itself as a table
     in a notebook with the columns that matter (code versions shortened to 12 characters). ``frame()`` gives
     the same table as a DataFrame."""
@@ -218,16 +218,31 @@ class EngineFacade:
         """One strategy with its config, parameters and last decision (``strategy.get``)."""
         return self.call("strategy.get", id=id)
 
-    def start(self, name: str, instrument: str | None = None, **config: Any) -> dict[str, Any]:
-        """Start strategy ``name``; unknown or out-of-range config keys are refused by the engine (-32602)."""
+    def start(self, name: str, instrument: str | None = None, allow_shared_instrument: bool = False,
+              **config: Any) -> dict[str, Any]:
+        """Start strategy ``name``; unknown or out-of-range config keys, and an order size below the instrument's
+        minimum, are refused by the engine (-32602). So is an instrument another strategy of ours trades (-32002):
+        Deribit nets their positions and one stop cannot protect both; ``allow_shared_instrument=True`` accepts
+        that."""
         params: dict[str, Any] = {"name": name, "config": config}
         if instrument is not None:
             params["instrument"] = instrument
+        if allow_shared_instrument:
+            params["allow_shared_instrument"] = True
         return self.call("strategy.start", **params)
 
     def stop(self, id: str, flatten: bool = False) -> dict[str, Any]:
         """Stop a strategy. Its position keeps its stop and take-profit on the exchange unless ``flatten``."""
         return self.call("strategy.stop", id=id, flatten=flatten)
+
+    def resume(self, id: str, allow_shared_instrument: bool = False) -> dict[str, Any]:
+        """Run a stopped strategy again, or one in ``needs_attention`` once its cause is fixed (the engine reconciles
+        first; a cause still there puts it back). Refused (-32002) like a start while another strategy of ours
+        trades its instrument, unless ``allow_shared_instrument=True``."""
+        params: dict[str, Any] = {"id": id}
+        if allow_shared_instrument:
+            params["allow_shared_instrument"] = True
+        return self.call("strategy.resume", **params)
 
     def deploy(self, strategy: Any, name: str | None = None, timeout: float = DEPLOY_TIMEOUT_S) -> dict[str, Any]:
         """Send a strategy's source to the engine, which backtests it and stores it as a new version.

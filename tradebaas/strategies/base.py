@@ -220,6 +220,10 @@ class BaseStrategy:
     #: re-places an open position's brackets from these keys of the new config; ``()``: the strategy has none to
     #: re-place (``apply_to_open`` is refused).
     bracket_params: ClassVar[tuple[str, ...]] = ()
+    #: The config key of its order size, a USD notional (what ``Enter.notional_usd`` carries). A live start or
+    #: parameter change refuses a size that rounds to less than the instrument's minimum amount, when the class
+    #: declares a parameter of this name (``tradebaas.engine.core.guards``; docs/strategies.md).
+    size_param: ClassVar[str] = "tradeSize"
     cooldown_ms: int = 0
     #: Whether decisions that skip scoring (position open, cooldown, ...) still carry every indicator value. The
     #: live runner journals them (True); a backtest that keeps no such decisions turns it off for speed. It never

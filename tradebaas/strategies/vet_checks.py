@@ -180,7 +180,7 @@ def checked(decision: Any, candle: Candle, where: Callable[[], str]) -> Decision
     problem = decision_problem(decision, candle)
     if problem is not None:
         raise Refusal("api", f"at {where()}: {problem}")
-    return decision  # type: ignore[no-any-return]
+    return decision
 
 
 def signal_run(make: Callable[[], Any], candles: Sequence[Candle], instrument: Instrument, step_ms: int,

@@ -44,6 +44,11 @@ a fill whose id the journal holds with other content        not applied; ``MarkN
 position of ours (journal or labels say so) without any     ``ProtectPosition``: a reduce-only stop from the strategy's
 live stop of ours on its exit side                          distance (else ``DEFAULT_PROTECTIVE_STOP_PCT``) below/above
                                                             both the average and the mark price; needs_attention
+order of ours in a state or of a type this version does     counts as live and covers its role (a stop so labelled
+not know (``Order.is_uncertain``), on an instrument where   counts as the stop): never cancelled, never replaced, no
+the exchange holds a position                               duplicate placed beside it; ``MarkNeedsAttention`` (the
+                                                            engine looks twice first, like for a size mismatch). With
+                                                            no position there it is handled like a live order.
 ==========================================================  ============================================================
 
 Protection first: whatever the plan concludes, it never cancels the last stop of a position that is open on the
@@ -430,7 +435,29 @@ def _bracket_price(trade: Trade, inst: Instrument, role: OrderRole) -> float | N
 
 
 def _is_stop(order: Order) -> bool:
+    """A stop order; one of a type this version does not know is what its label says it is (a stop of ours)."""
+    if order.order_type is OrderType.UNKNOWN:
+        parsed = parse_label(order.label)
+        return parsed is not None and parsed.role is OrderRole.STOP_LOSS
     return order.order_type in (OrderType.STOP_MARKET, OrderType.STOP_LIMIT)
+
+
+def _held_uncertain(live: list[tuple[Order, ParsedLabel]], net: Mapping[str, float],
+                    instruments: Mapping[str, Instrument], problems: dict[str, list[str]]) -> set[str]:
+    """Ids of our orders in an unknown state or of an unknown type on an instrument where the exchange holds a
+    position: they may still trade, so the plan neither cancels nor replaces them, and tells their strategy."""
+    held: set[str] = set()
+    for o, p in live:
+        if not o.is_uncertain or abs(net.get(o.instrument, 0.0)) <= _eps(instruments, o.instrument):
+            continue
+        held.add(o.order_id)
+        what = ", ".join(x for x in (f"state {o.raw_state!r}" if o.state is OrderState.UNKNOWN else "",
+                                     f"type {o.raw_type!r}" if o.order_type is OrderType.UNKNOWN else "") if x)
+        problems[p.strategy_id].append(
+            f"order {o.order_id} ({p.role.value} of trade {p.trade_id} on {o.instrument}) has {what}, which this "
+            f"version of tradebaas does not know; counted as possibly live, neither cancelled nor replaced — "
+            f"{_CHECK_AND_RESTART}")
+    return held
 
 
 def _stop_price(direction_sign: int, reference: float, pct: float, inst: Instrument | None) -> float:
@@ -454,7 +481,13 @@ def plan(
     places: list[Action] = []
     cancels: dict[str, CancelOrder] = {}
 
+    net = _net_positions(snapshot.positions)
+    live = _ours(snapshot.open_orders, strategy_ids)
+    held = _held_uncertain(live, net, instruments, problems)
+
     def cancel(order: Order, reason: str, trade_id: str) -> None:
+        if order.order_id in held:  # possibly live: never cancelled (nor replaced) blindly
+            return
         protects = order.side if _is_stop(order) else None
         cancels.setdefault(order.order_id, CancelOrder(order.order_id, order.instrument, reason, trade_id, protects))
 
@@ -464,7 +497,6 @@ def plan(
         if t.state is TradeState.CLOSED and (before is None or before.state is not TradeState.CLOSED):
             closes.append(CloseTrade(tid, TradeState.CLOSED, t.exit_reason or "exit"))
 
-    live = _ours(snapshot.open_orders, strategy_ids)
     by_trade: dict[str, list[tuple[Order, ParsedLabel]]] = defaultdict(list)
     for o, p in live:
         by_trade[p.trade_id].append((o, p))
@@ -479,7 +511,6 @@ def plan(
             trades[tid] = mark_failed(t, "entry never filled")
             closes.append(CloseTrade(tid, TradeState.FAILED, "entry order not on the exchange (or cancelled) and never filled"))
 
-    net = _net_positions(snapshot.positions)
     for tid in sorted(trades):
         t = trades[tid]
         orders = by_trade.pop(tid, [])
@@ -511,10 +542,14 @@ def plan(
                     cancel(o, f"{role.value} order of trade {tid} is on {o.instrument}, not {t.instrument}", tid)
             mine = [o for o in mine if o.instrument == t.instrument]
             known_id = order_id_for(t, role)
-            mine.sort(key=lambda o: (o.order_id != known_id, o.order_id))
+            # keep: the journaled one, else an uncertain one (never replaced), else one of the right size
+            mine.sort(key=lambda o: (o.order_id != known_id, o.order_id not in held,
+                                     abs(_remaining(o) - open_amount) > eps, o.order_id))
             keep = mine[0] if mine else None
             for o in mine[1:]:
                 cancel(o, f"duplicate {role.value} order of trade {tid} (keeping {keep.order_id})", tid)  # type: ignore[union-attr]
+            if keep is not None and keep.order_id in held:
+                continue  # possibly live: it covers its role until a person has looked (needs_attention)
             if keep is not None and abs(_remaining(keep) - open_amount) <= eps:
                 if keep.order_id != known_id:
                     price = keep.trigger_price if role is OrderRole.STOP_LOSS else keep.price
@@ -827,8 +862,8 @@ def apply(
             size = pos.size if pos else 0.0
             amount = min(a.amount, abs(size)) if size * a.side.sign < 0 else 0.0
             if amount > 0 and pos is not None:
-                t = trades.get(a.trade_id)
-                price = (t.entry_price if t and t.entry_price > 0 else pos.average_price) or 1.0
+                held = trades.get(a.trade_id)
+                price = (held.entry_price if held and held.entry_price > 0 else pos.average_price) or 1.0
                 positions[a.instrument] = replace(pos, size=size + a.side.sign * amount)
                 fills.append(
                     Fill(

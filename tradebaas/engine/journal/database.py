@@ -294,7 +294,8 @@ class Journal:
         newest_first: bool = False,
     ) -> list[Event]:
         """Events with id > ``after_id``, optionally of some kinds and/or one strategy, oldest first by default."""
-        where, params = ["id > ?"], [after_id]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after_id]
         if kind is not None:
             kinds = [kind] if isinstance(kind, str) else list(kind)
             where.append(f"kind IN ({','.join('?' * len(kinds))})")
@@ -316,7 +317,7 @@ class Journal:
         return int(row[0])
 
     @staticmethod
-    def _event(row: sqlite3.Row) -> Event:
+    def _event(row: Mapping[str, Any]) -> Event:
         return Event(
             id=row["id"], ts_ms=row["ts_ms"], wall_ts_ms=row["wall_ts_ms"], kind=row["kind"],
             strategy_id=row["strategy_id"], payload=json.loads(row["payload"]),

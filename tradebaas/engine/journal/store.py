@@ -333,7 +333,8 @@ class Store:
         return self.journal.query_one(sql, (instrument, *OPEN_TRADE_STATES)) is not None
 
     def trade_rows(self, strategy_id: str | None = None, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
-        where, args = ["1=1"], []
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
         if strategy_id:
             where.append("t.strategy_id = ?")
             args.append(strategy_id)
@@ -414,7 +415,7 @@ class Store:
     def save_order(self, order: Order, conn: sqlite3.Connection, journal_event: bool = True) -> dict[str, Any]:
         parsed = parse_label(order.label)
         ts = order.ts_ms or now_ms()
-        row = {
+        row: dict[str, Any] = {
             "order_id": order.order_id,
             "strategy_id": parsed.strategy_id if parsed else None,
             "trade_id": parsed.trade_id if parsed else None,
@@ -441,7 +442,7 @@ class Store:
     def order_rows(self, open_only: bool = True) -> list[dict[str, Any]]:
         sql = "SELECT * FROM orders"
         if open_only:
-            sql += " WHERE state IN ('open', 'untriggered', 'triggered')"
+            sql += " WHERE state IN ('open', 'untriggered', 'triggered', 'unknown')"  # unknown: possibly live
         return [order_row(r) for r in self.journal.query(sql + " ORDER BY created_ts_ms, order_id")]
 
     # -- decisions -----------------------------------------------------------------------------------------

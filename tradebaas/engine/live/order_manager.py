@@ -12,6 +12,8 @@ The invariants this module keeps (and the tests check):
 - fills are applied once (the exchange's fill id is unique in the journal), whether they arrive from
   ``user.trades``, from the order's answer, or from reconciliation; a known id reported for *another* fill (an
   exchange that reused ids after a crash) is journaled as an anomaly and never taken for the old fill;
+- an entry whose notional rounds to less than the instrument's minimum amount is not sent (it would trade more
+  than was asked for);
 - brackets go only once the position is gone: a close whose exit did not fill keeps them, and a reconciliation
   cancel of a stop waits for its replacement (skipped when the replacement failed).
 Exchange errors never escape into the event loop: a refused entry fails the trade (1 minute of cooldown); an
@@ -29,6 +31,7 @@ from typing import Any
 
 from tradebaas.domain import Direction, Fill, Order, OrderRole, OrderState, OrderType, Side, StrategyState
 from tradebaas.engine.core import reconcile as rc
+from tradebaas.engine.core.guards import least_size_usd
 from tradebaas.engine.core.labels import make_label, new_trade_id, parse_label
 from tradebaas.engine.core.tradebook import (
     Trade,
@@ -42,6 +45,8 @@ from tradebaas.engine.core.tradebook import (
     with_order,
 )
 from tradebaas.engine.journal.store import Store
+from tradebaas.engine.live import tradelog
+from tradebaas.engine.process.logs import strategy_extra
 from tradebaas.exchange.deribit import codes
 from tradebaas.exchange.deribit.errors import ConnectionLost, DeribitApiError, DeribitError, RequestTimeout
 from tradebaas.fillmodel import bracket_prices
@@ -91,6 +96,14 @@ class OrderManager:
         ``closed_at`` is the ``perf_counter()`` when the market event that closed the signal candle arrived; the
         log line then says how long candle close -> entry acknowledged took inside the engine.
         """
+        least = least_size_usd(inst, price_hint)
+        if least is None or not intent.notional_usd >= least:
+            # Fails closed: the amount would round up to a whole minimum amount, more than the strategy asked for
+            # (a start checks the size parameter; this catches what a strategy computes, or a price that moved).
+            log.error("%s", tradelog.entry_too_small(intent.notional_usd, inst, price_hint),
+                      extra=strategy_extra(strategy_id))
+            self._journal(journal_with)
+            return None
         amount = inst.amount_for_notional(intent.notional_usd, price_hint)
         trade = new_trade(
             new_trade_id(signal_ts_ms, self.store.next_trade_seq()), strategy_id, inst, intent.direction, amount,
@@ -101,31 +114,26 @@ class OrderManager:
             with self.store.journal.transaction() as conn:
                 self.store.save_trade(trade, conn, event="trade.pending")
         except sqlite3.IntegrityError:
-            log.warning("%s: a trade for the signal at %d exists already; not entering twice", strategy_id, signal_ts_ms)
+            log.warning("a trade for the signal of %s exists already; not entering twice",
+                        tradelog.utc_minute(signal_ts_ms), extra=strategy_extra(strategy_id))
             self._journal(journal_with)
             return None
         label = make_label(strategy_id, trade.trade_id, OrderRole.ENTRY)
         side = intent.direction.entry_side
-        t0 = time.perf_counter()
         try:
-            order, fills = await self._place(side, inst.name, amount, OrderType.MARKET, label)
+            order, fills = await self._place(side, inst.name, amount, OrderType.MARKET, label, closed_at=closed_at)
         except DeribitApiError as exc:
             self._journal(journal_with)
             failed = mark_failed(trade, f"entry refused by the exchange: {exc}")
             with self.store.journal.transaction() as conn:
                 self.store.save_trade(failed, conn, event="trade.failed")
-            log.error("%s: entry refused: %s", strategy_id, exc)
             await self.on_trade_event(failed, trade)
             return None
-        except (RequestTimeout, ConnectionLost, DeribitError, OSError) as exc:
+        except (RequestTimeout, ConnectionLost, DeribitError, OSError):
             self._journal(journal_with)
-            log.error("%s: entry outcome unknown (%s); reconciling by label", strategy_id, exc)
             self.request_reconcile(f"entry of {trade.trade_id} had an unknown outcome")
             return None
-        acked = time.perf_counter()
         self._journal(journal_with)
-        log.info("entry %s acknowledged: send->ack %.3f ms, close->ack %.3f ms", trade.trade_id, (acked - t0) * 1e3,
-                 (acked - (closed_at or t0)) * 1e3)
         before = trade
         trade = with_order(trade, OrderRole.ENTRY, order.order_id)
         trade = self._record(trade, order, fills)
@@ -135,8 +143,8 @@ class OrderManager:
             self.store.record_anomaly("entry filled without an applicable fill", {
                 "trade_id": trade.trade_id, "order_id": order.order_id, "filled_amount": order.filled_amount,
                 "fill_ids": [f.trade_id for f in fills]}, strategy_id)
-            log.error("%s: entry %s filled %s on the exchange but none of its fills could be applied; reconciling",
-                      strategy_id, order.order_id, order.filled_amount)
+            log.error("entry %s filled %s on the exchange but none of its fills could be applied; reconciling",
+                      order.order_id, order.filled_amount, extra=strategy_extra(strategy_id))
             self.request_reconcile(f"entry of {trade.trade_id} filled without an applicable fill")
         elif trade.entry_filled <= 0 and not order.state.is_live:
             trade = mark_failed(trade, f"entry order {order.order_id} ended {order.state.value} without a fill")
@@ -180,14 +188,14 @@ class OrderManager:
                     if take is not None:
                         self._record(trade, take, [])
             self._save(trade, "trade.protected")
+            log.info("%s", tradelog.protected(trade), extra=strategy_extra(trade.strategy_id))
             await self.on_trade_event(trade, None)
             return trade
-        except DeribitApiError as exc:
-            log.error("%s: stop for trade %s refused (%s): closing the position at market", trade.strategy_id,
-                      trade.trade_id, exc)
+        except DeribitApiError:
+            log.error("the stop of trade %s was refused: closing the position at market", trade.trade_id,
+                      extra=strategy_extra(trade.strategy_id))
             return await self.close(trade, "stop refused")
-        except (RequestTimeout, ConnectionLost, DeribitError, OSError) as exc:
-            log.error("%s: bracket placement for %s had an unknown outcome (%s)", trade.strategy_id, trade.trade_id, exc)
+        except (RequestTimeout, ConnectionLost, DeribitError, OSError):
             self.request_reconcile(f"brackets of {trade.trade_id} had an unknown outcome")
             return trade
 
@@ -195,20 +203,22 @@ class OrderManager:
         """Move the stop's trigger (break-even). The old stop stays if the exchange refuses the edit."""
         if not trade.stop_order_id or trade.state.is_terminal:
             return trade
+        extra = strategy_extra(trade.strategy_id)
         try:
             order = await self.client.edit(trade.stop_order_id, trade.open_amount, trigger_price=intent.stop_price)
         except DeribitApiError as exc:
             if exc.code in TRIGGER_ALREADY_PASSED:
                 # The market is already through the new stop: the backtest fills it at the next open; live, the
                 # same outcome is a close at market now.
-                log.info("%s: new stop %s of %s is already through the market; closing at market",
-                         trade.strategy_id, intent.stop_price, trade.trade_id)
+                log.info("the new stop %s of trade %s is already through the market; closing at market",
+                         tradelog.num(intent.stop_price), trade.trade_id, extra=extra)
                 return await self.close(trade, "sl")
-            log.warning("%s: moving the stop of %s refused: %s", trade.strategy_id, trade.trade_id, exc)
+            log.warning("moving the stop of trade %s refused: %s", trade.trade_id, exc, extra=extra)
             return trade
         except (DeribitError, OSError) as exc:
-            log.warning("%s: moving the stop of %s failed: %s", trade.strategy_id, trade.trade_id, exc)
+            log.warning("moving the stop of trade %s failed: %s", trade.trade_id, exc, extra=extra)
             return trade
+        log.info("%s", tradelog.stop_moved(trade, trade.stop_price, intent.stop_price, intent.reason), extra=extra)
         trade = replace(trade, stop_price=intent.stop_price, break_even_done=trade.break_even_done or intent.break_even)
         trade = self._record(trade, order, [])
         self._save(trade, "trade.stop_moved")
@@ -234,8 +244,10 @@ class OrderManager:
             try:
                 order = await self.client.edit(trade.take_order_id, trade.open_amount, price=tp)
             except (DeribitError, OSError) as exc:
-                log.warning("%s: moving the take-profit of %s failed: %s", trade.strategy_id, trade.trade_id, exc)
+                log.warning("moving the take-profit of trade %s failed: %s", trade.trade_id, exc,
+                            extra=strategy_extra(trade.strategy_id))
                 return trade
+            log.info("%s", tradelog.take_moved(trade, trade.take_price, tp), extra=strategy_extra(trade.strategy_id))
             trade = replace(trade, take_price=tp)
             trade = self._record(trade, order, [])
         self._save(trade, "trade.brackets_changed")
@@ -256,25 +268,30 @@ class OrderManager:
                 before = trade
                 trade = self._record(trade, order, fills)
                 await self.on_trade_event(trade, before)
-            except (DeribitError, OSError) as exc:
-                log.error("%s: closing %s failed (%s); reconciling", trade.strategy_id, trade.trade_id, exc)
+            except (DeribitError, OSError):
                 self.request_reconcile(f"exit of {trade.trade_id} failed")
                 return trade
         if trade.open_amount > amount_epsilon(inst):
-            log.error("%s: the exit of %s left %g open; its brackets stay, reconciling", trade.strategy_id,
-                      trade.trade_id, trade.open_amount)
+            log.error("the exit of trade %s left %s open; its brackets stay, reconciling", trade.trade_id,
+                      tradelog.num(trade.open_amount), extra=strategy_extra(trade.strategy_id))
             self.request_reconcile(f"exit of {trade.trade_id} did not close it")
             return trade
         await self.cancel_brackets(trade)
         return trade
 
     async def cancel_brackets(self, trade: Trade) -> None:
+        extra = strategy_extra(trade.strategy_id)
         for role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
+            label = make_label(trade.strategy_id, trade.trade_id, role)
             try:
-                await self.client.cancel_by_label(make_label(trade.strategy_id, trade.trade_id, role))
+                cancelled = await self.client.cancel_by_label(label)
             except (DeribitError, OSError) as exc:
-                log.warning("cancelling the %s of %s failed (%s); reconciling", role.value, trade.trade_id, exc)
+                log.warning("cancelling the %s failed (%s); reconciling", tradelog.order_subject(label), exc,
+                            extra=extra)
                 self.request_reconcile(f"bracket of {trade.trade_id} could not be cancelled")
+                continue
+            if cancelled:
+                log.info("order cancelled: %s (the trade is closed)", tradelog.order_subject(label), extra=extra)
 
     # -- exchange events -------------------------------------------------------------------------------------
     async def on_fills(self, fills: list[Fill]) -> None:
@@ -302,7 +319,7 @@ class OrderManager:
             elif before.state.is_terminal and not trade.state.is_terminal:
                 # A late entry: the order reached the exchange after this trade was given up (sent by an engine
                 # that died before the answer, filled after the restart's reconciliation found nothing). The
-                # position has no brackets: reconcile now, which places them (tests/chaos/test_late_entry.py).
+                # position has no brackets: reconcile now, which places them (tests/chaos/test_findings.py).
                 self.request_reconcile(f"late fill {fill.trade_id} re-opened trade {trade.trade_id}")
 
     def on_order(self, order: Order) -> dict[str, Any] | None:
@@ -312,6 +329,10 @@ class OrderManager:
             return None
         with self.store.journal.transaction() as conn:
             row = self.store.save_order(order, conn, journal_event=True)
+        if order.is_uncertain:  # possibly live, in a state we cannot read: let reconciliation look (and tell)
+            self.request_reconcile(f"order {order.order_id} of {parsed.strategy_id} is in state "
+                                   f"{order.raw_state or order.state.value!r} / type {order.raw_type or order.order_type.value!r}")
+            return row
         if parsed.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT) and order.state is OrderState.CANCELLED \
                 and order.cancel_reason not in EXPECTED_CANCELS:
             trade = self.store.trade(parsed.trade_id)
@@ -321,23 +342,28 @@ class OrderManager:
         return row
 
     # -- reconciliation actions ------------------------------------------------------------------------------
-    async def execute(self, actions: list[rc.Action], set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> None:
-        """Carry out reconciliation / kill actions in order, journaling each one.
+    async def execute(self, actions: list[rc.Action], set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]],
+                      source: str = "reconciliation") -> None:
+        """Carry out reconciliation / kill actions in order, journaling each one (and logging it as ``source``).
 
         A stop placement or a close that fails marks its instrument: a later cancel of a stop there
         (``CancelOrder.protects``) is skipped, so a failed replacement never leaves a position without its old
         stop. The next reconciliation tries again."""
         unprotected: set[str] = set()
         for action in actions:
+            extra = strategy_extra(self._action_strategy(action))
             if isinstance(action, rc.CancelOrder) and action.protects is not None and action.instrument in unprotected:
-                log.warning("keeping stop %s on %s: its replacement failed", action.order_id, action.instrument)
+                log.warning("%s: keeping stop %s on %s: its replacement failed", source, action.order_id,
+                            action.instrument, extra=extra)
                 self.store.journal.append("reconcile.skipped", {"action": "CancelOrder", **_fields(action)}, _now())
                 continue
             self.store.journal.append("reconcile.action", {"action": type(action).__name__, **_fields(action)}, _now())
+            log.log(logging.WARNING if isinstance(action, rc.ProtectPosition | rc.MarkNeedsAttention) else logging.INFO,
+                    "%s: %s", source, tradelog.action_text(action), extra=extra)
             try:
                 done = await self._execute_one(action, set_state)
             except (DeribitError, OSError) as exc:
-                log.error("reconciliation action %s failed: %s", type(action).__name__, exc)
+                log.error("%s: %s failed: %s", source, type(action).__name__, exc, extra=extra)
                 self.store.journal.append("reconcile.failed", {"action": type(action).__name__, "error": str(exc)}, _now())
                 done = False
             if done is False and isinstance(action, rc.PlaceStop | rc.ProtectPosition | rc.ClosePosition):
@@ -346,6 +372,7 @@ class OrderManager:
     async def _execute_one(self, action: rc.Action,
                            set_state: Callable[[str, StrategyState, str, bool], Awaitable[None]]) -> bool | None:
         """One action; False when a stop or close it was to place did not get onto the exchange."""
+        trade: Trade | None
         match action:
             case rc.RecoverTrade():
                 inst = self.instruments[action.instrument]
@@ -363,7 +390,7 @@ class OrderManager:
             case rc.CloseTrade():
                 trade = self.store.trade(action.trade_id)
                 if trade is None:
-                    return
+                    return None
                 before = trade
                 if action.state is TradeState.FAILED:
                     trade = mark_failed(trade, action.reason)
@@ -383,11 +410,11 @@ class OrderManager:
                     order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.STOP_MARKET,
                                                      action.label, trigger_price=action.trigger_price,
                                                      trigger="mark_price", reduce_only=True)
-                except DeribitApiError as exc:
+                except DeribitApiError:
                     if trade is None:
-                        log.error("restoring the stop %s refused (%s)", action.label, exc)
                         return False
-                    log.error("restoring the stop of %s refused (%s): closing at market", action.trade_id, exc)
+                    log.error("restoring the stop of trade %s was refused: closing at market", action.trade_id,
+                              extra=strategy_extra(trade.strategy_id))
                     closed = await self.close(trade, "stop refused")
                     return closed.open_amount <= amount_epsilon(self.instruments[trade.instrument])
                 if trade is not None:
@@ -400,8 +427,6 @@ class OrderManager:
                 order, fills = await self._place(action.side, action.instrument, action.amount, OrderType.STOP_MARKET,
                                                  action.label, trigger_price=action.trigger_price,
                                                  trigger="mark_price", reduce_only=True)
-                log.warning("%s: %s (%s %g %s)", action.strategy_id, action.reason, action.side.value, action.amount,
-                            action.instrument)
                 parsed = parse_label(action.label)
                 trade = self.store.trade(parsed.trade_id) if parsed else None
                 if trade is not None and not trade.state.is_terminal:
@@ -450,28 +475,53 @@ class OrderManager:
         if trade.state is TradeState.CLOSED:
             await self.cancel_brackets(trade)
 
-    async def _place(self, side: Side, instrument: str, amount: float, order_type: OrderType, label: str,
-                     **kwargs: Any) -> tuple[Order, list[Fill]]:
+    async def _place(self, side: Side, instrument: str, amount: float, order_type: OrderType, label: str, *,
+                     closed_at: float | None = None, **kwargs: Any) -> tuple[Order, list[Fill]]:
+        """Send one order, logging it sent, then acknowledged (with the send -> ack time, and candle close -> ack
+        when ``closed_at`` is the ``perf_counter()`` of the closing event), rejected or with an unknown outcome."""
+        parsed = parse_label(label)
+        extra = strategy_extra(parsed.strategy_id if parsed else None)
+        log.info("%s", tradelog.order_sent(side, instrument, amount, order_type, label, **kwargs), extra=extra)
         place = self.client.buy if side is Side.BUY else self.client.sell
-        return await place(instrument, amount, order_type, label, **kwargs)
+        sent = time.perf_counter()
+        try:
+            order, fills = await place(instrument, amount, order_type, label, **kwargs)
+        except DeribitApiError as exc:
+            log.warning("%s", tradelog.order_rejected(label, exc), extra=extra)
+            raise
+        except (DeribitError, OSError) as exc:
+            log.error("%s", tradelog.order_unknown(label, exc), extra=extra)
+            raise
+        acked = time.perf_counter()
+        log.info("%s", tradelog.order_acknowledged(order, (acked - sent) * 1e3,
+                                                   None if closed_at is None else (acked - closed_at) * 1e3),
+                 extra=extra)
+        return order, fills
 
     def _record(self, trade: Trade, order: Order, fills: list[Fill]) -> Trade:
         """Journal an order answer and its immediate fills together with the trade they change."""
         with self.store.journal.transaction() as conn:
             row = self.store.save_order(order, conn)
             parsed = parse_label(order.label)
+            new: list[Fill] = []
             for fill in fills:
                 if self.store.save_fill(fill, conn) and parsed is not None and parsed.trade_id == trade.trade_id:
                     trade = apply_fill(trade, fill, self.instruments[trade.instrument], parsed.role)
+                    new.append(fill)
             self.store.save_trade(trade, conn, event=None)
+        for fill in new:
+            log.info("%s", tradelog.fill_line(fill, trade.currency), extra=strategy_extra(trade.strategy_id))
         self.publish("orders", row)
         return trade
 
     def _apply(self, trade: Trade, fill: Fill, role: OrderRole) -> Trade:
         with self.store.journal.transaction() as conn:
-            if self.store.save_fill(fill, conn):
+            saved = self.store.save_fill(fill, conn)
+            if saved:
                 trade = apply_fill(trade, fill, self.instruments[trade.instrument], role)
                 self.store.save_trade(trade, conn, event="trade.closed" if trade.state is TradeState.CLOSED else "trade")
+        if saved:
+            log.info("%s", tradelog.fill_line(fill, trade.currency), extra=strategy_extra(trade.strategy_id))
         return trade
 
     def _check_reused(self, fill: Fill) -> None:
@@ -486,8 +536,16 @@ class OrderManager:
             "journaled": {"order_id": held[0], "label": held[1], "amount": held[4], "price": held[5]}},
             parsed.strategy_id if parsed else None)
         log.error("the exchange reported fill %s for another fill than the journal holds under that id; reconciling",
-                  fill.trade_id)
+                  fill.trade_id, extra=strategy_extra(parsed.strategy_id if parsed else None))
         self.request_reconcile(f"fill id {fill.trade_id} reused")
+
+    def _action_strategy(self, action: rc.Action) -> str | None:
+        """The strategy a reconciliation action is about: from the action, else from its trade."""
+        sid = tradelog.action_strategy(action)
+        trade_id = getattr(action, "trade_id", "")
+        if sid is None and trade_id and (trade := self.store.trade(trade_id)) is not None:
+            sid = trade.strategy_id
+        return sid
 
     def _journal(self, write: Callable[[sqlite3.Connection], None] | None) -> None:
         if write is not None:

@@ -36,8 +36,10 @@ from tradebaas.domain import Candle
 from tradebaas.engine.core.candles import CandleBuilder
 from tradebaas.engine.core.tradebook import Trade, TradeState
 from tradebaas.engine.journal.store import Store, StrategyRow, position_view
+from tradebaas.engine.live import tradelog
 from tradebaas.engine.live.budgets import Budgets
 from tradebaas.engine.live.order_manager import OrderManager
+from tradebaas.engine.process.logs import strategy_extra
 from tradebaas.instruments import Instrument
 from tradebaas.strategies.base import (
     Decision,
@@ -108,6 +110,8 @@ class StrategyRunner:
         self.last_price: float | None = None
         self.last_decision: dict[str, Any] | None = store.last_decision(self.id)
         self.pending: Swap | None = None
+        #: The skip reason of the last decision: a skip is logged when it starts, not on every candle it lasts.
+        self.last_skip = ""
         self.budgets = budgets or Budgets()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"strategy-{row.id}") if threaded else None)
@@ -168,8 +172,8 @@ class StrategyRunner:
             self.cls, self.config = swap.cls, dict(swap.config)
             self.code_version, self.config_version = swap.code_version, swap.config_version
             self._fresh_instance(list(self.history), context)
-            log.info("%s now decides with code %s, config version %d", self.id, swap.code_version[:12],
-                     swap.config_version)
+            log.info("now deciding with code %s, config version %d", swap.code_version[:12], swap.config_version,
+                     extra=strategy_extra(self.id))
         return self.strategy.on_candle(candle, context)
 
     @property
@@ -211,8 +215,8 @@ class StrategyRunner:
             raise StrategyFault(f"a decision took {elapsed_ms:.0f} ms, over the hard budget of {budget_ms:g} ms",
                                 f"on the candle of {candle.ts_ms}")
         if elapsed_ms > self.budgets.warn_ms and not swapping:
-            log.warning("%s: a decision took %.0f ms (warning budget %g ms)", self.id, elapsed_ms,
-                        self.budgets.warn_ms)
+            log.warning("a decision took %.0f ms (warning budget %g ms)", elapsed_ms, self.budgets.warn_ms,
+                        extra=strategy_extra(self.id))
         if not isinstance(decision, Decision):
             raise StrategyFault(f"on_candle returned {type(decision).__name__}, not a Decision", "")
         return decision
@@ -264,6 +268,10 @@ class StrategyRunner:
         # exchange answered (OrderManager.enter writes it exactly once, whatever happens). Any other decision is
         # journaled at once.
         deferred = bool(decision.intents) and isinstance(decision.intents[0], Enter)
+        line = tradelog.decision_line(record, self.last_skip, self.context.cooldown_until_ms)
+        self.last_skip = str(decision.skipped or "")
+        if line is not None:
+            log.info("%s", line, extra=strategy_extra(self.id))
         if not deferred:
             with self.store.journal.transaction() as conn:
                 journal(conn)
@@ -281,7 +289,7 @@ class StrategyRunner:
         """Carry out one intent; True when the decision's journaling was handed to the order manager."""
         if isinstance(intent, Enter):
             if self.store.open_trades(self.id):
-                log.info("%s: a trade is open; ignoring a second entry", self.id)
+                log.info("a trade is open; the entry is not carried out", extra=strategy_extra(self.id))
                 return False
             price = self.last_price or candle.close
             await self.orders.enter(self.id, self.instrument, intent, close_ts, price, closed_at, journal,

@@ -34,13 +34,14 @@ from tradebaas.engine.core.risk import plan_kill
 from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
 from tradebaas.engine.journal.database import now_ms
 from tradebaas.engine.journal.store import Store, StrategyRow, trade_to_row
-from tradebaas.engine.live import views
+from tradebaas.engine.live import tradelog, views
 from tradebaas.engine.live.budgets import load_budgets
 from tradebaas.engine.live.catalog import Catalog
 from tradebaas.engine.live.order_manager import OrderManager
 from tradebaas.engine.live.strategy_runner import StrategyFault, StrategyRunner, Swap
 from tradebaas.engine.process import systemd
 from tradebaas.engine.process.app import EngineContext
+from tradebaas.engine.process.logs import strategy_extra
 from tradebaas.errors import UserError
 from tradebaas.exchange.deribit.client import DeribitClient
 from tradebaas.exchange.deribit.endpoints import resolve
@@ -60,6 +61,8 @@ PERIODIC_RECONCILE_S = 60.0
 #: which alone could spend the whole budget (tests/chaos: simulator restarts after long outages). One attempt per
 #: 1-2 s (jittered) is still gentle on an exchange that is down.
 RECONNECT_MAX_S = 2.0
+#: Seconds before a failed start/reconnect reconciliation is tried again (the strategies wait meanwhile).
+RECONCILE_RETRY_S = 5.0
 
 
 class Supervisor:
@@ -82,6 +85,7 @@ class Supervisor:
         self.reconciliations = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._reconcile_wanted: asyncio.Event = asyncio.Event()
+        self._resume_pending = False  # a start/reconnect reconciliation failed: resume once one succeeds
         self._subscribed: set[str] = set()
         self._queues: dict[str, asyncio.Queue[tuple[Candle, float]]] = {}
         self.catalog = Catalog(engine.home, self.store)
@@ -166,11 +170,13 @@ class Supervisor:
         await self.client.subscribe(USER_CHANNELS)
         async with self.lock:
             if self.store.is_fresh():
-                await self._claim_orphans()
-            await self._reconcile("start")
+                try:
+                    await self._claim_orphans()
+                except (DeribitError, OSError, ValueError) as exc:
+                    log.warning("could not look for tradebaas orders of a lost journal (%s); the next start does", exc)
             for runner in self.runners.values():
                 runner.active = False  # re-warm on the new link (subscriptions and history are per connection)
-            await self._resume_all()
+            await self._reconcile_then_resume("start")
         if self.exchange_name == "sim":
             self._tasks.append(asyncio.create_task(self._follow_local_sim(), name="follow-sim"))
 
@@ -200,7 +206,7 @@ class Supervisor:
                     "otherwise its position keeps (or was given) a stop on the exchange: close or manage it there, "
                     f"then `tradebaas strategy stop {sid}`")
             self.store.create_orphan(sid, sorted(names)[0], note, now_ms())
-            log.error("orphan strategy %s: %s", sid, note)
+            log.error("orphan strategy: %s", note, extra=strategy_extra(sid))
 
     async def _follow_local_sim(self) -> None:
         """A local simulator restarted on another port leaves the client retrying a dead URL: follow it."""
@@ -223,12 +229,11 @@ class Supervisor:
     async def _on_reconnect(self) -> None:
         log.info("exchange link restored; reconciling")
         async with self.lock:
-            await self._reconcile("reconnect")
             # Candles of the outage were never seen: re-warm from the exchange's history rather than let the
             # builder fill the gap with flat candles the strategy would decide on.
             for runner in self.runners.values():
                 runner.active = False
-            await self._resume_all()
+            await self._reconcile_then_resume("reconnect")
 
     async def _on_link_state(self, status: Any) -> None:
         self.engine.publish("engine", {"type": "status", "status": self.engine.status()})
@@ -248,6 +253,22 @@ class Supervisor:
         log.info("reconciliation requested: %s", reason)
         self._reconcile_wanted.set()
 
+    async def _reconcile_then_resume(self, reason: str) -> None:
+        """Reconcile, then resume the strategies that should run (caller holds the lock). Fails closed: when the
+        exchange cannot be read (an error, or an answer tradebaas cannot parse: ``ValueError``), nothing resumes
+        and the reconciliation is retried (``_reconcile_on_request``, at the latest by the periodic safety net),
+        resuming once it succeeds; the task itself never dies of it."""
+        try:
+            await self._reconcile(reason)
+        except (DeribitError, OSError, ValueError) as exc:
+            log.warning("reconciliation (%s) failed (%s); strategies wait; retrying in %.0f s", reason, exc,
+                        RECONCILE_RETRY_S)
+            self._resume_pending = True
+            asyncio.get_running_loop().call_later(RECONCILE_RETRY_S, self._reconcile_wanted.set)
+            return
+        self._resume_pending = False
+        await self._resume_all()
+
     async def _reconcile_on_request(self) -> None:
         while True:
             await self._reconcile_wanted.wait()
@@ -255,9 +276,12 @@ class Supervisor:
             if self.client is None or not self.client.connected:
                 continue
             async with self.lock:
+                if self._resume_pending:  # the start/reconnect reconciliation failed: finish what it began
+                    await self._reconcile_then_resume("retry")
+                    continue
                 try:
                     await self._reconcile("requested")
-                except (DeribitError, OSError) as exc:
+                except (DeribitError, OSError, ValueError) as exc:
                     log.warning("reconciliation failed (%s); will retry on the next request", exc)
 
     async def _reconcile_periodically(self) -> None:
@@ -312,7 +336,7 @@ class Supervisor:
                           "open_orders": len(snapshot.open_orders), "fills_seen": len(snapshot.fills)}, now_ms()
         )
         if actions:
-            log.info("reconciliation (%s): %s", reason, ", ".join(type(a).__name__ for a in actions))
+            log.info("reconciliation (%s): %d change%s", reason, len(actions), "" if len(actions) == 1 else "s")
         await self.orders.execute(actions, self._set_state)
         self.reconciled_ts_ms = now_ms()
         self.reconciliations += 1
@@ -337,8 +361,8 @@ class Supervisor:
             loaded = self.catalog.load(row.name, row.code_version)
             if loaded.code_version != row.code_version:
                 # an installed strategy (built-in, entry point) whose code changed since the journal last saw it
-                log.warning("%s: %s's installed code is now version %s (was %s)", row.id, row.name,
-                            loaded.code_version[:12], row.code_version[:12] or "unrecorded")
+                log.warning("%s's installed code is now version %s (was %s)", row.name, loaded.code_version[:12],
+                            row.code_version[:12] or "unrecorded", extra=strategy_extra(row.id))
                 self.store.change_strategy(row.id, code_version=loaded.code_version, config=row.config,
                                            config_version=row.config_version, apply_to_open=False,
                                            from_ts_ms=self._forming_candle(row), ts_ms=now_ms())
@@ -390,7 +414,7 @@ class Supervisor:
     async def _fault(self, strategy_id: str, fault: StrategyFault) -> None:
         """The strategy's own code failed: ``error`` with the traceback, until a person resumes it. Its open
         position keeps its brackets on the exchange; every other strategy carries on."""
-        log.error("strategy %s stopped on its own error: %s\n%s", strategy_id, fault.reason, fault.details)
+        log.error("stopped on its own error: %s\n%s", fault.reason, fault.details, extra=strategy_extra(strategy_id))
         await self._set_state(strategy_id, StrategyState.ERROR, fault.reason, True, error=fault.details or fault.reason)
 
     async def _subscribe_market(self, instrument: str) -> None:
@@ -409,7 +433,9 @@ class Supervisor:
         if runner is not None:
             runner.active = state is StrategyState.RUNNING
         if state is StrategyState.NEEDS_ATTENTION:
-            log.error("strategy %s needs attention: %s", strategy_id, reason)
+            log.error("needs attention: %s", reason, extra=strategy_extra(strategy_id))
+        elif state in (StrategyState.RUNNING, StrategyState.STOPPED, StrategyState.ERROR):
+            log.info("strategy %s%s", state.value, f": {reason}" if reason else "", extra=strategy_extra(strategy_id))
         self._publish_strategy(strategy_id)
 
     def _publish_strategy(self, strategy_id: str) -> None:
@@ -419,6 +445,8 @@ class Supervisor:
             self.engine.publish(f"strategy.{strategy_id}", {"type": "state", "strategy": info})
 
     async def _on_trade_event(self, trade: Trade, before: Trade | None) -> None:
+        for line in tradelog.trade_changes(trade, before):
+            log.info("%s", line, extra=strategy_extra(trade.strategy_id))
         runner = self.runners.get(trade.strategy_id)
         if runner is not None:
             runner.on_trade_event(trade, before, self._exchange_now() or now_ms())
@@ -500,12 +528,15 @@ class Supervisor:
             "low": candle.low, "close": candle.close, "volume": candle.volume})
 
     async def _on_ticker(self, ticker: Ticker) -> None:
+        """A ticker closes candles by exchange time. Prices of 0 are "no price" (Deribit's empty book side is
+        ``None`` already, see ``convert.ticker_from_deribit``): never a price to size an order with."""
         arrived = time.perf_counter()
         self.tickers[ticker.instrument] = ticker
+        last = ticker.last_price if ticker.last_price > 0 else None
         async with self.lock:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == ticker.instrument and runner.active:
-                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, ticker.last_price), arrived)
+                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, last), arrived)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
             self._ticker_pub[ticker.instrument] = time.monotonic()
@@ -535,7 +566,8 @@ class Supervisor:
         now = self._exchange_now(instrument)
         self.store.create_strategy(sid, name, instrument, config, now_ms(), code_version=code_version,
                                    from_ts_ms=now - now % 60_000 if now else 0)
-        log.info("strategy %s (%s %s on %s) created", sid, name, code_version[:12], instrument)
+        log.info("strategy created: %s %s on %s, config %s", name, code_version[:12], instrument,
+                 tradelog.config_text(config), extra=strategy_extra(sid))
         async with self.lock:
             if self.connected:
                 await self._activate(sid)
@@ -573,7 +605,8 @@ class Supervisor:
                                             self._exchange_now() or now_ms(), reason)
             with self.store.journal.transaction() as conn:
                 self.store.save_trade(closed, conn, event="trade.closed_externally")
-            log.warning("trade %s marked closed outside tradebaas at %s (%s)", trade.trade_id, exit_price, reason)
+            log.warning("trade %s marked closed outside tradebaas at %s (%s)", trade.trade_id,
+                        tradelog.num(exit_price), reason, extra=strategy_extra(trade.strategy_id))
             await self._on_trade_event(closed, trade)
             if self.orders is not None and self.connected:
                 await self.orders.cancel_brackets(closed)
@@ -594,7 +627,7 @@ class Supervisor:
                 return {"stopped": [s.id for s in self.store.strategies()], "cancelled": 0, "flattened": []}
             snapshot, since = await self._snapshot()
             actions = plan_kill(self._journal_view(snapshot, since), snapshot, flatten, self.instruments, reason="kill")
-            await self.orders.execute(actions, self._set_state)
+            await self.orders.execute(actions, self._set_state, source="kill switch")
         return {
             "stopped": [a.strategy_id for a in actions if isinstance(a, rc.StopStrategy)],
             "cancelled": sum(isinstance(a, rc.CancelOrder) for a in actions),
@@ -626,9 +659,10 @@ class Supervisor:
                 runner.request_swap(Swap(loaded.cls, config, loaded.code_version, config_version, from_ts,
                                          apply_to_open))
                 runner.extend_history(loaded.warmup_candles)
-            log.info("strategy %s: code %s, config version %d from the candle of %d%s", strategy_id,
-                     loaded.code_version[:12], config_version, from_ts, " (applied to the open position)"
-                     if apply_to_open else "")
+            log.info("code %s, config version %d from the candle of %s%s%s", loaded.code_version[:12],
+                     config_version, tradelog.utc_minute(from_ts) if from_ts else "the next start",
+                     f"; changed: {tradelog.config_text(changes)}" if changes else "",
+                     " (applied to the open position)" if apply_to_open else "", extra=strategy_extra(strategy_id))
             self._publish_strategy(strategy_id)
 
     async def _brackets_for_swap(self, runner: StrategyRunner, candle: Candle) -> None:
@@ -640,13 +674,13 @@ class Supervisor:
         if swap is None or trade is None:
             return
         if self.orders is None or not self.connected:
-            log.warning("%s: brackets of %s not changed: the exchange is not connected", trade.strategy_id,
-                        trade.trade_id)
+            log.warning("the brackets of trade %s not changed: the exchange is not connected", trade.trade_id,
+                        extra=strategy_extra(trade.strategy_id))
             return
         keys = tuple(getattr(swap.cls, "bracket_params", ()) or ())
         if len(keys) != 2:
-            log.warning("%s: its strategy names no bracket parameters; the open position keeps its brackets",
-                        trade.strategy_id)
+            log.warning("the strategy names no bracket parameters; the open position keeps its brackets",
+                        extra=strategy_extra(trade.strategy_id))
             return
         sl_pct, tp_pct = (float(swap.config[k]) if swap.config.get(k) is not None else None for k in keys)
         await self.orders.change_brackets(trade, sl_pct, tp_pct)
@@ -657,6 +691,20 @@ class Supervisor:
             raise UserError("the exchange is not connected")
         async with self.lock:
             return await self._reconcile("rpc")
+
+    async def reference_price(self, instrument: str) -> float | None:
+        """The instrument's price for checks (the order-size minimum): its last ticker's mark price, else the
+        exchange's ticker when connected, else None."""
+        ticker = self.tickers.get(instrument)
+        if ticker is not None and ticker.mark_price > 0:
+            return float(ticker.mark_price)
+        if self.client is None or not self.client.connected:
+            return None
+        try:
+            fetched = await self.client.ticker(instrument)
+        except (DeribitError, OSError):
+            return None
+        return float(fetched.mark_price or fetched.last_price) or None
 
     async def chart_candles(self, instrument: str, since: int | None, until: int | None) -> list[Candle]:
         """1-minute candles from the exchange's chart history (the last day unless ``since`` says otherwise)."""

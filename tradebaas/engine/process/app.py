@@ -40,6 +40,8 @@ class EngineContext(Protocol):
 
     home: Home
     journal: Journal
+    #: The ``--exchange`` the engine was started with (None: the one the journal remembers, else ``sim``).
+    exchange: str | None
     #: The read-only RPC token (for the clients the engine starts: report notebooks).
     readonly_token: str
     #: The ``exchange`` part of ``engine.status``; the live loop replaces it with its own.

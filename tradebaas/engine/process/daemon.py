@@ -6,6 +6,9 @@ Invariants:
 - ``engine.json`` (pid, port, token, version, started_ts_ms; mode 0600, written atomically) exists while the
   engine serves. After a SIGKILL it stays behind: it is *stale* when its pid is dead or the lock is free, and
   the next engine replaces it. A clean stop removes it;
+- an engine always knows its exchange: ``--exchange``, else the one its journal remembers (the last start's, so a
+  restart by systemd trades where the last start did), else ``[engine] exchange`` of ``tradebaas.toml``; with none
+  it does not start (``choose_exchange``) rather than run without an exchange and leave strategies ``starting``;
 - a detached engine is its own session leader (``start_new_session``) with stdin from /dev/null and
   stdout/stderr appended to ``logs/engine.stdio.log``: closing the terminal, the kernel or JupyterLab cannot
   take it down. ``start_detached`` returns only once the RPC answers ``engine.ping``.
@@ -98,6 +101,62 @@ def engine_state(home: Home) -> tuple[str, ConnectionInfo | None]:
     return ("starting", None) if held else ("stopped", None)
 
 
+# -- its exchange ----------------------------------------------------------------------------------------------
+EXCHANGE_CHOICES = "sim | ws://host:port | deribit-testnet | deribit"
+
+
+def remembered_exchange(home: Home) -> str | None:
+    """The exchange the journal of ``home`` remembers (the last engine start's), or None (no journal yet). A journal
+    that cannot be read raises its ``JournalError`` (corrupt, newer schema: the message says what to do), which
+    is what the start would refuse with anyway."""
+    import sqlite3
+
+    from tradebaas.engine.journal.database import Journal
+
+    if not home.journal_path.exists() or home.journal_path.stat().st_size == 0:
+        return None
+    with Journal.open(home.journal_path, readonly=True) as journal:
+        try:
+            value = journal.get_meta("exchange")
+        except sqlite3.OperationalError:  # created but never migrated (no meta table yet): nothing remembered
+            return None
+    return str(value) if isinstance(value, str) and value.strip() else None
+
+
+def configured_exchange(home: Home) -> str | None:
+    """``[engine] exchange`` of ``home``'s ``tradebaas.toml`` (None when the file or the key is absent)."""
+    import tomllib
+
+    path = home.config_file
+    if not path.exists():
+        return None
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("engine", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}") from None
+    if not isinstance(table, dict):
+        raise UserError(f"{path}: [engine] must be a table")
+    value = table.get("exchange")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{path} [engine] exchange must be one of {EXCHANGE_CHOICES}, got {value!r}")
+    return value.strip()
+
+
+def choose_exchange(home: Home, given: str | None) -> str:
+    """The exchange an engine of ``home`` connects to: ``given`` (``--exchange``), else the journal's, else the
+    config's; UserError with the fix when there is none (a fresh home, nothing configured)."""
+    chosen = (given or "").strip() or remembered_exchange(home) or configured_exchange(home)
+    if not chosen:
+        raise UserError(
+            "no exchange for this engine: give one with --exchange (sim = the local simulator of `tradebaas sim` "
+            "or `tradebaas up`; ws://host:port; deribit-testnet; deribit), e.g. `tradebaas engine start --exchange "
+            f"sim`, or set it once in {home.config_file}: [engine] exchange = \"sim\""
+        )
+    return chosen
+
+
 # -- the engine, assembled -------------------------------------------------------------------------------------
 def build_engine(home: Home, exchange: str | None = None, *, port: int = 0) -> Engine:
     """Open the journal and assemble the engine from its services, in the order they start.
@@ -146,7 +205,7 @@ def run_foreground(home: Home, exchange: str | None = None, *, detached_child: b
                         stale.pid, stale.port)
             remove_connection_file(home)
         try:
-            engine = build_engine(home, exchange, port=port)
+            engine = build_engine(home, choose_exchange(home, exchange), port=port)
         except UserError as exc:
             log.error("engine failed: %s", exc)
             raise

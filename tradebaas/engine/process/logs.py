@@ -4,6 +4,10 @@ Why a redacting filter instead of "be careful": tokens and API secrets pass thro
 ``?token=``, auth payloads) that we do not control; the filter masks the engine's own token, any registered
 secret, and ``token=``/``secret=``-looking key/value pairs in every record before any handler formats it.
 
+Lines about one strategy carry its id as a field after the logger's name (``... INFO    tradebaas.engine.orders
+[razor-3f9a1c]: order sent: ...``), set from the log call's ``extra`` (``strategy_extra``), so ``tradebaas logs
+--strategy ID`` filters on the field, exactly, not on text that merely mentions the id (``StrategyLines``).
+
 Every log record is one line: text from outside (an ``engine.log`` note, a strategy id, an exchange error message)
 can carry newlines, NUL or terminal escapes, and a message that starts a new line could forge a record ("...
 CRITICAL tradebaas.engine: kill switch"). ``OneLineFilter`` escapes control characters in the message after
@@ -20,7 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s%(strategy_field)s: %(message)s"
+#: A line's strategy field: `` [razor-3f9a1c]`` between the logger's name and the colon. It comes from the record's
+#: ``strategy_id`` attribute (``log.info(..., extra=strategy_extra(sid))``), never from the message, so a message
+#: cannot forge it and ``tradebaas logs --strategy ID`` can match it exactly (``strategy_of_line``).
+LINE_HEAD = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ +[^ :]+(?: \[(?P<strategy>[A-Za-z0-9_-]+)\])?: ")
+_STRATEGY_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_BYTES = 10 * 1024 * 1024
 BACKUP_COUNT = 5
 
@@ -101,6 +111,53 @@ class OneLineFilter(logging.Filter):
 ONE_LINE = OneLineFilter()
 
 
+def strategy_extra(strategy_id: str | None) -> dict[str, Any]:
+    """``extra=`` for a log call about one strategy: its lines then carry the strategy field."""
+    return {"strategy_id": strategy_id} if strategy_id else {}
+
+
+def record_strategy(record: logging.LogRecord) -> str | None:
+    """The strategy id a record is about (a valid id only: anything else is no field at all)."""
+    sid = getattr(record, "strategy_id", None)
+    return sid if isinstance(sid, str) and _STRATEGY_ID.match(sid) else None
+
+
+class EngineFormatter(logging.Formatter):
+    """``LOG_FORMAT`` with the strategy field filled in (empty for records about no strategy)."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        sid = record_strategy(record)
+        record.strategy_field = f" [{sid}]" if sid else ""
+        return super().formatMessage(record)
+
+
+def line_head(line: str) -> re.Match[str] | None:
+    """The head of a record's first line (time, level, logger, strategy field), or None for a line that is not
+    the start of a record (a traceback's lines, a line from a process's stdio)."""
+    return LINE_HEAD.match(line)
+
+
+class StrategyLines:
+    """``tradebaas logs --strategy ID``: whether each line of the log, read in order, belongs to strategy ``ID``.
+
+    A record's first line belongs to it when its strategy field is exactly ``ID`` (``razor-1`` is not
+    ``razor-12``, and a note that merely mentions the id is not about it); the lines that follow a record (its
+    traceback) go with that record."""
+
+    def __init__(self, strategy_id: str) -> None:
+        self.strategy_id = strategy_id
+        self._current = False
+
+    def __call__(self, line: str) -> bool:
+        head = line_head(line)
+        if head is not None:
+            self._current = head.group("strategy") == self.strategy_id
+        return self._current
+
+
 def add_filters(handler: logging.Handler) -> None:
     """The filters every engine log handler carries, in order: redact secrets, then make the message one line."""
     handler.addFilter(REDACT)
@@ -108,7 +165,8 @@ def add_filters(handler: logging.Handler) -> None:
 
 
 class CallbackHandler(logging.Handler):
-    """Hands each record, as the ``log`` channel's data ``{ts_ms, level, logger, message}``, to a callback.
+    """Hands each record, as the ``log`` channel's data ``{ts_ms, level, logger, message, strategy_id}``, to a
+    callback.
 
     The engine connects it to ``RpcServer.publish_threadsafe("log", ...)``. Records from the RPC/websockets
     machinery itself are skipped so that pushing a log record can never produce another one (no feedback loop).
@@ -129,6 +187,7 @@ class CallbackHandler(logging.Handler):
                     "level": record.levelname,
                     "logger": record.name,
                     "message": record.getMessage(),
+                    "strategy_id": record_strategy(record),
                 }
             )
         except Exception:
@@ -141,7 +200,7 @@ def setup_logging(log_file: Path, *, to_stderr: bool = False, level: int = loggi
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = EngineFormatter()
     file_handler = logging.handlers.RotatingFileHandler(
         log_file, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"
     )

@@ -1,10 +1,10 @@
 """Start and stop the local simulator process of a home, beside the engine's own daemon code (``daemon.py``).
 
-``tradebaas up`` starts a simulator detached (its own session, output in ``logs/sim.log``, pid in
-``sim/sim.pid``) and waits until it announces its URLs in ``sim/sim.json``, which the simulator writes once it
-listens; ``tradebaas down`` stops it with SIGTERM (it saves its state then), SIGKILL after a timeout. A simulator
-already running for the home is reused, and a new one comes back on its previous port when that port is free: an
-engine started with ``--exchange sim`` then reconnects where it was.
+``tradebaas up`` starts a simulator detached (``--clock present``: the replay at wall-clock time; its own
+session, output in ``logs/sim.log``, pid in ``sim/sim.pid``) and waits until it announces its URLs in
+``sim/sim.json``, which the simulator writes once it listens; ``tradebaas down`` stops it with SIGTERM (it saves its
+state then), SIGKILL after a timeout. A simulator already running for the home is reused, and a new one comes back
+on its previous port when that port is free: an engine started with ``--exchange sim`` then reconnects where it was.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def start_detached(home: Home) -> str:
     except (OSError, ValueError, TypeError):
         previous = 0
     port = free_port(previous) if previous else 0
-    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", str(port)]
+    # --clock present: the replay shown at wall-clock time, so notebooks, ccxt and anything else that asks for
+    # "the last N minutes" by its own clock sees a market (docs/simulator.md)
+    cmd = [sys.executable, "-m", "tradebaas.cli", "sim", "--host", "127.0.0.1", "--port", str(port), "--clock", "present"]
     env = dict(os.environ)
     env[ENV_VAR] = str(home.root)
     with open(home.sim_log, "ab") as out:

@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 import tradebaas.exchange.deribit.codes as codes
 from tradebaas.domain import Candle, Fill, Order, OrderType, PositionSnapshot, Ticker
-from tradebaas.exchange.deribit import convert
+from tradebaas.exchange.deribit import convert, history
 from tradebaas.exchange.deribit.errors import (
     AUTH_ERROR_CODES,
     AuthenticationError,
@@ -662,7 +662,7 @@ class DeribitClient:
         try:
             return Instrument.from_deribit(await self.call("public/get_instrument", {"instrument_name": name}))
         except DeribitApiError as exc:
-            if exc.code != codes.METHOD_NOT_FOUND:
+            if exc.code not in (codes.METHOD_NOT_FOUND, codes.NOT_IMPLEMENTED):  # a server without the method
                 raise
         for inst in await self.get_instruments("any"):
             if inst.name == name:
@@ -734,13 +734,31 @@ class DeribitClient:
         result = await self.call("private/get_positions", {"currency": currency, "kind": kind})
         return [convert.position_from_deribit(p) for p in result]
 
+    async def get_time(self) -> int:
+        """The exchange's clock (``public/get_time``, Unix ms): the clock Deribit's history windows follow."""
+        return int(await self.call("public/get_time"))
+
     async def get_user_trades(
         self, instrument: str, start_ms: int, end_ms: int | None = None, count: int = 1000
     ) -> list[Fill]:
-        """Our fills on ``instrument`` from ``start_ms`` (inclusive), oldest first, across every page.
+        """Our fills on ``instrument`` from ``start_ms`` (inclusive), oldest first, across every page and both of
+        Deribit's history windows.
 
-        Pages are walked by timestamp; trades sharing the boundary millisecond are de-duplicated by trade id.
+        Deribit serves user trades of the last 24 hours without ``historical`` and only the older ones with
+        ``historical: true`` (``deribit/history.py``, docs/deribit.md). So when ``start_ms`` is older than the
+        recent window (by the exchange's clock, with a margin) both are queried, the recent one first: a trade that ages out between the two queries is then in the second, never in neither. Trades found
+        twice (a server whose windows overlap, pages sharing a millisecond) are de-duplicated by trade id.
         """
+        out = await self._user_trades_pages(instrument, start_ms, end_ms, count, historical=False)
+        if history.needs_historical(int(start_ms), await self.get_time()):
+            out += await self._user_trades_pages(instrument, start_ms, end_ms, count, historical=True)
+        unique = {f.trade_id: f for f in out}
+        return sorted(unique.values(), key=lambda f: (f.ts_ms, f.trade_seq))
+
+    async def _user_trades_pages(self, instrument: str, start_ms: int, end_ms: int | None, count: int,
+                                 historical: bool) -> list[Fill]:
+        """Every page of one window, walked by timestamp; trades sharing the boundary millisecond are
+        de-duplicated by trade id."""
         out: list[Fill] = []
         seen: set[str] = set()
         start = int(start_ms)
@@ -749,6 +767,8 @@ class DeribitClient:
                                       "sorting": "asc"}
             if end_ms is not None:
                 params["end_timestamp"] = int(end_ms)
+            if historical:
+                params["historical"] = True
             result = await self.call("private/get_user_trades_by_instrument", params)
             page = convert.fills_from_deribit(result)
             new = [f for f in page if f.trade_id not in seen]
@@ -762,7 +782,6 @@ class DeribitClient:
             if nxt <= start and not new:
                 nxt = start + 1
             start = nxt
-        out.sort(key=lambda f: (f.ts_ms, f.trade_seq))
         return out
 
     async def get_account_summary(self, currency: str) -> dict[str, Any]:

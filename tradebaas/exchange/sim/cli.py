@@ -1,7 +1,8 @@
 """``tradebaas sim``: run the Deribit-compatible simulator in the foreground.
 
 Prints ``ws://...`` and ``http://...`` as its first two stdout lines (flushed: tests and ``tradebaas up`` parse
-them), writes ``TRADEBAAS_HOME/sim/sim.json`` (0600) for the engine, and saves its state on SIGTERM/SIGINT before
+them), writes ``TRADEBAAS_HOME/sim/sim.json`` (0600) for the engine, journals every change before acknowledging it
+(``durable``: ``sim/state.json`` + ``sim/journal.log``) and writes a final snapshot on SIGTERM/SIGINT before
 exiting 0. Wired into ``tradebaas/cli.py`` through ``add_arguments`` and ``run``; also runnable as
 ``python -m tradebaas.exchange.sim.cli``.
 """
@@ -23,8 +24,8 @@ from typing import Any
 
 from tradebaas.errors import UserError
 from tradebaas.exchange.sim import auth as auth_mod
-from tradebaas.exchange.sim import marketdata, state
-from tradebaas.exchange.sim.clock import SimClock
+from tradebaas.exchange.sim import durable, marketdata, state
+from tradebaas.exchange.sim.clock import CLOCK_MODES, SimClock, present_offset
 from tradebaas.exchange.sim.faults import Faults
 from tradebaas.exchange.sim.ratelimit import RateLimitConfig, RateLimiter
 from tradebaas.instruments import DEFAULT_INSTRUMENTS
@@ -41,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "bundled Bitstamp BTC/USD 1m candles)")
     src.add_argument("--synthetic", type=int, default=None, metavar="SEED", help="seeded random-walk market")
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (e.g. 60)")
+    parser.add_argument("--clock", choices=CLOCK_MODES, default="replay",
+                        help="replay: the data's own timestamps (default); present: the replay shifted to the wall "
+                        "clock, so clients that compute 'since' from their own clock see data (speed 1; what "
+                        "`tradebaas up` runs)")
     parser.add_argument("--start", default=None, help="simulated start: ISO time or Unix ms within the data "
                         "(default: data start + 300 min of history; a saved state's clock wins unless given)")
     parser.add_argument("--account", action="append", default=[], metavar="ID:SECRET[:BALANCE[:SCOPES]]",
@@ -56,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-heartbeat", type=float,
                         default=float(os.environ.get("TRADEBAAS_SIM_MIN_HEARTBEAT", "10")),
                         help=argparse.SUPPRESS)
-    parser.add_argument("--no-persist", action="store_true", help="do not read or write sim/state.json")
+    parser.add_argument("--no-persist", action="store_true",
+                        help="do not read or write sim/state.json and sim/journal.log (nothing survives a restart)")
     parser.add_argument("--history", type=int, default=None, metavar="N",
                         help="closed orders and user trades kept per account and instrument (default 2000); "
                         "older ones are forgotten, which keeps the state and its saves small")
@@ -92,14 +98,10 @@ def _sim_home() -> Path:
     return get_home().ensure().sim_dir
 
 
-def _make_exchange(saved: state.SavedState | None, history: int | None = None) -> Any:
-    try:
-        from tradebaas.exchange.sim.matching import DEFAULT_HISTORY, SimExchange
-    except ImportError:  # pragma: no cover - only while the matching core is not there
-        log.warning("matching core missing: private trading methods answer 10033 not_implemented")
-        return None
+def _make_exchange(saved: state.SavedState | None, keep: int) -> Any:
+    from tradebaas.exchange.sim.matching import SimExchange
+
     instruments = dict(DEFAULT_INSTRUMENTS)
-    keep = DEFAULT_HISTORY if history is None else history
     if saved is not None and saved.exchange:
         return SimExchange.from_state(saved.exchange, instruments, keep)
     return SimExchange(instruments, keep)
@@ -155,43 +157,73 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     data = _load_data(args)
     sim_dir = _sim_home()
-    state_path = None if args.no_persist else sim_dir / "state.json"
+    from tradebaas.exchange.sim.matching import DEFAULT_HISTORY
+
+    keep = DEFAULT_HISTORY if args.history is None else args.history
     try:
-        saved = state.load(state_path) if state_path is not None else None
+        recovered = None if args.no_persist else durable.recover(sim_dir, keep)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    saved = recovered.saved if recovered is not None else None
 
+    start_arg = None
     if args.start is not None:
-        start_ms = parse_time(args.start)
-        if not data.start_ms <= start_ms <= data.end_ms:
+        start_arg = parse_time(args.start)
+        if not data.start_ms <= start_arg <= data.end_ms:
             raise UserError(f"--start {args.start} is outside the data ({_iso(data.start_ms)} .. {_iso(data.end_ms)})")
-    elif saved is not None and saved.data_name == data.name and data.start_ms <= saved.clock_ms <= data.end_ms:
-        start_ms = saved.clock_ms
+    if args.clock == "present":
+        if args.speed != 1:
+            raise UserError("--clock present runs at the wall clock's pace: leave --speed at 1")
+        data, start_ms, extra = _present(data, saved, start_arg)
     else:
-        start_ms = data.default_start_ms()
+        extra = {"clock": "replay"}
+        if start_arg is not None:
+            start_ms = start_arg
+        elif saved is not None and saved.data_name == data.name and data.start_ms <= saved.clock_ms <= data.end_ms:
+            start_ms = saved.clock_ms
+        else:
+            start_ms = data.default_start_ms()
 
     first_tick = data.last_tick_before(start_ms + 1)
     price = first_tick.price if first_tick is not None else float(data.candles.close[0])
     accounts = _setup_accounts(sim_dir, args.account, price)
-    exchange = _make_exchange(saved, args.history)
-    for acc in accounts if exchange is not None else []:
+    exchange = _make_exchange(saved, keep)
+    for acc in accounts:
         if not _has_account(exchange, acc.account_id):
             exchange.create_account(acc.account_id, dict(acc.balances))
 
     from tradebaas.exchange.sim.server import ServerConfig, SimServer
 
-    clock = SimClock(start_ms, args.speed, end_ms=data.end_ms)
+    # present: the host's clock itself (time.time), so "now" stays the wall clock's over days of running
+    clock = SimClock(start_ms, args.speed, end_ms=data.end_ms,
+                     monotonic=time.time if args.clock == "present" else time.monotonic)
     offset_s = float(args.clock_offset)
     auth_store = auth_mod.AuthStore(accounts, wall=lambda: time.time() + offset_s)
+    store = None if recovered is None else durable.SimStore(sim_dir, exchange, clock, data.name, recovered,
+                                                            extra)
     server = SimServer(exchange, data, clock, auth_store, RateLimiter(rl), Faults(), dict(DEFAULT_INSTRUMENTS),
-                       ServerConfig(min_heartbeat_s=args.min_heartbeat, state_path=state_path,
-                                    clock_offset_s=offset_s))
+                       ServerConfig(min_heartbeat_s=args.min_heartbeat, clock_offset_s=offset_s), store)
     server.prime()
     try:
         asyncio.run(_serve(server, args.host, args.port, sim_dir))
     except OSError as exc:
         raise UserError(f"sim: cannot listen on {args.host}:{args.port}: {exc}") from None
     return 0
+
+
+def _present(data: marketdata.MarketData, saved: state.SavedState | None,
+             start_ms: int | None) -> tuple[marketdata.MarketData, int, dict[str, Any]]:
+    """``--clock present``: the data shifted to the wall clock, the clock's start (now) and what the state keeps.
+
+    The offset of a previous present-mode run of the same data is kept (``clock.present_offset``) unless
+    ``--start`` asks for another replay position."""
+    wall_ms = int(time.time() * 1000)
+    saved_offset = None
+    if saved is not None and start_ms is None and saved.data_name == data.name and saved.extra.get("clock") == "present":
+        saved_offset = int(saved.extra.get("offset_ms", 0))
+    offset = present_offset(wall_ms, data.start_ms, data.end_ms,
+                            start_ms if start_ms is not None else data.default_start_ms(), saved_offset)
+    return data.shifted(offset), wall_ms, {"clock": "present", "offset_ms": offset}
 
 
 async def _serve(server: Any, host: str, port: int, sim_dir: Path) -> None:

@@ -46,11 +46,24 @@ from tradebaas.fillmodel import stop_fill_price
 from tradebaas.instruments import Instrument
 
 from .accounts import SimAccount, initial_margin, weighted_average
-from .events import EventBatch
+from .events import ChangeSet, EventBatch
 from .index import OrderIndex
 from .market import MarketState, MarketTick, fires
 from .orders import EPS, LIMIT_LIKE_TYPES, MARKET_LIKE_TRIGGER_TYPES, SimOrder, q
 from .validation import OrderSpec
+
+#: Decimals Deribit reports fees in, per settlement currency: BTC fees are whole satoshis, rounded to nearest (its
+#: spec's examples: 10 USD at 9681.5 maker -2.1e-07; 21 ETH-PERPETUAL at 202.8 taker 7.766e-05, not ...67).
+FEE_DECIMALS = {"BTC": 8, "ETH": 8}
+
+
+def deribit_fee(inst: Instrument, amount: float, price: float, liquidity: Liquidity) -> float:
+    """The fill model's fee (``fillmodel.fee``), rounded as Deribit reports it (``FEE_DECIMALS``); the balance is
+    charged exactly what the trade shows."""
+    fee = fill_fee(inst, amount, price, liquidity)
+    decimals = FEE_DECIMALS.get(inst.settlement_currency)
+    return round(fee, decimals) + 0.0 if decimals is not None else fee
+
 
 #: Closed orders and user trades kept per account and instrument (``--history``); see the module docs.
 DEFAULT_HISTORY = 2000
@@ -97,6 +110,8 @@ class MatchingCore:
         self._reserved: dict[str, float] = {}  # order_id -> its part of order_margin
         self._reduce_only: dict[tuple[str, str], dict[str, SimOrder]] = {}  # live reduce-only orders
         self.index = OrderIndex(self.instruments, self.live)
+        #: what changed since the journal drained it (``changes.drain``); None when nothing journals this core
+        self.changes: ChangeSet | None = None
 
     # ------------------------------------------------------------------------------------------- requests
 
@@ -333,7 +348,7 @@ class MatchingCore:
         inst = self.instruments[order.instrument]
         account = self.accounts[order.account_id]
         cur = inst.settlement_currency
-        fee = fill_fee(inst, amount, price, liquidity)
+        fee = deribit_fee(inst, amount, price, liquidity)
         pos = account.position(inst.name)
         pnl = pos.apply_fill(inst, order.side_sign, amount, price)
         pos.fees += fee
@@ -351,6 +366,8 @@ class MatchingCore:
         self._trade_log(account, inst.name).append(trade)  # a bounded deque: the oldest trade drops out
         order.trades.append(trade["trade_id"])
         batch.trades.setdefault((account.account_id, inst.name), []).append(trade)
+        if self.changes is not None:
+            self.changes.trades.append((account.account_id, inst.name, trade))
         if order.state == "filled":
             self._retire(order)
         self.touch(order, batch)
@@ -440,8 +457,13 @@ class MatchingCore:
         if closed is None:
             closed = self.closed[key] = deque()
         closed.append(order.order_id)
+        if self.changes is not None:
+            self.changes.closed.append((*key, order.order_id))
         if len(closed) > self.history:
-            self._forget(self.accounts[order.account_id], closed.popleft())
+            old = closed.popleft()
+            self._forget(self.accounts[order.account_id], old)
+            if self.changes is not None:
+                self.changes.forgotten.append((*key, old))
 
     def _forget(self, account: SimAccount, order_id: str) -> None:
         old = account.orders.pop(order_id, None)
@@ -470,6 +492,9 @@ class MatchingCore:
         batch.orders.append((order.account_id, order.instrument, obj))
         batch.changes.setdefault((order.account_id, order.instrument), {})[order.order_id] = obj
         batch.portfolio[key] = None
+        if self.changes is not None:
+            self.changes.orders[(order.account_id, order.order_id)] = None
+            self.changes.accounts[order.account_id] = None
 
     # ------------------------------------------------------------------------------------------- linked orders
 

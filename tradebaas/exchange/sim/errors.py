@@ -11,17 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from tradebaas.exchange.deribit import codes
+from tradebaas.exchange.deribit.methods import is_deribit_method
 
 
 class SimRefusal(Exception):
     """An error answer exactly as Deribit sends it: ``{"code", "message", "data"?}``; the message defaults to
-    Deribit's for the code."""
+    Deribit's for the code. ``reason`` says why in words for logs and tests; it is never sent (see ``coded``)."""
 
-    def __init__(self, code: int, message: str | None = None, data: Any = None) -> None:
+    def __init__(self, code: int, message: str | None = None, data: Any = None, reason: str | None = None) -> None:
         self.code = code
         self.message = message if message is not None else codes.message(code)
         self.data = data
-        super().__init__(f"{self.code} {self.message}" + (f" {data!r}" if data is not None else ""))
+        self.reason = reason
+        super().__init__(f"{self.code} {self.message}" + (f" {data!r}" if data is not None else "")
+                         + (f" ({reason})" if reason else ""))
 
     def to_json(self) -> dict[str, Any]:
         """The JSON-RPC ``error`` member; ``data`` only when there is some (as Deribit omits it)."""
@@ -38,14 +41,23 @@ class SimRefusal(Exception):
 
 def invalid_params(param: str, reason: str) -> SimRefusal:
     """Deribit's answer to a missing or malformed parameter (-32602 with ``{reason, param}``)."""
-    return SimRefusal(codes.INVALID_PARAMS, codes.message(codes.INVALID_PARAMS), {"reason": reason, "param": param})
+    return SimRefusal(codes.INVALID_PARAMS, codes.message(codes.INVALID_PARAMS), {"reason": reason, "param": param},
+                      reason)
 
 
 def coded(code: int, reason: str | None = None, param: str | None = None) -> SimRefusal:
-    """A classic-code error, with Deribit-style ``data`` when there is a reason worth telling."""
-    data: dict[str, Any] | None = None
-    if reason is not None:
-        data = {"reason": reason}
-        if param is not None:
-            data["param"] = param
-    return SimRefusal(code, codes.message(code), data)
+    """A classic-code error as Deribit sends it: code and message, no ``data``.
+
+    Deribit's error object is ``{code, message}`` (its OpenAPI ``ErrorResponse``); only -32602 carries
+    ``data: {reason, param}`` (``invalid_params``). ``reason`` and ``param`` stay on the refusal (``.reason``) for
+    the simulator's logs and tests, so a client sees exactly what Deribit would show it."""
+    why = f"{param}: {reason}" if reason and param else reason
+    return SimRefusal(code, codes.message(code), None, why)
+
+
+def unsupported(method: str) -> SimRefusal:
+    """A method the simulator does not answer: 10033 not_implemented when Deribit has it (it exists, not here),
+    -32601 Method not found when Deribit has no such method either."""
+    if is_deribit_method(method):
+        return SimRefusal(codes.NOT_IMPLEMENTED, reason=f"{method} is not simulated")
+    return SimRefusal(codes.METHOD_NOT_FOUND)

@@ -32,7 +32,8 @@ PORTFOLIO_MIN_REAL_S = 0.1
 
 class MarketFeed:
     """Ticks in simulated time -> views, core (``exchange``, may be None) and channels; ``on_change`` is called
-    whenever the core's state changed (the server schedules a save)."""
+    once per tick that changed the core's state, after every instrument had it (the server journals the change:
+    a record then always holds every instrument's market at the same tick, which is what ``prime`` relies on)."""
 
     _next_ts: int  # the first tick time ``run`` emits (set by ``prime``)
 
@@ -53,15 +54,21 @@ class MarketFeed:
         """Replay the last minutes before the clock without publishing, so tickers, trades and the forming bar
         exist from the first request (and the core has a price for market orders).
 
-        Ticks the core has already seen (its markets' ``ts_ms``, restored from the state) only rebuild the server's
-        view: restored orders must not fire again at old prices. Ticks after that but not after the restored clock
-        are ones the core never saw (the feed was behind the clock at the save, or a SIGKILL lost what came after
-        the last save): they go to the core in order, so an order the market reached in that gap still fills.
+        Ticks the core has already seen (its markets' ``ts_ms``, restored from the snapshot and journal) only
+        rebuild the server's view: restored orders must not fire again at old prices. Ticks after that but not after
+        the restored clock are ones the core never saw (the feed was behind the clock), or saw without any effect
+        worth a journal record (a tick that changed orders or balances is journaled with the markets it left, so it
+        is never given twice; one that changed nothing but prices gives the same nothing again): they go to the
+        core in order, so an order the market reached in that gap still fills.
         """
         now = self.clock.now_ms()
         seen = self._core_seen_ms()
         expected: int | None = None  # the tick that follows the core's last one
-        if seen is not None:
+        if seen is not None and seen > now:
+            # The clock went back past the core's last tick (``--start`` earlier, or a state of ``--clock
+            # present`` replayed with its own timestamps): the core follows the new clock, from a jump.
+            seen = now - 10 * 60_000 - 1
+        elif seen is not None:
             nxt = next(iter(self.data.ticks_from(seen + 1)), None)
             expected = nxt.ts_ms if nxt is not None else None
         first = True
@@ -117,6 +124,7 @@ class MarketFeed:
         ts = tick.ts_ms
         send = publish and not self.faults.stalled(time.monotonic())
         channels = self.channels
+        changed = False
         for name, m in self.views.markets.items():
             q = quote_for(tick, m.inst)
             trade, changes = self.views.instrument_tick(m, tick, q, send and channels.has_prefix(f"book.{name}."))
@@ -125,8 +133,7 @@ class MarketFeed:
                 mt = MarketTick(name, ts, q.last_price, q.mark_price, q.index_price, q.best_bid, q.best_ask,
                                 trade["amount"] if trade else 0.0, tick.continuous)
                 events = self.exchange.on_market(mt, ts)
-                if events:
-                    self.on_change()
+                changed = changed or bool(events)
             if not send:
                 if events:
                     channels.route_events(events)
@@ -150,6 +157,8 @@ class MarketFeed:
                     channels.publish(ch, bar.to_deribit())
             if events:  # what the tick caused (fills, triggered orders) after the tick itself, as on an exchange
                 channels.route_events(events)
+        if changed:  # before the loop writes anything queued above to a socket (``Conn.flush`` commits too)
+            self.on_change()
         if send and self.exchange is not None and ts - self._portfolio_ms >= PORTFOLIO_INTERVAL_MS:
             self._push_portfolios(ts)
 
@@ -170,6 +179,7 @@ class MarketFeed:
         """Give one tick to the matching core only (no public trade, chart or publication)."""
         if self.exchange is None:
             return
+        changed = False
         for name, m in self.views.markets.items():
             q = quote_for(tick, m.inst)
             amount = public_amount(m.inst, tick.amount_btc, q.last_price) if tick.amount_btc > 0 else 0.0
@@ -178,4 +188,6 @@ class MarketFeed:
             events = self.exchange.on_market(mt, tick.ts_ms)
             if events:
                 self.channels.route_events(events)
-                self.on_change()
+                changed = True
+        if changed:
+            self.on_change()

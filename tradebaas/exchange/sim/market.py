@@ -75,7 +75,11 @@ class MarketState:
         return bool(quote) and limit_crosses(Side(direction), price, quote or 0.0)
 
     def to_state(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        """Every field (spelled out: every journal record carries the markets, so this is on the order path)."""
+        return {"last_price": self.last_price, "mark_price": self.mark_price, "index_price": self.index_price,
+                "best_bid": self.best_bid, "best_ask": self.best_ask, "ts_ms": self.ts_ms,
+                "last_trade_price": self.last_trade_price, "tick_direction": self.tick_direction,
+                "continuous": self.continuous}
 
 
 def fires(order_type: str, direction: str, trigger_price: float, price: float) -> bool:

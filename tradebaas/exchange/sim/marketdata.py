@@ -160,6 +160,19 @@ class MarketData:
             return self._ticks[-1].ts_ms
         return int(self.candles.ts_ms[-1]) + _WAYPOINTS_MS[-1]
 
+    def shifted(self, offset_ms: int) -> MarketData:
+        """The same market with every timestamp moved by ``offset_ms`` (``--clock present``); prices, volumes and
+        sequence numbers unchanged. ``offset_ms`` must be a whole number of minutes, so bars stay on their minute
+        boundaries and the ticks inside them where they were."""
+        if offset_ms % MINUTE_MS:
+            raise ValueError("a clock offset must be a whole number of minutes")
+        c = self.candles
+        candles = Candles(c.ts_ms + offset_ms, c.open, c.high, c.low, c.close, c.volume)
+        ticks = None if self._ticks is None else [
+            PriceTick(t.ts_ms + offset_ms, t.price, t.amount_btc, t.side, t.seq, t.bid, t.ask, t.continuous)
+            for t in self._ticks]
+        return MarketData(candles, ticks, self.name)
+
     def default_start_ms(self) -> int:
         """Data start plus ``WARMUP_MINUTES`` of history (less for short data), on a minute boundary."""
         span = self.end_ms - self.start_ms
@@ -200,14 +213,15 @@ def quote_for(tick: PriceTick, inst: Instrument) -> Quote:
     """The instrument's quote for a tick: last on the tick grid, a one-tick spread, mark = index = the price.
 
     The aggressor side decides which side of the spread the trade printed on (a buy prints at the ask).
-    Recorded quotes are widened outwards to the instrument's tick grid.
+    Recorded quotes are widened outwards to the instrument's tick grid; a recorded empty side stays 0 (no price).
     """
     step = inst.tick_size
     last = round_to_tick(tick.price, step)
     if tick.bid is not None and tick.ask is not None:
-        bid = _clean(math.floor(tick.bid / step + 1e-9) * step)
-        ask = _clean(math.ceil(tick.ask / step - 1e-9) * step)
-        if ask <= bid:
+        # A recorded empty side (0 or less) stays empty: 0 is "no price" (Deribit's own convention).
+        bid = _clean(math.floor(tick.bid / step + 1e-9) * step) if tick.bid > 0 else 0.0
+        ask = _clean(math.ceil(tick.ask / step - 1e-9) * step) if tick.ask > 0 else 0.0
+        if bid and ask and ask <= bid:
             ask = _clean(bid + step)
     elif tick.side == "buy":
         ask, bid = last, _clean(last - step)
@@ -253,7 +267,8 @@ def synthetic(seed: int, minutes: int = 30 * 1440, start_ms: int = 1_735_689_600
     p = price0
     sub = sigma_per_minute / math.sqrt(TICKS_PER_MINUTE)
     for i in range(minutes):
-        o[i] = hi = low = round(p)
+        o[i] = round(p)
+        hi = low = float(o[i])
         for _ in range(TICKS_PER_MINUTE):
             p *= math.exp(rng.gauss(0.0, sub))
             hi, low = max(hi, p), min(low, p)
@@ -291,7 +306,7 @@ def load_tick_sample(path: Path) -> MarketData:
     bid = ask = None
     last: float | None = None
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as fh:  # type: ignore[operator]
+    with opener(path, "rt") as fh:
         for line in fh:
             _, _, text = line.partition(" ")
             msg = json.loads(text)
@@ -348,7 +363,7 @@ def _looks_like_tick_sample(p: Path) -> bool:
         return False
     opener = gzip.open if p.suffix == ".gz" else open
     try:
-        with opener(p, "rb") as fh:  # type: ignore[operator]
+        with opener(p, "rb") as fh:
             head = io.BytesIO(fh.read(256)).getvalue()
     except OSError:
         return False

@@ -11,7 +11,8 @@ How the parts fit (each module states its own contract):
 - ``core`` (``MatchingCore``): what happens to accepted orders: resting, triggers, fills, linked orders,
   reduce-only, expiry, bounded history; it never refuses;
 - ``queries``: the read methods and the account math (summaries, positions, margins);
-- ``persistence``: the state as JSON and back (``to_state``/``from_state``).
+- ``persistence``: the state as JSON and back (``to_state``/``from_state``);
+- ``changes``: what each call changed, as a journal record (``track_changes``; ``durable`` writes the records).
 This module routes each method, validates before anything changes (a refused call changes nothing) and turns
 what a call changed into notifications. Cancelling an order that is no longer live -> 11044 not_open_order; an
 order of another account is not found (10004). ``user.portfolio`` is sent when an order or fill touches a
@@ -30,8 +31,8 @@ from . import persistence
 from . import validation as v
 from .accounts import SimAccount
 from .core import DEFAULT_HISTORY, MatchingCore
-from .errors import SimRefusal, coded, invalid_params
-from .events import EventBatch, SimEvent
+from .errors import coded, invalid_params, unsupported
+from .events import ChangeSet, EventBatch, SimEvent
 from .market import MarketState, MarketTick
 from .orders import EPS, FILL_CONDITIONS, LIMIT_LIKE_TYPES, LINKED_TYPES, SimOrder
 from .queries import Queries, in_currency, type_matches
@@ -95,6 +96,14 @@ class SimExchange:
             raise ValueError(f"account {account_id!r} exists")
         self.accounts[account_id] = SimAccount(account_id, {c.upper(): float(v) for c, v in balances.items()},
                                                created_ms=now_ms)
+        if self.core.changes is not None:
+            self.core.changes.accounts[account_id] = None
+
+    def track_changes(self) -> ChangeSet:
+        """Mark every state change from now on for a journal (``changes.drain`` reads and clears the marks)."""
+        if self.core.changes is None:
+            self.core.changes = ChangeSet()
+        return self.core.changes
 
     def handle(self, account_id: str, method: str, params: dict[str, Any] | None, now_ms: int) -> tuple[Any, list[SimEvent]]:
         """Answer one ``private/<method>`` call; raises ``SimRefusal`` with Deribit's code when refused.
@@ -105,7 +114,7 @@ class SimExchange:
         trade = self._trading.get(name)
         read = self.queries.methods.get(name) if trade is None else None
         if trade is None and read is None:
-            raise SimRefusal(codes.METHOD_NOT_FOUND)
+            raise unsupported(f"private/{name}")
         account = self.accounts.get(account_id)
         if account is None:
             raise coded(codes.UNAUTHORIZED, "unknown account")
@@ -118,7 +127,7 @@ class SimExchange:
             result = trade(account, params or {}, now_ms, batch)
         else:
             assert read is not None
-            result = read(account, params or {})
+            result = read(account, params or {}, now_ms)
         return result, self._take_pending() + self._events(batch)
 
     def on_market(self, tick: MarketTick, now_ms: int) -> list[SimEvent]:

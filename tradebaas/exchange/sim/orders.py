@@ -95,7 +95,7 @@ class SimOrder:
         return self.state == "untriggered" and not self.waiting_primary
 
     def to_state(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {name: getattr(self, name) for name in _STATE_FIELDS}
         out["trades"] = list(self.trades)
         if self.oto_order_ids is not None:
             out["oto_order_ids"] = list(self.oto_order_ids)
@@ -162,3 +162,7 @@ class SimOrder:
             obj["is_secondary_oto"] = True
             obj["primary_order_id"] = self.primary_order_id
         return obj
+
+
+#: the fields ``to_state`` writes (computed once: ``dataclasses.fields`` per call was half the journal's cost)
+_STATE_FIELDS = tuple(f.name for f in fields(SimOrder))

@@ -25,21 +25,38 @@ STATE_VERSION = 1
 
 def dump(core: MatchingCore) -> dict[str, Any]:
     """Everything that defines the exchange, JSON-serialisable; ``load`` restores it exactly."""
-    ids = core.ids
     return {
-        "version": STATE_VERSION,
-        "next_order": ids.next_order, "next_trade": ids.next_trade, "next_seq": ids.next_seq,
-        "next_oco": ids.next_oco, "trade_seq": dict(ids.trade_seq),
-        "markets": {name: m.to_state() for name, m in core.markets.items()},
-        "order_margin": [[a, c, v] for (a, c), v in core.order_margin.items()],
+        "version": STATE_VERSION, **ids_state(core),
+        "markets": markets_state(core),
+        "order_margin": order_margin_state(core),
         "accounts": {aid: {
-            "balances": dict(a.balances), "created_ms": a.created_ms, "realized": dict(a.realized),
-            "fees": dict(a.fees), "positions": {n: p.to_state() for n, p in a.positions.items()},
+            **account_head(a),
             "orders": [o.to_state() for o in a.orders.values()],
             "trades": {n: [dict(t) for t in ts] for n, ts in a.trades.items()},
             "closed": {inst: list(ids) for (acct, inst), ids in core.closed.items() if acct == aid},
         } for aid, a in core.accounts.items()},
     }
+
+
+def ids_state(core: MatchingCore) -> dict[str, Any]:
+    """The id counters (top-level keys of a state; also what every journal record carries)."""
+    ids = core.ids
+    return {"next_order": ids.next_order, "next_trade": ids.next_trade, "next_seq": ids.next_seq,
+            "next_oco": ids.next_oco, "trade_seq": dict(ids.trade_seq)}
+
+
+def markets_state(core: MatchingCore) -> dict[str, Any]:
+    return {name: m.to_state() for name, m in core.markets.items()}
+
+
+def order_margin_state(core: MatchingCore) -> list[list[Any]]:
+    return [[a, c, v] for (a, c), v in core.order_margin.items()]
+
+
+def account_head(account: SimAccount) -> dict[str, Any]:
+    """An account without its orders, trades and closed window: balances, totals and positions (all small)."""
+    return {"balances": dict(account.balances), "created_ms": account.created_ms, "realized": dict(account.realized),
+            "fees": dict(account.fees), "positions": {n: p.to_state() for n, p in account.positions.items()}}
 
 
 def check_version(state: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ Why apart from the transport: these are what a market-data client sees (``public
 
 The book is synthetic: ``BOOK_LEVELS`` levels per side on the tick grid from the best quotes out, each with a size
 that depends only on its price, so book changes are computed arithmetically from the old and new best quotes.
+An empty side (a quote of 0: recorded data can have one) is shown as Deribit shows it: ``best_bid_price: 0`` with
+``best_bid_amount: 0`` and no levels, meaning "no price", never a price of 0.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tradebaas.exchange.deribit import codes
 from tradebaas.instruments import Instrument
 
-from .errors import invalid_params
+from .errors import coded, invalid_params
 from .marketdata import ChartBook, MarketData, PriceTick, Quote, parse_resolution, round_to_tick
 
 BOOK_LEVELS = 20
@@ -56,6 +59,7 @@ class PublicViews:
         #: method name (without ``public/``) -> answer
         self.methods: dict[str, Answer] = {
             "get_instruments": lambda p, now: self._instruments(p),
+            "get_instrument": lambda p, now: self._instrument(p),
             "get_currencies": lambda p, now: _currencies(),
             "ticker": lambda p, now: dict(self.market(p).ticker),
             "get_order_book": lambda p, now: self._order_book(p),
@@ -80,7 +84,7 @@ class PublicViews:
             changes = self._update_book(m, q.best_bid, q.best_ask)
         else:
             changes = None
-            m.ib, m.ia = round(q.best_bid / inst.tick_size), round(q.best_ask / inst.tick_size)
+            m.ib, m.ia = _level_index(q.best_bid, inst.tick_size), _level_index(q.best_ask, inst.tick_size)
             m.change_id += 1
         m.ticker = self._ticker(m, tick.ts_ms, q)
         return trade, changes
@@ -100,7 +104,7 @@ class PublicViews:
         trade = {"trade_seq": seq, "trade_id": (f"{inst.settlement_currency}-{seq}" if not inst.is_inverse else str(seq)),
                  "timestamp": tick.ts_ms, "tick_direction": tick_dir, "price": price,
                  "mark_price": round(tick.price, 2), "index_price": round(tick.price, 2), "instrument_name": inst.name,
-                 "direction": tick.side, "amount": amount}
+                 "direction": tick.side, "amount": amount, "contracts": round(amount / inst.contract_size, 8)}
         m.trades.append(trade)
         return trade
 
@@ -127,29 +131,31 @@ class PublicViews:
         """Move the synthetic book (BOOK_LEVELS per side on the tick grid) to the new quote; return its changes
         (None when unchanged). Levels are tick indices, so the diff is arithmetic, not a dict comparison."""
         step = m.inst.tick_size
-        ib, ia = round(bid / step), round(ask / step)
+        ib, ia = _level_index(bid, step), _level_index(ask, step)
         if ib == m.ib and ia == m.ia:
             return None
         ob, oa = m.ib, m.ia
         m.ib, m.ia = ib, ia
         m.change_id += 1
+        return self._side_changes(m, ob, ib, -1), self._side_changes(m, oa, ia, 1)
+
+    def _side_changes(self, m: InstrumentMarket, old: int | None, new: int | None, away: int) -> list[list[Any]]:
+        """One side's changes from best level ``old`` to ``new`` (None: the side is empty); ``away`` is the
+        direction of worse prices (-1 for bids, +1 for asks)."""
         n = BOOK_LEVELS - 1
-        if ob is None or oa is None:
-            return ([self._level(m, i, "new") for i in range(ib, ib - n - 1, -1)],
-                    [self._level(m, i, "new") for i in range(ia, ia + n + 1)])
-        bids = ([self._level(m, i, "delete") for i in range(ob, ob - n - 1, -1) if not ib - n <= i <= ib]
-                + [self._level(m, i, "new") for i in range(ib, ib - n - 1, -1) if not ob - n <= i <= ob])
-        asks = ([self._level(m, i, "delete") for i in range(oa, oa + n + 1) if not ia <= i <= ia + n]
-                + [self._level(m, i, "new") for i in range(ia, ia + n + 1) if not oa <= i <= oa + n])
-        return bids, asks
+        before = set() if old is None else set(range(old, old + away * (n + 1), away))
+        after = set() if new is None else set(range(new, new + away * (n + 1), away))
+        order = sorted if away > 0 else (lambda xs: sorted(xs, reverse=True))
+        return ([self._level(m, i, "delete") for i in order(before - after)]
+                + [self._level(m, i, "new") for i in order(after - before)])
 
     def book_levels(self, m: InstrumentMarket) -> tuple[list[list[float]], list[list[float]]]:
-        """The whole synthetic book as ``[[price, amount]]`` (bids best first, asks best first)."""
+        """The whole synthetic book as ``[[price, amount]]`` (bids best first, asks best first; empty side: [])."""
         step, inst = m.inst.tick_size, m.inst
-        if m.ib is None or m.ia is None:
-            return [], []
-        bids = [[round(i * step, 8), self._level_amount(inst, i)] for i in range(m.ib, m.ib - BOOK_LEVELS, -1)]
-        asks = [[round(i * step, 8), self._level_amount(inst, i)] for i in range(m.ia, m.ia + BOOK_LEVELS)]
+        bids = [] if m.ib is None else [[round(i * step, 8), self._level_amount(inst, i)]
+                                         for i in range(m.ib, m.ib - BOOK_LEVELS, -1)]
+        asks = [] if m.ia is None else [[round(i * step, 8), self._level_amount(inst, i)]
+                                         for i in range(m.ia, m.ia + BOOK_LEVELS)]
         return bids, asks
 
     def book_snapshot(self, m: InstrumentMarket, now_ms: int) -> dict[str, Any]:
@@ -163,10 +169,10 @@ class PublicViews:
         stats = self._stats_cache(ts)
         return {
             "instrument_name": m.inst.name, "timestamp": ts, "state": "open", "stats": stats,
-            "open_interest": 0.0, "best_bid_price": q.best_bid,
-            "best_bid_amount": self._level_amount(m.inst, round(q.best_bid / m.inst.tick_size)),
-            "best_ask_price": q.best_ask,
-            "best_ask_amount": self._level_amount(m.inst, round(q.best_ask / m.inst.tick_size)),
+            "open_interest": 0.0, "best_bid_price": q.best_bid if m.ib is not None else 0.0,
+            "best_bid_amount": self._level_amount(m.inst, m.ib) if m.ib is not None else 0.0,
+            "best_ask_price": q.best_ask if m.ia is not None else 0.0,
+            "best_ask_amount": self._level_amount(m.inst, m.ia) if m.ia is not None else 0.0,
             "index_price": q.index_price, "mark_price": q.mark_price, "last_price": q.last_price,
             "min_price": round_to_tick(q.mark_price * 0.975, m.inst.tick_size),
             "max_price": round_to_tick(q.mark_price * 1.025, m.inst.tick_size),
@@ -206,6 +212,16 @@ class PublicViews:
                 continue
             out.append(inst.to_deribit())
         return out
+
+    def _instrument(self, p: dict[str, Any]) -> dict[str, Any]:
+        """``public/get_instrument``: the same object as in ``get_instruments`` (unknown name: 10020, as Deribit)."""
+        name = p.get("instrument_name")
+        if not isinstance(name, str) or not name:
+            raise invalid_params("instrument_name", "instrument_name required")
+        inst = self.instruments.get(name)
+        if inst is None:
+            raise coded(codes.INVALID_OR_UNSUPPORTED_INSTRUMENT, f"unknown instrument {name}", "instrument_name")
+        return inst.to_deribit()
 
     def _order_book(self, p: dict[str, Any]) -> dict[str, Any]:
         m = self.market(p)
@@ -272,6 +288,11 @@ class PublicViews:
                 "volume_usd": st.get("volume_usd"), "price_change": st.get("price_change"),
                 "open_interest": 0.0, "creation_timestamp": t.get("timestamp"), "estimated_delivery_price": t.get("index_price"),
                 "funding_8h": 0.0, "current_funding": 0.0, "interest_rate": 0.0, "mid_price": None}
+
+
+def _level_index(price: float, step: float) -> int | None:
+    """A best quote as a tick index; None for an empty side (Deribit's 0)."""
+    return round(price / step) if price > 0 else None
 
 
 def public_amount(inst: Instrument, amount_btc: float, price: float) -> float:

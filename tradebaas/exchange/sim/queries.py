@@ -9,6 +9,12 @@ Choices (a simple margin model, documented rather than guessed): initial margin 
 maintenance margin is half of it, nothing is ever liquidated. Session PnL never resets (no daily settlement, no
 funding): session_rpl/upl are totals since the account opened. History answers come from the kept window (see
 ``book``): a pruned order answers 10004 order_not_found, a pruned trade is simply absent.
+
+Deribit's history windows (``deribit/history.py``), on the *simulated* clock: the user-trade methods serve trades
+of the last 24 h, and the order-history methods orders closed in the last 30 min, unless ``historical: true``,
+which serves only the older ones. So a client that forgets the historical window misses here what it would miss
+on Deribit. ``get_order_state`` is not windowed (it has no ``historical`` parameter). Order history leaves out
+closed orders that never filled unless ``include_unfilled: true``, as Deribit's does.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from tradebaas.exchange.deribit import history
 from tradebaas.instruments import Instrument
 
 from . import validation as v
@@ -31,8 +38,8 @@ from .errors import invalid_params
 from .market import MarketState
 from .orders import SimOrder
 
-#: A read method: (account, params) -> Deribit's result.
-Reader = Callable[[SimAccount, dict[str, Any]], Any]
+#: A read method: (account, params, simulated now in ms) -> Deribit's result.
+Reader = Callable[[SimAccount, dict[str, Any], int], Any]
 
 
 class BookView(Protocol):
@@ -79,19 +86,22 @@ class Queries:
         self.book = book
         #: method name (without ``private/``) -> reader
         self.methods: dict[str, Reader] = {
-            "get_open_orders": self.get_open_orders,
-            "get_open_orders_by_instrument": self.get_open_orders_by_instrument,
-            "get_open_orders_by_currency": self.get_open_orders_by_currency,
-            "get_order_state": self.get_order_state,
-            "get_order_state_by_label": self.get_order_state_by_label,
+            "get_open_orders": lambda a, p, now: self.get_open_orders(a, p),
+            "get_open_orders_by_instrument": lambda a, p, now: self.get_open_orders_by_instrument(a, p),
+            "get_open_orders_by_currency": lambda a, p, now: self.get_open_orders_by_currency(a, p),
+            "get_order_state": lambda a, p, now: self.get_order_state(a, p),
+            "get_order_state_by_label": lambda a, p, now: self.get_order_state_by_label(a, p),
             "get_order_history_by_instrument": self.get_order_history_by_instrument,
-            "get_position": self.get_position,
-            "get_positions": self.get_positions,
+            "get_order_history_by_currency": self.get_order_history_by_currency,
+            "get_position": lambda a, p, now: self.get_position(a, p),
+            "get_positions": lambda a, p, now: self.get_positions(a, p),
             "get_user_trades_by_instrument": self.get_user_trades_by_instrument,
+            "get_user_trades_by_instrument_and_time": self.get_user_trades_by_instrument_and_time,
             "get_user_trades_by_currency": self.get_user_trades_by_currency,
+            "get_user_trades_by_currency_and_time": self.get_user_trades_by_currency_and_time,
             "get_user_trades_by_order": self.get_user_trades_by_order,
-            "get_account_summary": self.get_account_summary,
-            "get_account_summaries": self.get_account_summaries,
+            "get_account_summary": lambda a, p, now: self.get_account_summary(a, p),
+            "get_account_summaries": lambda a, p, now: self.get_account_summaries(a, p),
         }
 
     # ------------------------------------------------------------------------------------------- orders
@@ -134,12 +144,32 @@ class Queries:
         return [self._obj(o) for o in account.orders.values()
                 if o.label == label and self._in_currency(o.instrument, currency)]
 
-    def get_order_history_by_instrument(self, account: SimAccount, params: dict[str, Any]) -> list[dict[str, Any]]:
-        inst = v.instrument(params, self.book.instruments)
+    def _order_history(self, account: SimAccount, params: dict[str, Any], now_ms: int,
+                       keep: Callable[[SimOrder], bool]) -> list[dict[str, Any]]:
+        """Closed orders, newest first, in the window ``historical`` names (30 min of recent ones), filled ones only
+        unless ``include_unfilled``; ``offset``/``count`` pages (count 1..1000, default 20)."""
         count = v.integer(params, "count", 20) or 20
+        if not 1 <= count <= 1000:
+            raise invalid_params("count", "must be between 1 and 1000")
         offset = v.integer(params, "offset", 0) or 0
-        done = [o for o in reversed(account.orders.values()) if o.instrument == inst.name and not o.is_live]
+        historical = v.boolean(params, "historical")
+        unfilled = v.boolean(params, "include_unfilled")
+        done = [o for o in reversed(account.orders.values()) if not o.is_live and keep(o)
+                and (unfilled or o.filled_amount > 0)
+                and history.served(o.update_ms, now_ms, history.RECENT_ORDERS_MS, historical)]
         return [self._obj(o) for o in done[offset:offset + count]]
+
+    def get_order_history_by_instrument(self, account: SimAccount, params: dict[str, Any],
+                                        now_ms: int) -> list[dict[str, Any]]:
+        inst = v.instrument(params, self.book.instruments)
+        return self._order_history(account, params, now_ms, lambda o: o.instrument == inst.name)
+
+    def get_order_history_by_currency(self, account: SimAccount, params: dict[str, Any],
+                                      now_ms: int) -> list[dict[str, Any]]:
+        currency = (v.string(params, "currency", required=True) or "").upper()
+        kind = v.string(params, "kind", default="any")
+        return self._order_history(account, params, now_ms, lambda o: self._in_currency(o.instrument, currency)
+                                   and kind in ("any", self.book.instruments[o.instrument].kind))
 
     # ------------------------------------------------------------------------------------------- positions
 
@@ -172,20 +202,36 @@ class Queries:
 
     # ------------------------------------------------------------------------------------------- user trades
 
-    def get_user_trades_by_instrument(self, account: SimAccount, params: dict[str, Any]) -> dict[str, Any]:
+    def get_user_trades_by_instrument(self, account: SimAccount, params: dict[str, Any], now_ms: int) -> dict[str, Any]:
         inst = v.instrument(params, self.book.instruments)
-        return _trades_page(account.trades.get(inst.name, ()), params)
+        return _trades_page(_in_window(account.trades.get(inst.name, ()), params, now_ms), params)
 
-    def get_user_trades_by_currency(self, account: SimAccount, params: dict[str, Any]) -> dict[str, Any]:
+    def get_user_trades_by_instrument_and_time(self, account: SimAccount, params: dict[str, Any],
+                                               now_ms: int) -> dict[str, Any]:
+        _time_range(params)
+        return self.get_user_trades_by_instrument(account, params, now_ms)
+
+    def get_user_trades_by_currency(self, account: SimAccount, params: dict[str, Any], now_ms: int) -> dict[str, Any]:
         currency = (v.string(params, "currency", required=True) or "").upper()
-        trades = [t for name, ts in account.trades.items() if self._in_currency(name, currency) for t in ts]
+        kind = v.string(params, "kind", default="any")
+        trades = [t for name, ts in account.trades.items() if self._in_currency(name, currency)
+                  and kind in ("any", self.book.instruments[name].kind) for t in ts]
         trades.sort(key=lambda t: (t["timestamp"], t["trade_seq"], t["instrument_name"]))
-        return _trades_page(trades, params)
+        return _trades_page(_in_window(trades, params, now_ms), params)
 
-    def get_user_trades_by_order(self, account: SimAccount, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def get_user_trades_by_currency_and_time(self, account: SimAccount, params: dict[str, Any],
+                                             now_ms: int) -> dict[str, Any]:
+        _time_range(params)
+        return self.get_user_trades_by_currency(account, params, now_ms)
+
+    def get_user_trades_by_order(self, account: SimAccount, params: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
         order = v.find_order(account, params)
         ids = set(order.trades)
-        return [dict(t) for t in account.trades.get(order.instrument, []) if t["trade_id"] in ids]
+        mine = [t for t in account.trades.get(order.instrument, []) if t["trade_id"] in ids]
+        picked = [dict(t) for t in _in_window(mine, params, now_ms)]
+        if v.string(params, "sorting", choices=("asc", "desc", "default"), default="default") == "desc":
+            picked.reverse()
+        return picked
 
     # ------------------------------------------------------------------------------------------- account math
 
@@ -281,8 +327,25 @@ class Queries:
         return out
 
 
+def _in_window(trades: Iterable[dict[str, Any]], params: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
+    """The trades the ``historical`` flag serves at ``now_ms``: the last 24 h, or (``historical: true``) the rest."""
+    historical = v.boolean(params, "historical")
+    return [t for t in trades if history.served(t["timestamp"], now_ms, history.RECENT_TRADES_MS, historical)]
+
+
+def _time_range(params: dict[str, Any]) -> None:
+    """The ``..._and_time`` methods need a time range; Deribit: "only one of start_timestamp, end_timestamp is
+    truly required" (ccxt's "my trades since" sends only the start)."""
+    if params.get("start_timestamp") is None and params.get("end_timestamp") is None:
+        raise invalid_params("start_timestamp", "start_timestamp or end_timestamp is required")
+
+
 def _trades_page(trades: Iterable[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
-    """Filter by timestamp/seq, sort (``asc`` or ``desc``; ``default`` is newest first), cut to ``count``."""
+    """Filter by timestamp/seq and cut to ``count`` (1..1000, default 10).
+
+    Which ``count`` trades: "when start_timestamp is provided trades are returned from the earliest" (Deribit's
+    parameter description; likewise ``start_seq``), otherwise the newest. Order: ``asc`` or ``desc`` as asked;
+    ``default`` is oldest first when counting from a start, newest first otherwise."""
     start = v.integer(params, "start_timestamp")
     end = v.integer(params, "end_timestamp")
     start_seq = v.integer(params, "start_seq")
@@ -292,9 +355,11 @@ def _trades_page(trades: Iterable[dict[str, Any]], params: dict[str, Any]) -> di
     picked = [t for t in trades
               if (start is None or t["timestamp"] >= start) and (end is None or t["timestamp"] <= end)
               and (start_seq is None or t["trade_seq"] >= start_seq) and (end_seq is None or t["trade_seq"] <= end_seq)]
-    if sorting != "asc":
-        picked.reverse()
-    return {"trades": [dict(t) for t in picked[:count]], "has_more": len(picked) > count}
+    from_start = start is not None or start_seq is not None
+    page = picked[:count] if from_start else picked[-count:]
+    if sorting == "desc" or (sorting == "default" and not from_start):
+        page.reverse()
+    return {"trades": [dict(t) for t in page], "has_more": len(picked) > count}
 
 
 def _account_number(account_id: str) -> int:

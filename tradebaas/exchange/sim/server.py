@@ -3,8 +3,11 @@
 Why this shape: the matching core (``matching.SimExchange``), the public market views (``public``), the channel
 registry (``channels``) and the market feed (``feed``) each own one job; this module decodes requests,
 authenticates (``auth``), rate-limits, injects faults, dispatches each method to its owner with the simulated time,
-keeps the WebSocket sessions (subscriptions, heartbeats, cancel-on-disconnect) and schedules the persistence of
-the core's state. ``SimServer`` wires them together and is the simulator's network entry point.
+keeps the WebSocket sessions (subscriptions, heartbeats, cancel-on-disconnect) and commits the core's changes to
+the journal (``durable.SimStore``) after every call into the core, writing them out before any bytes leave for a
+client (``barrier``: in ``Conn.flush`` and before every HTTP answer), so nothing reports a change that could be
+lost with the process. ``SimServer`` wires them together and is the
+simulator's network entry point.
 """
 
 from __future__ import annotations
@@ -14,19 +17,19 @@ import contextlib
 import logging
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from tradebaas.exchange.deribit import codes
-from tradebaas.exchange.sim import state as state_mod
 from tradebaas.exchange.sim.auth import AuthStore
 from tradebaas.exchange.sim.channels import ChannelRegistry, Subscriber, notification
 from tradebaas.exchange.sim.clock import SimClock
 from tradebaas.exchange.sim.codec import dumpb, dumps, loads
-from tradebaas.exchange.sim.errors import SimRefusal, invalid_params
+from tradebaas.exchange.sim.durable import SimStore
+from tradebaas.exchange.sim.errors import SimRefusal, invalid_params, unsupported
 from tradebaas.exchange.sim.faults import Faults
 from tradebaas.exchange.sim.feed import MarketFeed
 from tradebaas.exchange.sim.marketdata import MarketData
@@ -38,7 +41,6 @@ log = logging.getLogger("tradebaas.sim")
 
 API_VERSION = "1.2.26"
 MAX_WRITE_BUFFER = 32 << 20
-SAVE_DEBOUNCE_S = 0.1
 #: Refusals an HTTP client gets with status 401 (the rest are 400).
 AUTH_ERRORS = frozenset({codes.AUTHORIZATION_REQUIRED, codes.INVALID_CREDENTIALS, codes.UNAUTHORIZED, codes.FORBIDDEN,
                          codes.RAW_SUBSCRIPTIONS_NOT_AVAILABLE_FOR_UNAUTHORIZED})
@@ -86,11 +88,12 @@ class Conn:
 
     _ids = 0
 
-    def __init__(self, ws: web.WebSocketResponse, transport: Any) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: Any, before_write: Callable[[], Any] | None = None) -> None:
         Conn._ids += 1
         self.id = Conn._ids
         self.ws = ws
         self.transport = transport
+        self.before_write = before_write  # the journal's commit: nothing leaves before the change it reports is durable
         self.account_id: str | None = None
         self.scope: str | None = None  # the scope ``public/auth`` granted this connection
         self.channels: set[str] = set()
@@ -139,6 +142,8 @@ class Conn:
         if t is None or t.is_closing():
             self.closed = True
             return
+        if self.before_write is not None:
+            self.before_write()
         try:
             t.write(b"".join(out))
         except Exception:  # noqa: BLE001 - a broken peer must not break the broadcast
@@ -148,7 +153,6 @@ class Conn:
 @dataclass(slots=True)
 class ServerConfig:
     min_heartbeat_s: float = 10.0
-    state_path: Path | None = None
     testnet: bool = True
     #: the simulator's wall clock runs this far ahead of the host's (``--clock-offset``): envelopes' usIn/usOut
     clock_offset_s: float = 0.0
@@ -159,7 +163,7 @@ class SimServer:
 
     def __init__(self, exchange: Any, data: MarketData, clock: SimClock, auth: AuthStore, limiter: RateLimiter,
                  faults: Faults, instruments: dict[str, Instrument], config: ServerConfig,
-                 extra_state: dict[str, Any] | None = None) -> None:
+                 store: SimStore | None = None) -> None:
         self.exchange = exchange
         self.data = data
         self.clock = clock
@@ -171,20 +175,17 @@ class SimServer:
         self.views = PublicViews(instruments, data)
         self.markets = self.views.markets  # instrument -> its public market (ticker, trades, book)
         self.channels = ChannelRegistry(instruments)
-        self.feed = MarketFeed(exchange, data, clock, faults, self.views, self.channels, self.mark_dirty)
+        self.store = store  # None: nothing is kept (--no-persist)
+        self.feed = MarketFeed(exchange, data, clock, faults, self.views, self.channels, self.commit)
         self.conns: set[Conn] = set()
-        self.extra_state = extra_state or {}
-        self._dirty = False
-        self._save_handle: asyncio.TimerHandle | None = None
-        self._last_save_s = 0.0
         self._feed_task: asyncio.Task[None] | None = None
-        self.saves = 0  # state files written (admin/get_status: a test can wait for a save before a SIGKILL)
         self.app = web.Application(client_max_size=1 << 20)
         self.app.router.add_get("/ws/api/v2", self.ws_handler)
         self.app.router.add_get("/ws/api/v2/", self.ws_handler)
         self.app.router.add_route("*", "/api/v2/{scope}/{method}", self.http_handler)
         self.app.on_startup.append(self._on_startup)
         self.app.on_shutdown.append(self._on_shutdown)
+        self.app.on_cleanup.append(self._on_cleanup)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -192,14 +193,13 @@ class SimServer:
         """Replay the minutes before the clock into the views (and what the core missed into the core): see
         ``MarketFeed.prime``."""
         self.feed.prime()
+        self.commit()
 
     @property
     def ticks_emitted(self) -> int:
         return self.feed.ticks_emitted
 
     async def _on_startup(self, app: web.Application) -> None:
-        if self._dirty:
-            self.mark_dirty()
         self._feed_task = asyncio.create_task(self.feed.run())
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -209,34 +209,24 @@ class SimServer:
             c.closed = True
             with contextlib.suppress(Exception):
                 await c.ws.close()
-        self.flush()
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        """After the last handler ended (a cancel-on-disconnect included): the final snapshot, files closed."""
+        if self.store is not None:
+            self.store.close()
 
     # ---- persistence ----------------------------------------------------------------------------------------
 
-    def mark_dirty(self) -> None:
-        """Schedule a save (flush() on shutdown writes anything pending).
+    def commit(self) -> None:
+        """Journal what the core changed (``durable.SimStore.commit``: buffered); after every call into the core."""
+        if self.store is not None:
+            self.store.commit()
 
-        The delay is SAVE_DEBOUNCE_S, or ten times the last save's duration when the state has grown large, so
-        persistence never takes more than about a tenth of the server's time.
-        """
-        self._dirty = True
-        if self._save_handle is None and self.config.state_path is not None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # before the server runs (prime): _on_startup schedules the save
-                return
-            self._save_handle = loop.call_later(max(SAVE_DEBOUNCE_S, 10 * self._last_save_s), self.flush)
-
-    def flush(self) -> None:
-        self._save_handle = None
-        if self.config.state_path is None or self.exchange is None:
-            return
-        t0 = time.perf_counter()
-        self._dirty = False
-        st = state_mod.SavedState(self.clock.now_ms(), self.data.name, self.exchange.to_state(), self.extra_state)
-        state_mod.save(self.config.state_path, st)
-        self.saves += 1
-        self._last_save_s = min(2.0, time.perf_counter() - t0)
+    def barrier(self) -> None:
+        """Everything journaled is written out: called before any bytes leave for a client (``Conn.flush``, HTTP
+        answers), so an answer or notification never reports a change that could be lost with the process."""
+        if self.store is not None:
+            self.store.barrier()
 
     # ---- request dispatch ----------------------------------------------------------------------------------------
 
@@ -301,7 +291,7 @@ class SimServer:
         answer = self.views.methods.get(name)
         if answer is not None:
             return answer(p, now)
-        raise SimRefusal(codes.METHOD_NOT_FOUND)
+        raise unsupported(f"public/{name}")
 
     def _private(self, name: str, p: dict[str, Any], conn: Conn | None, account_id: str) -> Any:
         if name in SERVER_PRIVATE:
@@ -323,13 +313,14 @@ class SimServer:
             return {"scope": "connection", "enabled": bool(conn and conn.cancel_on_disconnect)}
         if self.exchange is None:
             raise SimRefusal(codes.NOT_IMPLEMENTED)
-        result, events = self.exchange.handle(account_id, name, p, self.clock.now_ms())
+        try:
+            result, events = self.exchange.handle(account_id, name, p, self.clock.now_ms())
+        finally:
+            self.commit()  # a refused call may still have expired orders first
         if name == "get_account_summary" and p.get("extended") is True and self.limiter.config.enabled:
             result["limits"] = self.limiter.config.deribit_limits()  # as Deribit's extended summary has them
         if events:
             self.channels.route_events(events)
-        if events or not name.startswith(READ_ONLY_PREFIXES):
-            self.mark_dirty()
         return result
 
     async def _admin(self, name: str, p: dict[str, Any]) -> Any:
@@ -345,13 +336,17 @@ class SimServer:
                 asyncio.get_running_loop().call_soon(self.drop_all)
             return self.faults.describe(now_s)
         if name == "save_state":
-            self.flush()
+            if self.store is not None:
+                self.store.snapshot()
             return "ok"
         if name == "get_status":
+            store = self.store
+            journal = store.status() if store is not None else None
             return {"clock_ms": self.clock.now_ms(), "speed": self.clock.speed, "data": self.data.name,
                     "data_start_ms": self.data.start_ms, "data_end_ms": self.data.end_ms,
                     "finished": self.clock.finished, "connections": len(self.conns), "ticks": self.feed.ticks_emitted,
-                    "saves": self.saves, "unsaved": self._dirty}
+                    "saves": journal["records"] + journal["snapshots"] if journal else 0,
+                    "unsaved": store is not None and store.pending, "journal": journal}
         raise SimRefusal(codes.METHOD_NOT_FOUND)
 
     def drop_all(self) -> None:
@@ -367,7 +362,7 @@ class SimServer:
     def _subscription(self, name: str, p: dict[str, Any], conn: Conn | None, private: bool,
                       account_id: str | None = None) -> Any:
         if conn is None:
-            raise SimRefusal(codes.METHOD_NOT_FOUND, data={"reason": "subscriptions need a WebSocket"})
+            raise SimRefusal(codes.METHOD_NOT_FOUND, reason="subscriptions need a WebSocket")
         if name == "unsubscribe_all":
             self.channels.unsubscribe_all(conn)
             return "ok"
@@ -403,7 +398,7 @@ class SimServer:
         if interval < self.config.min_heartbeat_s:
             raise invalid_params("interval", f"interval must be >= {self.config.min_heartbeat_s:g}")
         if conn is None:
-            raise SimRefusal(codes.METHOD_NOT_FOUND, data={"reason": "heartbeats need a WebSocket"})
+            raise SimRefusal(codes.METHOD_NOT_FOUND, reason="heartbeats need a WebSocket")
         if conn.hb_task is not None:
             conn.hb_task.cancel()
         conn.hb_answered = True
@@ -441,7 +436,7 @@ class SimServer:
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=1 << 20, autoping=True, compress=False)
         await ws.prepare(request)
-        conn = Conn(ws, request.transport)
+        conn = Conn(ws, request.transport, self.barrier)
         self.conns.add(conn)
         try:
             async for msg in ws:
@@ -501,8 +496,8 @@ class SimServer:
         if conn.cancel_on_disconnect and conn.account_id and self.exchange is not None:
             with contextlib.suppress(SimRefusal):
                 _, events = self.exchange.handle(conn.account_id, "cancel_all", {}, self.clock.now_ms())
+                self.commit()
                 self.channels.route_events(events)
-                self.mark_dirty()
 
     async def http_handler(self, request: web.Request) -> web.StreamResponse:
         us_in = self.wall_us()
@@ -554,6 +549,7 @@ class SimServer:
         except Exception as exc:  # noqa: BLE001
             log.exception("request %s failed", method)
             status, text = 500, self._envelope(rid, us_in, error=SimRefusal(codes.INTERNAL_SERVER_ERROR, data=str(exc)))
+        self.barrier()
         if self.faults.delay_ms and scope != "admin":
             await asyncio.sleep(self.faults.delay_ms / 1000)
         return web.Response(status=status, text=text, content_type="application/json")

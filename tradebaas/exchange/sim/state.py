@@ -1,10 +1,12 @@
-"""Persistence of the simulator under TRADEBAAS_HOME/sim: what the exchange holds survives a restart.
+"""The simulator's snapshot file under TRADEBAAS_HOME/sim (``state.json``): what the exchange holds survives a restart.
 
 Why: a real exchange does not forget orders, positions or balances when a client's connection (or the
 simulator process) goes away, and the live loop's reconciliation is tested against exactly that. The state file
-holds ``SimExchange.to_state()``, the simulated clock and the data source it belongs to; tokens are not kept
-(clients log in again, as after any reconnect). Writes are atomic (temp file + fsync + ``os.replace``), so a
-crash leaves either the old or the new state, never a torn one.
+holds ``SimExchange.to_state()``, the simulated clock, the data source it belongs to, the last journal record it
+includes (``journal_seq``) and the id reservation (``reserved``: see ``durable``); the journal holds every change
+after it. Tokens are not kept (clients log in again, as after any reconnect). Writes are atomic (temp file +
+fsync + ``os.replace`` + fsync of the directory), so a crash leaves either the old or the new state, never a torn
+one. Files without ``journal_seq``/``reserved`` (older simulators) load with 0/None.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .codec import loads
+
 STATE_VERSION = 1
 
 
@@ -24,13 +28,18 @@ class SavedState:
     data_name: str
     exchange: dict[str, Any]
     extra: dict[str, Any]
+    journal_seq: int = 0
+    reserved: dict[str, Any] | None = None
 
 
-def save(path: Path, state: SavedState) -> None:
-    """Write ``state`` atomically (0600: the file names accounts)."""
+def save(path: Path, state: SavedState) -> int:
+    """Write ``state`` atomically and durably (0600: the file names accounts); returns its size in bytes."""
     payload = {"version": STATE_VERSION, "clock_ms": state.clock_ms, "data": state.data_name,
-               "exchange": state.exchange, "extra": state.extra}
-    write_atomic(path, _dumps(payload))
+               "exchange": state.exchange, "extra": state.extra, "journal_seq": state.journal_seq,
+               "reserved": state.reserved}
+    data = _dumps(payload)
+    write_atomic(path, data)
+    return len(data)
 
 
 def _dumps(obj: object) -> bytes:
@@ -52,6 +61,16 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a power cut could otherwise bring back the old name)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load(path: Path) -> SavedState | None:
@@ -59,10 +78,12 @@ def load(path: Path) -> SavedState | None:
     if not path.exists():
         return None
     try:
-        raw = json.loads(path.read_text())
+        raw = loads(path.read_bytes())  # orjson when installed: a large state loads several times faster
     except json.JSONDecodeError as exc:
         raise ValueError(f"simulator state {path} is corrupt ({exc}); move it away to start fresh") from None
     if raw.get("version") != STATE_VERSION:
         raise ValueError(f"simulator state {path} has unknown version {raw.get('version')!r}")
+    reserved = raw.get("reserved")
     return SavedState(int(raw["clock_ms"]), str(raw.get("data", "")), dict(raw.get("exchange") or {}),
-                      dict(raw.get("extra") or {}))
+                      dict(raw.get("extra") or {}), int(raw.get("journal_seq") or 0),
+                      dict(reserved) if reserved else None)

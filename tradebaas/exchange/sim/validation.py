@@ -17,7 +17,9 @@ Choices where Deribit's behaviour is unknown or not modelled (keep clients hones
   on edit or at trigger time.
 - A reduce-only non-trigger order with no opposite position -> 11030 other_reject.
 - post_only + reject_post_only crossing -> 11054. A market order before any market data -> 10012 book_closed.
-- trailing_stop -> 10033 not_implemented. An unknown order id -> 10004 order_not_found.
+- trailing_stop -> 10033 not_implemented (Deribit has it; the simulator does not: Deribit's own error for an
+  unsupported request). An unknown order id -> 10004 order_not_found.
+- Classic-code refusals carry no ``data`` (Deribit's do not); -32602 carries ``{reason, param}`` (``errors.py``).
 """
 
 from __future__ import annotations
