@@ -83,9 +83,9 @@ def engine_kill(world: World, rng: random.Random, i: int, slow: bool = False) ->
     world.kill_engine()
     if slow:
         world.sim.set_fault("clear")  # the exchange answers promptly again: it is "back"
-    back = time.time()
     spawned = world.start_engine()
-    resume = _resumed(world, back, spawned)
+    # "Back": the restarted engine answering, the exchange there all along. Spawn -> running is reported too.
+    resume = _resumed(world, world.answered_at, spawned)
     return _finish(world, "engine_kill_slow" if slow else "engine_kill", i,
                    {"when": when, "delay_ms": delay_ms, **resume})
 

@@ -27,7 +27,7 @@ def _run(world: World, rng: random.Random, count: int, slow: bool) -> None:
          entry_in_flight=sum(r["when"] == "entry in flight" for r in records), layouts=world.layout + 1)
     rounds.final_audit(world, kind)
     late = [(r["round"], r["back_to_running_s"]) for r in records if r["back_to_running_s"] > settings.RESUME_LIMIT_S]
-    assert not late, f"strategies running later than {settings.RESUME_LIMIT_S} s after the restart: {late}"
+    assert not late, f"strategies running later than {settings.RESUME_LIMIT_S} s after the engine answered: {late}"
 
 
 @pytest.mark.timeout(settings.timeout_for(settings.ENGINE_KILLS, 40))

@@ -46,8 +46,9 @@ class NotResumed(Exception):
 
 @dataclass
 class Resume:
-    """How a restart went: wall seconds from the exchange being back (or the engine's spawn) to the link up, every
-    strategy that should run ``running``, and each of them deciding a new candle."""
+    """How a restart went: wall seconds from the exchange being back (for an engine kill: the restarted engine
+    answering) to every strategy that should run ``running`` and each of them deciding a new candle; from the
+    engine's spawn (the same moment as "back" unless the engine was restarted); and from the link up."""
 
     spawn_to_running_s: float
     back_to_running_s: float
@@ -63,6 +64,7 @@ class World:
         self.sim = SimProc(self.home, speed, extra_args=["--history", str(SIM_HISTORY), *(sim_args or [])])
         self.eng: EngineProc | None = None
         self.c: EngineClient | None = None
+        self.answered_at = 0.0  # when the engine last answered after a spawn (start_engine)
         self.slots: list[Slot] = []
         self.stopped: list[str] = []
         self.layout = 0
@@ -72,9 +74,12 @@ class World:
 
     # -- processes -----------------------------------------------------------------------------------------------
     def start_engine(self) -> float:
-        """Spawn the engine (``--exchange sim``) and wait for its RPC; returns the wall time of the spawn."""
+        """Spawn the engine (``--exchange sim``) and wait for its RPC; returns the wall time of the spawn, and keeps
+        the moment it answered in ``answered_at`` (the engine is back: what a restart costs from there on is the
+        engine's recovery, while spawn -> answering is the interpreter's start-up, which CPU contention stretches)."""
         spawned = time.time()
         self.eng = start_engine_process(self.home, "sim", timeout=90, extra_args=self.engine_args)
+        self.answered_at = time.time()
         self.c = EngineClient(home=self.home, timeout=60)
         return spawned
 
