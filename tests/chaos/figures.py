@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.chaos import settings
 
@@ -16,7 +17,7 @@ def main(argv: list[str]) -> int:
         print(f"no chaos results at {path}", file=sys.stderr)
         return 1
     rounds: dict[str, int] = {}
-    failed: list[dict[str, object]] = []
+    failed: list[dict[str, Any]] = []
     for line in path.read_text().splitlines():
         record = json.loads(line)
         kind = str(record.get("kind"))

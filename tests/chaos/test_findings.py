@@ -43,6 +43,7 @@ def test_a_late_entry_fill_of_a_finished_trade_gets_its_stop_at_once(make_world:
     world.client.call("strategy.stop", id=razor.sid)  # no new trade of its own while we look
     world.slots.remove(razor)
     trade = wait_for(finished_and_flat, timeout=30, what="Razor still flat once stopped")
+    assert trade is not None
     assert world.sim.position_size(razor.instrument) == 0
     tid = trade["trade_id"]
     side = "buy" if trade["direction"] == "long" else "sell"
@@ -92,6 +93,7 @@ def test_restored_brackets_leave_no_stop_behind_when_the_take_profit_fills_at_on
                                      and t["trade_id"] not in known), None),  # journaled, so sent, after the fault
                        timeout=240, what="a Razor entry on its way")  # every answer 5 s late: generous
     world.sim.set_fault("clear")
+    assert pending is not None
     tid = pending["trade_id"]
     wait_for(lambda: world.sim.position_size(razor.instrument) != 0, timeout=10, what="the entry filled")
     world.kill_engine()
@@ -123,7 +125,7 @@ def test_restored_brackets_leave_no_stop_behind_when_the_take_profit_fills_at_on
     world.start_engine()
     trade = wait_for(lambda: next((t for t in trades_of(world.client, razor.sid) if t["trade_id"] == tid
                                    and t["state"] == "closed"), None), timeout=30, what="the trade closed")
-    assert trade["exit_reason"] == "tp", trade
+    assert trade is not None and trade["exit_reason"] == "tp", trade
     restored = world.client.call("journal.events", kinds=["trade.take_restored"], limit=10)
     assert any(e["payload"]["trade"]["trade_id"] == tid and e["payload"]["trade"]["state"] == "closed"
                for e in restored), "the take-profit did not fill at once: the case was not reproduced"

@@ -30,6 +30,7 @@ def test_every_planted_violation_is_reported(make_world: Callable[..., World]) -
 
     wait_for(lambda: world.sim.user_trades(ema.instrument), timeout=120, what="a fill of ema_cross")
     stop = wait_for(protected, timeout=120, what="Razor holding a protected position")
+    assert stop is not None
     assert not world.checker.settle(world.should_run(), timeout=30)[0]
     world.kill_engine()
     assert world.checker.violations(world.should_run()) == []

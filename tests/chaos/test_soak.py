@@ -155,7 +155,7 @@ def test_a_long_trading_run_keeps_memory_descriptors_journal_and_logs_bounded(
     every = max(1, int(settings.SOAK_HOURS * 60 / STEP_MIN / 10))
     while samples[-1]["sim_h"] * HOUR_MS < end_ms - start_ms:
         target = start_ms + int(len(samples) * STEP_MIN * 60_000)
-        wait_for(lambda t=target: world.sim.now_ms() >= t, timeout=60 + 20 * wall_per_step,
+        wait_for(lambda: world.sim.now_ms() >= target, timeout=60 + 20 * wall_per_step,  # noqa: B023 - used at once
                  what="the next simulated step")
         samples.append(sample(world, start_ms))
         if len(samples) % every == 0:
