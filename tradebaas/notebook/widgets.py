@@ -208,6 +208,8 @@ def strategy_row_html(strategy: Mapping[str, Any], uptime_s: float | None = None
     pos_text = "flat"
     if position and float(position.get("amount") or 0):
         pos_text = f"{esc(position.get('direction'))} {fmt_num(position.get('amount'), 4)}"
+        if position.get("mark_price"):
+            pos_text += f' · <span class="tb-mark">mark {fmt_num(position.get("mark_price"))}</span>'
     cells = [
         f'<b class="tb-strategy-id">{esc(strategy.get("id"))}</b>',
         f"{esc(strategy.get('name'))} · {esc(strategy.get('instrument'))}",
@@ -384,6 +386,14 @@ def kill_confirm_html(flatten: bool, running: int) -> str:
         what += " (positions keep their stops on the exchange)"
     return (f'<span class="tb-kill-confirm" style="color:#c0392b"><b>Kill switch:</b> {esc(what)}. '
             f"{running} strategy(ies) running. Confirm?</span>")
+
+
+def stop_confirm_html(sid: str, position: Mapping[str, Any]) -> str:
+    """The question Stop asks when the strategy holds a position: what happens to it."""
+    return (f'<span class="tb-stop-question" style="font-size:12px;color:#b9770e">Stop <b>{esc(sid)}</b>: it holds '
+            f'{esc(position.get("direction"))} {fmt_num(position.get("amount"), 4)} from '
+            f'{fmt_num(position.get("entry_price"))} (floating {fmt_money(position.get("floating_pnl"), position.get("currency"))}). '
+            "Leave the position with its stop and take-profit on the exchange, or flatten it at market?</span>")
 
 
 def now_ms() -> int:
