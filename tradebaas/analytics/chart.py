@@ -270,7 +270,7 @@ class ChartModel:
         return {
             "title": {"text": title or (f"{self.instrument} · 1 min" if self.instrument else ""), "x": 0.01,
                       "font": {"size": 13}},
-            "height": height, "margin": {"l": 56, "r": 12, "t": 36, "b": 32},
+            "height": height, "autosize": True, "margin": {"l": 56, "r": 12, "t": 36, "b": 32},
             "xaxis": {"rangeslider": {"visible": False}, "type": "date", "title": {"text": ""}},
             "yaxis": {"title": {"text": "price"}, "tickformat": ",.1f"},
             "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom",
@@ -284,9 +284,12 @@ def figure(model: ChartModel, *, widget: bool = False, title: str | None = None,
     """The model as a plotly ``Figure`` (or a live ``FigureWidget`` with ``widget=True``)."""
     import plotly.graph_objects as go
 
-    cls = go.FigureWidget if widget else go.Figure
     model.take_dirty()
-    return cls(data=model.traces(), layout=model.layout(title, height))
+    if not widget:
+        return go.Figure(data=model.traces(), layout=model.layout(title, height))
+    fig = go.FigureWidget(data=model.traces(), layout=model.layout(title, height))
+    fig._config = {"responsive": True, "displaylogo": False}  # as wide as the panel, whatever its width
+    return fig
 
 
 def update_figure(fig: Any, model: ChartModel) -> int:

@@ -1,6 +1,6 @@
 """The backtester: the live strategy code driven over historical candles, fills from ``tradebaas.fillmodel``.
 
-Semantics (reference/razor.md, "Backtest semantics"), candle by candle:
+Semantics (docs/razor.md, "Backtest semantics"), candle by candle:
 
 1. Market intents decided on the previous candle (``Enter``, ``Exit``) fill at this candle's open, with
    ``slippage`` (a fraction, against the taker) and the taker fee. ``Enter`` is sized with

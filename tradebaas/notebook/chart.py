@@ -48,9 +48,10 @@ class LiveChart(w.VBox):
         self.note = w.HTML('<span style="color:#888;font-size:12px">no strategy to chart yet</span>')
         self.note.add_class("tb-chart-note")
         self.figure = figure(self.model, widget=True, height=height)
-        self.figure.layout.autosize = True
+        # hidden until there is a strategy to chart: empty axes would only puzzle
+        self.figure_box = w.VBox([self.figure], layout=w.Layout(width="100%", min_width="0", display="none"))
         super().__init__([w.HBox([self.choice, self.note], layout=w.Layout(align_items="center", flex_flow="row wrap")),
-                          self.figure], layout=w.Layout(width="100%", min_width="0"))
+                          self.figure_box], layout=w.Layout(width="100%", min_width="0"))
         self.add_class("tb-chart")
 
     def set_strategies(self, rows: Iterable[Mapping[str, Any]]) -> bool:
@@ -73,6 +74,7 @@ class LiveChart(w.VBox):
         self.model = ChartModel(instrument, max_candles=HISTORY_CANDLES)
         self.figure.layout.title.text = self.model.layout()["title"]["text"]
         self.figure.layout.uirevision = instrument
+        self.figure_box.layout.display = ""
         self.note.value = '<span style="color:#888;font-size:12px">loading history…</span>'
 
     def load(self, candles: list[Mapping[str, Any]], trades: list[Mapping[str, Any]],

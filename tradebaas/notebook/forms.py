@@ -24,6 +24,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from tradebaas.notebook import widgets as render
 from tradebaas.notebook.widgets import error_details_html, error_summary, strategy_label
 from tradebaas.strategies.base import Param
 from tradebaas.strategies.params import ConfigError, allowed_text, check_config, coerce, params_from_schema
@@ -338,7 +339,9 @@ class StartForm(w.VBox):
             if param.name == INSTRUMENT and param.default:  # sent as strategy.start's own argument
                 self.instrument.value = str(param.default)
         self.param_fields = ParamFields(self._params, self.strategy)
-        description = w.HTML(f"<i>{html.escape(str(spec.get('description') or ''))}</i>")
+        description = w.HTML(f"<i>{render.description_html(spec.get('description') or '')}</i>",
+                             layout=w.Layout(max_width="100%"))
+        description.add_class("tb-strategy-description")
         self.fields_box.children = [description, self.param_fields]
         self.message.value = ""
 

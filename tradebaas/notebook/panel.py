@@ -294,29 +294,34 @@ class ControlPanel(w.VBox):
         self.kill_confirm_button.add_class("tb-kill-confirm-button")
         self.kill_cancel_button = w.Button(description="Cancel")
         self.kill_cancel_button.add_class("tb-kill-cancel")
+        self.kill_confirm_text.layout = w.Layout(flex="1 1 100%", min_width="0")
+        # wraps rather than pushing its buttons out of a narrow column
         self.kill_confirm_box = w.HBox([self.kill_confirm_text, self.kill_confirm_button, self.kill_cancel_button],
-                                       layout=w.Layout(display="none"))
+                                       layout=w.Layout(display="none", flex_flow="row wrap", align_items="center"))
         self.kill_result = self._html("tb-kill-result", "")
         self.kill_button.on_click(lambda _b: self._ask_kill())
         self.kill_cancel_button.on_click(lambda _b: self._hide_kill())
         self.kill_confirm_button.on_click(lambda _b: self._do_kill())
 
         def section(title: str, *children: w.Widget) -> w.VBox:
-            return w.VBox([w.HTML(f"<b>{title}</b>"), *children], layout=w.Layout(margin="4px 0"))
+            return w.VBox([w.HTML(f"<b>{title}</b>"), *children],
+                          layout=w.Layout(margin="4px 0", min_width="0", max_width="100%"))
 
-        # A desk: what is happening on the left (wide tables), what you can do on the right, the log below.
+        # A desk: what is happening on the left (wide tables), what you can do on the right, the log below. The
+        # left column is wide enough for its tables (780 px) or the right one goes under it: at 1280 px the two
+        # sit side by side in Voila and stack in JupyterLab beside its file browser.
         left = w.VBox([
             section("Strategies", self.no_strategies, self.strategy_rows),
             section("Position", self.positions_html, self.orders_html),
             section("Latest decision", self.decision_html),
             section("Recent trades", self.trades_html),
             section("Equity", self.equity_html),
-        ], layout=w.Layout(flex="3 1 0%", min_width="520px", margin="0 12px 0 0"))
+        ], layout=w.Layout(flex="3 1 0%", min_width="780px", max_width="100%", margin="0 12px 0 0"))
         right = w.VBox([
             section("Kill switch", w.HBox([self.kill_button, self.flatten]), self.kill_confirm_box, self.kill_result),
             section("Start a strategy", self.form_box),
             section("Reports", self.reports_html),
-        ], layout=w.Layout(flex="2 1 0%", min_width="420px"))
+        ], layout=w.Layout(flex="2 1 0%", min_width="440px", max_width="100%"))
         super().__init__([
             self.status_html,
             section("Market", self.chart),
@@ -334,7 +339,8 @@ class ControlPanel(w.VBox):
     # -- small helpers ----------------------------------------------------------------------------------------
     @staticmethod
     def _html(css_class: str, value: str) -> w.HTML:
-        box = w.HTML(value)
+        # never wider than the column: a table that does not fit scrolls sideways (tb-table-scroll) instead
+        box = w.HTML(value, layout=w.Layout(max_width="100%", min_width="0"))
         box.add_class(css_class)
         return box
 
