@@ -178,8 +178,12 @@ class ParamFields(w.VBox):
         error = w.HTML("")
         error.add_class(f"tb-error-{name}")
         field.observe(lambda _c, p=param: self.check_one(p), names="value")
-        hint = w.HTML(f'<span title="{html.escape(tip)}" style="color:#777;font-size:85%;white-space:nowrap">'
-                      f"{html.escape(range_text(param))}</span>")
+        # the allowed range and default beside the field, in a readable size; on a narrow column the row wraps
+        # and the hint goes under the field rather than off the edge
+        hint = w.HTML(f'<span title="{html.escape(tip)}" style="color:#555;font-size:90%;white-space:nowrap">'
+                      f"{html.escape(range_text(param))}</span>", layout=w.Layout(max_width="100%"))
+        hint.add_class("tb-hint")
+        hint.add_class(f"tb-hint-{name}")
         self.fields[name], self.errors[name] = field, error
         return w.HBox([label, field, error, hint], layout=w.Layout(align_items="center", flex_flow="row wrap"))
 
