@@ -34,11 +34,9 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check tradebaas tests bench
 	$(BIN)/mypy
 
+# every bench script; JSON lines kept in bench/results/<date>-<host>.jsonl; prints the goals table (docs/benchmarks.md)
 bench: $(STAMP)
-	$(BIN)/python bench/sim.py
-	$(BIN)/python bench/latency.py
-	$(BIN)/python bench/rpc.py
-	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

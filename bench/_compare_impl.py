@@ -1,4 +1,5 @@
-"""Runs inside bench/.venv-compare (NOT the project venv): the EMA-cross strategy in backtesting.py and backtrader.
+"""Runs inside bench/.venv-compare (NOT the project venv): the EMA-cross strategy in backtesting.py, backtrader and
+vectorbt (the array library: the peer of tradebaas' array paths).
 
 Usage: python _compare_impl.py CANDLES.csv (index: bar start in Unix ms) FAST SLOW  -> one JSON object on stdout with, per library, the
 wall time and the closed trades (entry/exit bar start in Unix ms, direction). The strategy is tradebaas'
@@ -70,7 +71,9 @@ def run_backtesting(df: pd.DataFrame, fast: int, slow: int) -> dict:
     tr = stats["_trades"]
     trades = [{"entry": int(pd.Timestamp(r.EntryTime).value // 10**6), "exit": int(pd.Timestamp(r.ExitTime).value // 10**6),
                "direction": "long" if r.Size > 0 else "short"} for r in tr.itertuples()]
-    return {"wall_s": wall, "trades": trades}
+    import backtesting
+
+    return {"wall_s": wall, "trades": trades, "version": backtesting.__version__}
 
 
 def run_backtrader(df: pd.DataFrame, fast: int, slow: int) -> dict:
@@ -107,7 +110,35 @@ def run_backtrader(df: pd.DataFrame, fast: int, slow: int) -> dict:
     t = time.perf_counter()
     strat = cerebro.run()[0]
     wall = time.perf_counter() - t
-    return {"wall_s": wall, "trades": strat.trades}
+    return {"wall_s": wall, "trades": strat.trades, "version": bt.__version__}
+
+
+def run_vectorbt(df: pd.DataFrame, fast: int, slow: int) -> dict:
+    import vectorbt as vbt
+
+    closes = df["close"].to_numpy()
+    ef, es = ema(closes, fast), ema(closes, slow)  # the same indicator values (vectorbt's own EMA is not SMA-seeded)
+
+    def run(n: int) -> object:
+        f, s = ef[:n], es[:n]
+        # the wanted side decided at a bar's close, acted on at the next bar's open: signals shifted by one bar
+        long_ = np.zeros(n, dtype=bool)
+        short = np.zeros(n, dtype=bool)
+        long_[1:], short[1:] = (f > s)[:-1], (f < s)[:-1]
+        return vbt.Portfolio.from_signals(df["open"].iloc[:n], entries=long_, short_entries=short,
+                                          size=1.0, init_cash=1e12, fees=0.0, accumulate=False,
+                                          upon_opposite_entry="reverse", freq="1min")
+
+    run(5000)  # numba compiles on the first call: not what a user waits for on the second
+    t = time.perf_counter()
+    pf = run(len(df))
+    rec = pf.trades.records_arr  # structured array: entry_idx, exit_idx, direction (0 long, 1 short), status
+    wall = time.perf_counter() - t
+    ts = df.index.as_unit("ms").asi8
+    closed = rec[rec["status"] == 1]
+    trades = [{"entry": int(ts[r["entry_idx"]]), "exit": int(ts[r["exit_idx"]]),
+               "direction": "long" if r["direction"] == 0 else "short"} for r in closed]
+    return {"wall_s": wall, "trades": trades, "version": vbt.__version__}
 
 
 def main() -> None:
@@ -120,6 +151,8 @@ def main() -> None:
         out["backtesting"] = run_backtesting(df, fast, slow)
     if "backtrader" in which:
         out["backtrader"] = run_backtrader(df, fast, slow)
+    if "vectorbt" in which:
+        out["vectorbt"] = run_vectorbt(df, fast, slow)
     print(json.dumps(out))
 
 

@@ -8,6 +8,7 @@ Linear (``BTC_USDC-PERPETUAL``): amount in BTC, PnL and fees in USDC. Inverse (`
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -163,7 +164,8 @@ def get_instrument(name: str, table: dict[str, Instrument] | None = None) -> Ins
         raise UnknownInstrumentError(f"unknown instrument {name!r} (known: {known})") from None
 
 
-def _decimals(step: float) -> int:
+@functools.lru_cache(maxsize=256)
+def _decimals(step: float) -> int:  # a few distinct steps, asked for on every rounding: remembered
     text = f"{step:.12f}".rstrip("0")
     return len(text.split(".")[1]) if "." in text else 0
 

@@ -64,6 +64,12 @@ def test_signal_fills_at_next_open_with_taker_fee():
     assert t.net_pnl == pytest.approx(t.pnl - t.fees) and t.exit_reason == "exit"
 
 
+def test_an_exit_keeps_the_reason_the_strategy_gave_as_the_live_engine_does():
+    rows = [FLAT, FLAT, FLAT, FLAT]
+    r = backtest(Script({0: long_(None, None), 1: (Exit("hold"),)}), frame(rows))
+    assert r.trades["exit_reason"].tolist() == ["hold"]
+
+
 def test_tp_fills_at_its_limit_price_with_maker_fee():
     rows = [FLAT, FLAT, (100_000.0, 100_700.0, 99_900.0, 100_600.0)]
     (t,) = backtest(Script({0: long_()}), frame(rows)).trades.itertuples()
@@ -161,7 +167,7 @@ def test_ema_cross_flips_at_the_next_open_and_stays_in_the_market():
     r = backtest("ema_cross", frame(rows), config={"fast": 2, "slow": 3})
     assert len(r.trades) >= 1 and r.open_position is not None
     first = r.trades.iloc[0]
-    assert first.exit_reason == "exit" and r.open_position.opened_ts_ms == int(first.exit_time.value // 1_000_000)
+    assert first.exit_reason == "flip" and r.open_position.opened_ts_ms == int(first.exit_time.value // 1_000_000)
     assert r.open_position.direction != Direction(first.direction)
 
 

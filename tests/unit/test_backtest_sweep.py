@@ -41,7 +41,14 @@ def test_dask_client_gives_identical_results(data):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
             distributed.Client(lc) as client:
         d = sweep("ema_cross", data, GRID, client=client, progress=False)
+        # sweeps one after the other on the same data and client (a notebook does this): each scatters the data
+        # under a key of its own, so none finds the key the previous one is releasing ("lost dependencies")
+        razor = [sweep("razor", data, {"stopLossPercent": [0.3, 0.6]}, client=client, progress=False)
+                 for _ in range(3)]
     pd.testing.assert_frame_equal(d, sweep("ema_cross", data, GRID, processes=1, progress=False))
+    for r in razor:
+        pd.testing.assert_frame_equal(r, sweep("razor", data, {"stopLossPercent": [0.3, 0.6]}, processes=1,
+                                               progress=False))
 
 
 def test_a_bad_grid_value_fails_before_any_work(data):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,7 @@ import pytest
 
 from tradebaas.backtest.data import DataError, load_recorded
 from tradebaas.domain import Candle
-from tradebaas.engine.live.recorder import CandleBuffer, CandleRecorder, day_name
+from tradebaas.engine.live.recorder import CandleBuffer, CandleRecorder, day_name, write_day
 
 INST = "BTC_USDC-PERPETUAL"
 T0 = 1_736_553_540_000  # 2025-01-10 23:59 UTC
@@ -98,3 +99,29 @@ def test_a_failed_trade_flush_keeps_the_rows_for_the_next_one(tmp_path: Path) ->
     assert rec.flush() == 0 and rec.errors == 1
     blocker.unlink()
     assert rec.flush() == 1
+
+
+def test_recordings_read_while_the_engine_replaces_the_day_file_are_whole(tmp_path: Path) -> None:
+    """The engine rewrites a day file (atomic rename) every flush while notebooks and the compare read it; a read must
+    see one whole file, old or new, never the halves of two."""
+    folder = tmp_path / "data" / "candles" / "BTC_USDC-PERPETUAL"
+    folder.mkdir(parents=True)
+    path = folder / "2026-12-03.parquet"
+    t0 = 1_796_256_000_000  # 2026-12-03 00:00 UTC
+    write_day(path, [Candle(t0 + i * 60_000, 100.0, 101.0, 99.0, 100.5, 1.0) for i in range(200)])
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        n = 200
+        while not stop.is_set():
+            write_day(path, [Candle(t0 + n * 60_000, 100.0, 101.0, 99.0, 100.5, 1.0)])
+            n += 1
+
+    writer = threading.Thread(target=rewrite, daemon=True)
+    writer.start()
+    try:
+        sizes = [len(load_recorded(tmp_path)) for _ in range(300)]
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    assert sizes == sorted(sizes) and sizes[0] >= 200

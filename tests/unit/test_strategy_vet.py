@@ -21,7 +21,7 @@ import tradebaas.strategies.razor
 from tests.conftest import wait_for
 from tradebaas.backtest.data import load_default
 from tradebaas.strategies.loader import source_version
-from tradebaas.strategies.vet import VetReport, vet_in_subprocess, vet_request, vet_source
+from tradebaas.strategies.vet import VetReport, one_line, vet_in_subprocess, vet_request, vet_source
 
 N_CANDLES = 3000
 HEADER = textwrap.dedent('''
@@ -328,3 +328,12 @@ def test_a_malformed_request_is_one_line_on_stderr_and_exit_2() -> None:
                                    "string 'source'")
     report = asyncio.run(vet_in_subprocess({"source": SMA_CROSS, "data": {"kind": "nope"}}, timeout_s=60))
     assert report["refused"] == "raises" and "vetting data must be" in report["error"]
+
+
+def test_a_refusal_names_the_exception_when_the_error_opens_with_an_announcement() -> None:
+    crashed = ("the vetting process exited with code 1; its stderr ends with:\nTraceback (most recent call last):\n"
+               '  File "x.py", line 3, in <module>\nMemoryError: out of memory\n')
+    assert one_line(crashed) == ("the vetting process exited with code 1; its stderr ends with: ... "
+                                 "MemoryError: out of memory")
+    assert one_line("decide raised ValueError: bad\n  at line 4") == "decide raised ValueError: bad"
+    assert one_line("\n \n") == "refused"

@@ -36,28 +36,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tradebaas import fillmodel
-from tradebaas.domain import Candle, Liquidity
+from tradebaas.domain import Candle
 from tradebaas.errors import UserError
 from tradebaas.instruments import Instrument, get_instrument
+from tradebaas.strategies.arrays import ArrayStrategy
 from tradebaas.strategies.base import (
     Decision,
-    Enter,
-    Exit,
-    MoveStop,
     PositionView,
     StrategyContext,
-    apply_move_stop,
-    record_close,
-    record_entry,
-    roll_day,
 )
 from tradebaas.strategies.registry import resolve
+from tradebaas.strategies.series import CandleArrays
 
 from .data import interval_ms, load_candles
+from .loop import ArrayPlan, CandleLists, CandleRows, run_loop
 
 DEFAULT_CAPITAL = 10_000.0
 #: Candles a swapped-in strategy is warmed up on when neither the ``Swap`` nor ``backtest(warmup_candles=)`` says:
@@ -303,8 +298,9 @@ def backtest(
     array fast path is not used.
 
     ``vectorized``: a strategy given by name or class that has a ``vectorized`` classmethod (``ema_cross``) runs
-    on arrays instead of candle by candle, unless ``decisions="all"`` (every decision's record is the event
-    loop's business) or ``vectorized=False``. Same trades, equity and kept decisions, 5-50x faster (tests hold it
+    on arrays instead of candle by candle, and an ``ArrayStrategy`` (Razor) takes the array run (``_run_arrays``:
+    its declared series computed once, ``decide`` only where it may act), unless ``decisions="all"`` (every
+    decision's record is the event loop's business), ``swaps`` or ``vectorized=False``. Same trades, equity and kept decisions, 5-50x faster (tests hold it
     to trade-for-trade equality). ``cache``: a ``vectorized.ArrayCache`` of this exact ``data`` (warm-up
     included), so a sweep computes each indicator once per data set.
 
@@ -345,6 +341,12 @@ def backtest(
         run = fast(full, cfg, inst, float(slippage), live_from=len(warm), strategy_id=strategy_id or name,
                    decisions=decisions if decisions == "actions" else "none", cache=cache)
         trades, kept, open_pos = run.trades, run.decisions, run.open_position
+    elif (vectorized and isinstance(strategy, str | type) and isinstance(strat, ArrayStrategy)
+          and decisions != "all" and not pending_swaps):
+        offset = len(full) - len(df) - len(warm)  # the warm-up candles, then df: what the candle-by-candle run sees
+        frame = full if offset == 0 else full.iloc[offset:]
+        trades, kept, open_pos = _run_arrays(strat, frame, len(warm), inst, float(slippage), strategy_id or name,
+                                             decisions, intrabar, cache)
     else:
         if len(warm):
             _warm_up(strat, warm, inst)
@@ -425,101 +427,17 @@ def _replace_brackets(pos: PositionView, strat: Any, inst: Instrument) -> None:
 def _run(strat: Any, df: pd.DataFrame, inst: Instrument, slip: float, strategy_id: str,
          keep: str, intrabar: str, swapper: _Swapper | None = None,
          ) -> tuple[list[dict[str, Any]], list[Decision], PositionView | None]:
-    """The inner loop: plain Python over lists (no pandas per candle)."""
-    step = interval_ms(df)
-    idx = df.index
-    ts_arr = (idx.as_unit("ms").asi8 if idx.unit != "ms" else idx.asi8).astype(np.int64)
-    cols = zip(ts_arr.tolist(), df["open"].tolist(), df["high"].tolist(), df["low"].tolist(),
-               df["close"].tolist(), df["volume"].tolist(), strict=True)
-    ctx = StrategyContext(inst)
-    if keep != "all" and hasattr(strat, "verbose_skips"):
-        strat.verbose_skips = False  # skipped decisions are not kept: do not compute their indicator values
-    cooldown_ms = int(getattr(strat, "cooldown_ms", 0) or 0)
-    strat.on_start(ctx)
-    on_candle = strat.on_candle
-    candle_exit = fillmodel.candle_exit
-    fee = fillmodel.fee
-    pnl = fillmodel.realized_pnl
-    taker = Liquidity.TAKER
-    currency = inst.settlement_currency
-    trades: list[dict[str, Any]] = []
-    kept: list[Decision] = []
-    keep_all, keep_actions = keep == "all", keep == "actions"
-    pending: tuple = ()
-    sizing_price = 0.0
-    entry_fee = 0.0
-    seq = 0
-    day = -1
-    next_swap = swapper.next_ts if swapper is not None else _NEVER
-    entry_generation = 0
+    """The candle-by-candle run: ``on_candle`` on every candle of ``df`` (``loop.run_loop``)."""
+    cols = CandleLists.from_arrays(CandleArrays.from_frame(df))
+    return run_loop(strat, cols, 0, interval_ms(df), inst, slip, strategy_id, keep, intrabar, swapper)
 
-    def close(pos: PositionView, price: float, liquidity: Liquidity, reason: str, ts: int, book_ts: int) -> None:
-        exit_fee = fee(inst, pos.amount, price, liquidity)
-        trades.append({
-            "trade_id": pos.trade_id, "strategy_id": strategy_id, "instrument": inst.name,
-            "direction": pos.direction.value, "entry_ts_ms": pos.opened_ts_ms, "exit_ts_ms": ts,
-            "entry_price": pos.entry_price, "exit_price": price, "amount": pos.amount,
-            "pnl": pnl(inst, pos.direction.sign, pos.amount, pos.entry_price, price),
-            "fees": entry_fee + exit_fee, "exit_reason": reason, "currency": currency,
-        })
-        record_close(ctx, book_ts, cooldown_ms)
 
-    for ts, o, h, lo, c, v in cols:
-        candle = Candle(ts, o, h, lo, c, v)
-        if pending:
-            for intent in pending:
-                pos = ctx.position
-                if type(intent) is Exit:
-                    if pos is not None:
-                        px = fillmodel.apply_slippage(o, pos.direction.exit_side, slip)
-                        close(pos, px, taker, "exit", ts, ts)
-                elif type(intent) is Enter and pos is None:
-                    d = intent.direction
-                    px = fillmodel.apply_slippage(o, d.entry_side, slip)
-                    amount = inst.amount_for_notional(intent.notional_usd, sizing_price)
-                    sl = tp = None
-                    if intent.sl_pct is not None or intent.tp_pct is not None:
-                        sl, tp = fillmodel.bracket_prices(inst, d, px, intent.sl_pct or 0.0, intent.tp_pct or 0.0)
-                        sl = sl if intent.sl_pct is not None else None
-                        tp = tp if intent.tp_pct is not None else None
-                    seq += 1
-                    entry_fee = fee(inst, amount, px, taker)
-                    record_entry(ctx, PositionView(d, amount, px, sl, tp, ts, f"bt-{seq}"), ts, cooldown_ms)
-                    if swapper is not None:
-                        swapper.trade_segments[f"bt-{seq}"] = entry_generation
-            pending = ()
-        pos = ctx.position
-        if pos is not None and (pos.stop_price is not None or pos.take_price is not None):
-            ex = candle_exit(pos.direction, pos.stop_price, pos.take_price, candle, intrabar)
-            if ex is not None:
-                # a gap through the order fills at the open's instant (live: the first tick); otherwise the exit is
-                # booked at the candle's last millisecond, which gives cooldowns the effect of any moment inside it
-                close(pos, ex.price, ex.liquidity, ex.kind, ts, ts if ex.at_open else ts + step - 1)
-        now = ts + step
-        if now // 86_400_000 != day:
-            day = now // 86_400_000
-            roll_day(ctx, now)
-        if ts >= next_swap and swapper is not None:
-            strat = swapper.swap(ts, ctx, inst, keep_all)
-            on_candle = strat.on_candle
-            cooldown_ms = int(getattr(strat, "cooldown_ms", 0) or 0)
-            next_swap = swapper.next_ts
-        decision = on_candle(candle, ctx)
-        intents = decision.intents
-        if intents:
-            market = []
-            for intent in intents:
-                if type(intent) is MoveStop:
-                    apply_move_stop(ctx, intent)
-                else:
-                    market.append(intent)
-            if market:
-                pending = tuple(market)
-                sizing_price = c
-                if swapper is not None:
-                    entry_generation = swapper.generation
-            if keep_actions:
-                kept.append(decision)
-        if keep_all:
-            kept.append(decision)
-    return trades, kept, ctx.position
+def _run_arrays(strat: ArrayStrategy, frame: pd.DataFrame, first: int, inst: Instrument, slip: float,
+                strategy_id: str, keep: str, intrabar: str, cache: Any = None,
+                ) -> tuple[list[dict[str, Any]], list[Decision], PositionView | None]:
+    """The array run of an ``ArrayStrategy``: its series over ``frame`` (warm-up candles ``[:first]`` included,
+    as the candle-by-candle run feeds them), ``decide`` only where it can act (``loop.ArrayPlan``)."""
+    arrays = cache.candle_arrays() if cache is not None and cache.frame is frame else CandleArrays.from_frame(frame)
+    plan = ArrayPlan(strat, arrays, first, cache if cache is not None and cache.frame is frame else None)
+    return run_loop(strat, CandleRows(arrays), first, interval_ms(frame), inst, slip, strategy_id, keep, intrabar,
+                    None, plan)

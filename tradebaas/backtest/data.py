@@ -7,6 +7,7 @@ in Unix seconds (the Bitstamp file), milliseconds, or ISO strings, or the index 
 
 from __future__ import annotations
 
+import io
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,13 @@ def load_default() -> pd.DataFrame:
     return load_candles(default_path())
 
 
+def read_parquet_once(path: Path) -> pd.DataFrame:
+    """A Parquet file read from one open of it: the engine replaces day files (atomic rename) while notebooks read
+    them, and ``pd.read_parquet(path)`` opens the path more than once, so a replace between two opens reads the
+    halves of two files ("Unexpected end of stream")."""
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()))
+
+
 def load_candles(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     """A CSV (optionally gzipped) or Parquet file, or a DataFrame -> the normalised candle frame."""
     if isinstance(source, pd.DataFrame):
@@ -47,7 +55,7 @@ def load_candles(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            raw = pd.read_parquet(path)
+            raw = read_parquet_once(path)
         else:
             raw = pd.read_csv(path)
     except Exception as exc:  # pandas raises many kinds; the user needs one line
@@ -169,7 +177,7 @@ def load_recorded(home: Home | str | Path | None = None, instrument: str = "BTC_
     if not files:
         raise DataError(f"no recorded candles of {instrument} under {folder}"
                         + (f" between {lo} and {hi}" if lo is not None or hi is not None else ""))
-    df = normalise(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), str(folder))
+    df = normalise(pd.concat([read_parquet_once(f) for f in files], ignore_index=True), str(folder))
     if lo is not None:
         df = df[df.index >= lo]
     if hi is not None:
@@ -192,7 +200,7 @@ def load_recorded_trades(home: Home | str | Path | None = None, instrument: str 
              if (lo is None or f.stem >= lo.strftime("%Y-%m-%d")) and (hi is None or f.stem <= hi.strftime("%Y-%m-%d"))]
     if not files:
         raise DataError(f"no recorded trades of {instrument} under {folder}")
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True).sort_values(["timestamp", "trade_id"])
+    df = pd.concat([read_parquet_once(f) for f in files], ignore_index=True).sort_values(["timestamp", "trade_id"])
     df.index = pd.to_datetime(df.pop("timestamp"), unit="ms", utc=True)
     df.index.name = "time"
     if lo is not None:

@@ -4,9 +4,10 @@ A local ``ProcessPoolExecutor`` by default; a ``dask.distributed.Client`` when g
 and the same data, scattered once to every worker), so the results are identical either way. Every config is
 validated in the calling process first: a typo fails at once, not in 1,000 workers.
 
-Strategies with an array fast path (``ema_cross``) share their per-candle work across parameter sets: each
-worker keeps one ``vectorized.ArrayCache`` for the data set, so an EMA period is computed once per worker, not
-once per parameter set (a 1,000-point fast x slow grid needs ~60 EMAs, not 2,000).
+Strategies with an array fast path (``ema_cross``) or declared series (an ``ArrayStrategy``: Razor) share their
+per-candle work across parameter sets: each worker keeps one ``vectorized.ArrayCache`` for the data set, so an EMA
+period (a declared series) is computed once per worker, not once per parameter set (a 1,000-point fast x slow grid
+needs ~60 EMAs, not 2,000; a Razor grid that leaves ``pullbackPercent`` alone computes its 8 series once).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from tradebaas.errors import UserError
+from tradebaas.strategies.arrays import ArrayStrategy
 from tradebaas.strategies.params import validate_config
 from tradebaas.strategies.registry import resolve
 
@@ -107,7 +109,7 @@ def sweep(
         validate_config(cls, cfg)
     df = load_candles(data)
     # a fresh token per sweep: worker caches never outlive (or get confused with) another sweep's data
-    token = uuid.uuid4().hex if hasattr(cls, "vectorized") else ""
+    token = uuid.uuid4().hex if hasattr(cls, "vectorized") or issubclass(cls, ArrayStrategy) else ""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(configs), desc=f"sweep {getattr(cls, 'name', cls.__name__)}", disable=not progress)
@@ -116,7 +118,9 @@ def sweep(
         if client is not None:
             from distributed import as_completed as dask_completed
 
-            [data_future] = client.scatter([df], broadcast=True)
+            # hash=False: a key of its own, so a sweep right after another on the same data never finds the key
+            # its predecessor is releasing ("lost dependencies")
+            [data_future] = client.scatter([df], broadcast=True, hash=False)
             futures = [client.submit(_dask_task, i, target, cfg, backtest_kwargs, data_future, token, pure=False)
                        for i, cfg in enumerate(configs)]
             for fut in dask_completed(futures):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,13 +31,15 @@ from tradebaas.domain import Direction, Liquidity, Side
 from tradebaas.instruments import Instrument
 from tradebaas.strategies.base import Decision, PositionView
 from tradebaas.strategies.indicators import ema_array
+from tradebaas.strategies.series import CandleArrays, Series
 
 #: Cap on the arrays one ``ArrayCache`` keeps (bytes); least recently used ones are dropped beyond it.
 DEFAULT_CACHE_BYTES = 512 * 1024 * 1024
 
 
 class ArrayCache:
-    """Per-data-set arrays reused across parameter sets: EMAs (fast and exact) per period, order sizes per candle.
+    """Per-data-set arrays reused across parameter sets: EMAs (fast and exact) per period, the declared series of
+    ``ArrayStrategy`` classes per ``Series.key``, order sizes per candle.
 
     Bound to one candle frame (the full frame, warm-up included); neither may change afterwards. Built with
     ``for_frame`` from an already normalised frame, ``backtester.backtest`` also skips re-normalising that frame.
@@ -51,7 +54,8 @@ class ArrayCache:
         self.max_bytes = max_bytes
         #: The normalised candle frame these arrays were computed from (``None``: unknown, always re-load).
         self.frame = frame
-        self._arrays: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._arrays: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._candles: CandleArrays | None = None
         self._amounts: dict[tuple[Instrument, float], np.ndarray] = {}
         self._lock = threading.RLock()
 
@@ -59,6 +63,32 @@ class ArrayCache:
     def for_frame(cls, candles: pd.DataFrame, max_bytes: int = DEFAULT_CACHE_BYTES) -> ArrayCache:
         """A cache for a frame that ``data.load_candles`` already normalised (a sweep's data)."""
         return cls(candles["close"].to_numpy(dtype="float64"), max_bytes, frame=candles)
+
+    def candle_arrays(self) -> CandleArrays:
+        """The frame's candles as arrays (computed once)."""
+        with self._lock:
+            if self._candles is None:
+                if self.frame is None:
+                    raise ValueError("this ArrayCache was made without its frame")
+                self._candles = CandleArrays.from_frame(self.frame)
+            return self._candles
+
+    def series(self, series: Series, arrays: CandleArrays) -> np.ndarray:
+        """``series.array(arrays)`` once per ``series.key`` (``arrays``: this cache's ``candle_arrays()``)."""
+        key = ("series", series.key)
+        with self._lock:
+            arr = self._arrays.get(key)
+            if arr is None:
+                arr = self._keep(key, series.array(arrays))
+            else:
+                self._arrays.move_to_end(key)
+            return arr
+
+    def _keep(self, key: Hashable, arr: np.ndarray) -> np.ndarray:
+        self._arrays[key] = arr
+        while len(self._arrays) > 1 and sum(a.nbytes for a in self._arrays.values()) > self.max_bytes:
+            self._arrays.popitem(last=False)
+        return arr
 
     def ema(self, period: int, *, exact: bool = False) -> np.ndarray:
         """``ema_array(closes, period, exact=exact)``, computed once per period."""
@@ -70,10 +100,7 @@ class ArrayCache:
         exact, period = key[0] == "exact", key[1]
         arr = self._arrays.get(key)
         if arr is None:
-            arr = ema_array(self.closes, int(period), exact=exact)
-            self._arrays[key] = arr
-            while len(self._arrays) > 1 and sum(a.nbytes for a in self._arrays.values()) > self.max_bytes:
-                self._arrays.popitem(last=False)
+            arr = self._keep(key, ema_array(self.closes, int(period), exact=exact))
         else:
             self._arrays.move_to_end(key)
         return arr
@@ -171,13 +198,15 @@ def flip_trades(
     slippage: float,
     strategy_id: str,
     cache: ArrayCache | None = None,
+    exit_reason: str = "exit",
 ) -> tuple[pd.DataFrame, PositionView | None, np.ndarray]:
     """Trades of an always-in-market strategy that flips at the next open whenever ``want`` changes side.
 
     Semantics are the event-driven loop's for intents ``(Exit, Enter)`` (``(Enter,)`` from flat): both fill at
     the next candle's open with ``slippage`` against the taker and the taker fee; the entry is sized at the signal
     candle's close; a signal on the last candle never fills. Returns (trade rows, open position at the end,
-    change points (signal candle indices, including an unfilled last one)).
+    change points (signal candle indices, including an unfilled last one)). ``exit_reason`` is the reason the
+    strategy's ``Exit`` gives (the loop records it, as the live engine does).
     """
     chg = change_points(want)
     n = len(ts_ms)
@@ -226,7 +255,7 @@ def flip_trades(
         "amount": amt,
         "pnl": pnl,
         "fees": fees,
-        "exit_reason": text(["exit"] * k),
+        "exit_reason": text([exit_reason] * k),
         "currency": text([instrument.settlement_currency] * k),
     })
     return rows, open_pos, chg

@@ -120,7 +120,8 @@ class EmaCross(BaseStrategy):
         name = strategy_id or cls.name
         rows, open_pos, chg = flip_trades(arrays["ts"], arrays["open"], arrays["close"], want,
                                           instrument=instrument, notional_usd=strat.trade_size,
-                                          slippage=slippage, strategy_id=name, cache=cache)
+                                          slippage=slippage, strategy_id=name, cache=cache,
+                                          exit_reason="flip")
         kept: list[Decision] = []
         if decisions == "actions":
             ts = arrays["ts"]

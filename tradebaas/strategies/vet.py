@@ -346,6 +346,18 @@ async def _send_and_wait(proc: asyncio.subprocess.Process, payload: bytes) -> No
     await proc.wait()
 
 
+def one_line(error: str) -> str:
+    """A vetting error in one line for a refusal message: its first line, and when that only announces more (a
+    crashed child's "its stderr ends with:" and a traceback) the last line too, which names the exception; the
+    whole text stays in the refusal's data."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if not lines:
+        return "refused"
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} ... {lines[-1]}"
+    return lines[0]
+
+
 def _tail(err: Any) -> str:
     """``"; its stderr ends with: ..."`` from the child's stderr file (the last ``STDERR_TAIL_BYTES``)."""
     size = err.seek(0, os.SEEK_END)

@@ -312,8 +312,10 @@ class Catalog:
             return known
         report = await self.vet(source, name, instrument, settings)
         if not report.get("ok"):
-            first = (report.get("error") or "refused").splitlines()[0]
-            raise Refused(f"version {version[:12]} refused ({report.get('refused')}): {first}", report)
+            from tradebaas.strategies.vet import one_line
+
+            raise Refused(f"version {version[:12]} refused ({report.get('refused')}): "
+                          f"{one_line(report.get('error') or 'refused')}", report)
         final = name or str(report.get("name") or "")
         if final in builtin_names() or final in {n for n, _ in self._entry_points()}:
             raise UserError(f"the name {final!r} is taken by an installed strategy; deploy under another name "
