@@ -30,12 +30,16 @@ from tradebaas.strategies.base import Param
 from tradebaas.strategies.params import ConfigError, allowed_text, check_config, coerce, params_from_schema
 
 
-def format_value(value: Any) -> str:
-    """The text a field shows for ``value`` (a default, or a value set by a script)."""
+def format_value(value: Any, kind: type | None = None) -> str:
+    """The text a field shows for ``value`` (a default, or a value set by a script); for an ``int`` parameter
+    (``kind``) a whole float reads as the int it is (a config that went through JSON may hold ``0.0``: the edit form
+    showed "0.0" where a start form shows "0")."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
@@ -172,7 +176,8 @@ class ParamFields(w.VBox):
             field = w.Checkbox(value=bool(value), indent=False, tooltip=tip,
                                layout=w.Layout(width="140px", flex="0 0 140px"))
         else:
-            field = w.Text(value=format_value(value), placeholder=format_value(param.default), tooltip=tip,
+            field = w.Text(value=format_value(value, param.type), placeholder=format_value(param.default, param.type),
+                           tooltip=tip,
                            continuous_update=True, layout=w.Layout(width="140px", flex="0 0 140px"))
         field.add_class(f"tb-field-{name}")
         error = w.HTML("")
@@ -201,7 +206,8 @@ class ParamFields(w.VBox):
                 raise KeyError(f"{self.strategy or 'this strategy'} has no parameter {name!r} "
                                f"(it has: {', '.join(self.fields) or 'none'})")
             field = self.fields[name]
-            field.value = value if isinstance(field, w.Checkbox | w.Dropdown) else format_value(value)
+            kind = next((p.type for p in self.params if p.name == name), None)
+            field.value = value if isinstance(field, w.Checkbox | w.Dropdown) else format_value(value, kind)
 
     def check(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Validate every field (and show each one's error): ``(config, errors)`` as :func:`validate`."""
