@@ -39,3 +39,22 @@ def inside_viewport(page: Any, locator: Any) -> bool:
     box = locator.bounding_box()
     width = page.evaluate("() => document.documentElement.clientWidth")
     return bool(box and box["width"] > 0 and box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5)
+
+
+WHOLE_JS = """(selector) => {
+  const el = document.querySelector(selector);
+  if (!el) return null;
+  el.scrollIntoView({block: 'nearest', inline: 'nearest'});
+  const r = el.getBoundingClientRect();
+  const width = document.documentElement.clientWidth, height = document.documentElement.clientHeight;
+  return r.width > 0 && r.height > 0 && r.left >= 0 && r.right <= width + 0.5 && r.top >= 0
+      && r.bottom <= height + 0.5;
+}"""
+
+
+def whole_in_viewport(page: Any, selector: str) -> bool | None:
+    """Scroll the first element matching ``selector`` into view and tell whether it is whole in the viewport (None:
+    no such element). One evaluation in the page: fit for elements a push re-renders at any moment (the positions
+    table), which a locator's scroll-then-measure could find detached in between."""
+    result = page.evaluate(WHOLE_JS, selector)
+    return None if result is None else bool(result)
