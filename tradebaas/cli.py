@@ -171,12 +171,14 @@ def _serve_notebooks(args: argparse.Namespace, home: Home) -> int:
     from tradebaas.engine.process import simulator
 
     if args.notebook_dir:
-        notebook_dir = Path(args.notebook_dir).expanduser().resolve()
-        if not notebook_dir.is_dir():
-            raise UserError(f"--notebook-dir {notebook_dir} is not a folder")
-    else:
-        notebook_dir = home.root / "notebooks"
-        for line in launch.copy_notebooks(REPO_ROOT / "notebooks", notebook_dir).lines(REPO_ROOT / "notebooks"):
+        root_dir = Path(args.notebook_dir).expanduser().resolve()
+        if not root_dir.is_dir():
+            raise UserError(f"--notebook-dir {root_dir} is not a folder")
+        control = Path(launch.CONTROL).name
+    else:  # the home is the root: the control notebook is notebooks/control.ipynb there, as INTERFACE.md says
+        root_dir, control = home.root, launch.CONTROL
+        for line in launch.copy_notebooks(REPO_ROOT / "notebooks", home.root / "notebooks").lines(
+                REPO_ROOT / "notebooks"):
             print(line)
     port = simulator.free_port(8888)
     token = secrets.token_hex(24)
@@ -186,16 +188,17 @@ def _serve_notebooks(args: argparse.Namespace, home: Home) -> int:
     env[ENV_VAR] = str(home.root)
     print(f"starting JupyterLab (log {log_path})…", flush=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(launch.server_argv(sys.executable, notebook_dir, port, token, os.geteuid() == 0),
+        proc = subprocess.Popen(launch.server_argv(sys.executable, root_dir, port, token, os.geteuid() == 0,
+                                                   control),
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=notebook_dir)
+                                cwd=root_dir)
     try:
         launch.wait_until_answers(base, token, proc, log_path)
     except BaseException:
         proc.terminate()
         proc.wait(15)
         raise
-    cockpit, lab = launch.urls(base, token)
+    cockpit, lab = launch.urls(base, token, control)
     print(f"the cockpit (the control panel, live): {cockpit}")
     print(f"JupyterLab (the notebooks, to work in): {lab}")
     print("(Ctrl-C stops JupyterLab and leaves the engine running; `make stop` or `tradebaas down` stops it)",
@@ -338,8 +341,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     up.add_argument("--exchange", help="engine exchange instead of the local simulator")
     up.add_argument("--no-browser", action="store_true", help="do not open a browser")
     up.add_argument("--no-lab", action="store_true", help="start the services only, not JupyterLab")
-    up.add_argument("--notebook-dir", help="serve this folder of notebooks (default: TRADEBAAS_HOME/notebooks, "
-                                           "where the project's notebooks are copied on first run)")
+    up.add_argument("--notebook-dir", help="serve this folder of notebooks, its control.ipynb as the cockpit "
+                                           "(default: TRADEBAAS_HOME, with notebooks/control.ipynb; the project's "
+                                           "notebooks are copied to TRADEBAAS_HOME/notebooks on first run)")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", parents=[common], help="stop engine and simulator (make stop)")

@@ -4,9 +4,12 @@ that serves JupyterLab and the cockpit, and a URL printed only once it answers.
 Decisions, and why:
 
 - **Notebooks live outside the repository.** On first run the project's notebooks (``notebooks/*.ipynb``) are
-  copied into ``TRADEBAAS_HOME/notebooks`` and the server's root is that folder: JupyterLab's autosave, outputs and
-  a user's edits land there, so ``git status`` of the checkout stays clean after a session. An existing copy is
-  never overwritten (the user's work wins; ``up`` says which ones it kept, and where the project's newer ones are).
+  copied into ``TRADEBAAS_HOME/notebooks`` and the server's root is ``TRADEBAAS_HOME``: JupyterLab's autosave,
+  outputs and a user's edits land in the copy, so ``git status`` of the checkout stays clean after a session. An
+  existing copy is never overwritten (the user's work wins; ``up`` says which ones it kept, and where the project's
+  newer ones are). The control notebook keeps the path the interface names, ``notebooks/control.ipynb`` (now under
+  the home), and the home's reports and logs are in the file browser beside it; the engine's files (journal,
+  ``engine.json`` with its token, lock) are hidden from the file browser so nobody deletes them by a click.
 - **The cockpit needs no "Run all".** The same Jupyter server runs Voilà's server extension (a pinned ``voila``
   package; no JupyterLab extension build), so ``/voila/render/control.ipynb`` executes the control notebook in a
   fresh ``tradebaas`` kernel and shows its live panel, widgets and chart included. That URL is "the cockpit" and is
@@ -29,8 +32,10 @@ from pathlib import Path
 
 from tradebaas.errors import UserError
 
-#: The notebook the cockpit shows.
-CONTROL = "control.ipynb"
+#: The notebook the cockpit shows, relative to the server's root (TRADEBAAS_HOME): INTERFACE.md's path.
+CONTROL = "notebooks/control.ipynb"
+#: What the file browser does not list under TRADEBAAS_HOME: the engine's own files (jupyter_server's defaults kept).
+HIDDEN = ("__pycache__", "*.pyc", "*.pyo", ".DS_Store", "*~", "journal.sqlite*", "engine.json", "engine.lock")
 
 
 @dataclass
@@ -104,12 +109,15 @@ def _tail(path: Path, chars: int = 2000) -> str:
         return "(no log)"
 
 
-def server_argv(python: str, root_dir: Path, port: int, token: str, as_root: bool) -> list[str]:
+def server_argv(python: str, root_dir: Path, port: int, token: str, as_root: bool, control: str = CONTROL
+                ) -> list[str]:
     """The Jupyter server ``up`` runs: JupyterLab (with Voilà's server extension, installed with the project)
-    on 127.0.0.1, rooted at ``root_dir``; it never opens a browser itself (``up`` does, once it answers)."""
+    on 127.0.0.1, rooted at ``root_dir`` (``control``: the control notebook's path under it, opened by default);
+    it never opens a browser itself (``up`` does, once it answers)."""
     argv = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={root_dir}", f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-            f"--LabApp.default_url=/lab/tree/{CONTROL}", "--no-browser",
+            f"--LabApp.default_url=/lab/tree/{control}", "--no-browser",
+            *(f"--ContentsManager.hide_globs={glob}" for glob in HIDDEN),
             # the cockpit shows a failing cell's traceback rather than an empty page
             "--VoilaConfiguration.show_tracebacks=True"]
     if as_root:  # containers and CI run as root; Jupyter refuses that unless told
@@ -117,6 +125,6 @@ def server_argv(python: str, root_dir: Path, port: int, token: str, as_root: boo
     return argv
 
 
-def urls(base_url: str, token: str) -> tuple[str, str]:
+def urls(base_url: str, token: str, control: str = CONTROL) -> tuple[str, str]:
     """(the cockpit, JupyterLab on the control notebook), with the token."""
-    return (f"{base_url}/voila/render/{CONTROL}?token={token}", f"{base_url}/lab/tree/{CONTROL}?token={token}")
+    return (f"{base_url}/voila/render/{control}?token={token}", f"{base_url}/lab/tree/{control}?token={token}")

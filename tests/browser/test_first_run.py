@@ -74,7 +74,7 @@ def test_up_serves_the_cockpit_once_it_answers_and_a_session_leaves_the_reposito
             assert resp.status == 200
         text = out_path.read_text()
         assert "copied" in text and str(home / "notebooks") in text
-        assert re.search(r"JupyterLab[^:]*: http://\S+/lab/tree/control\.ipynb\?token=", text)
+        assert re.search(r"JupyterLab[^:]*: http://\S+/lab/tree/notebooks/control\.ipynb\?token=", text)
 
         context = chromium.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
@@ -90,7 +90,7 @@ def test_up_serves_the_cockpit_once_it_answers_and_a_session_leaves_the_reposito
 
             # a session in JupyterLab on the same server: it saves into the home's copy, not the repository
             lab = LabPage(page, Served(base, token))  # type: ignore[arg-type]
-            lab.open_notebook("control.ipynb", timeout_ms=90_000)
+            lab.open_notebook("notebooks/control.ipynb", timeout_ms=90_000)  # INTERFACE.md's path, in the home
             lab.run_all()
             expect(page.locator(f".jp-OutputArea-output {PANEL} .tb-connection")).to_have_text(
                 "connected", timeout=60_000)

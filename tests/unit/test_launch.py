@@ -59,6 +59,12 @@ def test_a_server_that_never_answers_times_out_with_its_log(tmp_path: Path) -> N
 def test_the_server_serves_the_copy_and_the_cockpit_is_voila_on_the_control_notebook(tmp_path: Path) -> None:
     argv = server_argv("python", tmp_path, 8888, "tok", as_root=True)
     assert f"--ServerApp.root_dir={tmp_path}" in argv and "--no-browser" in argv and "--allow-root" in argv
+    assert "--LabApp.default_url=/lab/tree/notebooks/control.ipynb" in argv
+    # the engine's files in the home are not offered to a click in the file browser
+    assert {"--ContentsManager.hide_globs=engine.json", "--ContentsManager.hide_globs=journal.sqlite*"} <= set(argv)
+    # INTERFACE.md's path: notebooks/control.ipynb, under the home
     cockpit, lab = urls("http://127.0.0.1:8888", "tok")
-    assert cockpit == "http://127.0.0.1:8888/voila/render/control.ipynb?token=tok"
-    assert lab == "http://127.0.0.1:8888/lab/tree/control.ipynb?token=tok"
+    assert cockpit == "http://127.0.0.1:8888/voila/render/notebooks/control.ipynb?token=tok"
+    assert lab == "http://127.0.0.1:8888/lab/tree/notebooks/control.ipynb?token=tok"
+    # --notebook-dir serves a folder of notebooks itself
+    assert urls("http://h", "t", "control.ipynb")[1] == "http://h/lab/tree/control.ipynb?token=t"
