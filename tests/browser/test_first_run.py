@@ -75,6 +75,11 @@ def test_up_serves_the_cockpit_once_it_answers_and_a_session_leaves_the_reposito
         text = out_path.read_text()
         assert "copied" in text and str(home / "notebooks") in text
         assert re.search(r"JupyterLab[^:]*: http://\S+/lab/tree/notebooks/control\.ipynb\?token=", text)
+        # the server's root is the home: the notebooks folder and the reports are listed, the engine's files are not
+        with urllib.request.urlopen(f"{base}/api/contents/?token={token}", timeout=10) as resp:
+            listed = {item["name"] for item in json.load(resp)["content"]}
+        assert "notebooks" in listed and "logs" in listed
+        assert (home / "engine.json").exists() and not listed & {"engine.json", "engine.lock", "journal.sqlite"}
 
         context = chromium.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
