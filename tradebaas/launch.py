@@ -11,8 +11,8 @@ Decisions, and why:
   the home), and the home's reports and logs are in the file browser beside it; the engine's files (journal,
   ``engine.json`` with its token, lock) are hidden from the file browser so nobody deletes them by a click.
 - **The cockpit needs no "Run all".** The same Jupyter server runs Voilà's server extension (a pinned ``voila``
-  package; no JupyterLab extension build), so ``/voila/render/control.ipynb`` executes the control notebook in a
-  fresh ``tradebaas`` kernel and shows its live panel, widgets and chart included. That URL is "the cockpit" and is
+  package; no JupyterLab extension build), so ``/voila/render/notebooks/control.ipynb`` executes the control
+  notebook in a fresh ``tradebaas`` kernel and shows its live panel, widgets and chart included. That URL is "the cockpit" and is
   what the browser opens; the JupyterLab URL (the same notebook, to work in) is printed beside it.
 - **The URL is printed only once the server answers** (``GET /api/status`` with the token): a URL that does not
   load yet is the first thing a new user would try.
