@@ -57,6 +57,8 @@ USER_CHANNELS = ("user.orders.any.any.raw", "user.trades.any.any.raw")
 PERIODIC_RECONCILE_S = 60.0
 #: Seconds before a failed start/reconnect reconciliation is tried again (the strategies wait meanwhile).
 RECONCILE_RETRY_S = 5.0
+#: Seconds (wall clock) between two pushes of an instrument's open positions valued at the latest mark price.
+MARK_PUSH_S = 0.5
 
 
 class Supervisor:
@@ -85,6 +87,7 @@ class Supervisor:
         self.catalog = Catalog(engine.home, self.store)
         self.budgets = load_budgets(engine.home)
         self._ticker_pub: dict[str, float] = {}
+        self._mark_pushes = views.MarkPushes(MARK_PUSH_S)
 
     # -- service protocol ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -539,6 +542,20 @@ class Supervisor:
                 "mark_price": ticker.mark_price, "index_price": ticker.index_price,
                 "best_bid_price": ticker.best_bid_price, "best_ask_price": ticker.best_ask_price,
             })
+        self._push_marks(ticker.instrument)
+
+    def _push_marks(self, instrument: str) -> None:
+        """While a position is open on ``instrument``, push it (``positions``) with the latest mark price and
+        floating PnL every ``MARK_PUSH_S``: nothing else would tell a panel that its numbers moved. Flat: nothing."""
+        now = time.monotonic()
+        if not self._mark_pushes.due(instrument, now) or not self.store.open_trades_on(instrument):
+            return
+        rows = views.open_positions((t for t in self.store.open_trades() if t.instrument == instrument),
+                                    self.instruments, self.tickers)
+        if rows:
+            self._mark_pushes.pushed(instrument, now)
+        for row in rows:
+            self.engine.publish("positions", row)
 
     # -- views (docs/rpc.md shapes, also pushed as events) --------------------------------------------------
     def strategy_info(self, strategy_id: str) -> dict[str, Any] | None:
