@@ -288,7 +288,7 @@ class StrategyRunner:
                        closed_at: float | None, journal: Any) -> bool:
         """Carry out one intent; True when the decision's journaling was handed to the order manager."""
         if isinstance(intent, Enter):
-            if self.store.open_trades(self.id):
+            if self.store.has_open_trade(self.id):
                 log.info("a trade is open; the entry is not carried out", extra=strategy_extra(self.id))
                 return False
             price = self.last_price or candle.close
