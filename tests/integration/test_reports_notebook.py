@@ -36,6 +36,7 @@ from tradebaas.strategies.razor import Razor
 
 NOW = int(time.time() * 1000)
 H = 3_600_000
+CODE_VERSIONS = {"s1": "c0ffee" * 10 + "abcd", "s2": "5eed" * 16}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,7 +54,8 @@ def trade(tid: str, sid: str, direction: str, entry: float, exit_: float | None,
             "state": "closed" if closed else "open", "amount": 0.01, "entry_price": entry, "exit_price": exit_,
             "entry_ts_ms": NOW - int(hours_ago * H), "exit_ts_ms": NOW - int((hours_ago - 1) * H) if closed else None,
             "pnl": pnl, "fees": fees, "net_pnl": pnl - fees, "exit_reason": "tp" if pnl > 0 else "sl",
-            "currency": "USDC"}
+            "currency": "USDC", "strategy_name": "razor", "code_version": CODE_VERSIONS[sid],
+            "config_version": 2 if tid == "t2" else 1}
 
 
 TRADES = [
@@ -85,7 +87,8 @@ for i, e in enumerate(EVENTS, start=1):
 
 
 def strategy(sid: str, state: str, reason: str = "") -> dict[str, Any]:
-    return {"id": sid, "name": "razor", "instrument": "BTC_USDC-PERPETUAL", "state": state,
+    return {"id": sid, "name": "razor", "version": CODE_VERSIONS[sid], "config_version": 2,
+            "instrument": "BTC_USDC-PERPETUAL", "state": state,
             "desired_state": "running", "state_reason": reason, "config": {}, "trades": 2,
             "pnl": {"realized": 1.0, "fees": 0.1, "net": 0.9, "floating": 0.0, "currency": "USDC"}}
 
@@ -206,6 +209,10 @@ def test_every_section_shows_its_data(tb_home: Home, tmp_path: Path) -> None:
                  "live-0", "not compared: strategy s2 has no recorded candles"):
         assert text in html, text
     assert html.count("<img") >= 2  # the equity plot and the price with the period's trades
+    # versions on every trade and strategy: the code version as 12 characters, the config version
+    trades_table = html[html.index(">Trades<"):]
+    assert "c0ffeec0ffee" in trades_table and "5eed5eed5eed" in trades_table and "code_version" in trades_table
+    assert CODE_VERSIONS["s1"] not in html and "config_version" in trades_table and "code version" in html
     # key figures first: net PnL, fees, trades, win rate, max drawdown (t1 +5.5, t2 -3.5, t3 +4.6 USDC)
     head = html[html.index("Key figures"):html.index(">PnL and fees<")]
     for text in ("net PnL", "fees", "trades", "win rate", "max drawdown", "+6.6", "66.7%", "-3.5"):

@@ -108,7 +108,7 @@ def test_a_strategy_started_from_the_cli_trades_and_every_view_shows_it(
     candles = load_recorded(tb_home, "BTC_USDC-PERPETUAL")
     trades = load_recorded_trades(tb_home, "BTC_USDC-PERPETUAL")
     assert len(candles) >= 5 and candles.index.is_monotonic_increasing
-    assert len(trades) > len(candles) and trades["trade_id"].is_unique
+    assert len(trades) > 0 and trades["trade_id"].is_unique  # quiet minutes (volume 0) have candles but no trades
     minute = trades.index.floor("1min")
     inside = minute.isin(candles.index)  # trades of the forming minute at the stop have no closed candle yet
     assert inside.sum() > 0
@@ -181,6 +181,14 @@ def test_a_size_below_the_minimum_and_a_second_strategy_on_one_instrument_are_re
     assert "tradeSize 1 USD is below the minimum order" in error
     assert c.call("strategy.get", id=sid)["config"]["tradeSize"] == 100  # unchanged
     assert run_cli("strategy", "set", sid, "tradeSize=250", home=tb_home).returncode == 0
+
+    # a resume passes the same rule: the stopped razor's instrument is traded by the shared ema_cross meanwhile
+    assert run_cli("strategy", "stop", sid, home=tb_home).returncode == 0
+    error = refused("strategy", "resume", sid)
+    assert f"is already traded by {shared.stdout.strip()} (running)" in error
+    assert c.call("strategy.get", id=sid)["state"] == "stopped"
+    resumed = run_cli("strategy", "resume", sid, "--allow-shared-instrument", home=tb_home)
+    assert resumed.returncode == 0 and resumed.stdout.startswith(f"{sid}: "), resumed
 
 
 def test_trading_commands_without_an_engine_say_so(tb_home: Home) -> None:

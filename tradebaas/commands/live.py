@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         get.add_argument("id")
         resume = sub.add_parser("resume", help="run a stopped strategy again, or one in needs_attention once fixed")
         resume.add_argument("id")
+        resume.add_argument("--allow-shared-instrument", action="store_true",
+                            help="resume although another strategy of ours trades the instrument (Deribit nets "
+                            "their positions)")
         avail = sub.add_parser("available", help="every strategy the engine can start, with its parameters")
         avail.add_argument("--json", action="store_true")
         deploy = sub.add_parser("deploy", help="vet a strategy file and store it in the engine as a new version")
@@ -137,7 +140,7 @@ def _strategy(eng: Any, args: argparse.Namespace) -> int:
         print(f"{info['id']}: {info['state']}")
         return 0
     if action == "resume":
-        info = eng.call("strategy.resume", id=args.id)
+        info = eng.call("strategy.resume", id=args.id, allow_shared_instrument=args.allow_shared_instrument)
         reason = f" ({info['state_reason']})" if info["state_reason"] else ""
         print(f"{info['id']}: {info['state']}{reason}")
         return 0 if info["state"] in ("running", "starting") else 1

@@ -108,7 +108,8 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("strategy.compare", READ, {"id": Param(str), "since": _opt_int, "until": _opt_int},
                "live vs a backtest of the engine's own candles with the same code and config versions"),
     MethodSpec("strategy.stop", TRADE, {"id": Param(str), "flatten": Param(bool, default=False)}, "stop"),
-    MethodSpec("strategy.resume", TRADE, {"id": Param(str)}, "run a stopped or needs_attention strategy again"),
+    MethodSpec("strategy.resume", TRADE, {"id": Param(str), "allow_shared_instrument": Param(bool, default=False)},
+               "run a stopped or needs_attention strategy again"),
     MethodSpec("trades.list", READ, {"strategy": _opt_str, "since": _opt_int, "until": _opt_int}, "trades"),
     MethodSpec("trades.mark_closed", TRADE, {
         "trade_id": Param(str), "exit_price": Param(float, check=_positive),
@@ -263,11 +264,7 @@ class EngineApi:
             raise RpcError(INVALID_PARAMS, str(exc)) from None
         await self._check_size(loaded.cls, valid, inst_name)
         if not allow_shared_instrument:
-            shared = guards.shared_instrument_problem(
-                inst_name, ((s.id, s.instrument, s.state) for s in self.store.strategies()),
-                {t.strategy_id for t in self.store.open_trades() if t.instrument == inst_name})
-            if shared:
-                raise RpcError(CONFLICT, shared)
+            self._check_shared(inst_name)
         sid = await self.live.create_strategy(entry.name, inst_name, valid, loaded.code_version)
         return self._info(sid)
 
@@ -337,11 +334,23 @@ class EngineApi:
         await self.live.stop_strategy(id, flatten)
         return self._info(id)
 
-    async def resume(self, id: str) -> dict[str, Any]:
-        """Run a stopped strategy again, or one that waited for a person once the cause is fixed."""
-        self._info(id)
+    async def resume(self, id: str, allow_shared_instrument: bool = False) -> dict[str, Any]:
+        """Run a stopped strategy again, or one that waited for a person once the cause is fixed. Refused, as a start
+        is, while another strategy of ours trades or holds a position on its instrument, unless
+        ``allow_shared_instrument``."""
+        info = self._info(id)
+        if not allow_shared_instrument:
+            self._check_shared(info["instrument"], own_id=id)
         await self.live.resume_strategy(id)
         return self._info(id)
+
+    def _check_shared(self, instrument: str, own_id: str | None = None) -> None:
+        """Refuse (-32002) an instrument another strategy of ours trades or holds a position on."""
+        shared = guards.shared_instrument_problem(
+            instrument, ((s.id, s.instrument, s.state) for s in self.store.strategies()),
+            {t.strategy_id for t in self.store.open_trades() if t.instrument == instrument}, own_id)
+        if shared:
+            raise RpcError(CONFLICT, shared)
 
     async def compare(self, id: str, since: int | None = None, until: int | None = None) -> dict[str, Any]:
         """Backtest the engine's own recorded candles over [since, until) with the strategy's journaled code and

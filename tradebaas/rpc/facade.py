@@ -235,6 +235,15 @@ class EngineFacade:
         """Stop a strategy. Its position keeps its stop and take-profit on the exchange unless ``flatten``."""
         return self.call("strategy.stop", id=id, flatten=flatten)
 
+    def resume(self, id: str, allow_shared_instrument: bool = False) -> dict[str, Any]:
+        """Run a stopped strategy again, or one in ``needs_attention`` once its cause is fixed (the engine reconciles
+        first; a cause still there puts it back). Refused (-32002) like a start while another strategy of ours
+        trades its instrument, unless ``allow_shared_instrument=True``."""
+        params: dict[str, Any] = {"id": id}
+        if allow_shared_instrument:
+            params["allow_shared_instrument"] = True
+        return self.call("strategy.resume", **params)
+
     def deploy(self, strategy: Any, name: str | None = None, timeout: float = DEPLOY_TIMEOUT_S) -> dict[str, Any]:
         """Send a strategy's source to the engine, which backtests it and stores it as a new version.
 
