@@ -95,13 +95,13 @@ def env_for(home: Home) -> dict[str, str]:
 class Sim:
     """``tradebaas sim`` as a process, with a minimal authenticated HTTP client."""
 
-    def __init__(self, home: Home, speed: float) -> None:
+    def __init__(self, home: Home, speed: float, extra: tuple[str, ...] = ()) -> None:
         self.speed = speed
         out = home.logs_dir / "bench-sim.out"
         home.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(out, "ab") as fh:
             self.proc = subprocess.Popen([PYTHON, "-m", "tradebaas.cli", "sim", "--port", "0", "--speed", str(speed),
-                                          "--rate-limits", "off"], env=env_for(home), stdout=fh,
+                                          "--rate-limits", "off", *extra], env=env_for(home), stdout=fh,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         lines = wait(lambda: [ln for ln in out.read_text().splitlines() if ln.startswith("http://")], 30,
                      "the simulator's URL", 0.02)

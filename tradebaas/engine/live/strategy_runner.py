@@ -282,7 +282,10 @@ class StrategyRunner:
         if deferred:  # the entry was not attempted (a trade is open): journal the decision on its own
             with self.store.journal.transaction() as conn:
                 journal(conn)
-        publish(f"strategy.{self.id}", {"type": "decision", "decision": record})
+        push: dict[str, Any] = {"type": "decision", "decision": record}
+        if closed_at is not None:  # the market event that closed the candle arrived -> decided, journaled, carried out
+            push["lag_ms"] = round((time.perf_counter() - closed_at) * 1e3, 3)
+        publish(f"strategy.{self.id}", push)
 
     async def _execute(self, intent: Enter | MoveStop | Exit, candle: Candle, close_ts: int,
                        closed_at: float | None, journal: Any) -> bool:
