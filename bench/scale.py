@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -126,6 +128,7 @@ def main() -> int:
         home = get_home(Path(tmp) / "home").ensure()
         sim = Sim(home, args.speed, ("--synthetic", str(args.seed), "--no-persist"))
         panels: list[Panel] = []
+        pid = 0
         try:
             start_engine(home)
             info = read_connection_file(home)
@@ -152,7 +155,13 @@ def main() -> int:
                 for p in panels:
                     p.client.close()
                 c.call("engine.shutdown")
-            wait(lambda: not (home.root / "engine.json").exists(), 60, "the engine to stop", 0.1)
+            try:
+                wait(lambda: not (home.root / "engine.json").exists(), 60, "the engine to stop", 0.1)
+            except TimeoutError:  # reported, the log kept, the engine killed: a benchmark must not leave it running
+                kept = Path(tempfile.gettempdir()) / f"tb-bench-scale-engine-{pid}.log"
+                shutil.copy(home.engine_log, kept)
+                emit(case="engine stop", stopped=False, log=str(kept))
+                os.kill(pid, signal.SIGKILL)
         finally:
             for p in panels:
                 p.client.close()
