@@ -38,7 +38,7 @@ def sampler(out: Path, base_s: float, every_s: float) -> None:
 
 def main() -> int:
     out, base_s, every_s = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-    tracemalloc.start(12)
+    tracemalloc.start(3)  # three frames: enough to name the caller, cheap enough to keep the engine trading
     threading.Thread(target=sampler, args=(out, base_s, every_s), daemon=True, name="tracemalloc").start()
     from tradebaas.engine.process.daemon import run_foreground
     from tradebaas.home import get_home

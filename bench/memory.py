@@ -109,6 +109,7 @@ def main() -> int:
                 emit(case="engine stop", stopped=False)
                 kill_engine(home)
         finally:
+            kill_engine(home)  # only if still running (a failed run must not leave it behind)
             sim.stop()
     return 0
 

@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latency import ACK_RE, RAZOR_OFTEN, Sim, start_engine, summary, wait  # noqa: E402
+from latency import ACK_RE, RAZOR_OFTEN, Sim, kill_engine, start_engine, summary, wait  # noqa: E402
 from strategies import SLOW  # noqa: E402
 
 from tradebaas.connection import read_connection_file  # noqa: E402
@@ -165,6 +165,7 @@ def main() -> int:
         finally:
             for p in panels:
                 p.client.close()
+            kill_engine(home)  # only if still running (a failed run must not leave it behind)
             sim.stop()
     return 0
 
