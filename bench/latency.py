@@ -106,8 +106,12 @@ class Sim:
             self.proc = subprocess.Popen([PYTHON, "-m", "tradebaas.cli", "sim", "--port", "0", "--speed", str(speed),
                                           "--rate-limits", "off", *extra], env=env_for(home), stdout=fh,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        lines = wait(lambda: [ln for ln in out.read_text().splitlines() if ln.startswith("http://")], 30,
-                     "the simulator's URL", 0.02)
+        try:
+            lines = wait(lambda: [ln for ln in out.read_text().splitlines() if ln.startswith("http://")], 60,
+                         "the simulator's URL", 0.02)
+        except TimeoutError:
+            self.stop()  # never leave it running
+            raise
         self.http = lines[0].strip()
         creds = json.loads((home.sim_dir / "credentials.json").read_text())
         self.token = self.call("public/auth", grant_type="client_credentials", client_id=creds["client_id"],
