@@ -1,6 +1,6 @@
 """``make bench``: run every benchmark script, keep their JSON lines, print the goals with their figures.
 
-Each script (bench/sim.py, latency.py, rpc.py, backtest.py) runs as its own process with a timeout; every JSON
+Each script (bench/sim.py, latency.py, rpc.py, scale.py, memory.py, strategies.py, backtest.py) runs as its own process with a timeout; every JSON
 line it prints is kept, tagged with the script, the host, the time and the load average at the start, in
 ``bench/results/<YYYY-MM-DD>-<host>.jsonl`` (appended: one file per day and machine). Then the table: one row per
 goal with its figure and PASS / MISS (``reported`` where the goal is to report, not to meet), as Markdown, which
@@ -34,6 +34,9 @@ SCRIPTS: dict[str, tuple[list[str], int]] = {
     "sim": ([], 300),
     "latency": ([], 900),
     "rpc": ([], 300),
+    "scale": ([], 900),
+    "memory": (["--hours", "44", "--warmup-h", "20"], 900),  # the first simulated day warms up, 24 h measured
+    "strategies": ([], 900),
     "backtest": (["--compare", "--sweep", "1000", "--dask"], 3600),
 }
 
@@ -112,14 +115,50 @@ def dask_goal(rows: Rows) -> tuple[str, bool | None]:
     return f"{text}; {cores} cores", None
 
 
-def metric(bench: str, name: str, key: str, unit: str, test: Callable[[float], bool], **match: Any
+def metric(bench: str, name: str, key: str, unit: str, test: Callable[[float], bool] | None, **match: Any
            ) -> Callable[[Rows], Any]:
     def figure(rows: Rows) -> tuple[str, bool | None]:
         r = last(rows, bench=bench, **({"metric": name} if name else {}), **match)
         if r is None or key not in r:
             return _missing()
-        return f"{r[key]:,} {unit}".strip(), test(float(r[key]))
+        return f"{r[key]:,} {unit}".strip(), None if test is None else test(float(r[key]))
     return figure
+
+
+def scale_goal(key: str, sub: str | None, unit: str, limit: float | None, slow: bool = False
+               ) -> Callable[[Rows], Any]:
+    """A figure of ``bench/scale.py``: the phase without (or with, ``slow``) the spinning strategy."""
+    def figure(rows: Rows) -> tuple[str, bool | None]:
+        found = [r for r in pick(rows, bench="scale") if "tick_to_decision_ms" in r and ("spinning" in r["case"]) == slow]
+        if not found:
+            return _missing()
+        r = found[-1]
+        value = float(r[key][sub] if sub else r[key])
+        text = f"{value:,} {unit}".strip()
+        if key == "tick_to_decision_ms":
+            text += f" (p50 {r[key]['p50']} ms, {r['decisions_per_s']} decisions/s, load {r.get('load_1m')})"
+        return text, None if limit is None else value <= limit
+    return figure
+
+
+def slow_goal(rows: Rows) -> tuple[str, bool | None]:
+    found = pick(rows, bench="strategies")
+    if len(found) < 2:
+        return _missing()
+    alone, beside = found[0]["engine_close_to_ack_ms"], found[-1]["engine_close_to_ack_ms"]
+    if not alone.get("n") or not beside.get("n"):
+        return _missing()
+    return f"{beside['p50']} ms beside it vs {alone['p50']} ms alone (p99 {beside['p99']} vs {alone['p99']})", \
+        beside["p50"] <= alone["p50"] * 1.5 + 0.5
+
+
+def memory_goal(rows: Rows) -> tuple[str, bool | None]:
+    r = last(rows, bench="memory")
+    if r is None or "growth_mb_per_sim_h" not in r:
+        return _missing()
+    day = r["growth_mb_per_sim_h"] * 24
+    return (f"{day:+.1f} MB/day ({r['rss_mb_after_warmup']} -> {r['rss_mb_end']} MB after {r['warmup_h']} h "
+            f"warm-up; max {r['rss_mb_max']} MB)"), abs(day) <= 5.0
 
 
 GOALS: list[Goal] = [
@@ -138,12 +177,27 @@ GOALS: list[Goal] = [
     Goal("sweep", "Razor, 1,000 parameter sets over the bundled 27 days", "<= 60 s on 2 cores", sweep_goal),
     Goal("sweep", "Dask LocalCluster, time per set with 1/2/4 workers", "within 20 % of linear (reported)",
          dask_goal),
-    Goal("latency", "candle close -> entry acknowledged, p50 (engine)", "<= 1 ms",
-         metric("latency", "engine_close_to_ack_ms", "p50", "ms", lambda v: v <= 1.0)),
-    Goal("latency", "candle close -> entry acknowledged, p99 (engine)", "<= 5 ms",
-         metric("latency", "engine_close_to_ack_ms", "p99", "ms", lambda v: v <= 5.0)),
+    Goal("latency", "candle close -> entry acknowledged, p50 (engine)", "<= 0.5 ms",
+         metric("latency", "engine_close_to_ack_ms", "p50", "ms", lambda v: v <= 0.5)),
+    Goal("latency", "candle close -> entry acknowledged, p99 (engine)", "<= 3 ms",
+         metric("latency", "engine_close_to_ack_ms", "p99", "ms", lambda v: v <= 3.0)),
+    Goal("latency", "of which the simulator's answer (order sent -> acknowledged), p50", "reported",
+         metric("latency", "entry_send_to_ack_ms", "p50", "ms", None)),
+    Goal("latency", "of which the engine's own part (close -> order sent), p50", "reported",
+         metric("latency", "engine_close_to_send_ms", "p50", "ms", None)),
     Goal("latency", "resume after kill -9, p50", "<= 1 s",
          metric("latency", "resume_s", "p50", "s", lambda v: v <= 1.0)),
+    Goal("scale", "100 strategies, 100 ticks/s, 5 panels: tick -> decision, p99", "<= 20 ms",
+         scale_goal("tick_to_decision_ms", "p99", "ms", 20.0)),
+    Goal("scale", "... engine RSS (max)", "<= 250 MB", scale_goal("rss_mb_max", None, "MB", 250.0)),
+    Goal("scale", "... engine CPU (CPU seconds per wall second)", "reported",
+         scale_goal("cpu_s_per_s", None, "", None)),
+    Goal("scale", "... with one strategy spinning 300 ms per candle: the others' p99", "unchanged (<= 20 ms)",
+         scale_goal("tick_to_decision_ms", "p99", "ms", 20.0, slow=True)),
+    Goal("scale", "one slow strategy: Razor's close -> ack p50 beside a 300 ms spinning one (vs alone)", "unchanged",
+         slow_goal),
+    Goal("memory", "RSS growth over 24 simulated hours after warm-up, 2 strategies trading", "flat (<= 5 MB/day)",
+         memory_goal),
     Goal("rpc", "sync client round trip, p50", "<= 0.3 ms",
          metric("rpc", "ping_roundtrip_ms", "p50", "ms", lambda v: v <= 0.3)),
     Goal("rpc", "calls/s, 8 threads, one client", ">= 5,000/s",

@@ -157,22 +157,66 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"engine: started (pid {info.pid}, {info.url}, log {home.engine_log})")
     if args.no_lab:
         return 0
-    notebook_dir = Path(args.notebook_dir or (REPO_ROOT if (REPO_ROOT / "notebooks").is_dir() else Path.cwd()))
+    return _serve_notebooks(args, home)
+
+
+def _serve_notebooks(args: argparse.Namespace, home: Home) -> int:
+    """JupyterLab and the cockpit (Voila) on the user's copy of the notebooks (``tradebaas/launch.py`` says why);
+    the URLs once the server answers; then wait for it (Ctrl-C stops it, not the engine)."""
+    import signal
+    import subprocess
+    import webbrowser
+
+    from tradebaas import launch
+    from tradebaas.engine.process import simulator
+
+    if args.notebook_dir:
+        root_dir = Path(args.notebook_dir).expanduser().resolve()
+        if not root_dir.is_dir():
+            raise UserError(f"--notebook-dir {root_dir} is not a folder")
+        control = Path(launch.CONTROL).name
+    else:  # the home is the root: the control notebook is notebooks/control.ipynb there, as INTERFACE.md says
+        root_dir, control = home.root, launch.CONTROL
+        for line in launch.copy_notebooks(REPO_ROOT / "notebooks", home.root / "notebooks").lines(
+                REPO_ROOT / "notebooks"):
+            print(line)
     port = simulator.free_port(8888)
     token = secrets.token_hex(24)
-    path = "lab/tree/notebooks/control.ipynb" if (notebook_dir / "notebooks/control.ipynb").exists() else "lab"
-    print(f"JupyterLab: http://127.0.0.1:{port}/{path}?token={token}")
-    print("(stopping JupyterLab leaves the engine running; `make stop` or `tradebaas down` stops it)", flush=True)
-    argv = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebook_dir}", f"--port={port}",
-            "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--LabApp.default_url=/{path}"]
-    if args.no_browser:
-        argv.append("--no-browser")
-    if os.geteuid() == 0:  # containers and CI run as root; Jupyter refuses that unless told
-        argv.append("--allow-root")
+    base = f"http://127.0.0.1:{port}"
+    log_path = home.logs_dir / "jupyterlab.log"
     env = dict(os.environ)
     env[ENV_VAR] = str(home.root)
-    os.execve(sys.executable, argv, env)
-    return 0  # not reached
+    print(f"starting JupyterLab (log {log_path})…", flush=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(launch.server_argv(sys.executable, root_dir, port, token, os.geteuid() == 0,
+                                                   control),
+                                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=root_dir)
+    try:
+        launch.wait_until_answers(base, token, proc, log_path)
+    except BaseException:
+        proc.terminate()
+        proc.wait(15)
+        raise
+    cockpit, lab = launch.urls(base, token, control)
+    print(f"the cockpit (the control panel, live): {cockpit}")
+    print(f"JupyterLab (the notebooks, to work in): {lab}")
+    print("(Ctrl-C stops JupyterLab and leaves the engine running; `make stop` or `tradebaas down` stops it)",
+          flush=True)
+    if not args.no_browser:
+        webbrowser.open(cockpit)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())  # a service manager stopping `up` stops the server
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # the terminal's Ctrl-C reached JupyterLab too: it is shutting down
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(15)
+        print("JupyterLab stopped; the engine and the simulator keep running (`make stop` stops them)")
+        return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -297,7 +341,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     up.add_argument("--exchange", help="engine exchange instead of the local simulator")
     up.add_argument("--no-browser", action="store_true", help="do not open a browser")
     up.add_argument("--no-lab", action="store_true", help="start the services only, not JupyterLab")
-    up.add_argument("--notebook-dir", help="JupyterLab root (default: the repository)")
+    up.add_argument("--notebook-dir", help="serve this folder of notebooks, its control.ipynb as the cockpit "
+                                           "(default: TRADEBAAS_HOME, with notebooks/control.ipynb; the project's "
+                                           "notebooks are copied to TRADEBAAS_HOME/notebooks on first run)")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", parents=[common], help="stop engine and simulator (make stop)")

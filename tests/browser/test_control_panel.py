@@ -95,6 +95,12 @@ def test_start_razor_from_the_panel_see_it_trade_and_stop_it(lab_page: LabPage, 
     edit_a_running_strategy(lab_page, stack, row)
 
     panel.locator(".widget-button", has_text="Stop").first.click()
+    # holding a position, Stop first asks what to do with it (test_cockpit.py checks the question): flatten it
+    question = panel.locator(".tb-stop-confirm .tb-stop-question")
+    stopped = row.locator(".tb-state", has_text="stopped")
+    expect(stopped.or_(question).first).to_be_visible(timeout=30_000)
+    if question.is_visible():
+        panel.locator(".tb-stop-confirm .widget-button.tb-stop-flatten").click()
     expect(row.locator(".tb-state")).to_have_text("stopped", timeout=30_000)
     lab_page.screenshot("control_panel.png", PANEL)
     lab_page.screenshot("control_panel_page.png")

@@ -1,4 +1,4 @@
-"""Backtest semantics (reference/razor.md): next-open fills, brackets along the candle path (or SL-first), fees,
+"""Backtest semantics (docs/razor.md): next-open fills, brackets along the candle path (or SL-first), fees,
 break-even, bookkeeping."""
 
 from __future__ import annotations

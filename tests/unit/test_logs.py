@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,12 @@ import pytest
 from tradebaas.engine.process.logs import (
     REDACT,
     CallbackHandler,
+    DeferredHandler,
     OneLineFilter,
     StrategyLines,
+    attach,
+    defer_to_loop,
+    detach,
     escape_control,
     line_head,
     setup_logging,
@@ -139,3 +145,43 @@ def test_log_channel_records_name_their_strategy() -> None:
     finally:
         logger.removeHandler(handler)
     assert [r["strategy_id"] for r in got] == ["razor-1", None]
+
+
+def test_the_engine_loop_writes_log_lines_after_the_call_in_order_and_from_other_threads(
+        tmp_path: Path, root_logging: None) -> None:
+    """On the engine's loop a logging call only queues its record (the order path does not wait for the write);
+    the loop writes the lines, in order, in its next iterations; the ``log`` channel's handler sees them too."""
+    log_file = tmp_path / "engine.log"
+    setup_logging(log_file)
+    (deferred,) = [h for h in logging.getLogger().handlers if isinstance(h, DeferredHandler)]
+    channel: list[dict[str, Any]] = []
+    cb = CallbackHandler(channel.append)
+    attach(cb)
+    log = logging.getLogger("tradebaas.engine.test-deferred")
+
+    def lines() -> list[str]:
+        return [ln.rsplit(": ", 1)[-1] for ln in log_file.read_text(encoding="utf-8").splitlines()]
+
+    async def run() -> None:
+        defer_to_loop(asyncio.get_running_loop())
+        try:
+            for i in range(5):
+                log.info("order sent %d of %s", i, ["late"])
+            assert lines() == [] and channel == []  # nothing written inside the calls
+            await asyncio.to_thread(log.warning, "from a worker thread")
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert lines() == [f"order sent {i} of ['late']" for i in range(5)] + ["from a worker thread"]
+            log.info("pending when the loop stops")
+        finally:
+            defer_to_loop(None)  # what the engine does at shutdown: the pending records are written at once
+        assert lines()[-1] == "pending when the loop stops"
+        log.info("after the loop, written at once")
+        assert lines()[-1] == "after the loop, written at once"
+
+    asyncio.run(run())
+    assert [r["message"] for r in channel][-2:] == ["pending when the loop stops", "after the loop, written at once"]
+    assert len(channel) == 8
+    detach(cb)
+    log.info("detached")
+    assert len(channel) == 8 and deferred.targets and threading.active_count() >= 1

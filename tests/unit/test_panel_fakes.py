@@ -103,6 +103,9 @@ class FakeEngine:
         self.deployed: dict[str, type] = {}  # name -> the class of its latest deployed version
         self.errors: dict[str, RpcError] = {}  # method -> the error the engine answers to it
         self.trade_extra: dict[str, Any] = {}  # keys a newer engine adds to every TradeRow
+        # the engine's recorded 1-minute candles (market.candles), ending where the last decision was taken
+        self.candles = [{"ts_ms": 1_700_000_000_000 - (9 - i) * 60_000, "open": 60000.0 + i, "high": 60010.0 + i,
+                         "low": 59990.0 + i, "close": 60005.0 + i, "volume": 1.0} for i in range(10)]
         self.lock = threading.Lock()
 
     def facade(self) -> EngineFacade:
@@ -182,6 +185,9 @@ class FakeEngine:
                      **self.trade_extra}]
         if method == "equity.history":
             return [{"ts_ms": 1_700_000_000_000, "equity": 1000.0}, {"ts_ms": 1_700_000_300_000, "equity": 1000.36}]
+        if method == "market.candles":
+            return [c for c in self.candles if c["ts_ms"] >= (params.get("since") or 0)
+                    and params.get("instrument") == "BTC_USDC-PERPETUAL"]
         if method == "risk.kill":
             return {"stopped": ["razor-1"], "cancelled": 2, "flattened": []}
         if method in ("subscribe", "unsubscribe"):

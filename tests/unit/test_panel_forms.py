@@ -215,6 +215,17 @@ def test_the_edit_form_is_prefilled_with_the_current_config() -> None:
     assert "config version 4" in form.title.value and form.apply_to_open.value is False
 
 
+def test_the_edit_form_shows_an_int_parameter_as_an_int_even_from_a_json_float() -> None:
+    # a config that went through JSON (or a script) may hold 0.0 for an int parameter: the field reads "0"
+    config = {**validate_config(get_strategy("razor"), {}), "breakEvenOffsetTicks": 0.0, "maxDailyTrades": 150.0}
+    form = _edit_form([], config=config)
+    assert form.fields["breakEvenOffsetTicks"].value == "0"
+    assert form.fields["maxDailyTrades"].value == "150"
+    assert form.fields["stopLossPercent"].value == "0.5"  # a float parameter keeps its decimals
+    form.set_values({"maxConcurrentTrades": 2.0})
+    assert form.fields["maxConcurrentTrades"].value == "2"
+
+
 def test_apply_sends_the_changed_keys_only() -> None:
     sent: list[Any] = []
     form = _edit_form(sent)

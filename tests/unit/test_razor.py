@@ -1,4 +1,4 @@
-"""Razor per reference/razor.md, driven by hand-built candle sequences that force each branch."""
+"""Razor per docs/razor.md, driven by hand-built candle sequences that force each branch."""
 
 from __future__ import annotations
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from tradebaas.backtest.data import DataError, load_recorded
 from tradebaas.domain import Candle
-from tradebaas.engine.live.recorder import CandleBuffer, CandleRecorder, day_name, write_day
+from tradebaas.engine.live.recorder import (
+    CandleBuffer,
+    CandleRecorder,
+    MarketRecorder,
+    day_name,
+    prefer_system_arrow_pool,
+    write_day,
+)
 
 INST = "BTC_USDC-PERPETUAL"
 T0 = 1_736_553_540_000  # 2025-01-10 23:59 UTC
@@ -125,3 +138,66 @@ def test_recordings_read_while_the_engine_replaces_the_day_file_are_whole(tmp_pa
         stop.set()
         writer.join(timeout=10)
     assert sizes == sorted(sizes) and sizes[0] >= 200
+
+
+class _Engine:
+    """What ``MarketRecorder`` uses of the engine: its home and its event listeners."""
+
+    def __init__(self, root: Path) -> None:
+        self.home = type("H", (), {"root": root})()
+        self.listeners: list[Any] = []
+
+    def add_listener(self, fn: Any) -> Any:
+        self.listeners.append(fn)
+        return lambda: self.listeners.remove(fn)
+
+    def publish(self, channel: str, data: Any) -> None:
+        for fn in list(self.listeners):
+            fn(channel, data)
+
+
+def test_the_market_recorder_flushes_after_the_candle_and_at_most_once_per_interval(tmp_path: Path) -> None:
+    """A fast replay closes many candles a second: they are written together, not one rewrite per candle, and
+    none is written inside the candle's own close (the orders it causes go first)."""
+    engine = _Engine(tmp_path)
+    rec = MarketRecorder(engine, delay_s=0.05, every_s=0.5)  # type: ignore[arg-type]
+    writes: list[int] = []
+    real_write = rec._write
+    rec._write = lambda: writes.append(n := real_write()) or n  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await rec.start()
+        for i in range(20):
+            before = len(writes)
+            engine.publish(f"candles.{INST}", dataclasses.asdict(c(i)))
+            assert len(writes) == before  # never inside the close
+            await asyncio.sleep(0.01)  # candles 10 ms apart (a replay at 6000x)
+        deadline = asyncio.get_running_loop().time() + 5
+        while sum(writes) < 20 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await rec.stop()
+
+    asyncio.run(run())
+    assert sum(writes) == 20
+    assert 1 <= len([n for n in writes if n]) <= 3  # 0.2 s of candles: the first flush, then at most one per 0.5 s
+    assert len(load_recorded(tmp_path, INST)) == 20
+
+
+def _arrow_pool(call_first: bool) -> str:
+    code = ("from tradebaas.engine.live.recorder import prefer_system_arrow_pool\n"
+            "assert prefer_system_arrow_pool() is True\n" if call_first else "") + \
+        "import pyarrow as pa\nprint(pa.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_engine_has_pyarrow_give_freed_day_file_buffers_back_to_the_os() -> None:
+    """The bound on the engine's memory (issue 15): a day file's buffers, freed after each rewrite, return to the OS
+    instead of staying in pyarrow's own pool; chosen before pyarrow loads, and only then."""
+    assert _arrow_pool(call_first=False) != "system"  # pyarrow's default keeps freed memory (mimalloc/jemalloc)
+    assert _arrow_pool(call_first=True) == "system"
+    import pyarrow  # noqa: F401 - loaded in this process: too late to choose, and it says so
+
+    assert prefer_system_arrow_pool() is False

@@ -81,3 +81,14 @@ def test_a_core_ahead_of_the_clock_follows_the_clock_from_a_jump() -> None:
     feed.prime()
     for m in ex.markets.values():
         assert now - MINUTE_MS < m.ts_ms <= now and m.last_price > 0
+
+
+def test_the_present_clock_is_the_hosts_clock_however_long_after_construction_it_is_first_read() -> None:
+    host = [WALL / 1000]
+    clock = SimClock.wall(now=lambda: host[0])
+    host[0] += 4.25  # loading the data and the saved state took seconds before the server first asks the time
+    assert clock.now_ms() == int(host[0] * 1000)
+    host[0] += 60.0
+    assert clock.now_ms() == int(host[0] * 1000)
+    capped = SimClock.wall(end_ms=int(WALL) - 1, now=lambda: host[0])
+    assert capped.now_ms() == int(WALL) - 1  # the replay still freezes at the end of the data

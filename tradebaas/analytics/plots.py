@@ -18,20 +18,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from tradebaas.analytics.frames import drawdown as drawdown_of
+from tradebaas.analytics.palette import COLORS
 
 __all__ = ["plot_equity", "plot_trades", "plot_pnl_distribution", "COLORS"]
 
-#: One palette for every figure: direction on entries, outcome on exits and bars.
-COLORS = {
-    "long": "#1f77b4",
-    "short": "#ff7f0e",
-    "win": "#2ca02c",
-    "loss": "#d62728",
-    "flat": "#7f7f7f",
-    "equity": "#1f77b4",
-    "drawdown": "#d62728",
-    "price": "#444444",
-}
 
 _OHLC = ("open", "high", "low", "close")
 

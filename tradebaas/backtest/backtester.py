@@ -1,6 +1,6 @@
 """The backtester: the live strategy code driven over historical candles, fills from ``tradebaas.fillmodel``.
 
-Semantics (reference/razor.md, "Backtest semantics"), candle by candle:
+Semantics (docs/razor.md, "Backtest semantics"), candle by candle:
 
 1. Market intents decided on the previous candle (``Enter``, ``Exit``) fill at this candle's open, with
    ``slippage`` (a fraction, against the taker) and the taker fee. ``Enter`` is sized with
@@ -149,14 +149,23 @@ class BacktestResult:
         } for d in self.decisions]
         return pd.DataFrame(rows)
 
-    def plot(self, max_candles: int = 600) -> Any:
-        """Equity/drawdown figure and trades-on-price figure (matplotlib ``Figure`` objects, in that order)."""
+    def plot(self, static: bool = False, max_candles: int | None = None) -> Any:
+        """The market chart the control panel draws live (``tradebaas.analytics.chart``), as a plotly ``Figure``:
+        candles, entries and exits as markers, and the position still open at the end with its entry, stop and
+        take-profit lines -- research and live look alike. The newest ``max_candles`` (default 2000) are drawn.
+
+        ``static=True``: the matplotlib figures instead (equity/drawdown, trades on price; ``max_candles`` default
+        600, a close line beyond), for reports and files."""
+        title = f"{self.strategy} on {self.instrument.name}"
+        if not static:
+            from tradebaas.analytics.chart import chart_of_backtest, figure
+
+            return figure(chart_of_backtest(self, max_candles=max_candles or 2000), title=title)
         from tradebaas.analytics.plots import plot_equity, plot_trades
 
-        title = f"{self.strategy} on {self.instrument.name}"
         return (plot_equity(self.equity, title=title, currency=self.instrument.settlement_currency),
                 plot_trades(self.trades, self.candles, instrument=self.instrument.name, title=title,
-                            max_candles=max_candles))
+                            max_candles=max_candles or 600))
 
 
 def compute_stats(result: BacktestResult) -> pd.Series:

@@ -24,17 +24,22 @@ from typing import Any
 
 import ipywidgets as w
 
+from tradebaas.notebook import widgets as render
 from tradebaas.notebook.widgets import error_details_html, error_summary, strategy_label
 from tradebaas.strategies.base import Param
 from tradebaas.strategies.params import ConfigError, allowed_text, check_config, coerce, params_from_schema
 
 
-def format_value(value: Any) -> str:
-    """The text a field shows for ``value`` (a default, or a value set by a script)."""
+def format_value(value: Any, kind: type | None = None) -> str:
+    """The text a field shows for ``value`` (a default, or a value set by a script); for an ``int`` parameter
+    (``kind``) a whole float reads as the int it is (a config that went through JSON may hold ``0.0``: the edit form
+    showed "0.0" where a start form shows "0")."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
@@ -171,14 +176,19 @@ class ParamFields(w.VBox):
             field = w.Checkbox(value=bool(value), indent=False, tooltip=tip,
                                layout=w.Layout(width="140px", flex="0 0 140px"))
         else:
-            field = w.Text(value=format_value(value), placeholder=format_value(param.default), tooltip=tip,
+            field = w.Text(value=format_value(value, param.type), placeholder=format_value(param.default, param.type),
+                           tooltip=tip,
                            continuous_update=True, layout=w.Layout(width="140px", flex="0 0 140px"))
         field.add_class(f"tb-field-{name}")
         error = w.HTML("")
         error.add_class(f"tb-error-{name}")
         field.observe(lambda _c, p=param: self.check_one(p), names="value")
-        hint = w.HTML(f'<span title="{html.escape(tip)}" style="color:#777;font-size:85%;white-space:nowrap">'
-                      f"{html.escape(range_text(param))}</span>")
+        # the allowed range and default beside the field, in a readable size; on a narrow column the row wraps
+        # and the hint goes under the field rather than off the edge
+        hint = w.HTML(f'<span title="{html.escape(tip)}" style="color:#555;font-size:90%;white-space:nowrap">'
+                      f"{html.escape(range_text(param))}</span>", layout=w.Layout(max_width="100%"))
+        hint.add_class("tb-hint")
+        hint.add_class(f"tb-hint-{name}")
         self.fields[name], self.errors[name] = field, error
         return w.HBox([label, field, error, hint], layout=w.Layout(align_items="center", flex_flow="row wrap"))
 
@@ -196,7 +206,8 @@ class ParamFields(w.VBox):
                 raise KeyError(f"{self.strategy or 'this strategy'} has no parameter {name!r} "
                                f"(it has: {', '.join(self.fields) or 'none'})")
             field = self.fields[name]
-            field.value = value if isinstance(field, w.Checkbox | w.Dropdown) else format_value(value)
+            kind = next((p.type for p in self.params if p.name == name), None)
+            field.value = value if isinstance(field, w.Checkbox | w.Dropdown) else format_value(value, kind)
 
     def check(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Validate every field (and show each one's error): ``(config, errors)`` as :func:`validate`."""
@@ -338,7 +349,9 @@ class StartForm(w.VBox):
             if param.name == INSTRUMENT and param.default:  # sent as strategy.start's own argument
                 self.instrument.value = str(param.default)
         self.param_fields = ParamFields(self._params, self.strategy)
-        description = w.HTML(f"<i>{html.escape(str(spec.get('description') or ''))}</i>")
+        description = w.HTML(f"<i>{render.description_html(spec.get('description') or '')}</i>",
+                             layout=w.Layout(max_width="100%"))
+        description.add_class("tb-strategy-description")
         self.fields_box.children = [description, self.param_fields]
         self.message.value = ""
 

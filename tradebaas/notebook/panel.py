@@ -31,6 +31,7 @@ from typing import Any
 import ipywidgets as w
 
 from tradebaas.notebook import widgets as render
+from tradebaas.notebook.chart import HISTORY_CANDLES, LiveChart
 from tradebaas.notebook.coalesce import Batch, Pump
 from tradebaas.notebook.forms import EditForm, StartForm
 from tradebaas.notebook.magic import register_if_ipython
@@ -104,11 +105,25 @@ class PanelState:
             self.update_position(row)
 
     def update_position(self, row: Mapping[str, Any]) -> None:
+        """A position (``amount`` 0: closed). The engine pushes open ones about twice a second with the latest
+        mark price and floating PnL, so the strategy's row takes its floating PnL and position from here too."""
         key = position_key(row)
-        if float(row.get("amount") or 0) == 0:
-            self.positions.pop(key, None)
-        else:
+        is_open = float(row.get("amount") or 0) != 0
+        if is_open:
             self.positions[key] = dict(row)
+        else:
+            self.positions.pop(key, None)
+        strategy = self.strategies.get(key[0])
+        if strategy is not None and strategy.get("instrument") == row.get("instrument"):
+            current = strategy.get("position") or {}
+            if not is_open and current and current.get("trade_id") != row.get("trade_id"):
+                return  # an older trade's close: the row already shows a newer position
+            pnl = {**(strategy.get("pnl") or {}), "floating": float(row.get("floating_pnl") or 0) if is_open else 0.0}
+            self.strategies[key[0]] = {**strategy, "pnl": pnl, "position": dict(row) if is_open else None}
+
+    def position_of(self, sid: str) -> dict[str, Any] | None:
+        """The open position of strategy ``sid`` (None when flat)."""
+        return next((p for (owner, _inst), p in self.positions.items() if owner == sid), None)
 
     def set_orders(self, rows: list[Mapping[str, Any]]) -> None:
         self.orders = {}
@@ -143,7 +158,10 @@ class PanelState:
             self.reports.pop(next(iter(self.reports)))
 
     def set_equity(self, points: list[Mapping[str, Any]], label: str = "") -> None:
-        self.equity = [float(p["equity"]) for p in points if p.get("equity") is not None]
+        """``equity.history`` (one point per closed trade, from capital 0): the curve starts at 0, so the first
+        closed trade already draws a line."""
+        values = [float(p["equity"]) for p in points if p.get("equity") is not None]
+        self.equity = [0.0, *values] if values else []
         self.equity_label = label
 
     # -- events -----------------------------------------------------------------------------------------------
@@ -203,7 +221,8 @@ class PanelState:
 @dataclass
 class StrategyRowWidgets:
     """The widgets of one strategy row: Stop and Edit, the rendered line, the error's traceback behind a
-    "details" toggle, and the place where its edit form opens (under the row it is about)."""
+    "details" toggle, the question Stop asks when the strategy holds a position, and the place where its edit form
+    opens (under the row it is about)."""
 
     box: w.VBox
     stop: w.Button
@@ -211,6 +230,8 @@ class StrategyRowWidgets:
     html: w.HTML
     details: w.HTML
     edit_box: w.VBox
+    stop_box: w.HBox
+    stop_text: w.HTML
 
 
 def _rpc_error_parts(exc: BaseException) -> tuple[int | None, str, Any]:
@@ -257,6 +278,9 @@ class ControlPanel(w.VBox):
         self.equity_html = self._html("tb-equity-box", render.sparkline_svg([]))
         self.reports_html = self._html("tb-reports-box", render.reports_html([]))
         self.log_html = self._html("tb-log-box", render.log_html([]))
+        self.chart = LiveChart(max_redraws_per_second=min(2.0, max_updates_per_second))
+        self.chart.choice.observe(self._chart_chosen, names="value")
+        self._chart_pending = False  # attached, history not loaded yet (waiting to learn the exchange's time)
         self.form_box = w.VBox([self._html("tb-form-loading", '<span style="color:#888">loading strategies…</span>')])
         self.form: StartForm | None = None
 
@@ -270,31 +294,37 @@ class ControlPanel(w.VBox):
         self.kill_confirm_button.add_class("tb-kill-confirm-button")
         self.kill_cancel_button = w.Button(description="Cancel")
         self.kill_cancel_button.add_class("tb-kill-cancel")
+        self.kill_confirm_text.layout = w.Layout(flex="1 1 100%", min_width="0")
+        # wraps rather than pushing its buttons out of a narrow column
         self.kill_confirm_box = w.HBox([self.kill_confirm_text, self.kill_confirm_button, self.kill_cancel_button],
-                                       layout=w.Layout(display="none"))
+                                       layout=w.Layout(display="none", flex_flow="row wrap", align_items="center"))
         self.kill_result = self._html("tb-kill-result", "")
         self.kill_button.on_click(lambda _b: self._ask_kill())
         self.kill_cancel_button.on_click(lambda _b: self._hide_kill())
         self.kill_confirm_button.on_click(lambda _b: self._do_kill())
 
         def section(title: str, *children: w.Widget) -> w.VBox:
-            return w.VBox([w.HTML(f"<b>{title}</b>"), *children], layout=w.Layout(margin="4px 0"))
+            return w.VBox([w.HTML(f"<b>{title}</b>"), *children],
+                          layout=w.Layout(margin="4px 0", min_width="0", max_width="100%"))
 
-        # A desk: what is happening on the left (wide tables), what you can do on the right, the log below.
+        # A desk: what is happening on the left (wide tables), what you can do on the right, the log below. The
+        # left column is wide enough for its tables (780 px) or the right one goes under it: at 1280 px the two
+        # sit side by side in Voila and stack in JupyterLab beside its file browser.
         left = w.VBox([
             section("Strategies", self.no_strategies, self.strategy_rows),
             section("Position", self.positions_html, self.orders_html),
             section("Latest decision", self.decision_html),
             section("Recent trades", self.trades_html),
             section("Equity", self.equity_html),
-        ], layout=w.Layout(flex="3 1 0%", min_width="520px", margin="0 12px 0 0"))
+        ], layout=w.Layout(flex="3 1 0%", min_width="780px", max_width="100%", margin="0 12px 0 0"))
         right = w.VBox([
             section("Kill switch", w.HBox([self.kill_button, self.flatten]), self.kill_confirm_box, self.kill_result),
             section("Start a strategy", self.form_box),
             section("Reports", self.reports_html),
-        ], layout=w.Layout(flex="2 1 0%", min_width="420px"))
+        ], layout=w.Layout(flex="2 1 0%", min_width="440px", max_width="100%"))
         super().__init__([
             self.status_html,
+            section("Market", self.chart),
             w.HBox([left, right], layout=w.Layout(flex_flow="row wrap", align_items="flex-start")),
             section("Log", self.log_html),
         ])
@@ -309,7 +339,8 @@ class ControlPanel(w.VBox):
     # -- small helpers ----------------------------------------------------------------------------------------
     @staticmethod
     def _html(css_class: str, value: str) -> w.HTML:
-        box = w.HTML(value)
+        # never wider than the column: a table that does not fit scrolls sideways (tb-table-scroll) instead
+        box = w.HTML(value, layout=w.Layout(max_width="100%", min_width="0"))
         box.add_class(css_class)
         return box
 
@@ -363,6 +394,18 @@ class ControlPanel(w.VBox):
         handle = self.eng.subscribe(channel, callback)
         self._subscriptions.append((channel, callback, handle))
 
+    def _unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel`` (the chart's market channels when it shows another instrument)."""
+        with self._lock:
+            self._subscribed.discard(channel)
+            gone = [s for s in self._subscriptions if s[0] == channel]
+            self._subscriptions = [s for s in self._subscriptions if s[0] != channel]
+        for _channel, callback, handle in gone:
+            if callable(getattr(handle, "cancel", None)):
+                handle.cancel()
+            elif callable(getattr(self.eng, "unsubscribe", None)):
+                self.eng.unsubscribe(channel, callback)
+
     def _on_event(self, channel: str, data: Any) -> None:
         """On the client's callback thread: queue, never render."""
         if channel == "log":
@@ -379,6 +422,10 @@ class ControlPanel(w.VBox):
             self._pump.put("positions", position_key(data), data)
         elif channel == "engine":
             self._pump.put("engine", "status", data)
+        elif channel.startswith("candles.") and isinstance(data, Mapping):
+            self._pump.put("chart_candles", (channel, data.get("ts_ms")), data)
+        elif channel.startswith("ticker.") and isinstance(data, Mapping):
+            self._pump.put("chart_ticker", channel, data)
         elif channel == "strategies" or channel.startswith("strategy."):
             if isinstance(data, Mapping) and data.get("type") == "decision":
                 self._pump.put("decisions", channel, data)
@@ -428,6 +475,7 @@ class ControlPanel(w.VBox):
         state.set_reports(reports.get("runs", []) if isinstance(reports, Mapping) else [])
         self._refresh_equity()
         state.connection = "connected"
+        self._chart_events(None, reload=True)
         state.note = "engine restarted — state reloaded" if state.restart_unannounced else ""
         state.restart_unannounced = False
         self._last_ping = now
@@ -470,9 +518,85 @@ class ControlPanel(w.VBox):
                 except Exception as exc:
                     self._record_error(exc)
             self._ensure_strategy_channels()
+            self._chart_events(batch)
         for line in batch.items("log"):
             self.state.apply_event("log", line, now)
         self._render(now)
+
+    # -- the chart (pump thread) -------------------------------------------------------------------------------
+    def _chart_events(self, batch: Batch | None, reload: bool = False) -> None:
+        """Keep the chart on the chosen strategy: (re)attach when the choice or the strategy list changed, load
+        its history once the exchange's time is known, then feed it the batch's candles, ticks, trades and
+        positions. Drawing is :meth:`LiveChart.draw`'s (rate-limited), from :meth:`_render`."""
+        chart, state = self.chart, self.state
+        if chart.set_strategies(state.strategies.values()) or reload:
+            self._attach_chart()
+        sid, instrument = chart.strategy_id, chart.instrument
+        if sid is None or batch is None:
+            return
+        for data in batch.get("chart_candles").values():
+            if data.get("instrument") == instrument:
+                chart.model.add_candle(data)
+        for data in batch.get("chart_ticker").values():
+            if data.get("instrument") == instrument:
+                if self._chart_pending:
+                    self._load_chart_history(int(data.get("ts_ms") or 0))
+                chart.model.on_tick(data.get("ts_ms"), data.get("last_price") or data.get("mark_price"))
+        for data in batch.get("trades").values():
+            if data.get("strategy_id") == sid:
+                chart.model.update_trade(data)
+        if batch.get("positions") or batch.get("strategies"):
+            chart.model.set_position(state.position_of(sid))
+
+    def _chart_chosen(self, _change: Any) -> None:
+        """Another strategy chosen in the chart's chooser (kernel thread): the pump re-attaches the chart."""
+        self._pump.flag("chart")
+
+    def _attach_chart(self) -> None:
+        chart = self.chart
+        sid = chart.choice.value
+        row = self.state.strategies.get(str(sid)) if sid is not None else None
+        old = chart.instrument
+        if row is None:
+            return
+        instrument = str(row.get("instrument"))
+        chart.attach(str(sid), instrument)
+        if old and old != instrument:
+            self._unsubscribe(f"candles.{old}")
+            self._unsubscribe(f"ticker.{old}")
+        self._subscribe(f"candles.{instrument}")
+        self._subscribe(f"ticker.{instrument}")
+        self._chart_pending = True
+        anchor = self._exchange_time_of(str(sid))
+        if anchor:
+            self._load_chart_history(anchor)
+
+    def _exchange_time_of(self, sid: str) -> int:
+        """The newest exchange time (ms) the panel knows for ``sid`` (its decisions and trades), else 0: the chart
+        then waits for the first ticker. Never the wall clock: a replaying simulator does not share it."""
+        decision = self.state.decisions.get(sid) or {}
+        times = [int(decision.get("ts_ms") or 0)]
+        times += [int(t.get("exit_ts_ms") or t.get("entry_ts_ms") or 0) for t in self.state.trades.values()
+                  if t.get("strategy_id") == sid]
+        return max(times)
+
+    def _load_chart_history(self, now_ms: int) -> None:
+        """The chosen strategy's last :data:`HISTORY_CANDLES` minutes (the engine's own candles), its trades and
+        its position. A failure leaves the chart live (events still arrive) and says why under the chooser."""
+        chart = self.chart
+        sid, instrument = chart.strategy_id, chart.instrument
+        if sid is None or instrument is None or not now_ms:
+            return
+        self._chart_pending = False
+        try:
+            candles = self._call("market.candles", instrument=instrument,
+                                 since=now_ms - HISTORY_CANDLES * 60_000 - now_ms % 60_000)
+            trades = self._optional("trades.list", [], strategy=sid)
+        except Exception as exc:
+            _code, message, _data = _rpc_error_parts(exc)
+            chart.note.value = render.esc(f"history of {instrument} not loaded: {message}")
+            return
+        chart.load(list(candles or []), list(trades or []), self.state.position_of(sid))
 
     def _lost(self, exc: BaseException) -> None:
         # Having been connected once, a failure means the engine went away (restart, crash) and the client is
@@ -519,6 +643,7 @@ class ControlPanel(w.VBox):
         self._set(self.reports_html, "value", render.reports_html(state.reports.values()))
         self._set(self.log_html, "value", render.log_html(state.logs, self._log_lines))
         self._set(self.kill_button, "disabled", state.connection != "connected")
+        self.chart.draw(now)
 
     def row(self, sid: str) -> StrategyRowWidgets:
         """The widgets of strategy ``sid``'s row (KeyError before it was first rendered)."""
@@ -528,10 +653,11 @@ class ControlPanel(w.VBox):
         html_box = w.HTML("", layout=w.Layout(flex="1 1 auto", min_width="0"))
         html_box.add_class("tb-strategy")
         stop = w.Button(description="Stop", button_style="warning", icon="stop",
-                        tooltip=f"stop {sid} (its position keeps its brackets)", layout=w.Layout(flex="0 0 auto"))
+                        tooltip=f"stop {sid} (asks what to do with its position, if it holds one)",
+                        layout=w.Layout(flex="0 0 auto"))
         stop.add_class("tb-stop")
         stop.add_class(f"tb-stop-{sid}")
-        stop.on_click(lambda _b: self.stop(sid))
+        stop.on_click(lambda _b: self.ask_stop(sid))
         edit = w.Button(description="Edit", icon="sliders", tooltip=f"change {sid}'s parameters while it runs",
                         layout=w.Layout(flex="0 0 auto", width="auto"))
         edit.add_class("tb-edit")
@@ -542,7 +668,24 @@ class ControlPanel(w.VBox):
         edit_box = w.VBox()
         edit_box.add_class("tb-edit-box")
         line = w.HBox([stop, edit, html_box], layout=w.Layout(align_items="center"))
-        return StrategyRowWidgets(w.VBox([line, details, edit_box]), stop, edit, html_box, details, edit_box)
+        stop_text = w.HTML("", layout=w.Layout(flex="1 1 100%", min_width="0"))
+        keep = w.Button(description="Leave it with its brackets", button_style="warning",
+                        tooltip="stop deciding; the position stays open with its stop and take-profit on the exchange",
+                        layout=w.Layout(width="auto"))
+        keep.add_class("tb-stop-keep")
+        flatten = w.Button(description="Flatten", button_style="danger", icon="times",
+                           tooltip="stop deciding and close the position at market", layout=w.Layout(width="auto"))
+        flatten.add_class("tb-stop-flatten")
+        cancel = w.Button(description="Cancel", layout=w.Layout(width="auto"))
+        cancel.add_class("tb-stop-cancel")
+        keep.on_click(lambda _b: self._confirm_stop(sid, flatten=False))
+        flatten.on_click(lambda _b: self._confirm_stop(sid, flatten=True))
+        cancel.on_click(lambda _b: self._hide_stop(sid))
+        stop_box = w.HBox([stop_text, keep, flatten, cancel],
+                          layout=w.Layout(display="none", flex_flow="row wrap", align_items="center"))
+        stop_box.add_class("tb-stop-confirm")
+        return StrategyRowWidgets(w.VBox([line, stop_box, details, edit_box]), stop, edit, html_box, details,
+                                  edit_box, stop_box, stop_text)
 
     def _render_strategies(self, now: float) -> None:
         state = self.state
@@ -675,8 +818,29 @@ class ControlPanel(w.VBox):
         self.form.set_values(values)
         return self.form.submit()
 
+    def ask_stop(self, sid: str) -> None:
+        """What the Stop button does: a strategy that holds a position asks first whether to leave the position
+        with its brackets or to flatten it (or cancel); one that is flat stops at once."""
+        position = self.state.position_of(sid)
+        widgets = self._rows.get(sid)
+        if position is None or widgets is None:
+            self.stop(sid)
+            return
+        widgets.stop_text.value = render.stop_confirm_html(sid, position)
+        widgets.stop_box.layout.display = ""
+
+    def _hide_stop(self, sid: str) -> None:
+        widgets = self._rows.get(sid)
+        if widgets is not None:
+            widgets.stop_box.layout.display = "none"
+
+    def _confirm_stop(self, sid: str, flatten: bool) -> None:
+        self._hide_stop(sid)
+        self.stop(sid, flatten=flatten)
+
     def stop(self, sid: str, flatten: bool = False) -> None:
-        """Stop one strategy (what its Stop button does)."""
+        """Stop one strategy now: its position keeps its brackets on the exchange, or is closed with ``flatten``
+        (the Stop button asks first, :meth:`ask_stop`)."""
         def run() -> None:
             try:
                 strategy = self._call("strategy.stop", id=sid, flatten=flatten)

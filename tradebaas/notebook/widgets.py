@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tradebaas.rpc.facade import error_summary, short_version
@@ -35,8 +37,8 @@ CONNECTION_TEXT = {
 }
 
 _TABLE_STYLE = "border-collapse:collapse;font-size:12px;font-family:monospace"
-_CELL = "padding:1px 8px;text-align:right;border-bottom:1px solid #eee;white-space:nowrap"
-_HEAD = "padding:1px 8px;text-align:right;border-bottom:1px solid #999;font-weight:600;white-space:nowrap"
+_CELL = "padding:1px 6px;text-align:right;border-bottom:1px solid #eee;white-space:nowrap"
+_HEAD = "padding:1px 6px;text-align:right;border-bottom:1px solid #999;font-weight:600;white-space:nowrap"
 
 
 def esc(value: Any) -> str:
@@ -84,12 +86,13 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def fmt_ts(ts_ms: Any) -> str:
-    """Exchange/engine timestamps (Unix ms) as UTC 'MM-DD HH:MM:SS' (the panel is about today's session)."""
+def fmt_ts(ts_ms: Any, seconds: bool = True) -> str:
+    """Exchange/engine timestamps (Unix ms) as UTC 'MM-DD HH:MM:SS' (the panel is about today's session);
+    'MM-DD HH:MM' without ``seconds`` (narrow tables)."""
     if ts_ms in (None, 0, ""):
         return "-"
     try:
-        return datetime.fromtimestamp(float(ts_ms) / 1000, UTC).strftime("%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(float(ts_ms) / 1000, UTC).strftime("%m-%d %H:%M:%S" if seconds else "%m-%d %H:%M")
     except (TypeError, ValueError, OverflowError, OSError):
         return esc(ts_ms)
 
@@ -115,7 +118,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], css_class: str,
     if not body:
         return f'<div class="{css_class} tb-empty" style="color:#888;font-size:12px">{esc(empty)}</div>'
     head = "".join(f'<th style="{_HEAD}">{esc(h)}</th>' for h in headers)
-    return f'<table class="{css_class}" style="{_TABLE_STYLE}"><tr>{head}</tr>{body}</table>'
+    # a panel narrower than the table scrolls it sideways rather than cutting columns off
+    return (f'<div class="tb-table-scroll" style="overflow-x:auto;max-width:100%">'
+            f'<table class="{css_class}" style="{_TABLE_STYLE}"><tr>{head}</tr>{body}</table></div>')
 
 
 def status_html(status: Mapping[str, Any] | None, connection: str, uptime_s: float | None = None,
@@ -208,6 +213,8 @@ def strategy_row_html(strategy: Mapping[str, Any], uptime_s: float | None = None
     pos_text = "flat"
     if position and float(position.get("amount") or 0):
         pos_text = f"{esc(position.get('direction'))} {fmt_num(position.get('amount'), 4)}"
+        if position.get("mark_price"):
+            pos_text += f' · <span class="tb-mark">mark {fmt_num(position.get("mark_price"))}</span>'
     cells = [
         f'<b class="tb-strategy-id">{esc(strategy.get("id"))}</b>',
         f"{esc(strategy.get('name'))} · {esc(strategy.get('instrument'))}",
@@ -283,19 +290,22 @@ def trades_html(trades: Iterable[Mapping[str, Any]], limit: int = 10) -> str:
     """The most recent trades (newest first), open ones included so an entry shows as soon as it fills."""
     ordered = sorted(trades, key=lambda t: (t.get("exit_ts_ms") or t.get("entry_ts_ms") or 0), reverse=True)
     rows = []
+    currencies = {str(t.get("currency")) for t in ordered[:limit] if t.get("currency")}
+    currency = next(iter(currencies)) if len(currencies) == 1 else None  # then said once, in the header
     for t in ordered[:limit]:
         net = t.get("net_pnl")
         state = str(t.get("state") or "")
         rows.append([
             esc(t.get("trade_id")), esc(t.get("strategy_id")), esc(t.get("direction")),
-            f'<span class="tb-trade-state tb-trade-{esc(state)}">{esc(state)}</span>',
+            f'<span class="tb-trade-state tb-trade-{esc(state)}">{esc(state)}</span>'
+            + (f' <span class="tb-exit-reason">{esc(t.get("exit_reason"))}</span>' if t.get("exit_reason") else ""),
             fmt_num(t.get("amount"), 4), fmt_num(t.get("entry_price")), fmt_num(t.get("exit_price")),
-            fmt_ts(t.get("entry_ts_ms")), fmt_ts(t.get("exit_ts_ms")), esc(t.get("exit_reason") or ""),
-            f'<span style="color:{_signed_colour(net)}">{fmt_money(net, t.get("currency")) if net is not None else "-"}'
-            "</span>",
+            fmt_ts(t.get("entry_ts_ms"), seconds=False), fmt_ts(t.get("exit_ts_ms"), seconds=False),
+            f'<span style="color:{_signed_colour(net)}">'
+            f'{fmt_money(net, None if currency else t.get("currency")) if net is not None else "-"}</span>',
         ])
-    return table(["trade", "strategy", "side", "state", "amount", "entry", "exit", "opened", "closed", "reason",
-                  "net PnL"], rows, "tb-trades", empty="no trades yet")
+    return table(["trade", "strategy", "side", "state", "amount", "entry", "exit", "opened", "closed",
+                  f"net {currency}" if currency else "net PnL"], rows, "tb-trades", empty="no trades yet")
 
 
 def orders_html(orders: Iterable[Mapping[str, Any]], limit: int = 10) -> str:
@@ -384,6 +394,35 @@ def kill_confirm_html(flatten: bool, running: int) -> str:
         what += " (positions keep their stops on the exchange)"
     return (f'<span class="tb-kill-confirm" style="color:#c0392b"><b>Kill switch:</b> {esc(what)}. '
             f"{running} strategy(ies) running. Confirm?</span>")
+
+
+#: The repository a source checkout runs from (docs/ beside the package); absent in a plain wheel install.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_DOC_REFERENCE = re.compile(r"\bdocs/[\w.-]+\.md\b")
+
+
+def description_html(text: Any, repo_root: Path = REPO_ROOT) -> str:
+    """A strategy's description, escaped; a ``docs/NAME.md`` it names becomes a link to that file of the
+    repository when it exists there (a ``file://`` URL: the panel may run in a notebook far from the repository's
+    folder), else stays plain text."""
+    escaped = esc(text)
+
+    def link(match: re.Match[str]) -> str:
+        path = repo_root / match.group(0)
+        if not path.is_file():
+            return match.group(0)
+        return (f'<a class="tb-doc-link" href="{esc(path.as_uri())}" title="{esc(path)}" target="_blank" '
+                f'rel="noopener">{match.group(0)}</a>')
+
+    return _DOC_REFERENCE.sub(link, escaped)
+
+
+def stop_confirm_html(sid: str, position: Mapping[str, Any]) -> str:
+    """The question Stop asks when the strategy holds a position: what happens to it."""
+    return (f'<span class="tb-stop-question" style="font-size:12px;color:#b9770e">Stop <b>{esc(sid)}</b>: it holds '
+            f'{esc(position.get("direction"))} {fmt_num(position.get("amount"), 4)} from '
+            f'{fmt_num(position.get("entry_price"))} (floating {fmt_money(position.get("floating_pnl"), position.get("currency"))}). '
+            "Leave the position with its stop and take-profit on the exchange, or flatten it at market?</span>")
 
 
 def now_ms() -> int:

@@ -33,12 +33,10 @@ from tradebaas.rpc.client import (
 from tradebaas.rpc.session import (
     ClientSession,
     ConnectionLost,
-    Deliver,
     Event,
-    Ignored,
-    Reply,
     State,
     answer_result,
+    apply_events,
 )
 
 log = logging.getLogger("tradebaas.rpc.aclient")
@@ -187,14 +185,7 @@ class AsyncEngineClient:
             ws = await self._reconnect()
 
     def _apply(self, events: list[Event[Answer]]) -> None:
-        for event in events:
-            if isinstance(event, Reply):
-                if not event.waiter.done():
-                    event.waiter.set_result(event.answer)
-            elif isinstance(event, Deliver):
-                self._events.put_nowait((event.callback, event.args))
-            elif isinstance(event, Ignored):
-                log.log(logging.WARNING if event.warn else logging.DEBUG, "%s; ignored", event.reason)
+        apply_events(events, self._events.put_nowait, log)
 
     async def _reconnect(self) -> ClientConnection | None:
         """A new, re-subscribed connection, retrying every failure with back-off; None once the client is

@@ -44,12 +44,10 @@ from tradebaas.rpc.session import (
     Callback,
     ClientSession,
     ConnectionLost,
-    Deliver,
     Event,
-    Ignored,
-    Reply,
     State,
     answer_result,
+    apply_events,
 )
 
 __all__ = ["ConnectionLost", "EngineClient", "Subscription", "connect", "ping_once", "wait_for_engine"]
@@ -328,14 +326,7 @@ class EngineClient(EngineFacade):
         self._apply(events)
 
     def _apply(self, events: list[Event[Answer]]) -> None:
-        for event in events:
-            if isinstance(event, Reply):
-                if not event.waiter.done():
-                    event.waiter.set_result(event.answer)
-            elif isinstance(event, Deliver):
-                self._events.put((event.callback, event.args))
-            elif isinstance(event, Ignored):
-                log.log(logging.WARNING if event.warn else logging.DEBUG, "%s; ignored", event.reason)
+        apply_events(events, self._events.put, log)
 
     def _reconnect(self) -> ClientConnection | None:
         """A new, re-subscribed connection, retrying every failure with back-off; None once the client is

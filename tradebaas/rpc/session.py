@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import inspect
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -92,6 +93,21 @@ class Ignored:
 
 
 Event = Reply[W] | Deliver | Ignored
+
+
+def apply_events(events: list[Event[Any]], deliver: Callable[[tuple[Callback, tuple[Any, ...]]], None],
+                 log: logging.Logger) -> None:
+    """Carry out what the session decided: answer the waiters, hand pushed events to ``deliver`` (the sync
+    client's queue or the async client's), log the frames nobody waits for. One body for both front ends, so
+    they cannot drift apart in how a late answer or a pushed event is treated."""
+    for event in events:
+        if isinstance(event, Reply):
+            if not event.waiter.done():
+                event.waiter.set_result(event.answer)
+        elif isinstance(event, Deliver):
+            deliver((event.callback, event.args))
+        elif isinstance(event, Ignored):
+            log.log(logging.WARNING if event.warn else logging.DEBUG, "%s; ignored", event.reason)
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,4 +1,4 @@
-"""Incremental indicators, exactly as reference/razor.md defines them.
+"""Incremental indicators, exactly as docs/razor.md defines them.
 
 Each indicator takes one closed candle at a time (``update``, O(1): a fixed window of at most 20 values),
 exposes ``value`` and ``ready``, and never looks at the forming candle. Window indicators compute ``value`` when

@@ -1,4 +1,4 @@
-"""Razor: the 1-minute BTC-perpetual scalper of reference/razor.md (v1), implemented exactly.
+"""Razor: the 1-minute BTC-perpetual scalper of docs/razor.md (v1), implemented exactly.
 
 It scores RSI extremes, EMA trend, momentum and a few filters on every closed candle and enters at market with a
 stop-loss and a take-profit; break-even moves the stop once per trade. Cooldowns, the daily limit and the open
@@ -62,7 +62,7 @@ SIGNAL_THRESHOLD = 58.0
 
 class Razor(ArrayStrategy):
     """Razor v1: RSI-extreme scalper with EMA trend, momentum and volatility filters, SL/TP brackets and
-    break-even (reference/razor.md)."""
+    break-even (docs/razor.md)."""
 
     name: ClassVar[str] = "razor"
     params: ClassVar[tuple[Param, ...]] = PARAMS

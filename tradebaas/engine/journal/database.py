@@ -277,7 +277,15 @@ class Journal:
         """Append one event and return its id. With ``conn`` it joins that transaction; else it commits alone."""
         if not kind:
             raise ValueError("event kind must not be empty")
-        row = (int(ts_ms), now_ms(), kind, strategy_id, dumps(dict(payload or {})))
+        return self.append_encoded(kind, dumps(dict(payload or {})), ts_ms, strategy_id, conn)
+
+    def append_encoded(self, kind: str, payload_json: str, ts_ms: int, strategy_id: str | None = None,
+                       conn: sqlite3.Connection | None = None) -> int:
+        """``append`` with the payload already encoded (a JSON object, as ``dumps`` writes it): for a caller that
+        stores the same JSON in a derived row too and should not encode it twice."""
+        if not kind:
+            raise ValueError("event kind must not be empty")
+        row = (int(ts_ms), now_ms(), kind, strategy_id, payload_json)
         sql = "INSERT INTO events (ts_ms, wall_ts_ms, kind, strategy_id, payload) VALUES (?, ?, ?, ?, ?)"
         if conn is not None:
             return int(conn.execute(sql, row).lastrowid or 0)

@@ -17,7 +17,7 @@ from tradebaas.domain import Fill, Order, StrategyState
 from tradebaas.engine.core.labels import parse_label
 from tradebaas.engine.core.reconcile import FillSignature, JournalView, StrategyView, fill_signature
 from tradebaas.engine.core.tradebook import Trade, TradeState
-from tradebaas.engine.journal.database import Journal, now_ms
+from tradebaas.engine.journal.database import Journal, dumps, now_ms
 from tradebaas.strategies.base import PositionView, StrategyContext
 
 #: The name of a strategy known only from the exchange's labels (``create_orphan``).
@@ -281,6 +281,7 @@ class Store:
         """Upsert the trade row (queryable columns + the whole record as JSON) and journal it."""
         ts = now_ms()
         record = trade.to_dict()
+        data = dumps(record)  # encoded once: the row's copy and the event's (an entry commits this before sending)
         row = {
             "trade_id": trade.trade_id,
             "strategy_id": trade.strategy_id,
@@ -302,13 +303,14 @@ class Store:
             "exit_reason": trade.exit_reason,
             "created_ts_ms": ts,
             "updated_ts_ms": ts,
-            "data": record,
+            "data": data,
             "code_version": trade.code_version,
             "config_version": trade.config_version,
         }
         self.journal.upsert("trades", row, ("trade_id",), conn, keep=("created_ts_ms",))
         if event:
-            self.journal.append(event, {"trade": record}, trade.last_fill_ts_ms or ts, trade.strategy_id, conn)
+            self.journal.append_encoded(event, f'{{"trade":{data}}}', trade.last_fill_ts_ms or ts, trade.strategy_id,
+                                        conn)
 
     def next_trade_seq(self) -> int:
         """A trade number never used before in this journal (trade ids must not repeat across restarts)."""
@@ -326,6 +328,12 @@ class Store:
             sql += " AND strategy_id = ?"
             args.append(strategy_id)
         return [Trade.from_dict(json.loads(r["data"])) for r in self.journal.query(sql + " ORDER BY created_ts_ms", args)]
+
+    def has_open_trade(self, strategy_id: str) -> bool:
+        """Whether ``strategy_id`` has a trade open or pending: the check before an entry, one index lookup (no
+        trade is decoded on the way to the exchange)."""
+        sql = f"SELECT 1 FROM trades WHERE strategy_id = ? AND state IN ({', '.join('?' * len(OPEN_TRADE_STATES))}) LIMIT 1"
+        return self.journal.query_one(sql, (strategy_id, *OPEN_TRADE_STATES)) is not None
 
     def open_trades_on(self, instrument: str) -> bool:
         """Whether any strategy of ours has a trade open (or pending) on ``instrument``."""

@@ -14,8 +14,15 @@ cheap). A flush rewrites each touched day file *atomically* (write a temporary f
 crash at any moment leaves either the old or the new day file, never a torn one; at most the unflushed buffer is
 lost. A day file holds at most 1,440 rows, so rewriting it costs a few milliseconds.
 
-Trades are flushed once a minute (with the candle) or every ``batch`` trades, in a worker thread; a busy day file
-grows to some 10^5 rows, which a rewrite still handles in tens of milliseconds, off the event loop.
+Trades are flushed with the candles or every ``batch`` trades, in a worker thread; a busy day file grows to some
+10^5 rows, which a rewrite still handles in tens of milliseconds, off the event loop.
+
+When (``MarketRecorder``): a flush starts ``FLUSH_DELAY_S`` after a candle closed (or a batch of trades filled),
+and at most once every ``FLUSH_EVERY_S`` of wall time. Why: the worker thread's Parquet work holds the GIL for
+stretches, and a flush started at the candle's close competed with the orders that candle causes (the engine's
+close -> ack p99 showed it); and a fast replay (``tradebaas sim --speed 600``: ten candles a second) rewrote the
+day files ten times a second. In real time nothing changes but the quarter second: a candle a minute is written a
+quarter second after it closed. A crash loses at most the candles and trades of the last ``FLUSH_EVERY_S``.
 
 The pure part (``CandleBuffer``) has no I/O; ``CandleRecorder``/``TradeRecorder`` add the Parquet flush; the engine
 service ``MarketRecorder`` feeds them from the live loop's events (``candles.<instrument>``, and the internal
@@ -40,6 +47,10 @@ from tradebaas.engine.process.app import EngineContext
 log = logging.getLogger("tradebaas.engine.live.recorder")
 
 DAY_MS = 86_400_000
+#: Seconds (wall) between a candle's close and the flush it makes due: its orders go out first.
+FLUSH_DELAY_S = 0.25
+#: At most one flush per this many seconds of wall time (a fast replay closes many candles a second).
+FLUSH_EVERY_S = 5.0
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 
 
@@ -140,6 +151,29 @@ def write_day(path: Path, candles: list[Candle]) -> None:
     merge_day_file(path, new, "timestamp", {"timestamp": "int64", **{c: "float64" for c in COLUMNS[1:]}})
 
 
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
+
+
+def prefer_system_arrow_pool() -> bool:
+    """Have pyarrow allocate with the C library's ``malloc`` in this process (``ARROW_DEFAULT_MEMORY_POOL=system``);
+    the engine calls it at start, before anything imports pyarrow. Returns whether the choice was made here (False:
+    pyarrow is loaded already, its pool is fixed; or the variable is set already, which wins).
+
+    Why (issue 15, memory): every flush reads a day file, merges and rewrites it, and the buffers of a day file grow
+    all day. pyarrow's default pool (mimalloc) keeps what they freed: an engine trading two strategies grew ~50 MB
+    over a simulated day, in steps as the day files grew (the same seen with the recorder alone, 155 -> 211 MB over
+    30 flushes). With the system allocator the freed buffers go back to the OS: the recorder alone stays at ~136 MB
+    over two simulated days. A variable, not ``pyarrow.set_memory_pool``: Parquet's C++ reader takes the default
+    pool the variable chooses when pyarrow loads.
+    """
+    import sys
+
+    if "pyarrow" in sys.modules or ARROW_POOL_ENV in os.environ:
+        return False
+    os.environ[ARROW_POOL_ENV] = "system"
+    return True
+
+
 def merge_day_file(path: Path, new: Any, key: str, dtypes: dict[str, str]) -> None:
     """Merge the rows of ``new`` into the Parquet day file at ``path`` (rows with the same ``key``: the newer wins),
     sorted by ``timestamp``, and replace the file atomically (temporary file, fsync, rename, fsync the folder)."""
@@ -231,11 +265,17 @@ class MarketRecorder:
 
     name = "recorder"
 
-    def __init__(self, engine: EngineContext) -> None:
+    def __init__(self, engine: EngineContext, *, delay_s: float = FLUSH_DELAY_S, every_s: float = FLUSH_EVERY_S
+                 ) -> None:
         self.engine = engine
         self.candles = CandleRecorder(engine.home.root / "data")  # closed candles -> data/candles/<inst>/<day>
         self.trades = TradeRecorder(engine.home.root / "data")  # public trades -> data/trades/<inst>/<day>
+        self.delay_s = delay_s
+        self.every_s = every_s
         self._flush: asyncio.Future[int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._again = False  # something became due while a flush ran: schedule one more after it
+        self._last_flush = float("-inf")
         self._remove_listener: Any = None
 
     async def start(self) -> None:
@@ -245,6 +285,9 @@ class MarketRecorder:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._flush is not None:
             with contextlib.suppress(Exception):
                 await self._flush
@@ -259,8 +302,28 @@ class MarketRecorder:
             due = self.trades.add(channel.removeprefix("market_trades."), list(data or []))
         else:
             return
-        if due and (self._flush is None or self._flush.done()):
-            self._flush = asyncio.ensure_future(asyncio.to_thread(self._write))
+        if due:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        """A flush ``delay_s`` from now, or when ``every_s`` since the last one has passed, whichever is later."""
+        if self._timer is not None or (self._flush is not None and not self._flush.done()):
+            self._again = self._timer is None
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(self.delay_s, self._last_flush + self.every_s - loop.time())
+        self._timer = loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        self._last_flush = asyncio.get_running_loop().time()
+        self._flush = asyncio.ensure_future(asyncio.to_thread(self._write))
+        self._flush.add_done_callback(self._flushed)
+
+    def _flushed(self, _: Any) -> None:
+        if self._again and self._remove_listener is not None:
+            self._again = False
+            self._schedule()
 
     def _write(self) -> int:
         return self.candles.flush() + self.trades.flush()

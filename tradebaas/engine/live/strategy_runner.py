@@ -38,6 +38,7 @@ from tradebaas.engine.core.tradebook import Trade, TradeState
 from tradebaas.engine.journal.store import Store, StrategyRow, position_view
 from tradebaas.engine.live import tradelog
 from tradebaas.engine.live.budgets import Budgets
+from tradebaas.engine.live.decisions import DecisionBatch
 from tradebaas.engine.live.order_manager import OrderManager
 from tradebaas.engine.process.logs import strategy_extra
 from tradebaas.instruments import Instrument
@@ -240,16 +241,20 @@ class StrategyRunner:
             raise StrategyFault(f"the strategy raised {type(exc).__name__}: {exc}",
                                 "".join(traceback.format_exception(exc))) from None
 
-    async def on_candle(self, candle: Candle, publish: Any, closed_at: float | None = None) -> None:
+    async def on_candle(self, candle: Candle, publish: Any, closed_at: float | None = None,
+                        batch: DecisionBatch | None = None) -> None:
         """Decide on one closed candle and carry out the intents (caller holds the supervisor's lock). Raises
         ``StrategyFault`` when the strategy's code fails; nothing was sent then."""
         if not self.active or not self.warm:
             return
         decision = await self.decide(candle)
-        await self.execute(candle, decision, publish, closed_at)
+        await self.execute(candle, decision, publish, closed_at, batch)
 
-    async def execute(self, candle: Candle, decision: Decision, publish: Any, closed_at: float | None = None) -> None:
-        """Journal ``decision`` and carry out its intents (caller holds the supervisor's lock)."""
+    async def execute(self, candle: Candle, decision: Decision, publish: Any, closed_at: float | None = None,
+                      batch: DecisionBatch | None = None) -> None:
+        """Journal ``decision`` and carry out its intents (caller holds the supervisor's lock). A decision without
+        intents goes into ``batch`` when one is given (journaled and pushed with the others of the same market
+        event: ``decisions.DecisionBatch``)."""
         close_ts = candle.ts_ms + self.interval_ms
         # context.position is kept current by on_trade_event (every change of a trade of ours goes through it),
         # so the hot path reads no journal before deciding.
@@ -272,23 +277,31 @@ class StrategyRunner:
         self.last_skip = str(decision.skipped or "")
         if line is not None:
             log.info("%s", line, extra=strategy_extra(self.id))
+        self.last_decision = record
+        if batch is not None:
+            if not decision.intents:
+                batch.add(journal, f"strategy.{self.id}", {"type": "decision", "decision": record}, closed_at)
+                return
+            batch.commit(self.store.journal, publish)  # the journal keeps the order: the quiet ones before this
         if not deferred:
             with self.store.journal.transaction() as conn:
                 journal(conn)
-        self.last_decision = record
         for intent in decision.intents:
             handed_over = await self._execute(intent, candle, close_ts, closed_at, journal if deferred else None)
             deferred = deferred and not handed_over
         if deferred:  # the entry was not attempted (a trade is open): journal the decision on its own
             with self.store.journal.transaction() as conn:
                 journal(conn)
-        publish(f"strategy.{self.id}", {"type": "decision", "decision": record})
+        push: dict[str, Any] = {"type": "decision", "decision": record}
+        if closed_at is not None:  # the market event that closed the candle arrived -> decided, journaled, carried out
+            push["lag_ms"] = round((time.perf_counter() - closed_at) * 1e3, 3)
+        publish(f"strategy.{self.id}", push)
 
     async def _execute(self, intent: Enter | MoveStop | Exit, candle: Candle, close_ts: int,
                        closed_at: float | None, journal: Any) -> bool:
         """Carry out one intent; True when the decision's journaling was handed to the order manager."""
         if isinstance(intent, Enter):
-            if self.store.open_trades(self.id):
+            if self.store.has_open_trade(self.id):
                 log.info("a trade is open; the entry is not carried out", extra=strategy_extra(self.id))
                 return False
             price = self.last_price or candle.close

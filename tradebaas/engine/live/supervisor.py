@@ -37,6 +37,7 @@ from tradebaas.engine.journal.store import Store, StrategyRow, trade_to_row
 from tradebaas.engine.live import tradelog, views
 from tradebaas.engine.live.budgets import load_budgets
 from tradebaas.engine.live.catalog import Catalog
+from tradebaas.engine.live.decisions import DecisionBatch
 from tradebaas.engine.live.order_manager import OrderManager
 from tradebaas.engine.live.strategy_runner import StrategyFault, StrategyRunner, Swap
 from tradebaas.engine.process import systemd
@@ -63,6 +64,8 @@ PERIODIC_RECONCILE_S = 60.0
 RECONNECT_MAX_S = 2.0
 #: Seconds before a failed start/reconnect reconciliation is tried again (the strategies wait meanwhile).
 RECONCILE_RETRY_S = 5.0
+#: Seconds (wall clock) between two pushes of an instrument's open positions valued at the latest mark price.
+MARK_PUSH_S = 0.5
 
 
 class Supervisor:
@@ -91,6 +94,8 @@ class Supervisor:
         self.catalog = Catalog(engine.home, self.store)
         self.budgets = load_budgets(engine.home)
         self._ticker_pub: dict[str, float] = {}
+        self._mark_pushes = views.MarkPushes(MARK_PUSH_S)
+        self._candle_pub: dict[str, int] = {}  # instrument -> the last closed candle published
 
     # -- service protocol ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -483,20 +488,26 @@ class Supervisor:
     async def _on_bar(self, instrument: str, bar: Candle) -> None:
         arrived = time.perf_counter()
         async with self.lock:
-            for runner in list(self.runners.values()):
-                if runner.instrument.name == instrument and runner.active:
-                    await self._closed(runner, runner.closed_by_bar(bar), arrived)
+            batch = DecisionBatch()
+            try:
+                for runner in list(self.runners.values()):
+                    if runner.instrument.name == instrument and runner.active:
+                        await self._closed(runner, runner.closed_by_bar(bar), arrived, batch)
+            finally:
+                batch.commit(self.store.journal, self.engine.publish)
 
-    async def _closed(self, runner: StrategyRunner, candles: list[Candle], arrived: float) -> None:
-        """Candles ``runner`` just closed (caller holds the lock): a built-in decides now; a strategy with a
-        thread of its own gets them queued, so it never holds the others up."""
+    async def _closed(self, runner: StrategyRunner, candles: list[Candle], arrived: float,
+                      batch: DecisionBatch | None = None) -> None:
+        """Candles ``runner`` just closed (caller holds the lock): a built-in decides now (its quiet decisions
+        into ``batch``, committed by the caller after every strategy decided); a strategy with a thread of its own
+        gets them queued, so it never holds the others up."""
         for candle in candles:
             if runner.threaded:
                 self._queues.setdefault(runner.id, asyncio.Queue()).put_nowait((candle, arrived))
             else:
                 try:
                     await self._brackets_for_swap(runner, candle)
-                    await runner.on_candle(candle, self.engine.publish, arrived)
+                    await runner.on_candle(candle, self.engine.publish, arrived, batch)
                 except StrategyFault as fault:
                     await self._fault(runner.id, fault)
             self._publish_candle(runner.instrument.name, candle)
@@ -522,7 +533,11 @@ class Supervisor:
                     await self._fault(runner.id, fault)
 
     def _publish_candle(self, instrument: str, candle: Candle) -> None:
-        """A closed candle (after the strategies decided on it): for the recorder and for charts."""
+        """A closed candle (after the strategies decided on it): for the recorder and for charts, once per
+        instrument and minute however many strategies trade it."""
+        if candle.ts_ms <= self._candle_pub.get(instrument, -1):
+            return
+        self._candle_pub[instrument] = candle.ts_ms
         self.engine.publish(f"candles.{instrument}", {
             "instrument": instrument, "ts_ms": candle.ts_ms, "open": candle.open, "high": candle.high,
             "low": candle.low, "close": candle.close, "volume": candle.volume})
@@ -534,9 +549,13 @@ class Supervisor:
         self.tickers[ticker.instrument] = ticker
         last = ticker.last_price if ticker.last_price > 0 else None
         async with self.lock:
-            for runner in list(self.runners.values()):
-                if runner.instrument.name == ticker.instrument and runner.active:
-                    await self._closed(runner, runner.closed_by_time(ticker.ts_ms, last), arrived)
+            batch = DecisionBatch()
+            try:
+                for runner in list(self.runners.values()):
+                    if runner.instrument.name == ticker.instrument and runner.active:
+                        await self._closed(runner, runner.closed_by_time(ticker.ts_ms, last), arrived, batch)
+            finally:
+                batch.commit(self.store.journal, self.engine.publish)
         last = self._ticker_pub.get(ticker.instrument, 0.0)
         if time.monotonic() - last >= 0.25:  # coalesce: a few pushes per second are enough for people
             self._ticker_pub[ticker.instrument] = time.monotonic()
@@ -545,6 +564,20 @@ class Supervisor:
                 "mark_price": ticker.mark_price, "index_price": ticker.index_price,
                 "best_bid_price": ticker.best_bid_price, "best_ask_price": ticker.best_ask_price,
             })
+        self._push_marks(ticker.instrument)
+
+    def _push_marks(self, instrument: str) -> None:
+        """While a position is open on ``instrument``, push it (``positions``) with the latest mark price and
+        floating PnL every ``MARK_PUSH_S``: nothing else would tell a panel that its numbers moved. Flat: nothing."""
+        now = time.monotonic()
+        if not self._mark_pushes.due(instrument, now) or not self.store.open_trades_on(instrument):
+            return
+        rows = views.open_positions((t for t in self.store.open_trades() if t.instrument == instrument),
+                                    self.instruments, self.tickers)
+        if rows:
+            self._mark_pushes.pushed(instrument, now)
+        for row in rows:
+            self.engine.publish("positions", row)
 
     # -- views (docs/rpc.md shapes, also pushed as events) --------------------------------------------------
     def strategy_info(self, strategy_id: str) -> dict[str, Any] | None:

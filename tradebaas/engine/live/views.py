@@ -3,11 +3,16 @@
 Why a module of its own: the same shapes are answered over RPC (``engine/api.py``) and pushed as events by the
 live loop (``strategies``, ``strategy.<id>``, ``positions``); one function per shape keeps them identical. They read
 the journal's store and the last ticker of each instrument (for the mark price and floating PnL), nothing else.
+
+While a position is open its mark price and floating PnL move with every ticker, but nothing else happens to it:
+:class:`MarkPushes` decides when the live loop re-publishes the open positions of an instrument (``positions``
+channel, the same ``Position`` shape) so that a panel's numbers move about twice a second, never once per tick,
+and never while flat.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tradebaas.domain import StrategyState, Ticker
@@ -34,6 +39,36 @@ def position_row(trade: Trade, instruments: Mapping[str, Instrument], tickers: M
         "stop_price": trade.stop_price, "take_price": trade.take_price, "mark_price": mark,
         "floating_pnl": floating, "currency": trade.currency, "opened_ts_ms": trade.entry_ts_ms,
     }
+
+
+def open_positions(trades: Iterable[Trade], instruments: Mapping[str, Instrument],
+                   tickers: Mapping[str, Ticker]) -> list[dict[str, Any]]:
+    """The ``Position`` rows of ``trades`` that hold a position (pending entries and closed trades hold none),
+    valued at each instrument's last mark price."""
+    return [row for trade in trades if (row := position_row(trade, instruments, tickers)) is not None]
+
+
+class MarkPushes:
+    """When to push the open positions of an instrument again with a fresh mark price and floating PnL.
+
+    Pure (the caller passes ``now_s``, any monotonic seconds): an instrument is due when nothing was pushed for it
+    for ``interval_s``; :meth:`pushed` records a push. The caller looks for open positions only when due, and
+    records a push only when it had some, so a position that opens is shown at the next ticker. With tickers
+    arriving every 100 ms and ``interval_s`` 0.5, a panel sees its numbers move twice a second.
+    """
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def due(self, instrument: str, now_s: float) -> bool:
+        last = self._last.get(instrument)
+        return last is None or now_s - last >= self.interval_s
+
+    def pushed(self, instrument: str, now_s: float) -> None:
+        self._last[instrument] = now_s
 
 
 def strategy_info(store: Store, strategy_id: str, instruments: Mapping[str, Instrument],

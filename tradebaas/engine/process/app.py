@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from tradebaas._version import __version__
 from tradebaas.engine.journal.database import Journal, now_ms
+from tradebaas.engine.process import logs
 from tradebaas.engine.process.logs import REDACT, CallbackHandler
 from tradebaas.home import Home
 from tradebaas.rpc.protocol import Registry
@@ -203,9 +204,11 @@ class Engine:
 
     def _attach_log_channel(self) -> None:
         self._log_handler = CallbackHandler(lambda rec: self.server.publish_threadsafe("log", rec))
-        logging.getLogger().addHandler(self._log_handler)
+        logs.attach(self._log_handler)
+        logs.defer_to_loop(asyncio.get_running_loop())  # lines are written between the loop's other work
 
     def _detach_log_channel(self) -> None:
+        logs.defer_to_loop(None)
         if self._log_handler is not None:
-            logging.getLogger().removeHandler(self._log_handler)
+            logs.detach(self._log_handler)
             self._log_handler = None

@@ -191,8 +191,10 @@ def build_engine(home: Home, exchange: str | None = None, *, port: int = 0) -> E
 # -- foreground engine -----------------------------------------------------------------------------------------
 def run_foreground(home: Home, exchange: str | None = None, *, detached_child: bool = False, port: int = 0) -> int:
     """Be the engine: take the lock, log to logs/engine.log, serve until SIGTERM/SIGINT. Returns an exit code."""
+    from tradebaas.engine.live.recorder import prefer_system_arrow_pool
     from tradebaas.engine.process.logs import setup_logging
 
+    prefer_system_arrow_pool()  # before anything loads pyarrow: day-file rewrites give their memory back
     home.ensure()
     lock = EngineLock(home)
     if not lock.acquire(LOCK_WAIT_S):

@@ -16,10 +16,13 @@ redaction; a traceback from ``log.exception`` still follows on its own lines, as
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import logging.handlers
 import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,24 +197,151 @@ class CallbackHandler(logging.Handler):
             self.handleError(record)
 
 
+class DeferredHandler(logging.Handler):
+    """Runs the real handlers (the log file, stderr, the ``log`` channel) on the engine's event loop, one record per
+    loop iteration, in order, instead of inside the logging call.
+
+    Why: a line cost 0.1-0.3 ms (redaction, formatting, the write and its flush, the rollover check, the ``log``
+    channel's copy), and the live loop writes "decision ..." and "order sent ..." just before an order leaves. Here
+    the caller pays for the record, its message (rendered at once: arguments may change later) and an append; the
+    lines are written by the loop in the next iterations, which on the order path is while it waits for the
+    exchange's answer (an answer arriving meanwhile waits for at most one line). Not a thread: a writer thread
+    takes the GIL whenever the loop releases it (every SQLite call on the way to the exchange), and the loop then
+    waits for it. Redaction and one-line escaping stay with the target handlers' filters.
+
+    Without a loop (``use_loop(None)``: before the engine runs, after it stopped, in tools and tests) records are
+    handled at once. A record from another thread (a strategy's own) is queued and handed to the loop.
+    ``flush()`` and ``close()`` (``logging.shutdown`` at exit) write what is pending at once. A SIGKILL loses the
+    records not yet written, normally none older than the loop's current iteration: recovery reads the journal,
+    never the log.
+    """
+
+    def __init__(self, *targets: logging.Handler) -> None:
+        super().__init__()
+        self.targets: list[logging.Handler] = list(targets)
+        self._pending: collections.deque[logging.LogRecord] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._scheduled = False
+
+    def add_target(self, handler: logging.Handler) -> None:
+        self.targets.append(handler)
+
+    def remove_target(self, handler: logging.Handler) -> None:
+        if handler in self.targets:
+            self.targets.remove(handler)
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Write records on ``loop`` from now on (called from that loop's thread), or at once with None."""
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            self._loop = loop
+            self._loop_thread = threading.get_ident() if loop is not None else 0
+        if loop is None:
+            self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Handler.handle holds self.lock around emit
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not kill logging (as the filters treat it)
+            message = str(record.msg)
+        record.msg, record.args = message, None
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._write(record)
+            return
+        self._pending.append(record)
+        if self._scheduled:
+            return
+        self._scheduled = True
+        try:
+            if threading.get_ident() == self._loop_thread:
+                loop.call_soon(self._write_one)
+            else:
+                loop.call_soon_threadsafe(self._write_one)
+        except RuntimeError:  # the loop closed meanwhile
+            self._scheduled = False
+            self._write_pending()
+
+    def _write_one(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                self._write(self._pending.popleft())
+            if self._pending and self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon(self._write_one)
+            else:
+                self._scheduled = False
+                self._write_pending()
+
+    def _write(self, record: logging.LogRecord) -> None:
+        for handler in tuple(self.targets):
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+    def _write_pending(self) -> None:
+        while self._pending:
+            self._write(self._pending.popleft())
+
+    def flush(self) -> None:
+        """Write every pending record now, then flush the target handlers."""
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+        for handler in tuple(self.targets):
+            handler.flush()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+def defer_to_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Have the root logger's ``DeferredHandler`` (``setup_logging``) write on ``loop`` (None: at once again)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, DeferredHandler):
+            handler.use_loop(loop)
+
+
+def attach(handler: logging.Handler) -> None:
+    """Add ``handler`` where the engine's records go: behind the root logger's ``DeferredHandler`` when there is
+    one (so it runs when the loop writes the record, not inside the logging call), else on the root logger."""
+    root = logging.getLogger()
+    bg = next((h for h in root.handlers if isinstance(h, DeferredHandler)), None)
+    if bg is not None:
+        bg.add_target(handler)
+    else:
+        root.addHandler(handler)
+
+
+def detach(handler: logging.Handler) -> None:
+    root = logging.getLogger()
+    for h in root.handlers:
+        if isinstance(h, DeferredHandler):
+            h.remove_target(handler)
+    root.removeHandler(handler)
+
+
 def setup_logging(log_file: Path, *, to_stderr: bool = False, level: int = logging.INFO) -> logging.Logger:
-    """Route the root logger to a rotating ``log_file`` (and stderr for ``--foreground`` under systemd)."""
+    """Route the root logger to a rotating ``log_file`` (and stderr for ``--foreground`` under systemd), through a
+    ``DeferredHandler`` (the engine hands it its loop: ``defer_to_loop``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
+        if isinstance(h, DeferredHandler):
+            h.close()
     formatter = EngineFormatter()
     file_handler = logging.handlers.RotatingFileHandler(
         log_file, maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"
     )
     file_handler.setFormatter(formatter)
     add_filters(file_handler)
-    root.addHandler(file_handler)
+    targets: list[logging.Handler] = [file_handler]
     if to_stderr:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
         add_filters(stream)
-        root.addHandler(stream)
+        targets.append(stream)
+    root.addHandler(DeferredHandler(*targets))
     root.setLevel(level)
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.captureWarnings(True)

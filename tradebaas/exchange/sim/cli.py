@@ -194,9 +194,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tradebaas.exchange.sim.server import ServerConfig, SimServer
 
-    # present: the host's clock itself (time.time), so "now" stays the wall clock's over days of running
-    clock = SimClock(start_ms, args.speed, end_ms=data.end_ms,
-                     monotonic=time.time if args.clock == "present" else time.monotonic)
+    # present: the host's clock itself, so "now" stays the wall clock's over days of running
+    clock = (SimClock.wall(end_ms=data.end_ms) if args.clock == "present"
+             else SimClock(start_ms, args.speed, end_ms=data.end_ms))
     offset_s = float(args.clock_offset)
     auth_store = auth_mod.AuthStore(accounts, wall=lambda: time.time() + offset_s)
     store = None if recovered is None else durable.SimStore(sim_dir, exchange, clock, data.name, recovered,

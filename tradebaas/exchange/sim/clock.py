@@ -50,6 +50,17 @@ class SimClock:
         self._last = t
         return t
 
+    @classmethod
+    def wall(cls, end_ms: int | None = None, now: Callable[[], float] = time.time) -> SimClock:
+        """The ``present`` clock: ``now_ms()`` is the host's clock itself (``now()`` in ms, capped at ``end_ms``).
+
+        Anchored at the epoch, not at construction: a clock anchored at a wall time taken before the data and the
+        saved state were loaded ran behind the host by that loading time (seconds on a busy machine), and a
+        client asking for its trades "since a second ago" by its own clock got none."""
+        clock = cls(0, 1.0, end_ms=end_ms, monotonic=now)
+        clock._t0 = 0.0
+        return clock
+
     def wall_delay_s(self, target_ms: int) -> float:
         """Real seconds until the simulated clock reaches ``target_ms`` (0 if already there)."""
         return max(0.0, (target_ms - self.now_ms()) / (self.speed * 1000.0))
