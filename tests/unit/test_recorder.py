@@ -201,3 +201,37 @@ def test_the_engine_has_pyarrow_give_freed_day_file_buffers_back_to_the_os() -> 
     import pyarrow  # noqa: F401 - loaded in this process: too late to choose, and it says so
 
     assert prefer_system_arrow_pool() is False
+
+
+def test_flush_now_writes_what_the_paced_flush_would_write_later_and_never_two_at_once(tmp_path: Path) -> None:
+    """``strategy.compare`` reads the recordings inside the engine: they must hold every candle closed so far, not
+    the state of the last paced flush (up to ``every_s`` behind); and a scheduled flush must not run beside it."""
+    engine = _Engine(tmp_path)
+    rec = MarketRecorder(engine, delay_s=3600, every_s=3600)  # type: ignore[arg-type]
+    running = [0, 0]  # now, at most
+    real_write = rec._write
+
+    def write() -> int:
+        running[0] += 1
+        running[1] = max(running)
+        try:
+            return real_write()
+        finally:
+            running[0] -= 1
+
+    rec._write = write  # type: ignore[method-assign]
+
+    async def run() -> int:
+        await rec.start()
+        for i in range(5):
+            engine.publish(f"candles.{INST}", dataclasses.asdict(c(i)))
+        first = await rec.flush_now()
+        assert len(load_recorded(tmp_path, INST)) == 5  # on disk now, not in an hour
+        engine.publish(f"candles.{INST}", dataclasses.asdict(c(5)))
+        both = await asyncio.gather(rec.flush_now(), rec.flush_now())
+        await rec.stop()
+        return first + sum(both)
+
+    assert asyncio.run(run()) == 6
+    assert running[1] == 1
+    assert len(load_recorded(tmp_path, INST)) == 6

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tradebaas.engine.core import guards
 from tradebaas.engine.core.labels import is_valid_id
@@ -166,13 +166,20 @@ def register(registry: Registry, handlers: Mapping[str, Handler], *, partial: bo
             registry.add(m.name, handlers[m.name], m.params, access=m.access)
 
 
+class Recordings(Protocol):
+    """What the API uses of the market recorder: recordings brought up to the live loop before they are read."""
+
+    async def flush_now(self) -> int: ...
+
+
 class EngineApi:
     """The handlers of the engine's own methods (everything but ``reports.*``/``journal.events`` and the server's)."""
 
-    def __init__(self, engine: Engine, live: Supervisor) -> None:
+    def __init__(self, engine: Engine, live: Supervisor, recordings: Recordings | None = None) -> None:
         self.engine = engine
         self.live = live
         self.store = live.store
+        self.recordings = recordings
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -365,6 +372,8 @@ class EngineApi:
         segments = self.store.segments(id)
         if not segments:
             raise RpcError(NOT_FOUND, f"strategy {id} has no recorded versions to replay")
+        if self.recordings is not None:
+            await self.recordings.flush_now()  # every candle the live loop closed, not the last paced flush
         try:
             candles = await asyncio.to_thread(load_recorded, self.engine.home, info["instrument"])
         except DataError as exc:

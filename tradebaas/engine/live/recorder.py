@@ -314,11 +314,25 @@ class MarketRecorder:
         delay = max(self.delay_s, self._last_flush + self.every_s - loop.time())
         self._timer = loop.call_later(delay, self._start_flush)
 
-    def _start_flush(self) -> None:
+    async def flush_now(self) -> int:
+        """Write everything buffered so far and return once it is on disk (the number of rows written).
+
+        For readers of the recordings inside the engine (``strategy.compare``): without it they see the recordings
+        as of the last paced flush, up to ``every_s`` behind the live loop (minutes of market in a fast replay).
+        Still one flush at a time: a running one is waited for, a scheduled one is taken over."""
+        while self._flush is not None and not self._flush.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flush)
+        if self._timer is not None:
+            self._timer.cancel()
+        return await asyncio.shield(self._start_flush())
+
+    def _start_flush(self) -> asyncio.Future[int]:
         self._timer = None
         self._last_flush = asyncio.get_running_loop().time()
-        self._flush = asyncio.ensure_future(asyncio.to_thread(self._write))
-        self._flush.add_done_callback(self._flushed)
+        self._flush = flush = asyncio.ensure_future(asyncio.to_thread(self._write))
+        flush.add_done_callback(self._flushed)
+        return flush
 
     def _flushed(self, _: Any) -> None:
         if self._again and self._remove_listener is not None:

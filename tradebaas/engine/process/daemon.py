@@ -182,9 +182,10 @@ def build_engine(home: Home, exchange: str | None = None, *, port: int = 0) -> E
     live = Supervisor(engine)
     notifications = NotificationService(engine)
     reports = ReportService(engine, notifications=notifications)
-    for service in (live, MarketRecorder(engine), notifications, reports):
+    recorder = MarketRecorder(engine)
+    for service in (live, recorder, notifications, reports):
         engine.add_service(service)
-    api.register(engine.registry, {**api.EngineApi(engine, live).handlers(), **reports.handlers()})
+    api.register(engine.registry, {**api.EngineApi(engine, live, recorder).handlers(), **reports.handlers()})
     return engine
 
 
