@@ -39,13 +39,10 @@ def emit(**fields: object) -> None:
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
-    """Least-squares slope of ys over xs (0 with fewer than two points)."""
-    n = len(xs)
-    if n < 2:
-        return 0.0
-    mx, my = sum(xs) / n, sum(ys) / n
-    var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+    """Least-squares slope of ys over xs (0 with fewer than two distinct xs)."""
+    import numpy as np
+
+    return float(np.polyfit(xs, ys, 1)[0]) if len(set(xs)) >= 2 else 0.0
 
 
 def main() -> int:
