@@ -176,6 +176,52 @@ def test_a_raising_strategy_goes_to_error_while_another_keeps_trading(
     assert any("Traceback" in (e["payload"].get("error") or "") for e in events)
 
 
+#: Takes ``nap`` seconds over each decision once the file its config names exists (vetting passes at full speed).
+SLUGGISH = textwrap.dedent('''
+    import os
+    import time
+
+    from tradebaas.strategies.base import BaseStrategy, Decision, Param
+
+
+    class Sluggish(BaseStrategy):
+        name = "sluggish"
+        params = (Param("fuse", str, "none", help="a file whose existence slows the strategy down"),
+                  Param("nap", float, 0.0, 0.0, 4.0, "seconds per decision once the fuse is lit"))
+
+        def on_candle(self, candle, context):
+            if not context.warming_up and os.path.exists(self.config["fuse"]):
+                time.sleep(self.config["nap"])
+            return Decision(candle.ts_ms, "none", {}, {}, ())
+''')
+
+
+def test_a_strategy_slower_than_its_candles_is_stopped_with_the_reason_not_left_to_trade_on_stale_prices(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    """A fast replay closes a candle every 0.2 s; a strategy that needs 0.6 s per decision (within its hard
+    budget, so no single decision is at fault) falls further behind with every candle. Past the backlog limit it
+    goes to ``error`` saying so, the others trade on, and the engine still stops when asked."""
+    sim_proc(speed=300)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    deploy(c, METRONOME)
+    deploy(c, SLUGGISH)
+    steady = start(c, "metronome", {"every": 2, "hold": 1}, instrument="BTC-PERPETUAL")
+    fuse = tb_home.root / "fuse"
+    slow = start(c, "sluggish", {"fuse": str(fuse), "nap": 0.6})
+    wait_for(lambda: c.call("strategy.get", id=slow)["decisions"] >= 1, timeout=60, what="a first decision")
+    fuse.write_text("lit")
+    info = wait_for(lambda: (i := c.call("strategy.get", id=slow))["state"] == "error" and i, timeout=60,
+                    what="the sluggish strategy stopped as too slow")
+    assert "falls behind the market" in info["state_reason"] and "closed candles wait" in info["state_reason"]
+    count = len(closed_trades(c, steady))
+    wait_for(lambda: len(closed_trades(c, steady)) > count, timeout=120, what="the other strategy trading on")
+    assert c.call("strategy.get", id=steady)["state"] == "running"
+    c.call("engine.shutdown")
+    wait_for(lambda: not eng.alive(), timeout=30, what="the engine's process ended after engine.shutdown")
+
+
 def test_a_parameter_change_is_a_new_config_version_on_the_next_trades(
     sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:

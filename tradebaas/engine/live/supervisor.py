@@ -66,6 +66,10 @@ RECONNECT_MAX_S = 2.0
 RECONCILE_RETRY_S = 5.0
 #: Seconds (wall clock) between two pushes of an instrument's open positions valued at the latest mark price.
 MARK_PUSH_S = 0.5
+#: closed candles that may wait for a strategy with a thread of its own before it is stopped as too slow: live
+#: (a candle a minute, a decision within its hard budget) a backlog never forms; in a fast replay a strategy
+#: slower than its candles would decide on ever staler prices, and a queue without a bound would grow for ever
+BACKLOG_LIMIT = 10
 
 
 class Supervisor:
@@ -503,7 +507,13 @@ class Supervisor:
         gets them queued, so it never holds the others up."""
         for candle in candles:
             if runner.threaded:
-                self._queues.setdefault(runner.id, asyncio.Queue()).put_nowait((candle, arrived))
+                queue = self._queues.setdefault(runner.id, asyncio.Queue())
+                if runner.active and queue.qsize() >= BACKLOG_LIMIT:
+                    await self._fault(runner.id, StrategyFault(
+                        f"it falls behind the market: {queue.qsize()} closed candles wait for its decision (the "
+                        f"limit is {BACKLOG_LIMIT}); it would trade on stale prices", ""))
+                    _drain(queue)
+                queue.put_nowait((candle, arrived))
             else:
                 try:
                     await self._brackets_for_swap(runner, candle)
@@ -747,3 +757,8 @@ class Supervisor:
         start = since if since is not None else end - 1440 * 60_000
         return await self.client.get_chart_candles(instrument, start, end, 1)
 
+
+def _drain(queue: asyncio.Queue[Any]) -> None:
+    """Empty ``queue`` without waiting: the backlog of a strategy that was stopped is never decided."""
+    while not queue.empty():
+        queue.get_nowait()
