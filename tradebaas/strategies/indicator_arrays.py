@@ -4,7 +4,7 @@ Why bitwise: Razor's decisions compare indicator values with thresholds (RSI < 4
 a value one ulp off could flip a decision, and the array backtest must make exactly the trades of the
 candle-by-candle run and of the live runner. Every function here repeats the incremental class's float
 operations in the same order, element-wise over the candles: a window sum is accumulated column by column from
-the oldest element to the newest (``_window_sum``), exactly as the incremental class's left-to-right loop.
+the oldest element to the newest (``_window`` with ``np.add``), as the incremental class's left-to-right loop.
 tests/unit/test_indicator_arrays.py holds every one to ``array == incremental`` on real and random candles.
 
 Conventions, as the incremental classes: element ``i`` is the value after candle ``i`` closed; NaN (float
@@ -22,31 +22,15 @@ def _f64(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype="float64")
 
 
-def _window_sum(x: np.ndarray, w: int) -> np.ndarray:
-    """``out[j]`` = ``x[j] + x[j+1] + ... + x[j+w-1]`` added left to right (the sum of the window ending at
-    ``j + w - 1``); length ``len(x) - w + 1``."""
+def _window(x: np.ndarray, w: int, combine: np.ufunc) -> np.ndarray:
+    """``out[j]`` = ``x[j]`` combined (``np.add``, ``np.maximum``, ``np.minimum``) with ``x[j+1]`` ... ``x[j+w-1]``,
+    left to right (the window ending at ``j + w - 1``); length ``len(x) - w + 1``. One vector operation per column:
+    faster than a strided reduction for the short windows used here, and a sum adds in the incremental class's
+    order, so the floats are the same."""
     m = len(x) - w + 1
     acc = x[:m].copy()
     for k in range(1, w):
-        np.add(acc, x[k:k + m], out=acc)
-    return acc
-
-
-def _window_max(x: np.ndarray, w: int) -> np.ndarray:
-    """Largest of each window of ``w`` (aligned as ``_window_sum``): one vector operation per column, which is
-    faster than a strided reduction for the short windows used here."""
-    m = len(x) - w + 1
-    acc = x[:m].copy()
-    for k in range(1, w):
-        np.maximum(acc, x[k:k + m], out=acc)
-    return acc
-
-
-def _window_min(x: np.ndarray, w: int) -> np.ndarray:
-    m = len(x) - w + 1
-    acc = x[:m].copy()
-    for k in range(1, w):
-        np.minimum(acc, x[k:k + m], out=acc)
+        combine(acc, x[k:k + m], out=acc)
     return acc
 
 
@@ -85,14 +69,14 @@ def volatility_array(closes: np.ndarray, window: int = 20) -> np.ndarray:
     if n < window:
         return out
     m = n - window + 1
-    mean = _window_sum(c, window) / window
+    mean = _window(c, window, np.add) / window
     var = np.zeros(m)
     for k in range(window):
         dev = c[k:k + m] - mean
         var += dev * dev
     with np.errstate(divide="ignore", invalid="ignore"):
         sd_pct = np.sqrt(var / window) / mean * 100.0
-        range_pct = (_window_max(c, window) - _window_min(c, window)) / mean * 100.0
+        range_pct = (_window(c, window, np.maximum) - _window(c, window, np.minimum)) / mean * 100.0
     value = np.maximum(np.maximum(sd_pct, range_pct), Volatility.FLOOR)
     out[window - 1:] = np.where(mean == 0, Volatility.FLOOR, value)
     return out
@@ -120,7 +104,7 @@ def atr_pct_array(high: np.ndarray, low: np.ndarray, closes: np.ndarray, period:
     hh, ll = h[1:], lo[1:]
     tr = np.maximum(np.maximum(hh - ll, np.abs(hh - prev)), np.abs(ll - prev))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[period:] = _window_sum(tr, period) / period / c[period:] * 100.0
+        out[period:] = _window(tr, period, np.add) / period / c[period:] * 100.0
     return out
 
 
@@ -136,7 +120,7 @@ def pullback_array(closes: np.ndarray, fraction: float = 0.15, window: int = 10,
     tail = c[first - window + 1:]
     start, end = tail[:len(tail) - window + 1], c[first:]
     move = end - start
-    hi, lo = _window_max(tail, window), _window_min(tail, window)
+    hi, lo = _window(tail, window, np.maximum), _window(tail, window, np.minimum)
     with np.errstate(divide="ignore", invalid="ignore"):
         up = (hi - end) / (hi - start) >= fraction
         down = (end - lo) / (start - lo) >= fraction
@@ -152,5 +136,5 @@ def compression_array(high: np.ndarray, low: np.ndarray, window: int = 12, ratio
     n = len(r)
     out = np.zeros(n, dtype=bool)
     if n >= window:
-        out[window - 1:] = r[window - 1:] < ratio * (_window_sum(r, window) / window)
+        out[window - 1:] = r[window - 1:] < ratio * (_window(r, window, np.add) / window)
     return out

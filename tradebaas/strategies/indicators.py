@@ -22,7 +22,7 @@ import numpy as np
 
 
 def _sum(xs: Iterable[float]) -> float:
-    """Left-to-right float sum (what ``indicator_arrays._window_sum`` repeats column by column)."""
+    """Left-to-right float sum (what ``indicator_arrays._window`` with ``np.add`` repeats column by column)."""
     total = 0.0
     for x in xs:
         total += x
