@@ -199,9 +199,10 @@ def _serve_notebooks(args: argparse.Namespace, home: Home) -> int:
         proc.wait(15)
         raise
     cockpit, lab = launch.urls(base, token, control)
-    print(f"the cockpit (the control panel, live): {cockpit}")
-    print(f"JupyterLab (the notebooks, to work in): {lab}")
-    print("(Ctrl-C stops JupyterLab and leaves the engine running; `make stop` or `tradebaas down` stops it)",
+    # one write: a reader who sees the cockpit's URL sees the whole block (stdout may be unbuffered)
+    print(f"the cockpit (the control panel, live): {cockpit}\n"
+          f"JupyterLab (the notebooks, to work in): {lab}\n"
+          "(Ctrl-C stops JupyterLab and leaves the engine running; `make stop` or `tradebaas down` stops it)",
           flush=True)
     if not args.no_browser:
         webbrowser.open(cockpit)

@@ -64,8 +64,10 @@ def test_up_serves_the_cockpit_once_it_answers_and_a_session_leaves_the_reposito
         def cockpit_line() -> str | None:
             if up.poll() is not None:
                 raise AssertionError(f"tradebaas up exited with {up.returncode}:\n{out_path.read_text()}")
-            found = re.search(r"the cockpit[^:]*: (http://\S+)", out_path.read_text(errors="replace"))
-            return found.group(1) if found else None
+            text = out_path.read_text(errors="replace")
+            found = re.search(r"the cockpit[^:]*: (http://\S+)", text)
+            # the URLs block is complete once its closing hint is there
+            return found.group(1) if found and "(Ctrl-C stops JupyterLab" in text else None
 
         cockpit = wait_for(cockpit_line, timeout=150, what="tradebaas up to print the cockpit's URL")
         base, token = re.match(r"(http://[\d.:]+)/.*token=(\w+)", cockpit).groups()  # type: ignore[union-attr]
