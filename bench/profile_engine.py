@@ -66,6 +66,7 @@ def main() -> int:
         try:
             wait(lambda: (home.root / "engine.json").exists(), 60, "the engine", 0.1)
             with EngineClient(home=home, timeout=120) as c:
+                wait(lambda: c.call("engine.status")["exchange"]["connected"], 60, "the exchange connected", 0.05)
                 c.call("strategy.start", name="razor", config=RAZOR_OFTEN)
                 wait(lambda: len(ACK_RE.findall(home.engine_log.read_text(errors="replace"))) >= args.entries,
                      600, f"{args.entries} entries", 0.5)

@@ -505,3 +505,34 @@ def test_strategy_start_with_bad_input_answers_invalid_params_naming_the_culprit
     assert c.call("trades.list") == []
     assert c.call("orders.list", open_only=False) == []
     assert c.call("engine.status")["strategies"]["total"] == 0
+
+
+def test_an_entry_and_another_strategys_decision_on_the_same_candle_do_not_wait_for_each_other(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    """Two strategies on one instrument, the trader started first. On the candle of each of its entries the
+    journal holds, in this order: the trader's trade (before its entry goes out), the watcher's decision (committed
+    while the entry is in flight), the trader's decision (journaled once the exchange answered). Before
+    ``Supervisor._close_candles`` decided every strategy first, the watcher's decision waited for the trader's
+    entry and brackets to be answered."""
+    sim_proc(speed=600)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    trader = start_razor(c, RAZOR_FAST)["id"]
+    watcher = c.call("strategy.start", name="razor", config={**RAZOR_FAST, "maxDailyTrades": 0},
+                     allow_shared_instrument=True)["id"]
+    wait_for(lambda: len(trades_of(c, trader)) >= 3, timeout=60, what="three entries of the trader")
+
+    conn = sqlite3.connect(f"file:{tb_home.root / 'journal.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        pending = [(event_id, json.loads(payload)["trade"]["signal_ts_ms"]) for event_id, payload in conn.execute(
+            "SELECT id, payload FROM events WHERE kind = 'trade.pending' AND strategy_id = ?", (trader,))]
+        decided = {sid: dict(conn.execute("SELECT ts_ms, id FROM events WHERE kind = 'decision' AND strategy_id = ?",
+                                          (sid,)).fetchall()) for sid in (trader, watcher)}
+    finally:
+        conn.close()
+    orders = [(trade_event, decided[watcher][signal - MINUTE_MS], decided[trader][signal - MINUTE_MS])
+              for trade_event, signal in pending
+              if signal - MINUTE_MS in decided[watcher] and signal - MINUTE_MS in decided[trader]]
+    assert len(orders) >= 2, (pending, len(decided[watcher]), len(decided[trader]))
+    assert [o for o in orders if not o[0] < o[1] < o[2]] == [], orders

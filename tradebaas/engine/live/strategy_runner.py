@@ -241,15 +241,6 @@ class StrategyRunner:
             raise StrategyFault(f"the strategy raised {type(exc).__name__}: {exc}",
                                 "".join(traceback.format_exception(exc))) from None
 
-    async def on_candle(self, candle: Candle, publish: Any, closed_at: float | None = None,
-                        batch: DecisionBatch | None = None) -> None:
-        """Decide on one closed candle and carry out the intents (caller holds the supervisor's lock). Raises
-        ``StrategyFault`` when the strategy's code fails; nothing was sent then."""
-        if not self.active or not self.warm:
-            return
-        decision = await self.decide(candle)
-        await self.execute(candle, decision, publish, closed_at, batch)
-
     async def execute(self, candle: Candle, decision: Decision, publish: Any, closed_at: float | None = None,
                       batch: DecisionBatch | None = None) -> None:
         """Journal ``decision`` and carry out its intents (caller holds the supervisor's lock). A decision without
