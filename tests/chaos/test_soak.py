@@ -24,6 +24,7 @@ The figures go out as JSON lines (a sample every ~10% of the run, and the summar
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -56,9 +57,16 @@ def _rss_kb(pid: int) -> int:
 
 
 def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+    """Bytes under ``path``, read while the engine writes: a file renamed away between the listing and its stat
+    (the recorder's temporary file, renamed into place) counts as gone."""
+    if not path.exists():
+        return 0
+    total = 0
+    for p in [path] if path.is_file() else path.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_file():
+                total += p.stat().st_size
+    return total
 
 
 def _events(world: World) -> int:
