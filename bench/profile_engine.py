@@ -19,6 +19,7 @@ import collections
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,8 @@ def main() -> int:
         engine = subprocess.Popen(
             [pyspy, "record", "--rate", str(args.rate), "--format", "raw", "--output", str(raw), "--",
              sys.executable, "-m", "tradebaas.cli", "engine", "start", "--foreground", "--exchange", "sim"],
-            env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # its own process group: a failed run stops py-spy *and* the engine under it
         try:
             wait(lambda: (home.root / "engine.json").exists(), 60, "the engine", 0.1)
             with EngineClient(home=home, timeout=120) as c:
@@ -74,7 +76,7 @@ def main() -> int:
             engine.wait(120)
         finally:
             if engine.poll() is None:
-                engine.terminate()
+                os.killpg(engine.pid, signal.SIGTERM)
                 engine.wait(30)
             sim.stop()
         log_text = home.engine_log.read_text(errors="replace")

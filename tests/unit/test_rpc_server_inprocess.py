@@ -15,7 +15,7 @@ from tests.conftest import wait_for
 from tradebaas.engine.process.logs import RedactFilter
 from tradebaas.rpc.client import EngineClient
 from tradebaas.rpc.protocol import Registry
-from tradebaas.rpc.server import RpcServer
+from tradebaas.rpc.server import WRITE_BATCH, RpcServer
 
 TOKEN = "test-token-0123456789"
 
@@ -116,3 +116,32 @@ def test_redaction_masks_tokens_and_secret_values() -> None:
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "token=%s", ("leak",), None)
     f.filter(record)
     assert "leak" not in record.getMessage()
+
+
+def test_pushes_queued_in_one_loop_pass_go_out_in_order_in_few_writes(server: tuple[RpcServer, LoopThread]) -> None:
+    """A candle close pushes a decision per strategy to every panel: frames queued meanwhile are written together
+    (``write_frames``), whole and in order, not one system call each."""
+    srv, lt = server
+    got: list[Any] = []
+    with client_for(srv) as c:
+        c.subscribe("strategy.*", lambda channel, data: got.append(data["n"]))
+        [session] = srv.sessions
+        writes: list[int] = []
+        transport = session.ws.transport
+        real_write = transport.write
+
+        def counting_write(data: bytes) -> None:
+            writes.append(len(data))
+            real_write(data)
+
+        transport.write = counting_write  # type: ignore[method-assign]
+
+        async def burst() -> None:
+            for n in range(600):
+                srv.publish(f"strategy.s{n % 50}", {"n": n, "pad": "x" * 200})
+
+        lt.run(burst())
+        wait_for(lambda: len(got) >= 600, timeout=10, what="600 pushes")
+        assert got == list(range(600))
+        assert 1 <= len(writes) <= 600 // WRITE_BATCH + 2, len(writes)
+        assert c.call("engine.ping") == "pong"  # answers still flow after the bursts

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import gc
 import os
 import signal
 import subprocess
@@ -227,6 +228,10 @@ def run_foreground(home: Home, exchange: str | None = None, *, detached_child: b
                 ConnectionInfo(pid=os.getpid(), port=eng.server.port, token=eng.token, version=__version__,
                                started_ts_ms=eng.started_ts_ms, readonly_token=eng.readonly_token),
             )
+            # Everything alive now (modules, pandas and pyarrow, the services) lives as long as the engine: out
+            # of the cyclic collector's sight, a full collection no longer walks ~70,000 objects (20-45 ms with
+            # the loop stopped, an order or a decision waiting behind it) but only what came later.
+            gc.freeze()
 
         try:
             asyncio.run(engine.run(on_ready))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -246,6 +247,7 @@ async def _serve(server: Any, host: str, port: int, sim_dir: Path) -> None:
     auth_mod.write_private_json(sim_dir / "sim.json", info)
     print(ws_url, flush=True)  # last: whoever reads the URLs may rely on sim.json and SIGTERM handling
     print(http_url, flush=True)
+    gc.freeze()  # the market data and modules loaded so far: never walked by a full collection (pauses of 20+ ms)
     try:
         await stop.wait()
     finally:
