@@ -519,6 +519,9 @@ class Supervisor:
                 if runner.instrument.name == instrument and runner.active:
                     if (act := await self._closed(runner, closed(runner), arrived, batch)) is not None:
                         await intents.add(act)
+        except asyncio.CancelledError:  # the engine stops: the orders' waits stop with it, as they did inline
+            intents.cancel()
+            raise
         finally:
             try:
                 batch.commit(self.store.journal, self.engine.publish)
@@ -810,6 +813,10 @@ class _Intents:
         if self.task is None:
             self.task = asyncio.ensure_future(self._run())
         await asyncio.sleep(0)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
     async def finish(self) -> None:
         """Every strategy decided: wait until every queued intent was carried out."""
