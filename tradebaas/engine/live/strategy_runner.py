@@ -231,7 +231,11 @@ class StrategyRunner:
                 return fn(arg, context)
             view = copy.deepcopy(context)
             future = asyncio.get_running_loop().run_in_executor(self._executor, fn, arg, view)
-            result = await asyncio.wait_for(future, budget_ms / 1000.0)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result of a future that completes as the
+            # task is cancelled and swallows the cancel; the engine's shutdown then waited for this task forever
+            # (found by bench/strategies.py: a stop right after a 300 ms strategy's decision)
+            async with asyncio.timeout(budget_ms / 1000.0):
+                result = await future
             context.warming_up = False
             return result
         except TimeoutError:
