@@ -533,8 +533,8 @@ class Supervisor:
         """Candles ``runner`` just closed (caller holds the lock): a built-in decides now; a strategy with a thread
         of its own gets them queued, so it never holds the others up. With ``batch``, quiet decisions go into it
         (committed by the caller after every strategy decided) and the first decision with intents is handed
-        back with the candles after it, for the caller to carry out once every strategy decided; without, every
-        decision is carried out at once."""
+        back with the candles after it, for the caller's ``_Intents`` to carry out; without, every decision is
+        carried out at once."""
         for i, candle in enumerate(candles):
             if runner.threaded:
                 queue = self._queues.setdefault(runner.id, asyncio.Queue())
@@ -544,14 +544,15 @@ class Supervisor:
                         f"limit is {BACKLOG_LIMIT}); it would trade on stale prices", ""))
                     _drain(queue)
                 queue.put_nowait((candle, arrived))
-            elif runner.active and runner.warm:
+            else:
                 try:
                     await self._brackets_for_swap(runner, candle)
-                    decision = await runner.decide(candle)
-                    if batch is not None and decision.intents:
-                        self._publish_candle(runner.instrument.name, candle)
-                        return runner, candle, decision, candles[i + 1:]
-                    await runner.execute(candle, decision, self.engine.publish, arrived, batch)
+                    if runner.active and runner.warm:
+                        decision = await runner.decide(candle)
+                        if batch is not None and decision.intents:
+                            self._publish_candle(runner.instrument.name, candle)
+                            return runner, candle, decision, candles[i + 1:]
+                        await runner.execute(candle, decision, self.engine.publish, arrived, batch)
                 except StrategyFault as fault:
                     await self._fault(runner.id, fault)
             self._publish_candle(runner.instrument.name, candle)
