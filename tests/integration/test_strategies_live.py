@@ -99,6 +99,13 @@ def closed_trades(c: EngineClient, sid: str) -> list[dict[str, Any]]:
     return [t for t in trades_of(c, sid) if t["state"] == "closed"]
 
 
+def trades_on(c: EngineClient, sid: str) -> None:
+    """``sid`` closes another trade and is still running (the other strategy, after one went to ``error``)."""
+    count = len(closed_trades(c, sid))
+    wait_for(lambda: len(closed_trades(c, sid)) > count, timeout=120, what="the other strategy trading on")
+    assert c.call("strategy.get", id=sid)["state"] == "running"
+
+
 def test_a_deployed_strategy_trades_and_survives_sigkill_with_the_same_version(
     sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
 ) -> None:
@@ -169,9 +176,7 @@ def test_a_raising_strategy_goes_to_error_while_another_keeps_trading(
                     what="the fragile strategy in error")
     assert "ZeroDivisionError" in info["state_reason"] and "the strategy's own bug" in info["error"]
     assert "Traceback" in info["error"]
-    count = len(closed_trades(c, steady))
-    wait_for(lambda: len(closed_trades(c, steady)) > count, timeout=120, what="the other strategy trading on")
-    assert c.call("strategy.get", id=steady)["state"] == "running"
+    trades_on(c, steady)
     events = c.call("journal.events", kinds=["strategy.state"], strategy=fragile)
     assert any("Traceback" in (e["payload"].get("error") or "") for e in events)
 
@@ -215,9 +220,7 @@ def test_a_strategy_slower_than_its_candles_is_stopped_with_the_reason_not_left_
     info = wait_for(lambda: (i := c.call("strategy.get", id=slow))["state"] == "error" and i, timeout=60,
                     what="the sluggish strategy stopped as too slow")
     assert "falls behind the market" in info["state_reason"] and "closed candles wait" in info["state_reason"]
-    count = len(closed_trades(c, steady))
-    wait_for(lambda: len(closed_trades(c, steady)) > count, timeout=120, what="the other strategy trading on")
-    assert c.call("strategy.get", id=steady)["state"] == "running"
+    trades_on(c, steady)
     c.call("engine.shutdown")
     wait_for(lambda: not eng.alive(), timeout=30, what="the engine's process ended after engine.shutdown")
 

@@ -332,13 +332,15 @@ class Store:
     def has_open_trade(self, strategy_id: str) -> bool:
         """Whether ``strategy_id`` has a trade open or pending: the check before an entry, one index lookup (no
         trade is decoded on the way to the exchange)."""
-        sql = f"SELECT 1 FROM trades WHERE strategy_id = ? AND state IN ({', '.join('?' * len(OPEN_TRADE_STATES))}) LIMIT 1"
-        return self.journal.query_one(sql, (strategy_id, *OPEN_TRADE_STATES)) is not None
+        return self._any_open_trade("strategy_id", strategy_id)
 
     def open_trades_on(self, instrument: str) -> bool:
         """Whether any strategy of ours has a trade open (or pending) on ``instrument``."""
-        sql = f"SELECT 1 FROM trades WHERE instrument = ? AND state IN ({', '.join('?' * len(OPEN_TRADE_STATES))}) LIMIT 1"
-        return self.journal.query_one(sql, (instrument, *OPEN_TRADE_STATES)) is not None
+        return self._any_open_trade("instrument", instrument)
+
+    def _any_open_trade(self, column: str, value: str) -> bool:
+        sql = f"SELECT 1 FROM trades WHERE {column} = ? AND state IN ({', '.join('?' * len(OPEN_TRADE_STATES))}) LIMIT 1"
+        return self.journal.query_one(sql, (value, *OPEN_TRADE_STATES)) is not None
 
     def trade_rows(self, strategy_id: str | None = None, since: int | None = None, until: int | None = None) -> list[dict[str, Any]]:
         where: list[str] = ["1=1"]

@@ -249,7 +249,8 @@ class StrategyRunner:
                       batch: DecisionBatch | None = None) -> None:
         """Journal ``decision`` and carry out its intents (caller holds the supervisor's lock). A decision without
         intents goes into ``batch`` when one is given (journaled and pushed with the others of the same market
-        event: ``decisions.DecisionBatch``)."""
+        event: ``decisions.DecisionBatch``); one with intents is journaled and carried out here, called by the
+        supervisor's ``_Intents`` task while the event's other strategies decide (``Supervisor._close_candles``)."""
         close_ts = candle.ts_ms + self.interval_ms
         # context.position is kept current by on_trade_event (every change of a trade of ours goes through it),
         # so the hot path reads no journal before deciding.
@@ -273,11 +274,10 @@ class StrategyRunner:
         if line is not None:
             log.info("%s", line, extra=strategy_extra(self.id))
         self.last_decision = record
-        if batch is not None:
-            if not decision.intents:
-                batch.add(journal, f"strategy.{self.id}", {"type": "decision", "decision": record}, closed_at)
-                return
-            batch.commit(self.store.journal, publish)  # the journal keeps the order: the quiet ones before this
+        push: dict[str, Any] = {"type": "decision", "decision": record}
+        if batch is not None and not decision.intents:
+            batch.add(journal, f"strategy.{self.id}", push, closed_at)
+            return
         if not deferred:
             with self.store.journal.transaction() as conn:
                 journal(conn)
@@ -287,7 +287,6 @@ class StrategyRunner:
         if deferred:  # the entry was not attempted (a trade is open): journal the decision on its own
             with self.store.journal.transaction() as conn:
                 journal(conn)
-        push: dict[str, Any] = {"type": "decision", "decision": record}
         if closed_at is not None:  # the market event that closed the candle arrived -> decided, journaled, carried out
             push["lag_ms"] = round((time.perf_counter() - closed_at) * 1e3, 3)
         publish(f"strategy.{self.id}", push)

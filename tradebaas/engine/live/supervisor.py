@@ -54,8 +54,8 @@ from tradebaas.strategies.base import Decision
 from tradebaas.strategies.loader import StrategyLoadError
 from tradebaas.strategies.params import validate_config
 
-#: a decision with intents, waiting for every strategy to have decided: the runner, its candle, the decision and
-#: the candles the same event closed after it (decided once the intents are carried out)
+#: a decision with intents, handed to ``_Intents`` to carry out: the runner, its candle, the decision and the
+#: candles the same event closed after it (decided once the intents are carried out)
 _Acting = tuple[StrategyRunner, Candle, Decision, list[Candle]]
 
 log = logging.getLogger("tradebaas.engine.live.supervisor")
