@@ -348,3 +348,94 @@ def test_compare_on_a_paper_session_reports_no_unexplained_difference(
     from tradebaas.analytics.compare import Comparison, format_summary
 
     assert "unexplained 0" in format_summary(Comparison.from_json(answer)).replace(":", "")
+
+
+#: Says which process decides (its pid in the decision's indicators); once the file its config names exists it
+#: computes in pure Python without end, holding the interpreter's lock all the while.
+SPINNER = textwrap.dedent('''
+    import os
+
+    from tradebaas.strategies.base import BaseStrategy, Decision, Param
+
+
+    class Spinner(BaseStrategy):
+        name = "spinner"
+        params = (Param("fuse", str, "none", help="a file whose existence makes the strategy spin for ever"),)
+
+        def on_candle(self, candle, context):
+            if not context.warming_up and os.path.exists(self.config["fuse"]):
+                n = 0
+                while True:
+                    n += 1
+            return Decision(candle.ts_ms, "none", {"pid": os.getpid()}, {}, ())
+''')
+
+
+def strategy_processes(engine_pid: int) -> set[int]:
+    """Pids of the strategy processes whose parent is ``engine_pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended while we looked
+        if b"tradebaas.engine.live.strategy_process" in cmdline and ppid == engine_pid:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_deployed_strategy_decides_in_its_own_process_which_ends_at_its_hard_budget_and_with_the_engine(
+    sim_proc: Callable[..., SimProc], engine_proc: Callable[..., EngineProc], tb_home: Home
+) -> None:
+    """Issue 15: a strategy spinning in pure Python does not share the engine's interpreter. Over its hard budget
+    its process is ended (a thread could only have been abandoned, still spinning) and it goes to ``error`` while
+    the other trades; resumed, it decides in a fresh process; a SIGKILLed engine leaves no strategy process."""
+    tb_home.ensure()
+    tb_home.config_file.write_text("[strategies]\nstop_ms = 1500\n")
+    sim_proc(speed=120)
+    eng = engine_proc(exchange="sim")
+    c = eng.client()
+    deploy(c, METRONOME)
+    deploy(c, SPINNER)
+    steady = start(c, "metronome", {"every": 2, "hold": 1}, instrument="BTC-PERPETUAL")
+    fuse = tb_home.root / "fuse"
+    spinner = start(c, "spinner", {"fuse": str(fuse)})
+
+    def deciding_pid() -> int:
+        decision = c.call("strategy.get", id=spinner)["last_decision"] or {}
+        return int(decision.get("indicators", {}).get("pid") or 0)
+
+    first = wait_for(deciding_pid, timeout=60, what="a decision of the spinner")
+    assert first != eng.pid and first in strategy_processes(eng.pid)
+    assert len(strategy_processes(eng.pid)) == 2  # the metronome's and the spinner's
+
+    fuse.write_text("lit")
+    info = wait_for(lambda: (i := c.call("strategy.get", id=spinner))["state"] == "error" and i, timeout=60,
+                    what="the spinning strategy stopped at its hard budget")
+    assert "hard budget of 1500 ms" in info["state_reason"] and "process was ended" in info["state_reason"]
+    wait_for(lambda: not alive(first), timeout=10, what="the spinning process ended")
+    trades_on(c, steady)
+
+    fuse.unlink()
+    c.call("strategy.resume", id=spinner)
+    wait_for(lambda: c.call("strategy.get", id=spinner)["state"] == "running", timeout=60, what="resumed")
+    second = wait_for(lambda: (pid := deciding_pid()) not in (0, first) and pid, timeout=60,
+                      what="a decision from a fresh process")
+    assert second in strategy_processes(eng.pid)
+
+    children = strategy_processes(eng.pid)
+    eng.proc.kill()
+    eng.proc.wait(10)
+    wait_for(lambda: not any(alive(pid) for pid in children), timeout=10,
+             what="no strategy process outliving the killed engine")

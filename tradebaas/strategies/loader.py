@@ -9,6 +9,7 @@ traceback), never a crash of the caller.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import re
@@ -130,4 +131,7 @@ def load_class(source: str, module_name: str, filename: str, name: str | None = 
     """Load ``source``, pick its strategy class (``name``), check the API; the class, or a load/API error."""
     cls = pick_class(module_from_source(source, module_name, filename), name)
     check_api(cls)
+    # how a process of its own loads the same class again (tradebaas.engine.live.strategy_process)
+    with contextlib.suppress(AttributeError, TypeError):
+        cls.__tradebaas_source__ = (source, module_name, filename, cls.__name__)
     return cls

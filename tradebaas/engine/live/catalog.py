@@ -9,7 +9,8 @@ Four sources, one list (``strategy.available``):
   same child, run as installed (like built-ins, they are code the machine's owner installed);
 - **deployed** versions (``strategy.deploy``): stored content-addressed in ``TRADEBAAS_HOME/strategies/versions/
   <sha256>.py``, vetted before they are accepted, recorded in the journal (``strategy_versions``).
-Every strategy that is not a built-in decides in a thread of its own (``StrategyRunner``), so it holds only itself up.
+Every strategy that is not a built-in decides in a process of its own (``StrategyRunner``, ``strategy_process``), so
+it holds only itself up.
 
 Names are unique across sources: a deployed name or a file's strategy may not take a built-in's name.
 """
@@ -83,7 +84,7 @@ class Loaded:
     cls: type
     code_version: str
     warmup_candles: int
-    threaded: bool
+    isolated: bool
 
 
 def module_version(cls: type) -> str:

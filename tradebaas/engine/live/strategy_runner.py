@@ -14,21 +14,19 @@ strategy decides on it: a new instance is warmed up on the last ``history`` clos
 
 Faults stay inside the strategy: an exception from the strategy's code (warm-up, ``on_start``, ``on_candle``) or a
 decision slower than the hard budget raises ``StrategyFault``; the supervisor then puts the strategy in ``error``
-with the traceback. Strategies that are not built into tradebaas decide in a thread of their own (one per runner),
-so a slow one holds only itself up; built-ins decide on the loop (they are fast, and the latency of the order path
-matters). A decision slower than the warning budget is logged.
+with the traceback. Strategies that are not built into tradebaas decide in a process of their own (one per runner,
+``strategy_process``), so a slow one holds only itself up, even when it computes in pure Python; built-ins decide
+on the loop (they are fast, and the latency of the order path matters). A decision slower than the warning budget
+is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import copy
 import logging
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +38,7 @@ from tradebaas.engine.live import tradelog
 from tradebaas.engine.live.budgets import Budgets
 from tradebaas.engine.live.decisions import DecisionBatch
 from tradebaas.engine.live.order_manager import OrderManager
+from tradebaas.engine.live.strategy_process import ProcessLost, StrategyProcess, StrategyRaised, class_ref
 from tradebaas.engine.process.logs import strategy_extra
 from tradebaas.instruments import Instrument
 from tradebaas.strategies.base import (
@@ -87,7 +86,7 @@ class StrategyRunner:
     context is maintained either way (a stopped strategy's bracketed position can still close on the exchange)."""
 
     def __init__(self, row: StrategyRow, instrument: Instrument, store: Store, orders: OrderManager, cls: type, *,
-                 warmup_candles: int = WARMUP_CANDLES, threaded: bool = False, budgets: Budgets | None = None) -> None:
+                 warmup_candles: int = WARMUP_CANDLES, isolated: bool = False, budgets: Budgets | None = None) -> None:
         self.id = row.id
         self.name = row.name
         self.instrument = instrument
@@ -114,17 +113,16 @@ class StrategyRunner:
         #: The skip reason of the last decision: a skip is logged when it starts, not on every candle it lasts.
         self.last_skip = ""
         self.budgets = budgets or Budgets()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = (
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"strategy-{row.id}") if threaded else None)
+        self._process: StrategyProcess | None = StrategyProcess(row.id) if isolated else None
 
     # -- life ------------------------------------------------------------------------------------------------
     async def warm_up(self, candles: list[Candle]) -> None:
         """Feed closed history candles (oldest first) with ``warming_up`` set; then ``on_start`` (in the strategy's
-        own thread when it has one). Raises ``StrategyFault`` when the strategy's code fails."""
+        own process when it has one). Raises ``StrategyFault`` when the strategy's code fails."""
         self.builder = CandleBuilder(self.interval_ms)
         self.history.clear()
         self.history.extend(candles)
-        await self._run(self._fresh_instance, list(candles), self.context, budget_ms=self._warmup_budget_ms())
+        await self._run("start", list(candles), budget_ms=self._warmup_budget_ms())
         if candles:
             self.builder.prime(candles[-1])
             self.last_price = candles[-1].close
@@ -165,29 +163,49 @@ class StrategyRunner:
         only the newest config counts, as in the journal's segments)."""
         self.pending = swap
 
-    def _decide_now(self, candle: Candle, context: StrategyContext) -> Decision:
-        """Apply a due swap (a fresh instance warmed on the history), then decide. Runs where the strategy runs."""
-        swap = self.pending
-        if swap is not None and candle.ts_ms >= swap.from_ts_ms:
-            self.pending = None
-            self.cls, self.config = swap.cls, dict(swap.config)
-            self.code_version, self.config_version = swap.code_version, swap.config_version
-            self._fresh_instance(list(self.history), context)
-            log.info("now deciding with code %s, config version %d", swap.code_version[:12], swap.config_version,
-                     extra=strategy_extra(self.id))
-        return self.strategy.on_candle(candle, context)
+    def _take_swap(self, candle: Candle) -> bool:
+        """Make a swap due on ``candle`` the current code and config; True when there was one (the caller then
+        starts a fresh instance of it, warmed on the history)."""
+        swap = self.due_swap(candle)
+        if swap is None:
+            return False
+        self.pending = None
+        self.cls, self.config = swap.cls, dict(swap.config)
+        self.code_version, self.config_version = swap.code_version, swap.config_version
+        log.info("now deciding with code %s, config version %d", swap.code_version[:12], swap.config_version,
+                 extra=strategy_extra(self.id))
+        return True
+
+    def _decide_inline(self, candle: Candle) -> Decision:
+        """A built-in's decision, on the loop (after a due swap)."""
+        if self._take_swap(candle):
+            self._fresh_instance(list(self.history), self.context)
+        return self.strategy.on_candle(candle, self.context)
+
+    async def _decide_in_process(self, candle: Candle) -> Decision:
+        """A decision in the strategy's process; a due swap, or a process that lost its instance (killed at its
+        budget, crashed, a request cancelled half-way), first starts one warmed on the history."""
+        process = self._process
+        assert process is not None
+        if self._take_swap(candle) or not process.started:
+            await process.start(class_ref(self.cls), self.config, list(self.history), self.context)
+        return await process.decide(candle, self.context)
 
     @property
-    def threaded(self) -> bool:
-        """Whether the strategy decides in a thread of its own (code not built into tradebaas)."""
-        return self._executor is not None
+    def isolated(self) -> bool:
+        """Whether the strategy decides in a process of its own (code not built into tradebaas)."""
+        return self._process is not None
 
     def close(self) -> None:
-        """Let go of the strategy's thread (a decision still running there is abandoned; a new thread serves
-        the strategy if it is resumed)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"strategy-{self.id}")
+        """End the strategy's process, if it has one (a decision still running there is abandoned; a fresh
+        process, warmed on the history, serves the strategy when it decides again)."""
+        if self._process is not None:
+            self._process.kill()
+
+    async def aclose(self) -> None:
+        """``close``, and wait until the process is gone (the engine's stop: nothing outlives it)."""
+        if self._process is not None:
+            await self._process.aclose()
 
     # -- market data -----------------------------------------------------------------------------------------
     def closed_by_bar(self, bar: Candle) -> list[Candle]:
@@ -209,7 +227,7 @@ class StrategyRunner:
         swapping = self.pending is not None and candle.ts_ms >= self.pending.from_ts_ms
         budget_ms = self._warmup_budget_ms() if swapping else self.budgets.stop_ms
         started = time.perf_counter()
-        decision = await self._run(self._decide_now, candle, self.context, budget_ms=budget_ms)
+        decision = await self._run("decide", candle, budget_ms=budget_ms)
         elapsed_ms = (time.perf_counter() - started) * 1e3
         self.history.append(candle)
         if elapsed_ms > budget_ms:
@@ -222,25 +240,30 @@ class StrategyRunner:
             raise StrategyFault(f"on_candle returned {type(decision).__name__}, not a Decision", "")
         return decision
 
-    async def _run(self, fn: Callable[..., Any], arg: Any, context: StrategyContext, *, budget_ms: float) -> Any:
-        """``fn(arg, context)``: on the loop for a built-in, else in the strategy's thread on a copy of the context
-        (fills handled on the loop meanwhile must not change what it reads) with the hard budget as a timeout.
-        Any exception of the strategy's code becomes ``StrategyFault``."""
+    async def _run(self, op: str, arg: Any, *, budget_ms: float) -> Any:
+        """``op`` ("start": a fresh instance warmed on the candles ``arg``; "decide": the decision on the candle
+        ``arg``): on the loop for a built-in, else in the strategy's process with the hard budget as a timeout (the
+        process is killed past it). Any failure of the strategy's code becomes ``StrategyFault``."""
         try:
-            if self._executor is None:
-                return fn(arg, context)
-            view = copy.deepcopy(context)
-            future = asyncio.get_running_loop().run_in_executor(self._executor, fn, arg, view)
+            if self._process is None:
+                return self._fresh_instance(arg, self.context) if op == "start" else self._decide_inline(arg)
             # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result of a future that completes as the
             # task is cancelled and swallows the cancel; the engine's shutdown then waited for this task forever
             # (found by bench/strategies.py: a stop right after a 300 ms strategy's decision)
-            async with asyncio.timeout(budget_ms / 1000.0):
-                result = await future
-            context.warming_up = False
-            return result
-        except TimeoutError:
-            self.close()
-            raise StrategyFault(f"the strategy took longer than its hard budget of {budget_ms:g} ms", "") from None
+            try:
+                async with asyncio.timeout(budget_ms / 1000.0):
+                    if op == "start":
+                        return await self._process.start(class_ref(self.cls), self.config, arg, self.context)
+                    return await self._decide_in_process(arg)
+            except TimeoutError:
+                raise StrategyFault(f"the strategy took longer than its hard budget of {budget_ms:g} ms; its "
+                                    "process was ended", "") from None
+        except StrategyRaised as exc:
+            raise StrategyFault(f"the strategy raised {exc.type_name}: {exc.message}", exc.details) from None
+        except ProcessLost as exc:
+            raise StrategyFault(f"the strategy's process failed: {exc}", "") from None
+        except StrategyFault:
+            raise
         except Exception as exc:
             raise StrategyFault(f"the strategy raised {type(exc).__name__}: {exc}",
                                 "".join(traceback.format_exception(exc))) from None

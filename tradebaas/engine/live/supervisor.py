@@ -73,7 +73,7 @@ RECONNECT_MAX_S = 2.0
 RECONCILE_RETRY_S = 5.0
 #: Seconds (wall clock) between two pushes of an instrument's open positions valued at the latest mark price.
 MARK_PUSH_S = 0.5
-#: closed candles that may wait for a strategy with a thread of its own before it is stopped as too slow: live
+#: closed candles that may wait for a strategy with a process of its own before it is stopped as too slow: live
 #: (a candle a minute, a decision within its hard budget) a backlog never forms; in a fast replay a strategy
 #: slower than its candles would decide on ever staler prices, and a queue without a bound would grow for ever
 BACKLOG_LIMIT = 10
@@ -131,6 +131,8 @@ class Supervisor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for runner in self.runners.values():
+            await runner.aclose()
         if self.client is not None:
             await self.client.close()
 
@@ -384,10 +386,10 @@ class Supervisor:
                                            from_ts_ms=self._forming_candle(row), ts_ms=now_ms())
                 row = self.store.strategy(row.id) or row
             runner = StrategyRunner(row, self.instruments[row.instrument], self.store, self.orders, loaded.cls,
-                                    warmup_candles=loaded.warmup_candles, threaded=loaded.threaded,
+                                    warmup_candles=loaded.warmup_candles, isolated=loaded.isolated,
                                     budgets=self.budgets)
             self.runners[row.id] = runner
-            if runner.threaded:
+            if runner.isolated:
                 self._tasks.append(asyncio.create_task(self._decide_in_turn(runner), name=f"strategy-{row.id}"))
         return runner
 
@@ -448,6 +450,8 @@ class Supervisor:
         runner = self.runners.get(strategy_id)
         if runner is not None:
             runner.active = state is StrategyState.RUNNING
+            if not runner.active:
+                runner.close()  # its process, if it has one: a resume starts a fresh one
         if state is StrategyState.NEEDS_ATTENTION:
             log.error("needs attention: %s", reason, extra=strategy_extra(strategy_id))
         elif state in (StrategyState.RUNNING, StrategyState.STOPPED, StrategyState.ERROR):
@@ -536,7 +540,7 @@ class Supervisor:
         back with the candles after it, for the caller's ``_Intents`` to carry out; without, every decision is
         carried out at once."""
         for i, candle in enumerate(candles):
-            if runner.threaded:
+            if runner.isolated:
                 queue = self._queues.setdefault(runner.id, asyncio.Queue())
                 if runner.active and queue.qsize() >= BACKLOG_LIMIT:
                     await self._fault(runner.id, StrategyFault(
@@ -559,8 +563,9 @@ class Supervisor:
         return None
 
     async def _decide_in_turn(self, runner: StrategyRunner) -> None:
-        """A threaded strategy's candles, one at a time and in order: decide without the lock (in its thread),
-        then carry the intents out under it."""
+        """The candles of a strategy with a process of its own, one at a time and in order: decide without the
+        lock (in its process), then carry the intents out under it. A fault of a strategy that was stopped while
+        it decided (its process ended with the stop) is no fault."""
         queue = self._queues.setdefault(runner.id, asyncio.Queue())
         while True:
             candle, arrived = await queue.get()
@@ -576,7 +581,8 @@ class Supervisor:
                         await runner.execute(candle, decision, self.engine.publish, arrived)
             except StrategyFault as fault:
                 async with self.lock:
-                    await self._fault(runner.id, fault)
+                    if runner.active:
+                        await self._fault(runner.id, fault)
 
     def _publish_candle(self, instrument: str, candle: Candle) -> None:
         """A closed candle (after the strategies decided on it): for the recorder and for charts, once per
