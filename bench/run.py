@@ -137,7 +137,12 @@ def scale_goal(key: str, sub: str | None, unit: str, limit: float | None, slow: 
         text = f"{value:,} {unit}".strip()
         if key == "tick_to_decision_ms":
             text += f" (p50 {r[key]['p50']} ms, {r['decisions_per_s']} decisions/s, load {r.get('load_1m')})"
-        return text, None if limit is None else value <= limit
+        kept_up = True
+        if slow and "slow_state" in r:
+            kept_up = r["slow_state"] == "running"
+            text += (f"; the slow one {r['slow_state']} at the end, {r['slow_decisions_per_s']} decisions/s, its "
+                     f"process {r['slow_process_cpu_s_per_s']} CPU s/s")
+        return text, None if limit is None else value <= limit and kept_up
     return figure
 
 
@@ -192,7 +197,8 @@ GOALS: list[Goal] = [
     Goal("scale", "... engine RSS (max)", "<= 250 MB", scale_goal("rss_mb_max", None, "MB", 250.0)),
     Goal("scale", "... engine CPU (CPU seconds per wall second)", "reported",
          scale_goal("cpu_s_per_s", None, "", None)),
-    Goal("scale", "... with one strategy spinning 300 ms per candle: the others' p99", "unchanged (<= 20 ms)",
+    Goal("scale", "... with one deployed strategy spinning most of a core (200 ms of each 240 ms candle): the others' "
+         "p99", "unchanged (<= 20 ms)",
          scale_goal("tick_to_decision_ms", "p99", "ms", 20.0, slow=True)),
     Goal("scale", "one slow strategy: Razor's close -> ack p50 beside a 300 ms spinning one (vs alone)", "unchanged",
          slow_goal),

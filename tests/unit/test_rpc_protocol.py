@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +25,10 @@ from tradebaas.rpc.protocol import (
     Registry,
     RpcError,
     channel_matches,
+    encode,
+    encode_jsonable,
     nested_deeper_than,
+    to_jsonable,
     valid_channel,
 )
 
@@ -274,3 +280,44 @@ def test_nested_deeper_than_is_iterative_and_exact() -> None:
     for _ in range(100_000):
         deep = [deep]
     assert nested_deeper_than(deep, MAX_NESTING) and not nested_deeper_than(deep, 100_001)
+
+
+class _Side(enum.StrEnum):
+    LONG = "long"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Plain(enum.Enum):
+    A = "a"
+
+
+@dataclasses.dataclass
+class _Row:
+    side: _Side
+    level: _Level
+    plain: _Plain
+    tags: frozenset[str]
+    where: Path
+    pair: tuple[int, float]
+
+
+@pytest.mark.parametrize("value", [
+    {"type": "decision", "decision": {"ts_ms": 1, "indicators": {"rsi": 43.123456789012345}, "reasons": ("a", "b")}},
+    _Row(_Side.LONG, _Level.HIGH, _Plain.A, frozenset({"x"}), Path("/tmp/a"), (1, 2.5)),
+    {"rows": [_Row(_Side.LONG, _Level.HIGH, _Plain.A, frozenset(), Path("p"), (0, 0.0))], "none": None},
+    {1: "int key", 2.5: "float key"},
+    {_Plain.A: "enum key", (1, 2): "tuple key"},  # keys the JSON encoder refuses: to_jsonable's way
+    {"set": {3}, "nested": {"deep": [{"e": _Plain.A}]}},
+])
+def test_encode_jsonable_writes_what_to_jsonable_then_encode_writes(value: object) -> None:
+    assert json.loads(encode_jsonable(value)) == json.loads(encode(to_jsonable(value)))
+
+
+def test_encode_jsonable_refuses_what_to_jsonable_refuses() -> None:
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        encode_jsonable({"x": object()})
+    with pytest.raises(ValueError):
+        encode_jsonable({"x": float("nan")})

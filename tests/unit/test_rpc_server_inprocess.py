@@ -145,3 +145,43 @@ def test_pushes_queued_in_one_loop_pass_go_out_in_order_in_few_writes(server: tu
         assert got == list(range(600))
         assert 1 <= len(writes) <= 600 // WRITE_BATCH + 2, len(writes)
         assert c.call("engine.ping") == "pong"  # answers still flow after the bursts
+
+
+def test_held_writes_queue_until_released_then_go_out_in_order(server: tuple[RpcServer, LoopThread]) -> None:
+    """While the live loop's strategies decide, pushes wait (``hold_writes``); released, they all go out, in
+    order. Holds nest: writing resumes when the last is released."""
+    srv, lt = server
+    got: list[Any] = []
+    with client_for(srv) as c:
+        c.subscribe("strategy.*", lambda channel, data: got.append(data["n"]))
+        [session] = srv.sessions
+        writes: list[int] = []
+        transport = session.ws.transport
+        real_write = transport.write
+
+        def counting_write(data: bytes) -> None:
+            writes.append(len(data))
+            real_write(data)
+
+        transport.write = counting_write  # type: ignore[method-assign]
+
+        async def held_burst() -> tuple[int, int]:
+            outer, inner = srv.hold_writes(), srv.hold_writes()
+            for n in range(100):
+                srv.publish(f"strategy.s{n % 7}", {"n": n})
+                await asyncio.sleep(0)  # loop passes in which the writer would otherwise write
+            inner()
+            inner()  # a second call of the same release changes nothing
+            for _ in range(5):
+                await asyncio.sleep(0)
+            during = len(writes)
+            outer()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            return during, len(writes)
+
+        during, after = lt.run(held_burst())
+        assert during == 0 and after >= 1
+        wait_for(lambda: len(got) >= 100, timeout=10, what="the held pushes")
+        assert got == list(range(100))
+        assert c.call("engine.ping") == "pong"

@@ -12,10 +12,10 @@ import pytest
 
 from tradebaas.domain import Candle
 from tradebaas.engine.live.strategy_process import (
+    _LENGTH,
     ProcessLost,
     StrategyProcess,
     StrategyRaised,
-    _LENGTH,
     class_ref,
     frame,
     resolve_class,

@@ -22,6 +22,7 @@ import hmac
 import http
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,11 +40,12 @@ from tradebaas.rpc.protocol import (
     RpcError,
     channel_matches,
     encode,
+    encode_jsonable,
     error_response,
     notification,
-    to_jsonable,
     valid_channel,
 )
+from tradebaas.wsframe import text_frame
 
 log = logging.getLogger("tradebaas.rpc.server")
 
@@ -58,24 +60,28 @@ class Session:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: ServerConnection, access: Access = Access.TRADE) -> None:
+    def __init__(self, ws: ServerConnection, access: Access = Access.TRADE,
+                 writes_open: asyncio.Event | None = None) -> None:
         self.id = next(self._ids)
+        #: Set while frames may be written (``RpcServer.hold_writes``): cleared, frames queue up and wait.
+        self.writes_open = writes_open or _open_event()
         self.ws = ws
         self.access = access  # what the token it connected with allows
         self.channels: set[str] = set()
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(MAX_QUEUE)
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(MAX_QUEUE)
         self.inflight = asyncio.Semaphore(MAX_INFLIGHT)
         self.closed = False
 
     def wants(self, channel: str) -> bool:
         return any(channel_matches(p, channel) for p in self.channels)
 
-    def push(self, frame: str) -> None:
-        """Queue a frame; a client too far behind is cut off (it will reconnect and resync)."""
+    def push(self, message: str | bytes) -> None:
+        """Queue a message (text, or a whole frame already built); a client too far behind is cut off (it will
+        reconnect and resync)."""
         if self.closed:
             return
         try:
-            self.queue.put_nowait(frame)
+            self.queue.put_nowait(text_frame(message.encode()) if isinstance(message, str) else message)
         except asyncio.QueueFull:
             log.warning("RPC client %s is %d frames behind; disconnecting it", self.id, MAX_QUEUE)
             self.closed = True
@@ -85,6 +91,8 @@ class Session:
         """Write the queued frames in order; what queued up meanwhile goes out together (``write_frames``)."""
         while True:
             frames = [await self.queue.get()]
+            if not self.writes_open.is_set():
+                await self.writes_open.wait()
             while len(frames) < WRITE_BATCH and not self.queue.empty():
                 frames.append(self.queue.get_nowait())
             end = frames.index(None) if None in frames else len(frames)
@@ -96,25 +104,23 @@ class Session:
                 return
 
 
-async def write_frames(ws: ServerConnection, frames: list[str]) -> None:
-    """Send ``frames`` as text messages, in order, with one write to the socket.
+async def write_frames(ws: ServerConnection, frames: list[bytes]) -> None:
+    """Send whole text frames (``wsframe.text_frame``), in order, with one write to the socket.
 
     Why: a candle close with 50 strategies pushes 50 decisions to every attached panel; sent one by one, each cost
     the library's send path and a system call (about 40 us), and the loop wrote them all before it read the next
-    market event or an order's answer (10 ms with 5 panels). Built with the library's own frame encoder
-    (``protocol.send_text``) inside its ``send_context`` (the open-state check and flow control ``send`` uses)."""
-    if not frames:
-        return
-    if len(frames) == 1:
-        await ws.send(frames[0])
-        return
-    async with ws.send_context():
-        for frame in frames:
-            ws.protocol.send_text(frame.encode())
-        chunks = ws.protocol.data_to_send()
-        ws.transport.write(b"".join(chunks))
-        if b"" in chunks:  # an end-of-stream marker: text frames never make one, but never drop it
-            ws.transport.close()
+    market event or an order's answer (10 ms with 5 panels). A push's frame is built once for every panel
+    (``RpcServer.publish``); the write happens inside the library's ``send_context`` (the open-state check and
+    the flow control ``send`` uses; the library has nothing of its own to send for a text frame)."""
+    if frames:
+        async with ws.send_context():
+            ws.transport.write(b"".join(frames))
+
+
+def _open_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
 
 
 class RpcServer:
@@ -143,6 +149,8 @@ class RpcServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._access: dict[int, Access] = {}  # connection -> access of its token, from handshake to session
+        self._writes_open = _open_event()
+        self._holds = 0
         self._install_builtin_methods()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -180,10 +188,32 @@ class RpcServer:
         targets = [s for s in self.sessions if s.wants(channel)]
         if not targets:
             return 0
-        frame = encode(notification(channel, to_jsonable(data)))
+        frame = text_frame(encode_jsonable(notification(channel, data)).encode())
         for session in targets:
             session.push(frame)
         return len(targets)
+
+    def hold_writes(self) -> Callable[[], None]:
+        """Queue frames without writing them until the returned release is called (idempotent; holds nest).
+
+        Why: when a market event closes candles, every strategy on the instrument decides and their decisions are
+        committed; a pass of the loop in the middle (an entry handed to its task) would otherwise also write every
+        push queued so far to every panel (milliseconds with five panels) while the other strategies wait to
+        decide. The live loop holds writes while its strategies decide; the pushes go out right after, together."""
+        self._holds += 1
+        self._writes_open.clear()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._holds -= 1
+            if self._holds == 0:
+                self._writes_open.set()
+
+        return release
 
     def publish_threadsafe(self, channel: str, data: Any) -> None:
         """``publish`` from any thread (e.g. a logging handler in a worker thread)."""
@@ -219,7 +249,7 @@ class RpcServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session = Session(ws, self._access.pop(id(ws), Access.READ))
+        session = Session(ws, self._access.pop(id(ws), Access.READ), self._writes_open)
         self.sessions.add(session)
         writer = asyncio.create_task(self._write(session))
         log.debug("RPC client %s connected", session.id)

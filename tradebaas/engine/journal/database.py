@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +110,8 @@ class Journal:
         self._conn = conn
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting depth (outermost = BEGIN IMMEDIATE, inner = SAVEPOINT)
+        #: Called after an outermost transaction was rolled back: caches of what the journal holds drop it.
+        self.rollback_hooks: list[Callable[[], None]] = []
 
     # -- opening -------------------------------------------------------------------------------------------
     @classmethod
@@ -253,6 +255,7 @@ class Journal:
                 self._depth -= 1
                 if outer:
                     self._conn.execute("ROLLBACK")
+                    self._rolled_back()
                 else:
                     self._conn.execute(f"ROLLBACK TO {name}")
                     self._conn.execute(f"RELEASE {name}")
@@ -263,7 +266,12 @@ class Journal:
             except sqlite3.Error as exc:
                 if outer and self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
+                self._rolled_back()
                 raise _classify(self.path, exc) from exc
+
+    def _rolled_back(self) -> None:
+        for hook in self.rollback_hooks:
+            hook()
 
     # -- events --------------------------------------------------------------------------------------------
     def append(

@@ -24,6 +24,9 @@ from tradebaas.engine.journal.database import Journal
 
 Write = Callable[[sqlite3.Connection], None]
 Publish = Callable[[str, Any], Any]
+#: (strategy id, decision record)
+Record = tuple[str, dict[str, Any]]
+SaveRecords = Callable[[list[Record], sqlite3.Connection], None]
 
 
 class DecisionBatch:
@@ -31,24 +34,35 @@ class DecisionBatch:
 
     def __init__(self) -> None:
         self.writes: list[Write] = []
+        self.records: list[Record] = []
         self.pushes: list[tuple[str, dict[str, Any], float | None]] = []
 
     def __len__(self) -> int:
-        return len(self.writes)
+        return len(self.pushes)
 
-    def add(self, write: Write, channel: str, push: dict[str, Any], closed_at: float | None) -> None:
-        """A decision's journal write and its push; the push gets ``lag_ms`` (from ``closed_at``, the
+    def add(self, write: Write | None, channel: str, push: dict[str, Any], closed_at: float | None,
+            record: Record | None = None) -> None:
+        """A decision's journal write and/or its ``record`` (saved with the others' by ``commit``'s
+        ``save_records``, in one go), and its push; the push gets ``lag_ms`` (from ``closed_at``, the
         ``perf_counter()`` when the closing event arrived) once the commit is done."""
-        self.writes.append(write)
+        if write is not None:
+            self.writes.append(write)
+        if record is not None:
+            self.records.append(record)
         self.pushes.append((channel, push, closed_at))
 
-    def commit(self, journal: Journal, publish: Publish) -> int:
-        """Write everything in one transaction, then push; the batch is empty afterwards. Returns the count.
-        A failed write rolls the transaction back and raises (nothing is pushed)."""
-        writes, pushes = self.writes, self.pushes
-        self.writes, self.pushes = [], []
-        if writes:
+    def commit(self, journal: Journal, publish: Publish, save_records: SaveRecords | None = None) -> int:
+        """Write everything in one transaction (the records first, by ``save_records``, then the writes), then
+        push; the batch is empty afterwards. Returns the count of decisions. A failed write rolls the transaction
+        back and raises (nothing is pushed)."""
+        writes, records, pushes = self.writes, self.records, self.pushes
+        self.writes, self.records, self.pushes = [], [], []
+        if records and save_records is None:
+            raise ValueError("records to save, but no save_records")
+        if writes or records:
             with journal.transaction() as conn:
+                if records and save_records is not None:
+                    save_records(records, conn)
                 for write in writes:
                     write(conn)
         done = time.perf_counter()
@@ -56,4 +70,4 @@ class DecisionBatch:
             if closed_at is not None:
                 push["lag_ms"] = round((done - closed_at) * 1e3, 3)
             publish(channel, push)
-        return len(writes)
+        return len(pushes)

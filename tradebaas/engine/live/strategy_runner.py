@@ -284,9 +284,12 @@ class StrategyRunner:
         record["config_version"] = self.config_version
         action = ",".join(type(i).__name__.lower() for i in decision.intents)
 
+        def save_context(conn: Any) -> None:
+            self.store.save_context(self.id, self.context, conn, last_candle_ts_ms=candle.ts_ms)
+
         def journal(conn: Any) -> None:
             self.store.save_decision(self.id, record, action, conn)
-            self.store.save_context(self.id, self.context, conn, last_candle_ts_ms=candle.ts_ms)
+            save_context(conn)
 
         # An entry journals its trade before the order goes out and the decision that caused it right after the
         # exchange answered (OrderManager.enter writes it exactly once, whatever happens). Any other decision is
@@ -299,7 +302,7 @@ class StrategyRunner:
         self.last_decision = record
         push: dict[str, Any] = {"type": "decision", "decision": record}
         if batch is not None and not decision.intents:
-            batch.add(journal, f"strategy.{self.id}", push, closed_at)
+            batch.add(save_context, f"strategy.{self.id}", push, closed_at, record=(self.id, record))
             return
         if not deferred:
             with self.store.journal.transaction() as conn:

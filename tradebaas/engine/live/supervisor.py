@@ -518,6 +518,8 @@ class Supervisor:
         flight; its answer is read once they have."""
         batch = DecisionBatch()
         intents = _Intents(self, arrived)
+        # pushes wait while the strategies decide (an entry's loop pass would write them all): RpcServer.hold_writes
+        release_pushes = self.engine.hold_pushes()
         try:
             for runner in list(self.runners.values()):
                 if runner.instrument.name == instrument and runner.active:
@@ -528,8 +530,9 @@ class Supervisor:
             raise
         finally:
             try:
-                batch.commit(self.store.journal, self.engine.publish)
+                batch.commit(self.store.journal, self.engine.publish, self.store.save_quiet_decisions)
             finally:
+                release_pushes()
                 await intents.finish()
 
     async def _closed(self, runner: StrategyRunner, candles: list[Candle], arrived: float,
@@ -617,12 +620,13 @@ class Supervisor:
         """While a position is open on ``instrument``, push it (``positions``) with the latest mark price and
         floating PnL every ``MARK_PUSH_S``: nothing else would tell a panel that its numbers moved. Flat: nothing."""
         now = time.monotonic()
-        if not self._mark_pushes.due(instrument, now) or not self.store.open_trades_on(instrument):
+        if not self._mark_pushes.due(instrument, now):
+            return
+        self._mark_pushes.pushed(instrument, now)  # flat too: the journal is asked at most every MARK_PUSH_S
+        if not self.store.open_trades_on(instrument):
             return
         rows = views.open_positions((t for t in self.store.open_trades() if t.instrument == instrument),
                                     self.instruments, self.tickers)
-        if rows:
-            self._mark_pushes.pushed(instrument, now)
         for row in rows:
             self.engine.publish("positions", row)
 

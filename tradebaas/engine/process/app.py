@@ -57,6 +57,10 @@ class EngineContext(Protocol):
         """Call ``listener(channel, data)`` for every published event; returns a remover."""
         ...
 
+    def hold_pushes(self) -> Callable[[], None]:
+        """Queue RPC pushes without writing them until the returned release is called (``RpcServer.hold_writes``)."""
+        ...
+
     def status(self) -> dict[str, Any]: ...
 
 
@@ -106,6 +110,9 @@ class Engine:
             except Exception:
                 log.exception("event listener failed on %s", channel)
         return 0 if internal else self.server.publish(channel, data)
+
+    def hold_pushes(self) -> Callable[[], None]:
+        return self.server.hold_writes()
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(channel, data)`` for every published event, subscribed or not; returns a remover."""

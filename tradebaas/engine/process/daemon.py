@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import gc
 import os
 import signal
 import subprocess
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tradebaas.collector import freeze_long_lived
 from tradebaas.connection import (
     ConnectionInfo,
     pid_alive,
@@ -43,10 +43,11 @@ if TYPE_CHECKING:
     from tradebaas.engine.process.app import Engine
 
 LOCK_WAIT_S = 2.0  # an engine retries the lock this long: a status probe may hold it for a moment
-#: How long a thread may keep the GIL while another waits for it (Python's default is 5 ms). A deployed strategy
-#: decides in a thread of its own; one that computes in pure Python keeps the GIL, and every time the live loop
-#: lets go of it (each SQLite call, each socket write) the loop waited up to 5 ms to get it back: 100 strategies
-#: beside one spinning 300 ms per candle saw a tick-to-decision p99 of 314 ms, 145 ms at 0.5 ms (bench/scale.py).
+#: How long a thread may keep the GIL while another waits for it (Python's default is 5 ms). Every time the live
+#: loop lets go of it (each SQLite call, each socket write) a busy thread may keep it that long. When deployed
+#: strategies decided in threads, 100 strategies beside one spinning 300 ms per candle saw a tick-to-decision p99
+#: of 314 ms at 5 ms, 145 ms at 0.5 ms (bench/scale.py); they decide in processes now (``strategy_process``), and
+#: the threads left (the recorder's Parquet writes, the journal's checkpoint) still get the loop's GIL back soon.
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -167,12 +168,13 @@ def choose_exchange(home: Home, given: str | None) -> str:
 def build_engine(home: Home, exchange: str | None = None, *, port: int = 0) -> Engine:
     """Open the journal and assemble the engine from its services, in the order they start.
 
-    The list is the whole engine: the live loop (exchange link, strategies, reconciliation), the market recorder
-    (Parquet recordings of what the live loop saw), the notification service, the report service (scheduler and
-    runs). ``engine/api.py`` binds the RPC methods to their handlers; a method not listed there is not served.
+    The list is the whole engine: the journal's background checkpoint (``journal/checkpoint.py``), the live loop
+    (exchange link, strategies, reconciliation), the market recorder (Parquet recordings of what the live loop
+    saw), the notification service, the report service (scheduler and runs). ``engine/api.py`` binds the RPC methods to their handlers; a method not listed there is not served.
     A journal that cannot be trusted (corrupt, locked, newer schema) stops the start with a clear error.
     """
     from tradebaas.engine import api
+    from tradebaas.engine.journal.checkpoint import WalCheckpointer
     from tradebaas.engine.journal.database import Journal
     from tradebaas.engine.live.recorder import MarketRecorder
     from tradebaas.engine.live.supervisor import Supervisor
@@ -189,7 +191,7 @@ def build_engine(home: Home, exchange: str | None = None, *, port: int = 0) -> E
     notifications = NotificationService(engine)
     reports = ReportService(engine, notifications=notifications)
     recorder = MarketRecorder(engine)
-    for service in (live, recorder, notifications, reports):
+    for service in (WalCheckpointer(journal), live, recorder, notifications, reports):
         engine.add_service(service)
     api.register(engine.registry, {**api.EngineApi(engine, live, recorder).handlers(), **reports.handlers()})
     return engine
@@ -202,7 +204,7 @@ def run_foreground(home: Home, exchange: str | None = None, *, detached_child: b
     from tradebaas.engine.process.logs import setup_logging
 
     prefer_system_arrow_pool()  # before anything loads pyarrow: day-file rewrites give their memory back
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # the loop gets the GIL back quickly from strategies' threads
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # the loop gets the GIL back quickly from the engine's threads
     home.ensure()
     lock = EngineLock(home)
     if not lock.acquire(LOCK_WAIT_S):
@@ -229,9 +231,8 @@ def run_foreground(home: Home, exchange: str | None = None, *, detached_child: b
                                started_ts_ms=eng.started_ts_ms, readonly_token=eng.readonly_token),
             )
             # Everything alive now (modules, pandas and pyarrow, the services) lives as long as the engine: out
-            # of the cyclic collector's sight, a full collection no longer walks ~70,000 objects (20-45 ms with
-            # the loop stopped, an order or a decision waiting behind it) but only what came later.
-            gc.freeze()
+            # of the cyclic collector's sight, and so is what survives each full collection (tradebaas.collector)
+            freeze_long_lived(asyncio.get_running_loop())
 
         try:
             asyncio.run(engine.run(on_ready))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tradebaas.collector import freeze_long_lived
 from tradebaas.errors import UserError
 from tradebaas.exchange.sim import auth as auth_mod
 from tradebaas.exchange.sim import durable, marketdata, state
@@ -247,7 +247,7 @@ async def _serve(server: Any, host: str, port: int, sim_dir: Path) -> None:
     auth_mod.write_private_json(sim_dir / "sim.json", info)
     print(ws_url, flush=True)  # last: whoever reads the URLs may rely on sim.json and SIGTERM handling
     print(http_url, flush=True)
-    gc.freeze()  # the market data and modules loaded so far: never walked by a full collection (pauses of 20+ ms)
+    freeze_long_lived(asyncio.get_running_loop())  # full collections walk only what is new (tradebaas.collector)
     try:
         await stop.wait()
     finally:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from tradebaas.exchange.sim.marketdata import MarketData
 from tradebaas.exchange.sim.public import PublicViews
 from tradebaas.exchange.sim.ratelimit import RateLimiter
 from tradebaas.instruments import Instrument
+from tradebaas.wsframe import text_frame_header
 
 log = logging.getLogger("tradebaas.sim")
 
@@ -76,11 +76,6 @@ def coerce_params(params: dict[str, Any]) -> dict[str, Any]:
                     v = loads(v)
         out[k] = v
     return out
-
-
-_SHORT_HEADERS = [bytes((0x81, n)) for n in range(126)]  # FIN + text opcode, unmasked, 7-bit length
-_pack_h = struct.Struct("!BBH").pack
-_pack_q = struct.Struct("!BBQ").pack
 
 
 class Conn:
@@ -128,9 +123,7 @@ class Conn:
                 t.abort()
                 return
             asyncio.get_running_loop().call_soon(self.flush)
-        n = len(data)
-        out.append(_SHORT_HEADERS[n] if n < 126 else
-                   _pack_h(0x81, 126, n) if n < 65536 else _pack_q(0x81, 127, n))
+        out.append(text_frame_header(len(data)))
         out.append(data)
 
     def flush(self) -> None:
