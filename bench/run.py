@@ -133,8 +133,12 @@ def scale_goal(key: str, sub: str | None, unit: str, limit: float | None, slow: 
         if not found:
             return _missing()
         r = found[-1]
+        if key not in r or (sub and not r[key].get("n", 1)):
+            return _missing()
         value = float(r[key][sub] if sub else r[key])
         text = f"{value:,} {unit}".strip()
+        if key == "acting_tick_to_done_ms":
+            text += f" (p50 {r[key]['p50']} ms, {r[key]['n']} decisions)"
         if key == "tick_to_decision_ms":
             text += f" (p50 {r[key]['p50']} ms, {r['decisions_per_s']} decisions/s, load {r.get('load_1m')})"
         kept_up = True
@@ -194,6 +198,8 @@ GOALS: list[Goal] = [
          metric("latency", "resume_s", "p50", "s", lambda v: v <= 1.0)),
     Goal("scale", "100 strategies, 100 ticks/s, 5 panels: tick -> decision, p99", "<= 20 ms",
          scale_goal("tick_to_decision_ms", "p99", "ms", 20.0)),
+    Goal("scale", "... of which the trader's decisions to enter/exit: tick -> carried out (brackets placed), p99",
+         "reported", scale_goal("acting_tick_to_done_ms", "p99", "ms", None)),
     Goal("scale", "... engine RSS (max)", "<= 250 MB", scale_goal("rss_mb_max", None, "MB", 250.0)),
     Goal("scale", "... engine CPU (CPU seconds per wall second)", "reported",
          scale_goal("cpu_s_per_s", None, "", None)),

@@ -10,8 +10,9 @@ The strategies: one Razor that trades often (``RAZOR_OFTEN``, on BTC_USDC-PERPET
 every candle but never enter (``maxDailyTrades: 0``), split over both instruments (``allow_shared_instrument``).
 Five clients attach as panels do and subscribe to every push (``strategy.*``, ``strategies``, ``ticker.*``,
 ``candles.*``, ``orders``, ``trades``, ``positions``, ``log``); the first one reads each decision's ``lag_ms``
-(``strategy.<id>`` pushes: the market event that closed the candle reached the engine -> the decision journaled and
-carried out, engine clock).
+(``strategy.<id>`` pushes: the market event that closed the candle reached the engine -> the decision journaled,
+engine clock; a decision to enter is journaled once the exchange acknowledged the entry) and, for decisions with
+intents, ``done_ms`` (-> the intents carried out: an entry's brackets placed too), reported apart.
 
 Measured over ``--seconds`` after warm-up, twice: as above, and with a deployed strategy beside them that spins
 the CPU ``--slow-ms`` per candle (200 ms of every 240 ms candle by default: most of a core, and it keeps up; it
@@ -78,6 +79,7 @@ class Panel:
         self.client = EngineClient(home=home, timeout=300)
         self.pushes = 0
         self.lags: dict[str, list[float]] = defaultdict(list)
+        self.done: list[float] = []  # decisions with intents: -> carried out (an entry's brackets placed)
         self._lock = threading.Lock()
         for channel in PANEL_CHANNELS:
             self.client.subscribe(channel, self._on)
@@ -87,11 +89,13 @@ class Panel:
             self.pushes += 1
             if channel.startswith("strategy.") and isinstance(data, dict) and "lag_ms" in data:
                 self.lags[channel.removeprefix("strategy.")].append(float(data["lag_ms"]))
+                if "done_ms" in data:
+                    self.done.append(float(data["done_ms"]))
 
-    def take(self) -> tuple[int, dict[str, list[float]]]:
+    def take(self) -> tuple[int, dict[str, list[float]], list[float]]:
         with self._lock:
-            out = self.pushes, self.lags
-            self.pushes, self.lags = 0, defaultdict(list)
+            out = self.pushes, self.lags, self.done
+            self.pushes, self.lags, self.done = 0, defaultdict(list), []
             return out
 
 
@@ -133,9 +137,10 @@ def phase(name: str, panels: list[Panel], pid: int, log: Path, seconds: float, e
     text = log.read_text(errors="replace")[log_at:]
     acks = [float(m.group(3)) for m in ACK_RE.finditer(text) if m.group(3)]
     emit(case=name, tick_to_decision_ms=summary(lags), decisions_per_s=round(len(lags) / wall, 1),
+         acting_tick_to_done_ms=summary(taken[0][2]),
          strategies_deciding=len([s for s in taken[0][1] if s not in exclude]),
          rss_mb_max=max(rss), rss_mb_last=rss[-1], cpu_s_per_s=round(cpu / wall, 3), wall_s=round(wall, 1),
-         pushes_per_s_per_client=[round(n / wall) for n, _ in taken], trader_close_to_ack_ms=summary(acks),
+         pushes_per_s_per_client=[round(n / wall) for n, _, _ in taken], trader_close_to_ack_ms=summary(acks),
          load_1m=round(os.getloadavg()[0], 2), **extra)
 
 

@@ -514,14 +514,21 @@ def test_an_entry_and_another_strategys_decision_on_the_same_candle_do_not_wait_
     journal holds, in this order: the trader's trade (before its entry goes out), the watcher's decision (committed
     while the entry is in flight), the trader's decision (journaled once the exchange answered). Before
     ``Supervisor._close_candles`` decided every strategy first, the watcher's decision waited for the trader's
-    entry and brackets to be answered."""
+    entry and brackets to be answered. The trader's decision pushes say how long the decision took to be journaled
+    (``lag_ms``) and, for an entry, how long until its brackets were placed too (``done_ms``)."""
     sim_proc(speed=600)
     eng = engine_proc(exchange="sim")
     c = eng.client()
+    pushes: list[dict[str, Any]] = []
+    c.subscribe("strategy.*", lambda channel, data: pushes.append(data) if data.get("type") == "decision" else None)
     trader = start_razor(c, RAZOR_FAST)["id"]
     watcher = c.call("strategy.start", name="razor", config={**RAZOR_FAST, "maxDailyTrades": 0},
                      allow_shared_instrument=True)["id"]
     wait_for(lambda: len(trades_of(c, trader)) >= 3, timeout=60, what="three entries of the trader")
+    entries = [p for p in list(pushes) if p["decision"]["intents"] and p["decision"]["intents"][0]["type"] == "Enter"]
+    assert entries and all(0 < p["lag_ms"] <= p["done_ms"] for p in entries), entries
+    quiet = [p for p in list(pushes) if not p["decision"]["intents"]]
+    assert quiet and all(p["lag_ms"] > 0 and "done_ms" not in p for p in quiet if "lag_ms" in p)
 
     conn = sqlite3.connect(f"file:{tb_home.root / 'journal.sqlite'}?mode=ro", uri=True, timeout=10)
     try:

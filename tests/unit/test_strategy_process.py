@@ -113,7 +113,7 @@ def test_serve_answers_an_exception_with_its_traceback_and_a_decision_before_a_s
 
 
 def test_the_engine_side_against_a_real_child() -> None:
-    """Decisions in another process; a raising strategy keeps its process; a crashed one is reported as lost
+    """Decisions in another process; a new start (a swap) reuses it; a raising strategy keeps its process; a crashed one is reported as lost
     and the next start gets a fresh process; a cancelled call ends the child (its answer must not become the
     answer to the next request)."""
 
@@ -125,6 +125,9 @@ def test_the_engine_side_against_a_real_child() -> None:
             decision = await proc.decide(candle(2), ctx)
             pid = decision.indicators["pid"]
             assert pid == proc.pid and decision.indicators["seen"] == 2
+            await proc.start(counter_ref(), {"step": 3}, [], ctx)  # a swap: a new instance in the same process
+            decision = await proc.decide(candle(2), ctx)
+            assert decision.indicators["pid"] == pid and decision.indicators["seen"] == 3
             with pytest.raises(StrategyRaised, match="unlucky"):
                 await proc.decide(candle(3, volume=13), ctx)
             assert proc.pid == pid and proc.started

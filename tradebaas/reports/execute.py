@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -36,6 +35,7 @@ from typing import Any
 from tradebaas.engine.journal.database import Journal, now_ms
 from tradebaas.errors import UserError
 from tradebaas.home import ENV_VAR, Home
+from tradebaas.processes import kill_group
 from tradebaas.reports.config import DEFAULT_KERNEL, ReportConfig
 
 # the notebook's parameters, checked before any kernel starts (re-exported: callers import them from here)
@@ -207,8 +207,7 @@ async def _run_child(argv: list[str], env: Mapping[str, str], cwd: Path, log_pat
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     """SIGKILL the child's whole process group (papermill and the kernel it started) and reap it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)
     with contextlib.suppress(Exception):
         async with asyncio.timeout(10):
             await proc.wait()

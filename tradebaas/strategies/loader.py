@@ -133,5 +133,5 @@ def load_class(source: str, module_name: str, filename: str, name: str | None = 
     check_api(cls)
     # how a process of its own loads the same class again (tradebaas.engine.live.strategy_process)
     with contextlib.suppress(AttributeError, TypeError):
-        cls.__tradebaas_source__ = (source, module_name, filename, cls.__name__)
+        cls.__tradebaas_source__ = (source, module_name, filename, cls.__name__)  # type: ignore[attr-defined]
     return cls

@@ -40,6 +40,7 @@ import pandas as pd
 from tradebaas.backtest.backtester import backtest
 from tradebaas.backtest.data import DataError, interval_ms, load_candles, load_default, load_recorded
 from tradebaas.errors import UserError
+from tradebaas.processes import kill_group
 from tradebaas.strategies.loader import StrategyApiError, StrategyLoadError, load_class, source_version
 from tradebaas.strategies.params import validate_config
 from tradebaas.strategies.vet_checks import (
@@ -323,7 +324,7 @@ async def vet_in_subprocess(request: dict[str, Any], timeout_s: float) -> dict[s
         except asyncio.CancelledError:
             await asyncio.shield(_kill(proc))
             raise
-        _kill_group(proc.pid)  # whatever the strategy left running in its group
+        kill_group(proc.pid)  # whatever the strategy left running in its group
         if proc.returncode == 0:
             out.seek(0)
             try:
@@ -366,14 +367,9 @@ def _tail(err: Any) -> str:
     return f"; its stderr ends with:\n{text}" if text else ""
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 async def _kill(proc: asyncio.subprocess.Process) -> None:
     """Kill the child's group and reap the child (its stdin closed, so nothing else is waited for)."""
-    _kill_group(proc.pid)
+    kill_group(proc.pid)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     if proc.stdin is not None:

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from tradebaas.engine.journal.database import now_ms
-from tradebaas.engine.journal.store import Store, VersionRow
+from tradebaas.engine.journal.rows import VersionRow
+from tradebaas.engine.journal.store import Store
 from tradebaas.engine.live.budgets import Budgets
 from tradebaas.errors import UserError
 from tradebaas.home import Home

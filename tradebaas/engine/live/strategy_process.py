@@ -38,6 +38,7 @@ import sys
 import traceback
 from typing import Any, BinaryIO
 
+from tradebaas.processes import kill_group
 from tradebaas.strategies.loader import load_class
 
 #: Added to the child's nice value: the engine (order path, protection, other strategies) goes first when the CPU
@@ -101,8 +102,9 @@ class StrategyProcess:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     async def start(self, ref: ClassRef, config: dict[str, Any], candles: list[Any], context: Any) -> None:
-        """A new instance in a fresh child (any previous one is killed first: its instance is replaced anyway)."""
-        self.kill()
+        """A new instance, warmed up on ``candles``: in the running child (it replaces the one it had: a swap of
+        code or config costs no process start in the decision's path), or in a fresh child when there is none."""
+        self.started = False
         await self._call(("start", ref, config, candles, context))
         self.started = True
 
@@ -154,7 +156,7 @@ class StrategyProcess:
             async with asyncio.timeout(1.0):
                 await proc.wait()
         if proc.returncode is None:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             await proc.wait()
         rc = proc.returncode
         return f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with status {rc}"
@@ -167,7 +169,7 @@ class StrategyProcess:
             if proc.stdin is not None:
                 proc.stdin.close()
             if proc.returncode is None:
-                _kill_group(proc.pid)
+                kill_group(proc.pid)
             reaper = asyncio.get_running_loop().create_task(proc.wait(), name=f"reap strategy {self.label}")
             self._reaping.add(reaper)
             reaper.add_done_callback(self._reaping.discard)
@@ -182,11 +184,6 @@ class StrategyProcess:
 def frame(obj: Any) -> bytes:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(data)) + data
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 # --- the child's side -----------------------------------------------------------------------------------------------

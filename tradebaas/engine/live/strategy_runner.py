@@ -33,7 +33,8 @@ from typing import Any
 from tradebaas.domain import Candle
 from tradebaas.engine.core.candles import CandleBuilder
 from tradebaas.engine.core.tradebook import Trade, TradeState
-from tradebaas.engine.journal.store import Store, StrategyRow, position_view
+from tradebaas.engine.journal.rows import StrategyRow
+from tradebaas.engine.journal.store import Store, position_view
 from tradebaas.engine.live import tradelog
 from tradebaas.engine.live.budgets import Budgets
 from tradebaas.engine.live.decisions import DecisionBatch
@@ -287,9 +288,12 @@ class StrategyRunner:
         def save_context(conn: Any) -> None:
             self.store.save_context(self.id, self.context, conn, last_candle_ts_ms=candle.ts_ms)
 
+        journaled_at = [0.0]
+
         def journal(conn: Any) -> None:
             self.store.save_decision(self.id, record, action, conn)
             save_context(conn)
+            journaled_at[0] = time.perf_counter()
 
         # An entry journals its trade before the order goes out and the decision that caused it right after the
         # exchange answered (OrderManager.enter writes it exactly once, whatever happens). Any other decision is
@@ -313,8 +317,11 @@ class StrategyRunner:
         if deferred:  # the entry was not attempted (a trade is open): journal the decision on its own
             with self.store.journal.transaction() as conn:
                 journal(conn)
-        if closed_at is not None:  # the market event that closed the candle arrived -> decided, journaled, carried out
-            push["lag_ms"] = round((time.perf_counter() - closed_at) * 1e3, 3)
+        if closed_at is not None:
+            # the market event that closed the candle arrived -> decided and journaled (an entry's decision: once the
+            # exchange acknowledged the entry), and -> its intents carried out (an entry's brackets placed)
+            push["lag_ms"] = round(((journaled_at[0] or time.perf_counter()) - closed_at) * 1e3, 3)
+            push["done_ms"] = round((time.perf_counter() - closed_at) * 1e3, 3)
         publish(f"strategy.{self.id}", push)
 
     async def _execute(self, intent: Enter | MoveStop | Exit, candle: Candle, close_ts: int,

@@ -35,7 +35,8 @@ from tradebaas.engine.core.labels import new_strategy_id, parse_label
 from tradebaas.engine.core.risk import plan_kill
 from tradebaas.engine.core.tradebook import Trade, mark_closed_externally
 from tradebaas.engine.journal.database import now_ms
-from tradebaas.engine.journal.store import Store, StrategyRow, trade_to_row
+from tradebaas.engine.journal.rows import StrategyRow
+from tradebaas.engine.journal.store import Store, trade_to_row
 from tradebaas.engine.live import tradelog, views
 from tradebaas.engine.live.budgets import load_budgets
 from tradebaas.engine.live.catalog import Catalog
