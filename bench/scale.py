@@ -6,8 +6,9 @@ gives 50 ticks/s on each, 100 ticks/s in all: the tick volume of 10 instruments 
 harsher than 10 instruments in real time on the decisions: a candle closes every 0.24 s on each instrument
 instead of once a minute, so the engine decides some 400 times a second instead of 100 times a minute.
 
-The strategies: one Razor that trades often (``RAZOR_OFTEN``, on BTC_USDC-PERPETUAL) and 99 Razors that decide on
-every candle but never enter (``maxDailyTrades: 0``), split over both instruments (``allow_shared_instrument``).
+The strategies: one Razor that trades often (``TRADER``: ``RAZOR_OFTEN`` without a daily limit, on
+BTC_USDC-PERPETUAL) and 99 Razors that decide on every candle but never enter (``maxDailyTrades: 0``), split over
+both instruments (``allow_shared_instrument``).
 Five clients attach as panels do and subscribe to every push (``strategy.*``, ``strategies``, ``ticker.*``,
 ``candles.*``, ``orders``, ``trades``, ``positions``, ``log``); the first one reads each decision's ``lag_ms``
 (``strategy.<id>`` pushes: the market event that closed the candle reached the engine -> the decision journaled,
@@ -52,6 +53,9 @@ from tradebaas.rpc.client import EngineClient  # noqa: E402
 
 INSTRUMENTS = ("BTC_USDC-PERPETUAL", "BTC-PERPETUAL")
 WATCH = {"maxDailyTrades": 0}  # decides on every candle, never enters
+#: Trades often in both phases (at 250x a simulated day lasts 6 minutes: Razor's default 150 entries a day would be
+#: used up in the first phase)
+TRADER = {**RAZOR_OFTEN, "maxDailyTrades": 100_000}
 PANEL_CHANNELS = ("strategy.*", "strategies", "ticker.*", "candles.*", "orders", "trades", "positions", "log")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -165,7 +169,7 @@ def main() -> int:
             pid = info.pid
             emit(case="idle engine", rss_mb=rss_mb(pid))
             with EngineClient(home=home, timeout=300) as c:
-                ids = [c.call("strategy.start", name="razor", instrument=INSTRUMENTS[0], config=RAZOR_OFTEN)["id"]]
+                ids = [c.call("strategy.start", name="razor", instrument=INSTRUMENTS[0], config=TRADER)["id"]]
                 for i in range(args.strategies - 1):
                     ids.append(c.call("strategy.start", name="razor", instrument=INSTRUMENTS[(i + 1) % 2],
                                       config=WATCH, allow_shared_instrument=True)["id"])

@@ -321,7 +321,8 @@ class StrategyRunner:
             # the market event that closed the candle arrived -> decided and journaled (an entry's decision: once the
             # exchange acknowledged the entry), and -> its intents carried out (an entry's brackets placed)
             push["lag_ms"] = round(((journaled_at[0] or time.perf_counter()) - closed_at) * 1e3, 3)
-            push["done_ms"] = round((time.perf_counter() - closed_at) * 1e3, 3)
+            if decision.intents:
+                push["done_ms"] = round((time.perf_counter() - closed_at) * 1e3, 3)
         publish(f"strategy.{self.id}", push)
 
     async def _execute(self, intent: Enter | MoveStop | Exit, candle: Candle, close_ts: int,
