@@ -134,7 +134,7 @@ def scale_goal(key: str, sub: str | None, unit: str, limit: float | None, slow: 
             return _missing()
         r = found[-1]
         if key not in r or (sub and not r[key].get("n", 1)):
-            return _missing()
+            return "not measured", None if limit is None else False
         value = float(r[key][sub] if sub else r[key])
         text = f"{value:,} {unit}".strip()
         if key == "acting_tick_to_done_ms":
