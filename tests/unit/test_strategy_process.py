@@ -121,10 +121,13 @@ def test_the_engine_side_against_a_real_child() -> None:
         proc = StrategyProcess("test")
         try:
             ctx = context()
+            await proc.prepare()  # started ahead (outside the supervisor's lock): the start finds it running
+            prepared = proc.pid
+            assert prepared is not None and not proc.started
             await proc.start(counter_ref(), {}, [candle(1)], ctx)
             decision = await proc.decide(candle(2), ctx)
             pid = decision.indicators["pid"]
-            assert pid == proc.pid and decision.indicators["seen"] == 2
+            assert pid == proc.pid == prepared and decision.indicators["seen"] == 2
             await proc.start(counter_ref(), {"step": 3}, [], ctx)  # a swap: a new instance in the same process
             decision = await proc.decide(candle(2), ctx)
             assert decision.indicators["pid"] == pid and decision.indicators["seen"] == 3

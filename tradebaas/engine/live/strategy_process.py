@@ -108,6 +108,13 @@ class StrategyProcess:
         await self._call(("start", ref, config, candles, context))
         self.started = True
 
+    async def prepare(self) -> None:
+        """Start the child now if there is none (a Python start: ~0.1-0.3 s), so that a later ``start`` finds it
+        running; a failure here is left for that ``start`` to report."""
+        if self._proc is None:
+            with contextlib.suppress(ProcessLost):
+                await self._spawn()
+
     async def decide(self, candle: Any, context: Any) -> Any:
         return await self._call(("decide", candle, context))
 

@@ -192,6 +192,12 @@ class StrategyRunner:
             await process.start(class_ref(self.cls), self.config, list(self.history), self.context)
         return await process.decide(candle, self.context)
 
+    async def prepare(self) -> None:
+        """Start the strategy's process ahead of its warm-up (the supervisor does it before taking its lock, so the
+        other strategies do not wait for a Python start)."""
+        if self._process is not None:
+            await self._process.prepare()
+
     @property
     def isolated(self) -> bool:
         """Whether the strategy decides in a process of its own (code not built into tradebaas)."""

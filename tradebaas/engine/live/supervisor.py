@@ -653,10 +653,24 @@ class Supervisor:
                                    from_ts_ms=now - now % 60_000 if now else 0)
         log.info("strategy created: %s %s on %s, config %s", name, code_version[:12], instrument,
                  tradelog.config_text(config), extra=strategy_extra(sid))
+        await self._prepare(sid)
         async with self.lock:
             if self.connected:
                 await self._activate(sid)
         return sid
+
+    async def _prepare(self, strategy_id: str) -> None:
+        """Before the lock: start the process of a strategy that decides in one, so that its activation (under the
+        lock) does not make every other strategy wait for a Python start. Whatever fails here, the activation
+        meets again and reports."""
+        row = self.store.strategy(strategy_id)
+        if row is None or self.orders is None:
+            return
+        try:
+            runner = self._runner(row)
+        except (StrategyLoadError, UserError):
+            return
+        await runner.prepare()
 
     async def stop_strategy(self, strategy_id: str, flatten: bool) -> None:
         """Stop a strategy: brackets stay on the exchange unless ``flatten`` closes its position."""
@@ -674,6 +688,7 @@ class Supervisor:
     async def resume_strategy(self, strategy_id: str) -> None:
         """Run a stopped strategy again, or one that waited for a person once the cause is fixed: reconciliation
         runs first, and puts it straight back in ``needs_attention`` if the cause remains."""
+        await self._prepare(strategy_id)
         async with self.lock:
             self.store.set_strategy_state(strategy_id, StrategyState.STARTING, "resumed by the user",
                                           desired=StrategyState.RUNNING)
