@@ -118,6 +118,21 @@ def test_redaction_masks_tokens_and_secret_values() -> None:
     assert "leak" not in record.getMessage()
 
 
+def count_writes(srv: RpcServer) -> list[int]:
+    """The sizes of the socket writes to the server's only client, from now on."""
+    [session] = srv.sessions
+    writes: list[int] = []
+    transport = session.ws.transport
+    real_write = transport.write
+
+    def counting_write(data: bytes) -> None:
+        writes.append(len(data))
+        real_write(data)
+
+    transport.write = counting_write  # type: ignore[method-assign]
+    return writes
+
+
 def test_pushes_queued_in_one_loop_pass_go_out_in_order_in_few_writes(server: tuple[RpcServer, LoopThread]) -> None:
     """A candle close pushes a decision per strategy to every panel: frames queued meanwhile are written together
     (``write_frames``), whole and in order, not one system call each."""
@@ -125,16 +140,7 @@ def test_pushes_queued_in_one_loop_pass_go_out_in_order_in_few_writes(server: tu
     got: list[Any] = []
     with client_for(srv) as c:
         c.subscribe("strategy.*", lambda channel, data: got.append(data["n"]))
-        [session] = srv.sessions
-        writes: list[int] = []
-        transport = session.ws.transport
-        real_write = transport.write
-
-        def counting_write(data: bytes) -> None:
-            writes.append(len(data))
-            real_write(data)
-
-        transport.write = counting_write  # type: ignore[method-assign]
+        writes = count_writes(srv)
 
         async def burst() -> None:
             for n in range(600):
@@ -154,16 +160,7 @@ def test_held_writes_queue_until_released_then_go_out_in_order(server: tuple[Rpc
     got: list[Any] = []
     with client_for(srv) as c:
         c.subscribe("strategy.*", lambda channel, data: got.append(data["n"]))
-        [session] = srv.sessions
-        writes: list[int] = []
-        transport = session.ws.transport
-        real_write = transport.write
-
-        def counting_write(data: bytes) -> None:
-            writes.append(len(data))
-            real_write(data)
-
-        transport.write = counting_write  # type: ignore[method-assign]
+        writes = count_writes(srv)
 
         async def held_burst() -> tuple[int, int]:
             outer, inner = srv.hold_writes(), srv.hold_writes()

@@ -38,6 +38,7 @@ moment inside that minute.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -246,6 +247,20 @@ class BaseStrategy:
 
 
 # --- bookkeeping shared by the live runner and the backtester -------------------------------------------------
+
+
+def started_instance(cls: type, config: dict[str, Any], candles: Iterable[Candle], context: StrategyContext) -> Any:
+    """A new instance of ``cls`` warmed up on ``candles`` (``context.warming_up`` set meanwhile), then started: how
+    the live runner begins a strategy and a new version of it, on the loop or in the strategy's own process."""
+    strategy = cls(config)
+    context.warming_up = True
+    try:
+        for candle in candles:
+            strategy.on_candle(candle, context)
+    finally:
+        context.warming_up = False
+    strategy.on_start(context)
+    return strategy
 
 
 def roll_day(context: StrategyContext, ts_ms: int) -> None:

@@ -39,6 +39,7 @@ import traceback
 from typing import Any, BinaryIO
 
 from tradebaas.processes import kill_group
+from tradebaas.strategies.base import started_instance
 from tradebaas.strategies.loader import load_class
 
 #: Added to the child's nice value: the engine (order path, protection, other strategies) goes first when the CPU
@@ -224,14 +225,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
             request = pickle.loads(body)
             if request[0] == "start":
                 _, ref, config, candles, context = request
-                strategy = resolve_class(ref)(config)
-                context.warming_up = True
-                try:
-                    for candle in candles:
-                        strategy.on_candle(candle, context)
-                finally:
-                    context.warming_up = False
-                strategy.on_start(context)
+                strategy = started_instance(resolve_class(ref), config, candles, context)
                 answer: tuple[Any, ...] = ("ok", None)
             elif strategy is None:
                 answer = ("lost", "a decision was asked before the strategy was started")

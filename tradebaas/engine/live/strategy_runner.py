@@ -52,6 +52,7 @@ from tradebaas.strategies.base import (
     record_entry,
     record_error,
     roll_day,
+    started_instance,
 )
 
 log = logging.getLogger("tradebaas.engine.live.strategy_runner")
@@ -134,15 +135,7 @@ class StrategyRunner:
 
     def _fresh_instance(self, candles: list[Candle], context: StrategyContext) -> None:
         """A new instance of the current class and config, warmed on ``candles``, started (same context)."""
-        strategy = self.cls(self.config)
-        context.warming_up = True
-        try:
-            for candle in candles:
-                strategy.on_candle(candle, context)
-        finally:
-            context.warming_up = False
-        strategy.on_start(context)
-        self.strategy = strategy
+        self.strategy = started_instance(self.cls, self.config, candles, context)
 
     def extend_history(self, warmup_candles: int) -> None:
         """Keep at least ``warmup_candles`` closed candles for swaps (a new version may need a longer warm-up)."""
