@@ -89,7 +89,8 @@ class NotificationService:
         if self.notifier is not None and self._notifier_task is not None:
             await self.notifier.close()
             try:
-                await asyncio.wait_for(asyncio.shield(self._notifier_task), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(self._notifier_task)
             except (TimeoutError, Exception):  # noqa: BLE001 - a stuck receiver must not hold the shutdown
                 self._notifier_task.cancel()
                 await asyncio.gather(self._notifier_task, return_exceptions=True)

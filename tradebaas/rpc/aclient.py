@@ -104,7 +104,8 @@ class AsyncEngineClient:
         wait_s = self.timeout if timeout is None else timeout
         self._session.check_call(self.url)
         try:
-            await asyncio.wait_for(self._connected.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._connected.wait()
         except TimeoutError:
             self._session.check_call(self.url)  # closed meanwhile, or gave up (reconnect=False)
             raise EngineNotRunning(f"not connected to the engine ({self.url}); still trying to reconnect") from None
@@ -113,7 +114,8 @@ class AsyncEngineClient:
         try:
             assert self._ws is not None
             await self._ws.send(out.text)
-            answer = await asyncio.wait_for(fut, wait_s)
+            async with asyncio.timeout(wait_s):
+                answer = await fut
         except ConnectionClosed as exc:
             raise ConnectionLost(f"connection to the engine lost while sending {method}") from exc
         except TimeoutError:
@@ -210,7 +212,8 @@ class AsyncEngineClient:
                 delay = self._session.backoff.next_delay()
                 log.debug("reconnect failed (%s); next attempt in %.2fs", exc, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closed.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._closed.wait()
                 continue
             self._connected.set()
             log.info("reconnected to the engine at %s", self.url)

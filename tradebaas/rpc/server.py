@@ -176,7 +176,8 @@ class RpcServer:
             return
         self._server.close(close_connections=True)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+            async with asyncio.timeout(5):
+                await self._server.wait_closed()
         self._server = None
 
     # -- publishing ----------------------------------------------------------------------------------------

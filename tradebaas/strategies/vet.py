@@ -315,7 +315,8 @@ async def vet_in_subprocess(request: dict[str, Any], timeout_s: float) -> dict[s
         except OSError as exc:
             return failed_report(request, "raises", f"cannot start the vetting process: {exc}")
         try:
-            await asyncio.wait_for(_send_and_wait(proc, payload), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await _send_and_wait(proc, payload)
         except TimeoutError:
             await _kill(proc)
             return failed_report(request, "budget", f"vetting took longer than {timeout_s:g} s (loading the source, "

@@ -212,7 +212,8 @@ class Catalog:
                 sys.executable, "-m", "tradebaas.strategies.describe", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
             try:
-                out, err = await asyncio.wait_for(proc.communicate(json.dumps(request).encode()), DESCRIBE_TIMEOUT_S)
+                async with asyncio.timeout(DESCRIBE_TIMEOUT_S):
+                    out, err = await proc.communicate(json.dumps(request).encode())
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

@@ -281,7 +281,8 @@ class DeribitClient:
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a session is up (connected, authenticated, subscribed)."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
 
     async def _abort_start(self) -> None:
         if self._dispatcher is not None:
@@ -557,7 +558,8 @@ class DeribitClient:
         if self._supervisor is None:
             raise ConnectionLost(method, "client not started", sent=False)
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         except TimeoutError:
             raise ConnectionLost(method, f"not connected within {timeout:g} s", sent=False) from None
         if self._closing:
