@@ -530,16 +530,22 @@ def test_an_entry_and_another_strategys_decision_on_the_same_candle_do_not_wait_
     quiet = [p for p in list(pushes) if not p["decision"]["intents"]]
     assert quiet and all(p["lag_ms"] > 0 and "done_ms" not in p for p in quiet if "lag_ms" in p)
 
-    conn = sqlite3.connect(f"file:{tb_home.root / 'journal.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        pending = [(event_id, json.loads(payload)["trade"]["signal_ts_ms"]) for event_id, payload in conn.execute(
-            "SELECT id, payload FROM events WHERE kind = 'trade.pending' AND strategy_id = ?", (trader,))]
-        decided = {sid: dict(conn.execute("SELECT ts_ms, id FROM events WHERE kind = 'decision' AND strategy_id = ?",
-                                          (sid,)).fetchall()) for sid in (trader, watcher)}
-    finally:
-        conn.close()
-    orders = [(trade_event, decided[watcher][signal - MINUTE_MS], decided[trader][signal - MINUTE_MS])
-              for trade_event, signal in pending
-              if signal - MINUTE_MS in decided[watcher] and signal - MINUTE_MS in decided[trader]]
-    assert len(orders) >= 2, (pending, len(decided[watcher]), len(decided[trader]))
+    def journaled_orders() -> list[tuple[int, int, int]]:
+        """Per entry whose candle both decided on (the watcher starts after the trader's first candles): the event
+        ids of the trade, the watcher's decision and the trader's decision. An entry's decisions are committed a
+        little after its trade (the one ``trades_of`` sees first): the caller waits for two complete entries."""
+        conn = sqlite3.connect(f"file:{tb_home.root / 'journal.sqlite'}?mode=ro", uri=True, timeout=10)
+        try:
+            pending = [(event_id, json.loads(payload)["trade"]["signal_ts_ms"]) for event_id, payload in conn.execute(
+                "SELECT id, payload FROM events WHERE kind = 'trade.pending' AND strategy_id = ?", (trader,))]
+            decided = {sid: dict(conn.execute("SELECT ts_ms, id FROM events WHERE kind = 'decision' AND "
+                                              "strategy_id = ?", (sid,)).fetchall()) for sid in (trader, watcher)}
+        finally:
+            conn.close()
+        return [(trade_event, decided[watcher][signal - MINUTE_MS], decided[trader][signal - MINUTE_MS])
+                for trade_event, signal in pending
+                if signal - MINUTE_MS in decided[watcher] and signal - MINUTE_MS in decided[trader]]
+
+    orders = wait_for(lambda: found if len(found := journaled_orders()) >= 2 else None, timeout=60,
+                      what="two entries with both strategies' decisions journaled")
     assert [o for o in orders if not o[0] < o[1] < o[2]] == [], orders
