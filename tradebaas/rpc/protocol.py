@@ -353,17 +353,11 @@ def to_jsonable(value: Any) -> Any:
     """Dataclasses, enums, paths, tuples and sets -> plain JSON values (recursively)."""
     if value is None or isinstance(value, bool | int | float | str):
         return value.value if isinstance(value, enum.Enum) else value
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"RPC result not JSON serialisable: {type(value).__name__}")
+    return to_jsonable(_jsonable_leaf(value))  # enums, dataclasses, sets, paths; anything else: TypeError
 
 
 def encode(message: Any) -> str:

@@ -101,6 +101,9 @@ def _classify(path: Path, exc: sqlite3.Error) -> JournalError:
     return JournalError(f"journal {path}: {exc}")
 
 
+_INSERT_EVENT = "INSERT INTO events (ts_ms, wall_ts_ms, kind, strategy_id, payload) VALUES (?, ?, ?, ?, ?)"
+
+
 class Journal:
     """An open journal. Create with ``Journal.open(path)``; close with ``close()`` or a ``with`` block."""
 
@@ -294,11 +297,21 @@ class Journal:
         if not kind:
             raise ValueError("event kind must not be empty")
         row = (int(ts_ms), now_ms(), kind, strategy_id, payload_json)
-        sql = "INSERT INTO events (ts_ms, wall_ts_ms, kind, strategy_id, payload) VALUES (?, ?, ?, ?, ?)"
         if conn is not None:
-            return int(conn.execute(sql, row).lastrowid or 0)
+            return int(conn.execute(_INSERT_EVENT, row).lastrowid or 0)
         with self.transaction() as c:
-            return int(c.execute(sql, row).lastrowid or 0)
+            return int(c.execute(_INSERT_EVENT, row).lastrowid or 0)
+
+    def append_many_encoded(self, kind: str, events: list[tuple[int, str | None, str]],
+                            conn: sqlite3.Connection) -> int:
+        """Append ``(ts_ms, strategy_id, payload_json)`` events of one kind in one ``executemany`` inside the
+        caller's transaction. Returns the last event id *before* them: theirs are the ids above it."""
+        if not kind:
+            raise ValueError("event kind must not be empty")
+        before = int(conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0])
+        wall = now_ms()
+        conn.executemany(_INSERT_EVENT, [(int(ts), wall, kind, sid, payload) for ts, sid, payload in events])
+        return before
 
     def events(
         self,

@@ -421,11 +421,8 @@ class Store:
         strategy's decision is journaled; one statement per row cost more than the deciding)."""
         if not decisions:
             return
-        wall = now_ms()
-        rows = [(int(record["ts_ms"]), wall, strategy_id, dumps(record)) for strategy_id, record in decisions]
-        before = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        conn.executemany("INSERT INTO events (ts_ms, wall_ts_ms, kind, strategy_id, payload)"
-                         " VALUES (?, ?, 'decision', ?, ?)", rows)
+        before = self.journal.append_many_encoded(
+            "decision", [(record["ts_ms"], strategy_id, dumps(record)) for strategy_id, record in decisions], conn)
         conn.execute(_DERIVE_DECISIONS, (before, ""))
 
     def last_decision(self, strategy_id: str) -> dict[str, Any] | None:

@@ -170,7 +170,8 @@ def build_engine(home: Home, exchange: str | None = None, *, port: int = 0) -> E
 
     The list is the whole engine: the journal's background checkpoint (``journal/checkpoint.py``), the live loop
     (exchange link, strategies, reconciliation), the market recorder (Parquet recordings of what the live loop
-    saw), the notification service, the report service (scheduler and runs). ``engine/api.py`` binds the RPC methods to their handlers; a method not listed there is not served.
+    saw), the notification service, the report service (scheduler and runs). ``engine/api.py`` binds the RPC
+    methods to their handlers; a method not listed there is not served.
     A journal that cannot be trusted (corrupt, locked, newer schema) stops the start with a clear error.
     """
     from tradebaas.engine import api
