@@ -206,6 +206,23 @@ def test_a_restart_pushed_as_an_event_is_announced_by_the_resync_it_causes(panel
              what="the restart announced")
 
 
+def test_a_second_resync_keeps_the_restart_announced(panel: ControlPanel, eng: FakeEngine) -> None:
+    """After a restart both the reconnect and the ping may ask for a resync: the second one must not hide the
+    announcement (the browser test once missed it that way), while a note about a lost link is cleared."""
+    eng.up = False
+    wait_for(lambda: "engine restarted/reconnecting" in panel.status_html.value, what="reconnecting banner")
+    eng.pid = 666
+    eng.up = True
+    wait_for(lambda: "pid 666" in panel.status_html.value and "engine restarted — state reloaded" in
+             panel.status_html.value, what="the restart announced")
+    before = len(eng.called("engine.status"))
+    panel._on_reconnected()  # what the client's reconnect hook calls
+    wait_for(lambda: len(eng.called("engine.status")) > before, what="a second resync")
+    wait_for(lambda: "tb-connection-connected" in panel.status_html.value, what="connected")
+    assert "engine restarted — state reloaded" in panel.status_html.value
+    assert "connection" not in panel.state.note
+
+
 def test_engine_event_from_a_new_process_triggers_a_resync(panel: ControlPanel, eng: FakeEngine) -> None:
     before = len(eng.called("strategy.list"))
     eng.pid = 333

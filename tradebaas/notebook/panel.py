@@ -72,6 +72,10 @@ class PanelState:
     #: A restart was seen (a new engine identity) and not announced yet: set until a resync completes, so that a
     #: resync that fails half-way, or the one a pushed status event asks for, does not lose it.
     restart_unannounced: bool = False
+    #: The note says the link was lost (set by a failed call): the next resync that succeeds clears it. Other
+    #: notes (a restart announced, a refused stop) stay until something replaces them, so a second resync right
+    #: after the first (the reconnect and the ping both ask for one) does not hide what the user has to know.
+    note_is_link_loss: bool = False
 
     # -- snapshots --------------------------------------------------------------------------------------------
     def set_status(self, status: Mapping[str, Any], now: float) -> bool:
@@ -476,7 +480,11 @@ class ControlPanel(w.VBox):
         self._refresh_equity()
         state.connection = "connected"
         self._chart_events(None, reload=True)
-        state.note = "engine restarted — state reloaded" if state.restart_unannounced else ""
+        if state.restart_unannounced:
+            state.note = f"engine restarted — state reloaded at {time.strftime('%H:%M:%S')}"
+            state.note_is_link_loss = False
+        elif state.note_is_link_loss:
+            state.note, state.note_is_link_loss = "", False
         state.restart_unannounced = False
         self._last_ping = now
 
@@ -604,7 +612,7 @@ class ControlPanel(w.VBox):
         was = self.state.connection
         self.state.connection = "reconnecting" if was in {"connected", "reconnecting"} else "disconnected"
         _code, message, _data = _rpc_error_parts(exc)
-        self.state.note = message[:200]
+        self.state.note, self.state.note_is_link_loss = message[:200], True
 
     def _tick(self, now: float) -> None:
         """Once a second: keep uptimes moving and check the link (a ping), so a dead engine shows within seconds
@@ -846,7 +854,7 @@ class ControlPanel(w.VBox):
                 strategy = self._call("strategy.stop", id=sid, flatten=flatten)
             except Exception as exc:
                 _code, message, _data = _rpc_error_parts(exc)
-                self.state.note = f"stop {sid}: {message}"
+                self.state.note, self.state.note_is_link_loss = f"stop {sid}: {message}", False
                 self._pump.flag("refresh")
                 return
             self._on_event("strategies", {"type": "state", "strategy": strategy})
